@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+// rbuild: a rootless, daemonless container image builder. The module layout follows
+// ../shared/DESIGN.md: each target depends only on the layers below it.
+import PackageDescription
+
+let package = Package(
+    name: "rbuild",
+    products: [
+        .executable(name: "rbuild", targets: ["rbuild"]),
+        .library(name: "RBuild", targets: ["RBuild"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C at the edge: what must run between clone() and execve(), and library bindings.
+        .target(name: "CRBuildChild"),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+
+        .target(name: "RBuildRuntime", dependencies: ["CRBuildChild", "CSeccomp", "CCap"]),
+        .target(name: "RBuildDockerfile"),
+        .target(name: "RBuild", dependencies: ["RBuildRuntime"]),
+        .target(name: "RBuildCLI", dependencies: [
+            "RBuild",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "rbuild", dependencies: ["RBuildCLI"]),
+
+        .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
+        .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile"],
+                    resources: [.copy("Fixtures")]),
+        // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
+        .testTarget(name: "IntegrationTests"),
+    ]
+)

@@ -1,0 +1,2 @@
+import RBuildRuntime
+public enum RBuildLibrary {}

@@ -1,0 +1,2 @@
+// Filled in by the Dockerfile frontend issue.
+enum DockerfileModule {}

@@ -1,0 +1,2 @@
+import CRBuildChild
+public enum Runtime {}

@@ -1,0 +1,2 @@
+import RBuildCLI
+RBuildCommand.main()
