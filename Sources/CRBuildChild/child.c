@@ -1,2 +1,644 @@
+// The child side of the sandbox. See rbuild_child.h for the contract.
+//
+// Everything after clone() in this file runs in a copy of a multithreaded Swift process: other
+// threads are gone, and any lock they held (malloc's, stdio's) stays held forever. So the child
+// only uses raw syscalls and async-signal-safe libc functions, on memory the parent prepared.
+#define _GNU_SOURCE
 #include "rbuild_child.h"
-int rb_placeholder(void) { return 0; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+
+// ---- kernel ABI not (reliably) in Debian 12's headers ---------------------------------------
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#define RB_MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#define RB_MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#define RB_FSOPEN_CLOEXEC 0x00000001
+#define RB_FSMOUNT_CLOEXEC 0x00000001
+#define RB_FSCONFIG_SET_FLAG 0
+#define RB_FSCONFIG_SET_STRING 1
+#define RB_FSCONFIG_CMD_CREATE 6
+#define RB_MOUNT_ATTR_RDONLY 0x00000001
+#define RB_MOUNT_ATTR_NOSUID 0x00000002
+#define RB_MOUNT_ATTR_NODEV 0x00000004
+#define RB_MOUNT_ATTR_NOEXEC 0x00000008
+#define RB_MOUNT_ATTR_NOATIME 0x00000010
+#define RB_MOUNT_ATTR_STRICTATIME 0x00000020
+#define RB_RESOLVE_NO_MAGICLINKS 0x02
+#define RB_RESOLVE_IN_ROOT 0x10
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+struct rb_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+_Static_assert(sizeof(struct rb_mount_attr) == 32, "struct mount_attr is MOUNT_ATTR_SIZE_VER0 bytes");
+
+struct rb_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+_Static_assert(sizeof(struct rb_open_how) == 24, "struct open_how is OPEN_HOW_SIZE_VER0 bytes");
+
+// One wrapper per syscall, so the call sites read like the man pages.
+static int sys_open_tree(int dfd, const char *path, unsigned flags) {
+    return (int)syscall(SYS_open_tree, dfd, path, flags);
+}
+static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags) {
+    return (int)syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+static int sys_fsopen(const char *fstype, unsigned flags) {
+    return (int)syscall(SYS_fsopen, fstype, flags);
+}
+static int sys_fsconfig(int fd, unsigned cmd, const char *key, const void *value, int aux) {
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, aux);
+}
+static int sys_fsmount(int fd, unsigned flags, unsigned attrs) {
+    return (int)syscall(SYS_fsmount, fd, flags, attrs);
+}
+static int sys_mount_setattr(int dfd, const char *path, unsigned flags, struct rb_mount_attr *attr) {
+    return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
+}
+static int sys_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+static int sys_close_range(unsigned first, unsigned last, unsigned flags) {
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+int rb_open_in_root(int dirfd, const char *path, int flags, int mode) {
+    struct rb_open_how how = {
+        .flags = (uint64_t)(unsigned)flags,
+        .mode = (uint64_t)(unsigned)mode,
+        .resolve = RB_RESOLVE_IN_ROOT | RB_RESOLVE_NO_MAGICLINKS,
+    };
+    int fd;
+    do {
+        fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+// ---- reporting ------------------------------------------------------------------------------
+
+static void report(int fd, int stage, int err, int item) {
+    struct rb_report r = { .stage = stage, .err = err, .item = item, .reserved = 0 };
+    ssize_t n;
+    do {
+        n = write(fd, &r, sizeof(r));
+    } while (n < 0 && errno == EINTR);
+}
+
+__attribute__((noreturn)) static void fail(int fd, int stage, int err, int item) {
+    report(fd, stage, err, item);
+    _exit(125);
+}
+
+// ---- mount helpers (child only) -------------------------------------------------------------
+
+static unsigned attrs_from_flags(unsigned long flags, int mflags) {
+    unsigned a = 0;
+    if (flags & MS_RDONLY || mflags & RB_MF_READONLY) a |= RB_MOUNT_ATTR_RDONLY;
+    if (flags & MS_NOSUID) a |= RB_MOUNT_ATTR_NOSUID;
+    if (flags & MS_NODEV) a |= RB_MOUNT_ATTR_NODEV;
+    if (flags & MS_NOEXEC) a |= RB_MOUNT_ATTR_NOEXEC;
+    if (flags & MS_NOATIME) a |= RB_MOUNT_ATTR_NOATIME;
+    if (flags & MS_STRICTATIME) a |= RB_MOUNT_ATTR_STRICTATIME;
+    return a;
+}
+
+// Creates a detached mount of a new filesystem: fsopen, one fsconfig per "key[=value]" in
+// `data`, create, fsmount. Returns the mount fd or -errno.
+static int make_fs(const char *fstype, const char *data, unsigned long flags, int mflags) {
+    int fsfd = sys_fsopen(fstype, RB_FSOPEN_CLOEXEC);
+    if (fsfd < 0) return -errno;
+    if (data && data[0]) {
+        char buf[1024];
+        size_t len = strlen(data);
+        if (len >= sizeof(buf)) { close(fsfd); return -ENAMETOOLONG; }
+        memcpy(buf, data, len + 1);
+        char *tok = buf;
+        while (tok && *tok) {
+            char *comma = strchr(tok, ',');
+            if (comma) *comma = 0;
+            char *eq = strchr(tok, '=');
+            int rc;
+            if (eq) {
+                *eq = 0;
+                rc = sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, tok, eq + 1, 0);
+            } else {
+                rc = sys_fsconfig(fsfd, RB_FSCONFIG_SET_FLAG, tok, NULL, 0);
+            }
+            if (rc < 0) { int e = errno; close(fsfd); return -e; }
+            tok = comma ? comma + 1 : NULL;
+        }
+    }
+    if (sys_fsconfig(fsfd, RB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        int e = errno; close(fsfd); return -e;
+    }
+    int mfd = sys_fsmount(fsfd, RB_FSMOUNT_CLOEXEC, attrs_from_flags(flags, mflags));
+    int e = errno;
+    close(fsfd);
+    return mfd < 0 ? -e : mfd;
+}
+
+static int set_readonly(int fd, const char *path, unsigned atflags) {
+    struct rb_mount_attr attr = { .attr_set = RB_MOUNT_ATTR_RDONLY };
+    return sys_mount_setattr(fd, path, atflags, &attr) < 0 ? -errno : 0;
+}
+
+// Returns an O_PATH fd for `target` inside the root, creating it (and its parents) as a
+// directory or an empty file when missing. Every lookup stays inside `rootfd`.
+static int ensure_target(int rootfd, const char *target, int isdir, int create) {
+    int fd = rb_open_in_root(rootfd, target, O_PATH | O_CLOEXEC, 0);
+    if (fd != -ENOENT || !create) return fd;
+
+    char path[PATH_MAX];
+    size_t len = strlen(target);
+    if (len >= sizeof(path)) return -ENAMETOOLONG;
+    memcpy(path, target, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != 0) continue;
+        size_t start = i;
+        while (start > 0 && path[start - 1] != '/') start--;
+        if (start == i) continue;                      // "//"
+        int last = (path[i] == 0);
+        char name[NAME_MAX + 1];
+        if (i - start > NAME_MAX) return -ENAMETOOLONG;
+        memcpy(name, path + start, i - start);
+        name[i - start] = 0;
+        char saved = path[start];
+        path[start] = 0;
+        int parent = rb_open_in_root(rootfd, start == 0 ? "/" : path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        path[start] = saved;
+        if (parent < 0) return parent;
+        int rc = 0;
+        if (!last || isdir) {
+            if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST) rc = -errno;
+        } else {
+            int f = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (f >= 0) close(f);
+            else if (errno != EEXIST) rc = -errno;
+        }
+        close(parent);
+        if (rc < 0) return rc;
+    }
+    return rb_open_in_root(rootfd, target, O_PATH | O_CLOEXEC, 0);
+}
+
+static int attach(int mfd, int tfd) {
+    return sys_move_mount(mfd, "", tfd, "", RB_MOVE_MOUNT_F_EMPTY_PATH | RB_MOVE_MOUNT_T_EMPTY_PATH) < 0 ? -errno : 0;
+}
+
+// ---- phases ---------------------------------------------------------------------------------
+
+// Before pivot_root: everything that needs the host's view.
+static void prepare_host_side(struct rb_plan *p, int sfd) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
+    if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail(sfd, RB_STAGE_ROOTFS_BIND, errno, 0);
+
+    for (size_t i = 0; i < p->nmounts; i++) {
+        struct rb_mount *m = &p->mounts[i];
+        m->fd = -1;
+        if (m->kind == RB_MOUNT_BIND_HOST) {
+            unsigned fl = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | ((m->mflags & RB_MF_RECURSIVE) ? AT_RECURSIVE : 0);
+            int fd = sys_open_tree(AT_FDCWD, m->source, fl);
+            if (fd < 0) {
+                if (errno == ENOENT && (m->mflags & RB_MF_OPTIONAL)) continue;
+                fail(sfd, RB_STAGE_PREPARE_MOUNT, errno, (int)i);
+            }
+            if (m->mflags & RB_MF_READONLY) {
+                int rc = set_readonly(fd, "", AT_EMPTY_PATH | ((m->mflags & RB_MF_RECURSIVE) ? AT_RECURSIVE : 0));
+                if (rc < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -rc, (int)i);
+            }
+            m->fd = fd;
+        } else if (m->kind == RB_MOUNT_FS_EARLY) {
+            // proc and sysfs: the kernel refuses a user namespace a new instance unless an
+            // unobstructed one is visible in its mount namespace (fs/namespace.c,
+            // mount_too_revealing), which stops being true once the old root is detached.
+            int fd = make_fs(m->fstype, m->data, m->flags, m->mflags);
+            if (fd < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -fd, (int)i);
+            m->fd = fd;
+        }
+    }
+}
+
+static void enter_root(struct rb_plan *p, int sfd) {
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it then leaves
+    // no path back to the host (the trick runc and bubblewrap use; see pivot_root(2)).
+    if (chdir(p->rootfs) < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 0);
+    if (sys_pivot_root(".", ".") < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 0);
+    if (umount2(".", MNT_DETACH) < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 1);
+    if (chdir("/") < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 2);
+}
+
+static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
+    for (size_t i = 0; i < p->nmounts; i++) {
+        struct rb_mount *m = &p->mounts[i];
+        int isdir = (m->mflags & RB_MF_TARGET_DIR) != 0;
+        int create = !(m->mflags & RB_MF_NO_CREATE);
+        switch (m->kind) {
+        case RB_MOUNT_BIND_HOST:
+        case RB_MOUNT_FS_EARLY:
+        case RB_MOUNT_FS: {
+            if (m->kind != RB_MOUNT_FS && m->fd < 0) continue;   // optional source missing
+            int tfd = ensure_target(rootfd, m->target, isdir, create);
+            if (tfd < 0) {
+                if (tfd == -ENOENT && (m->mflags & RB_MF_OPTIONAL)) {
+                    if (m->fd >= 0) close(m->fd);
+                    continue;
+                }
+                fail(sfd, RB_STAGE_MOUNT_TARGET, -tfd, (int)i);
+            }
+            int mfd = m->fd;
+            if (m->kind == RB_MOUNT_FS) {
+                mfd = make_fs(m->fstype, m->data, m->flags, m->mflags);
+                if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
+            }
+            int rc = attach(mfd, tfd);
+            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
+            close(mfd);
+            close(tfd);
+            m->fd = -1;
+            break;
+        }
+        case RB_MOUNT_MASK: {
+            int tfd = rb_open_in_root(rootfd, m->target, O_PATH | O_CLOEXEC, 0);
+            if (tfd == -ENOENT) continue;
+            if (tfd < 0) fail(sfd, RB_STAGE_MOUNT_TARGET, -tfd, (int)i);
+            struct stat st;
+            if (fstat(tfd, &st) < 0) fail(sfd, RB_STAGE_MOUNT, errno, (int)i);
+            int mfd;
+            if (S_ISDIR(st.st_mode)) {
+                mfd = make_fs("tmpfs", NULL, MS_NOSUID | MS_NODEV | MS_NOEXEC, RB_MF_READONLY);
+            } else {
+                mfd = sys_open_tree(AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+                if (mfd < 0) mfd = -errno;
+            }
+            if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
+            int rc = attach(mfd, tfd);
+            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
+            close(mfd);
+            close(tfd);
+            break;
+        }
+        case RB_MOUNT_READONLY: {
+            int tfd = rb_open_in_root(rootfd, m->target, O_PATH | O_CLOEXEC, 0);
+            if (tfd == -ENOENT) continue;
+            if (tfd < 0) fail(sfd, RB_STAGE_MOUNT_TARGET, -tfd, (int)i);
+            int mfd = sys_open_tree(tfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+            if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, errno, (int)i);
+            int rc = set_readonly(mfd, "", AT_EMPTY_PATH | AT_RECURSIVE);
+            if (rc == 0) rc = attach(mfd, tfd);
+            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
+            close(mfd);
+            close(tfd);
+            break;
+        }
+        case RB_MOUNT_SYMLINK:
+            if (symlink(m->source, m->target) < 0 && errno != EEXIST)
+                fail(sfd, RB_STAGE_MOUNT, errno, (int)i);
+            break;
+        default:
+            fail(sfd, RB_STAGE_MOUNT, EINVAL, (int)i);
+        }
+    }
+}
+
+static int loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    int e = errno;
+    close(s);
+    return rc < 0 ? -e : 0;
+}
+
+static void drop_privileges(struct rb_plan *p, int sfd) {
+    for (int cap = 0; cap <= p->last_cap && cap < 64; cap++) {
+        if (p->capabilities & (1ULL << cap)) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            fail(sfd, RB_STAGE_CAPABILITIES, errno, cap);
+    }
+    if (p->set_groups) {
+        if (setgroups(p->ngroups, (const gid_t *)p->groups) < 0) fail(sfd, RB_STAGE_SETGROUPS, errno, 0);
+    }
+    if (setresgid(p->gid, p->gid, p->gid) < 0) fail(sfd, RB_STAGE_SETGID, errno, (int)p->gid);
+    // For any uid but 0 this also empties the permitted and effective sets (capabilities(7),
+    // "Effect of user ID changes on capabilities"), as docker does for USER.
+    if (setresuid(p->uid, p->uid, p->uid) < 0) fail(sfd, RB_STAGE_SETUID, errno, (int)p->uid);
+
+    struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    if (p->uid == 0) {
+        data[0].effective = data[0].permitted = (uint32_t)p->capabilities;
+        data[1].effective = data[1].permitted = (uint32_t)(p->capabilities >> 32);
+    }
+    // Inheritable stays empty (CVE-2022-24769), and so does the ambient set.
+    if (syscall(SYS_capset, &hdr, data) < 0) fail(sfd, RB_STAGE_CAPABILITIES, errno, -1);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        fail(sfd, RB_STAGE_CAPABILITIES, errno, -2);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(sfd, RB_STAGE_NO_NEW_PRIVS, errno, 0);
+}
+
+static void reset_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, &sa, NULL);     // fails harmlessly for glibc's internal signals
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+// Finds argv[0] on PATH the way execvp does, without allocating.
+__attribute__((noreturn)) static void exec_command(struct rb_plan *p, int sfd) {
+    const char *file = p->argv[0];
+    char *const *argv = (char *const *)p->argv;
+    char *const *envp = (char *const *)p->envp;
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        int e = errno;
+        report(sfd, RB_STAGE_EXEC, e, 0);
+        _exit(e == ENOENT ? 127 : 126);
+    }
+    int saw_eacces = 0;
+    size_t flen = strlen(file);
+    const char *dir = p->path_search ? p->path_search : "";
+    while (*dir) {
+        const char *end = strchr(dir, ':');
+        size_t dlen = end ? (size_t)(end - dir) : strlen(dir);
+        char buf[PATH_MAX];
+        if (dlen + 1 + flen < sizeof(buf)) {
+            size_t n = 0;
+            if (dlen == 0) buf[n++] = '.';
+            memcpy(buf + n, dir, dlen);
+            n += dlen;
+            buf[n++] = '/';
+            memcpy(buf + n, file, flen + 1);
+            execve(buf, argv, envp);
+            if (errno == EACCES) saw_eacces = 1;
+            else if (errno != ENOENT && errno != ENOTDIR) {
+                int e = errno;
+                report(sfd, RB_STAGE_EXEC, e, 0);
+                _exit(126);
+            }
+        }
+        if (!end) break;
+        dir = end + 1;
+    }
+    report(sfd, RB_STAGE_EXEC, saw_eacces ? EACCES : ENOENT, 1);
+    _exit(saw_eacces ? 126 : 127);
+}
+
+static int forwardable(int sig) {
+    switch (sig) {
+    case SIGINT: case SIGTERM: case SIGHUP: case SIGQUIT:
+    case SIGUSR1: case SIGUSR2: case SIGWINCH: case SIGCONT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+// pid 1 of the sandbox: reaps every zombie, forwards signals sent to it with kill(), and exits
+// with the command's status (128+N when a signal N killed it), as docker --init does.
+__attribute__((noreturn)) static void run_init(pid_t cmd) {
+    sigset_t all;
+    sigfillset(&all);
+    for (;;) {
+        siginfo_t si;
+        int sig = (int)syscall(SYS_rt_sigtimedwait, &all, &si, NULL, (size_t)(_NSIG / 8));
+        if (sig < 0) continue;
+        if (sig == SIGCHLD) {
+            int status;
+            pid_t w;
+            while ((w = (pid_t)syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
+                if (w != cmd) continue;
+                if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+                if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
+            }
+        } else if (forwardable(sig) && si.si_code != SI_KERNEL) {
+            kill(cmd, sig);
+        }
+    }
+}
+
+static void run_probe(struct rb_plan *p, int sfd) {
+    if (p->probe == RB_PROBE_USERNS) _exit(0);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
+    for (size_t i = 0; i < p->nmounts; i++) {
+        struct rb_mount *m = &p->mounts[i];
+        if (mount(m->fstype, m->target, m->fstype, m->flags, m->data) < 0) {
+            report(sfd, RB_STAGE_PROBE, errno, (int)i);
+            _exit(1);
+        }
+    }
+    _exit(0);
+}
+
+__attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, int sfd) {
+    char c;
+    ssize_t n;
+    do {
+        n = read(syncfd, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) fail(sfd, RB_STAGE_WAIT_IDMAP, n < 0 ? errno : EPIPE, 0);
+    close(syncfd);
+
+    if (p->probe != RB_PROBE_NONE) run_probe(p, sfd);
+
+    prepare_host_side(p, sfd);
+    enter_root(p, sfd);
+    int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 3);
+    mount_inside(p, rootfd, sfd);
+
+    if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0)
+        fail(sfd, RB_STAGE_HOSTNAME, errno, 0);
+    if (p->new_netns) {
+        int rc = loopback_up();
+        if (rc < 0) fail(sfd, RB_STAGE_LOOPBACK, -rc, 0);
+    }
+    if (p->readonly_root) {
+        int rc = set_readonly(rootfd, "", AT_EMPTY_PATH);
+        if (rc < 0) fail(sfd, RB_STAGE_READONLY_ROOT, -rc, 0);
+    }
+    for (size_t i = 0; i < p->nrlimits; i++) {
+        struct rlimit rl = { .rlim_cur = p->rlimits[i].soft, .rlim_max = p->rlimits[i].hard };
+        if (setrlimit(p->rlimits[i].resource, &rl) < 0) fail(sfd, RB_STAGE_RLIMIT, errno, (int)i);
+    }
+    if (p->workdir) {
+        int wfd = ensure_target(rootfd, p->workdir, 1, 1);
+        if (wfd < 0) fail(sfd, RB_STAGE_WORKDIR, -wfd, 0);
+        if (fchdir(wfd) < 0) fail(sfd, RB_STAGE_WORKDIR, errno, 0);
+        close(wfd);
+    }
+    close(rootfd);
+
+    drop_privileges(p, sfd);
+    // The init is not the command: nothing in the sandbox may ptrace it or open its /proc files.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    // Only 0-2 and the status pipe survive; the status pipe is close-on-exec, so a successful
+    // exec closes it and the parent sees EOF.
+    if (sfd > 3 && sys_close_range(3, (unsigned)sfd - 1, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 0);
+    if (sys_close_range((unsigned)sfd + 1, ~0U, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 1);
+
+    // Seccomp last: from here on even the init runs under the filter.
+    if (p->bpf) {
+        struct sock_fprog prog = { .len = p->bpf_len, .filter = (struct sock_filter *)p->bpf };
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) fail(sfd, RB_STAGE_SECCOMP, errno, 0);
+    }
+
+    // A raw clone, not fork(): glibc's fork takes locks another parent thread may have held.
+    pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (cmd < 0) fail(sfd, RB_STAGE_FORK, errno, 0);
+    if (cmd == 0) {
+        reset_signals();
+        exec_command(p, sfd);
+    }
+    close(sfd);
+    // The command has its own copies; the init keeps none, so a closed stdout reaches a reader.
+    close(0);
+    close(1);
+    close(2);
+    run_init(cmd);
+}
+
+// ---- parent side ----------------------------------------------------------------------------
+
+int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
+    int syncp[2], statusp[2];
+    if (pipe2(syncp, O_CLOEXEC) < 0) return -errno;
+    if (pipe2(statusp, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(syncp[0]);
+        close(syncp[1]);
+        return -e;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    // With a NULL stack, clone behaves like fork: the child continues here on a copy of it.
+    pid_t pid = (pid_t)syscall(SYS_clone, plan->clone_flags | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) {
+        close(syncp[1]);
+        close(statusp[0]);
+        child_main(plan, syncp[0], statusp[1]);
+    }
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(syncp[0]);
+    close(statusp[1]);
+    if (pid < 0) {
+        close(syncp[1]);
+        close(statusp[0]);
+        return -e;
+    }
+    out->pid = pid;
+    out->sync_fd = syncp[1];
+    out->status_fd = statusp[0];
+    return 0;
+}
+
+static volatile sig_atomic_t forward_pid;
+
+static void forward_handler(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    pid_t pid = (pid_t)forward_pid;
+    if (pid > 0 && si->si_code != SI_KERNEL) kill(pid, sig);
+}
+
+void rb_forward_signals(pid_t pid) {
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH };
+    forward_pid = pid;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    if (pid > 0) {
+        sa.sa_sigaction = forward_handler;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    } else {
+        sa.sa_handler = SIG_DFL;
+    }
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) sigaction(sigs[i], &sa, NULL);
+}
+
+pid_t rb_waitpid(pid_t pid, int *status) {
+    pid_t r;
+    do {
+        r = waitpid(pid, status, 0);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+int rb_read_report(int fd, struct rb_report *r) {
+    size_t got = 0;
+    while (got < sizeof(*r)) {
+        ssize_t n = read(fd, (char *)r + got, sizeof(*r) - got);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (n == 0) return got == 0 ? 0 : -EPIPE;
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+int rb_wifexited(int status) { return WIFEXITED(status); }
+int rb_wexitstatus(int status) { return WEXITSTATUS(status); }
+int rb_wifsignaled(int status) { return WIFSIGNALED(status); }
+int rb_wtermsig(int status) { return WTERMSIG(status); }

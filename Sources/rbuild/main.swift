@@ -1,2 +1,3 @@
 import RBuildCLI
-RBuildCommand.main()
+
+RBuildCommand.runMain()

@@ -1,2 +1,183 @@
+// The C edge of the sandbox: everything that must run between clone() and execve().
+//
+// The Swift parent prepares an `rb_plan` (strings, mount steps, BPF, fds) before calling
+// rb_spawn(). The cloned child only reads that plan and calls async-signal-safe functions
+// and raw syscalls: no malloc, no stdio, no locks. Any failure travels back to the parent as
+// an `rb_report` on the status pipe, naming the stage, the errno and the plan item.
 #pragma once
-int rb_placeholder(void);
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Where in the child's setup a failure happened. The Swift side turns these into messages.
+enum rb_stage {
+    RB_STAGE_NONE = 0,
+    RB_STAGE_WAIT_IDMAP,       // reading the "id maps written" byte from the parent
+    RB_STAGE_MOUNT_PRIVATE,    // making the inherited mount tree private
+    RB_STAGE_ROOTFS_BIND,      // binding the rootfs onto itself
+    RB_STAGE_PREPARE_MOUNT,    // open_tree()/fsmount() of a host-side source (item = mount index)
+    RB_STAGE_PIVOT_ROOT,
+    RB_STAGE_MOUNT,            // attaching mount step `item` inside the new root
+    RB_STAGE_MOUNT_TARGET,     // creating the mount point of step `item`
+    RB_STAGE_HOSTNAME,
+    RB_STAGE_LOOPBACK,
+    RB_STAGE_READONLY_ROOT,
+    RB_STAGE_RLIMIT,           // item = index in rlimits
+    RB_STAGE_WORKDIR,
+    RB_STAGE_SETGROUPS,
+    RB_STAGE_SETGID,
+    RB_STAGE_SETUID,
+    RB_STAGE_CAPABILITIES,
+    RB_STAGE_NO_NEW_PRIVS,
+    RB_STAGE_CLOSE_FDS,
+    RB_STAGE_SECCOMP,
+    RB_STAGE_FORK,
+    RB_STAGE_EXEC,             // item = 1 when no PATH entry held the command
+    RB_STAGE_PROBE,            // probe mode: the probed operation failed
+};
+
+/// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
+enum { RB_O_PATH = 010000000 };
+enum rb_clone_flags {
+    RB_CLONE_NEWNS = 0x00020000,
+    RB_CLONE_NEWCGROUP = 0x02000000,
+    RB_CLONE_NEWUTS = 0x04000000,
+    RB_CLONE_NEWIPC = 0x08000000,
+    RB_CLONE_NEWUSER = 0x10000000,
+    RB_CLONE_NEWPID = 0x20000000,
+    RB_CLONE_NEWNET = 0x40000000,
+};
+enum rb_ms_flags {
+    RB_MS_RDONLY = 1,
+    RB_MS_NOSUID = 2,
+    RB_MS_NODEV = 4,
+    RB_MS_NOEXEC = 8,
+    RB_MS_NOATIME = 1024,
+    RB_MS_STRICTATIME = 1 << 24,
+};
+
+/// What one mount step does. Steps run in plan order inside the new root, after pivot_root,
+/// so a symlink in the image can never send a mount or a created mount point outside it.
+enum rb_mount_kind {
+    /// Bind a host path (`source`, resolved before pivot_root) onto `target`.
+    RB_MOUNT_BIND_HOST = 1,
+    /// A new filesystem (`fstype`, `data`, `flags`) mounted at `target`.
+    RB_MOUNT_FS,
+    /// A filesystem that the kernel only lets a user namespace mount while the host's
+    /// instance is still visible (proc, sysfs): created before pivot_root, attached after.
+    RB_MOUNT_FS_EARLY,
+    /// Hide `target`: /dev/null over a file, an empty read-only tmpfs over a directory.
+    RB_MOUNT_MASK,
+    /// Make `target` (and everything below it) read-only.
+    RB_MOUNT_READONLY,
+    /// Create a symlink at `target` pointing to `source`.
+    RB_MOUNT_SYMLINK,
+};
+
+enum rb_mount_flags {
+    RB_MF_READONLY = 1,        // make the mounted tree read-only (mount_setattr, recursive)
+    RB_MF_RECURSIVE = 2,       // bind the whole tree below `source`
+    RB_MF_TARGET_DIR = 4,      // the mount point is a directory (else a file)
+    RB_MF_OPTIONAL = 8,        // skip silently when the source or target does not exist
+    RB_MF_NO_CREATE = 16,      // never create the mount point (only mount if it exists)
+};
+
+struct rb_mount {
+    int kind;                  // enum rb_mount_kind
+    int mflags;                // enum rb_mount_flags
+    const char *source;        // host path, or symlink content
+    const char *target;        // absolute path inside the new root
+    const char *fstype;
+    const char *data;          // fs options, e.g. "mode=755,size=65536k"
+    unsigned long flags;       // MS_* flags for RB_MOUNT_FS
+    int fd;                    // child-private: the detached tree prepared before pivot_root
+};
+
+struct rb_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+enum rb_probe {
+    RB_PROBE_NONE = 0,
+    RB_PROBE_USERNS,           // reaching the point after the id maps are written
+    RB_PROBE_OVERLAY,          // mount overlay with userxattr over probe_dir/{lower,upper,work,merged}
+    RB_PROBE_BINFMT,           // mount a private binfmt_misc instance at probe_dir
+};
+
+struct rb_plan {
+    const char *rootfs;                // absolute host path
+    const char *const *argv;           // NULL-terminated
+    const char *const *envp;           // NULL-terminated
+    const char *path_search;           // PATH used to find argv[0] when it has no '/'
+    const char *workdir;               // absolute path inside the root
+    const char *hostname;              // NULL: keep
+    uint32_t uid, gid;                 // identity inside the user namespace
+    const uint32_t *groups;            // supplementary groups
+    size_t ngroups;
+    int set_groups;                    // 0 in single-id mode: setgroups is denied there
+    int new_netns;                     // bring up lo in the new net namespace
+    int readonly_root;
+    int keep_root_fd;                  // unused by the child; reserved
+    struct rb_mount *mounts;
+    size_t nmounts;
+    const struct rb_rlimit *rlimits;
+    size_t nrlimits;
+    uint64_t capabilities;             // bit n = capability n kept in bounding/permitted/effective
+    int last_cap;                      // highest capability the kernel knows
+    const void *bpf;                   // struct sock_filter[]; NULL: no seccomp
+    unsigned short bpf_len;            // number of instructions
+    int probe;                         // enum rb_probe; RB_PROBE_NONE runs argv
+    const char *probe_dir;
+    unsigned long clone_flags;         // CLONE_NEW* set chosen by the parent
+};
+
+/// What the child writes to the status pipe on failure (fixed size, one write).
+struct rb_report {
+    int32_t stage;
+    int32_t err;
+    int32_t item;
+    int32_t reserved;
+};
+
+/// The parent-side results of rb_spawn.
+struct rb_child {
+    pid_t pid;                 // the sandbox's init (pid 1 inside)
+    int sync_fd;               // write one byte after the id maps are in place, then close
+    int status_fd;             // read rb_report records until EOF (EOF with none: exec succeeded)
+};
+
+/// Clones the sandbox init with `plan->clone_flags`. All signals are blocked across the
+/// clone so that the child starts with no handler able to run. Returns 0, or -errno.
+int rb_spawn(struct rb_plan *plan, struct rb_child *out);
+
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH that were sent to
+/// this process with kill() to `pid`. Signals from the terminal are not forwarded: the sandbox
+/// is in the same foreground process group and got them already. pid <= 0 restores defaults.
+void rb_forward_signals(pid_t pid);
+
+/// waitpid() retrying on EINTR. Returns the pid, or -errno.
+pid_t rb_waitpid(pid_t pid, int *status);
+
+/// Reads exactly one report, retrying on EINTR. Returns 1 when a report was read, 0 at EOF, -errno.
+int rb_read_report(int fd, struct rb_report *report);
+
+/// Small wrappers around macros, for Swift.
+int rb_wifexited(int status);
+int rb_wexitstatus(int status);
+int rb_wifsignaled(int status);
+int rb_wtermsig(int status);
+
+/// openat2(dirfd, path, {flags, mode, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS}): opens `path`
+/// as if `dirfd` were "/", so neither ".." nor a symlink can leave it. Returns fd or -errno.
+int rb_open_in_root(int dirfd, const char *path, int flags, int mode);
+
+#ifdef __cplusplus
+}
+#endif

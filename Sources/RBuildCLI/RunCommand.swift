@@ -1,0 +1,90 @@
+import ArgumentParser
+import RBuild
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a command in the rootless sandbox.",
+        discussion: """
+        The command runs in new user, mount, pid, ipc, uts and cgroup namespaces with a seccomp \
+        filter, Docker's default capabilities and no new privileges. Its exit status is rbuild's.
+        """
+    )
+
+    @Option(name: .long, help: "Root filesystem directory to run in.")
+    var rootfs: String?
+
+    @Option(name: [.short, .long], help: "UID[:GID] or NAME[:GROUP] inside the sandbox (default 0:0).")
+    var user: String?
+
+    @Option(name: [.short, .long], help: "Working directory inside the sandbox (created when missing).")
+    var workdir: String = "/"
+
+    @Option(name: [.short, .long], help: "Set an environment variable (KEY=VALUE, or KEY to copy it from here).")
+    var env: [String] = []
+
+    @Option(name: .long, help: "host (default) or none (a new network namespace with only loopback).")
+    var network: String = "host"
+
+    @Option(name: .long, help: "Hostname inside the sandbox.")
+    var hostname: String = "rbuild"
+
+    @Flag(name: .long, help: "Mount the root filesystem read-only.")
+    var readOnly = false
+
+    @Option(name: .long, help: "type=bind,source=S,target=T[,readonly]")
+    var mount: [String] = []
+
+    @Option(name: .long, help: "Identity mapping: auto (default), single or subordinate.")
+    var userns: String = "auto"
+
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
+    var command: [String] = []
+
+    func run() throws {
+        guard let rootfs else {
+            throw ValidationError("rbuild run needs --rootfs DIR")
+        }
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard !argv.isEmpty else {
+            throw ValidationError("missing command: rbuild run --rootfs DIR -- CMD [ARG…]")
+        }
+        var spec = SandboxSpec(rootfs: rootfs, argv: argv)
+        if let user { spec.user = try UserSpec.parse(user) }
+        guard workdir.hasPrefix("/") else {
+            throw RuntimeError(.badOption, "--workdir \(workdir) must be an absolute path")
+        }
+        spec.workdir = workdir
+        spec.env = try env.map { entry in
+            if entry.contains("=") { return entry }
+            guard let value = getenvString(entry) else {
+                throw RuntimeError(.badOption, "--env \(entry): no such variable here to copy (use KEY=VALUE)")
+            }
+            return entry + "=" + value
+        }
+        guard let mode = NetworkMode(rawValue: network) else {
+            throw RuntimeError(.badOption, "--network \(network): expected host or none")
+        }
+        spec.network = mode
+        spec.hostname = hostname
+        spec.readOnlyRoot = readOnly
+        spec.mounts = try mount.map(BindMount.parse)
+        switch userns {
+        case "auto": break
+        case "single": spec.idMapping = .single
+        case "subordinate": spec.idMapping = .subordinate
+        default: throw RuntimeError(.badOption, "--userns \(userns): expected auto, single or subordinate")
+        }
+        let status = try Sandbox.run(spec)
+        throw ExitCode(status)
+    }
+}
+
+func getenvString(_ name: String) -> String? {
+    guard let p = getenv(name) else { return nil }
+    return String(cString: p)
+}

@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CRBuildChild
+
+/// Whether a host path is a directory (following symlinks, as a bind mount does).
+func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+}
+
+func pathExists(_ path: String) -> Bool {
+    var st = stat()
+    return lstat(path, &st) == 0
+}
+
+/// Reads a file of an image's root filesystem without ever leaving it: `path` is resolved with
+/// openat2(RESOLVE_IN_ROOT), so `..` and symlinks (even absolute ones) stay inside `root`.
+/// Returns nil when the file does not exist.
+public func readFileInRoot(root: String, path: String, limit: Int = 4 << 20) throws -> [UInt8]? {
+    let rootfd = open(root, Int32(RB_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+    guard rootfd >= 0 else {
+        throw RuntimeError(.rootfsNotFound, "cannot open root filesystem \(root): \(errnoText(errno))")
+    }
+    defer { close(rootfd) }
+    let fd = rb_open_in_root(rootfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0)
+    if fd == -ENOENT || fd == -ENOTDIR { return nil }
+    guard fd >= 0 else {
+        throw RuntimeError(.badUser, "cannot read \(path) in \(root): \(errnoText(-fd))")
+    }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while out.count < limit {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw RuntimeError(.badUser, "cannot read \(path) in \(root): \(errnoText(errno))")
+        }
+        if n == 0 { break }
+        out += buf[0..<n]
+    }
+    return out
+}

@@ -1,0 +1,114 @@
+import CRBuildChild
+
+/// One step of the sandbox's mount plan. The C child executes steps in order; building the list
+/// is plain Swift so that the policy can be read and unit-tested without any privilege.
+public struct MountStep: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Int32, Sendable {
+        case bindHost = 1, fs, fsEarly, mask, readOnly, symlink
+    }
+    public struct Options: OptionSet, Sendable, Hashable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let readOnly = Options(rawValue: 1)
+        public static let recursive = Options(rawValue: 2)
+        public static let targetIsDirectory = Options(rawValue: 4)
+        public static let optional = Options(rawValue: 8)
+        public static let noCreate = Options(rawValue: 16)
+    }
+
+    public var kind: Kind
+    public var options: Options
+    public var source: String?
+    public var target: String
+    public var fstype: String?
+    public var data: String?
+    public var flags: UInt
+
+    public var description: String {
+        switch kind {
+        case .bindHost: return "bind \(source ?? "") on \(target)"
+        case .fs, .fsEarly: return "mount \(target) (\(fstype ?? ""))"
+        case .mask: return "mask \(target)"
+        case .readOnly: return "read-only \(target)"
+        case .symlink: return "symlink \(target) -> \(source ?? "")"
+        }
+    }
+}
+
+/// Paths hidden from every sandbox (runc's and docker's defaults): kernel memory, keys, timing
+/// side channels and firmware interfaces.
+public let defaultMaskedPaths = [
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+
+/// Paths visible but read-only in every sandbox.
+public let defaultReadOnlyPaths = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+/// The host device nodes bound into the sandbox's /dev. Nothing else from the host's /dev.
+public let sandboxDevices = ["null", "zero", "full", "random", "urandom", "tty"]
+
+enum MountPlan {
+    static let nosuid = UInt(RB_MS_NOSUID.rawValue), nodev = UInt(RB_MS_NODEV.rawValue), noexec = UInt(RB_MS_NOEXEC.rawValue)
+
+    /// The ordered plan for a spec. `etcFiles` maps /etc/hosts, /etc/hostname, /etc/resolv.conf
+    /// to host files prepared for this run; `ttyGroupMapped` says whether gid 5 exists inside.
+    static func build(spec: SandboxSpec, etcFiles: [(target: String, source: String)],
+                      ttyGroupMapped: Bool) -> [MountStep] {
+        var steps: [MountStep] = []
+        func fs(_ type: String, _ target: String, _ data: String?, _ flags: UInt, early: Bool = false,
+                _ options: MountStep.Options = []) {
+            steps.append(MountStep(kind: early ? .fsEarly : .fs, options: options.union(.targetIsDirectory),
+                                   source: nil, target: target, fstype: type, data: data, flags: flags))
+        }
+        func bind(_ source: String, _ target: String, _ options: MountStep.Options) {
+            steps.append(MountStep(kind: .bindHost, options: options, source: source, target: target,
+                                   fstype: nil, data: nil, flags: 0))
+        }
+        func link(_ target: String, _ to: String) {
+            steps.append(MountStep(kind: .symlink, options: [], source: to, target: target,
+                                   fstype: nil, data: nil, flags: 0))
+        }
+
+        fs("proc", "/proc", nil, nosuid | nodev | noexec, early: true)
+        fs("tmpfs", "/dev", "mode=755,size=65536k", nosuid | UInt(RB_MS_STRICTATIME.rawValue))
+        for dev in sandboxDevices {
+            bind("/dev/" + dev, "/dev/" + dev, dev == "tty" ? [.optional] : [])
+        }
+        // gid 5 (tty) only exists inside with a subordinate range; asking for it otherwise is EINVAL.
+        fs("devpts", "/dev/pts", "newinstance,ptmxmode=0666,mode=0620" + (ttyGroupMapped ? ",gid=5" : ""),
+           nosuid | noexec)
+        link("/dev/ptmx", "pts/ptmx")
+        link("/dev/fd", "/proc/self/fd")
+        link("/dev/stdin", "/proc/self/fd/0")
+        link("/dev/stdout", "/proc/self/fd/1")
+        link("/dev/stderr", "/proc/self/fd/2")
+        fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid | nodev | noexec)
+        fs("mqueue", "/dev/mqueue", nil, nosuid | nodev | noexec)
+        if spec.network == .none {
+            // A sysfs instance belongs to the mounting network namespace; only a new one can be mounted.
+            fs("sysfs", "/sys", nil, nosuid | nodev | noexec, early: true, [.readOnly])
+        } else {
+            bind("/sys", "/sys", [.recursive, .readOnly, .targetIsDirectory])
+        }
+        for (target, source) in etcFiles {
+            bind(source, target, [])
+        }
+        for m in spec.mounts {
+            var o: MountStep.Options = [.recursive]
+            if m.readOnly { o.insert(.readOnly) }
+            if isDirectory(m.source) { o.insert(.targetIsDirectory) }
+            bind(m.source, m.target, o)
+        }
+        for p in defaultMaskedPaths {
+            steps.append(MountStep(kind: .mask, options: [.optional], source: nil, target: p, fstype: nil, data: nil, flags: 0))
+        }
+        for p in defaultReadOnlyPaths {
+            steps.append(MountStep(kind: .readOnly, options: [.optional], source: nil, target: p, fstype: nil, data: nil, flags: 0))
+        }
+        return steps
+    }
+}

@@ -1,2 +1,0 @@
-import CRBuildChild
-public enum Runtime {}

@@ -1,0 +1,306 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CRBuildChild
+import Foundation
+
+/// Runs one process in new user, mount, pid, ipc, uts and cgroup namespaces (and a new network
+/// namespace with `--network none`), rootless.
+///
+/// The parent side lives here: deciding the id mapping, preparing the mount plan and the seccomp
+/// program, writing the child's id maps, and supervising. The child side is `CRBuildChild`.
+/// Calls block the calling thread (clone, waitpid): call them from a thread of your own, never
+/// from a Swift concurrency executor.
+public enum Sandbox {
+    /// Docker's default PATH, used when the environment has none.
+    public static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    /// Runs `spec` to completion with stdin/stdout/stderr passed through, and returns the exit
+    /// status the command ended with (128+N when signal N killed it).
+    public static func run(_ spec: SandboxSpec) throws -> Int32 {
+        let rootfs = try resolveRootfs(spec.rootfs)
+        let envForce = ProcessInfo.processInfo.environment["RBUILD_IDMAP"].flatMap(IDMappingMode.init(rawValue:))
+        let mapping = IDMapping.detect(force: spec.idMapping ?? envForce)
+        let user = try UserDatabase.resolve(spec.user, rootfs: rootfs)
+        try checkMapped(user: user, spec: spec, mapping: mapping)
+        for m in spec.mounts where !pathExists(m.source) {
+            throw RuntimeError(.badMount, "invalid --mount: source \(m.source) does not exist")
+        }
+
+        let scratch = try ScratchDir()
+        let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network)
+        let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5)
+
+        let program: SeccompProgram?
+        switch spec.seccomp {
+        case .unconfined: program = nil
+        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities)
+        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities)
+        }
+
+        var env = spec.env
+        func setDefault(_ key: String, _ value: String) {
+            if !env.contains(where: { $0.hasPrefix(key + "=") }) { env.append(key + "=" + value) }
+        }
+        setDefault("PATH", defaultPath)
+        setDefault("HOSTNAME", spec.hostname)
+        setDefault("HOME", user.home)
+        if isatty(0) == 1 { setDefault("TERM", "xterm") }
+        let pathSearch = env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) } ?? defaultPath
+
+        var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue
+            | RB_CLONE_NEWIPC.rawValue | RB_CLONE_NEWUTS.rawValue | RB_CLONE_NEWCGROUP.rawValue
+        if spec.network == .none { flags |= RB_CLONE_NEWNET.rawValue }
+
+        let arena = CArena()
+        var plan = rb_plan()
+        plan.rootfs = arena.string(rootfs)
+        plan.argv = arena.stringArray(spec.argv)
+        plan.envp = arena.stringArray(env)
+        plan.path_search = arena.string(pathSearch)
+        plan.workdir = arena.string(spec.workdir)
+        plan.hostname = arena.string(spec.hostname)
+        plan.uid = user.uid
+        plan.gid = user.gid
+        let groups = user.groups.filter { $0 <= mapping.maxInsideGID }
+        plan.groups = UnsafePointer(arena.array(groups))
+        plan.ngroups = groups.count
+        // setgroups(2) is denied in single-id mode (we had to write "deny" to map our gid).
+        plan.set_groups = mapping.mode == .single ? 0 : 1
+        plan.new_netns = spec.network == .none ? 1 : 0
+        plan.readonly_root = spec.readOnlyRoot ? 1 : 0
+        plan.mounts = arena.mounts(steps)
+        plan.nmounts = steps.count
+        let limits = defaultRlimits()
+        plan.rlimits = UnsafePointer(arena.array(limits))
+        plan.nrlimits = limits.count
+        plan.capabilities = spec.capabilities.mask
+        plan.last_cap = Int32(CapabilitySet.lastCap)
+        if let program, !program.bytes.isEmpty {
+            plan.bpf = UnsafeRawPointer(arena.array(program.bytes))
+            plan.bpf_len = UInt16(program.instructionCount)
+        }
+        plan.clone_flags = UInt(flags)
+
+        let outcome = try spawnAndWait(&plan, mapping: mapping)
+        withExtendedLifetime(arena) {}
+        withExtendedLifetime(scratch) {}
+        if let report = outcome.report {
+            throw describe(report, steps: steps, spec: spec, rootfs: rootfs, pathSearch: pathSearch)
+        }
+        return outcome.exitCode
+    }
+
+    struct Outcome {
+        var exitCode: Int32
+        var report: rb_report?
+    }
+
+    /// clone → write id maps → let the child go → collect its report → reap it.
+    static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping) throws -> Outcome {
+        var child = rb_child()
+        let rc = rb_spawn(&plan, &child)
+        if rc < 0 {
+            let hint = rc == -EPERM || rc == -ENOSPC
+                ? " (are unprivileged user namespaces enabled? see `rbuild info`)" : ""
+            throw RuntimeError(.spawnFailed, "cannot create the sandbox namespaces: clone: \(errnoText(-rc))\(hint)")
+        }
+        do {
+            try mapping.apply(to: child.pid)
+        } catch {
+            kill(child.pid, SIGKILL)
+            close(child.sync_fd)
+            close(child.status_fd)
+            var status: Int32 = 0
+            _ = rb_waitpid(child.pid, &status)
+            throw error
+        }
+        var one: UInt8 = 1
+        _ = write(child.sync_fd, &one, 1)
+        close(child.sync_fd)
+
+        rb_forward_signals(child.pid)
+        defer { rb_forward_signals(0) }
+        var report = rb_report()
+        let got = rb_read_report(child.status_fd, &report)
+        close(child.status_fd)
+        var status: Int32 = 0
+        let w = rb_waitpid(child.pid, &status)
+        if w < 0 {
+            throw RuntimeError(.spawnFailed, "waiting for the sandbox failed: \(errnoText(-w))")
+        }
+        let code: Int32 = rb_wifexited(status) != 0 ? rb_wexitstatus(status)
+            : rb_wifsignaled(status) != 0 ? 128 + rb_wtermsig(status) : 255
+        return Outcome(exitCode: code, report: got == 1 ? report : nil)
+    }
+
+    static func resolveRootfs(_ path: String) throws -> String {
+        guard let real = realpath(path, nil) else {
+            throw RuntimeError(.rootfsNotFound, "root filesystem \(path) not found: \(errnoText(errno))")
+        }
+        defer { free(real) }
+        let s = String(cString: real)
+        guard isDirectory(s) else {
+            throw RuntimeError(.rootfsNotFound, "root filesystem \(path) is not a directory")
+        }
+        return s
+    }
+
+    static func checkMapped(user: ResolvedUser, spec: SandboxSpec, mapping: IDMapping) throws {
+        guard user.uid > mapping.maxInsideUID || user.gid > mapping.maxInsideGID else { return }
+        let what = user.uid > mapping.maxInsideUID ? "uid \(user.uid)" : "gid \(user.gid)"
+        let who = spec.user.group.map { "\(spec.user.user):\($0)" } ?? spec.user.user
+        switch mapping.mode {
+        case .single:
+            throw RuntimeError(.userNotMapped,
+                "--user \(who): \(what) does not exist in the sandbox: without a subordinate id range only uid 0 (you) is mapped. "
+                + "Give your user a range (`sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 \(userName(uid: getuid()))`) "
+                + "and install uidmap (newuidmap/newgidmap); `rbuild info` shows what is found")
+        default:
+            throw RuntimeError(.userNotMapped,
+                "--user \(who): \(what) is outside the mapped range 0-\(min(mapping.maxInsideUID, mapping.maxInsideGID)); "
+                + "enlarge the ranges in /etc/subuid and /etc/subgid")
+        }
+    }
+
+    /// RLIMIT_NOFILE's soft limit raised to the hard one, as container engines do (many build
+    /// tools open more files than a login shell's 1024).
+    static func defaultRlimits() -> [rb_rlimit] {
+        var rl = rlimit()
+        let nofile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(nofile, &rl) == 0 else { return [] }
+        return [rb_rlimit(resource: nofile, soft: UInt64(rl.rlim_max), hard: UInt64(rl.rlim_max))]
+    }
+
+    static func describe(_ r: rb_report, steps: [MountStep], spec: SandboxSpec, rootfs: String, pathSearch: String) -> RuntimeError {
+        let err = r.err
+        let item = Int(r.item)
+        if r.stage == RB_STAGE_EXEC.rawValue {
+            let cmd = spec.argv.first ?? ""
+            switch err {
+            case ENOENT where item == 1:
+                return RuntimeError(.executableNotFound, "executable file not found in $PATH (\(pathSearch)): \(cmd)", exitCode: 127)
+            case ENOENT:
+                return RuntimeError(.executableNotFound, "executable file not found in rootfs: \(cmd)", exitCode: 127)
+            case EACCES:
+                return RuntimeError(.notExecutable, "permission denied: cannot execute \(cmd) in rootfs \(rootfs)", exitCode: 126)
+            case ENOEXEC:
+                return RuntimeError(.notExecutable, "exec format error: \(cmd) is not a program for this architecture (is the image for another platform?)", exitCode: 126)
+            default:
+                return RuntimeError(.notExecutable, "cannot execute \(cmd): \(errnoText(err))", exitCode: 126)
+            }
+        }
+        var stage: String
+        switch UInt32(r.stage) {
+        case RB_STAGE_WAIT_IDMAP.rawValue: stage = "waiting for the id maps"
+        case RB_STAGE_MOUNT_PRIVATE.rawValue: stage = "making mounts private"
+        case RB_STAGE_ROOTFS_BIND.rawValue: stage = "bind-mounting the rootfs"
+        case RB_STAGE_PREPARE_MOUNT.rawValue:
+            stage = "preparing " + (steps.indices.contains(item) ? steps[item].description : "mount \(item)")
+        case RB_STAGE_PIVOT_ROOT.rawValue: stage = "pivot_root"
+        case RB_STAGE_MOUNT.rawValue:
+            stage = steps.indices.contains(item) ? steps[item].description : "mount \(item)"
+        case RB_STAGE_MOUNT_TARGET.rawValue:
+            stage = "creating mount point " + (steps.indices.contains(item) ? steps[item].target : "\(item)")
+        case RB_STAGE_HOSTNAME.rawValue: stage = "sethostname"
+        case RB_STAGE_LOOPBACK.rawValue: stage = "bringing up loopback"
+        case RB_STAGE_READONLY_ROOT.rawValue: stage = "making the root read-only"
+        case RB_STAGE_RLIMIT.rawValue: stage = "setrlimit"
+        case RB_STAGE_WORKDIR.rawValue: stage = "entering workdir \(spec.workdir)"
+        case RB_STAGE_SETGROUPS.rawValue: stage = "setgroups"
+        case RB_STAGE_SETGID.rawValue: stage = "setgid \(item)"
+        case RB_STAGE_SETUID.rawValue: stage = "setuid \(item)"
+        case RB_STAGE_CAPABILITIES.rawValue: stage = "dropping capabilities"
+        case RB_STAGE_NO_NEW_PRIVS.rawValue: stage = "no_new_privs"
+        case RB_STAGE_CLOSE_FDS.rawValue: stage = "closing inherited file descriptors"
+        case RB_STAGE_SECCOMP.rawValue: stage = "loading the seccomp filter"
+        case RB_STAGE_FORK.rawValue: stage = "starting the command"
+        default: stage = "stage \(r.stage)"
+        }
+        var hint = ""
+        if err == ENOSYS { hint = "; rbuild needs Linux 5.12 or newer (open_tree, fsmount, mount_setattr, openat2)" }
+        return RuntimeError(.setupFailed, "sandbox setup failed at \(stage): \(errnoText(err)) (rootfs \(rootfs))\(hint)")
+    }
+}
+
+/// C memory for one rb_plan; freed when the arena goes away (after the child is reaped).
+final class CArena {
+    private var blocks: [UnsafeMutableRawPointer] = []
+
+    deinit { blocks.forEach { free($0) } }
+
+    func string(_ s: String) -> UnsafePointer<CChar> {
+        let p = strdup(s)!
+        blocks.append(UnsafeMutableRawPointer(p))
+        return UnsafePointer(p)
+    }
+
+    func stringArray(_ items: [String]) -> UnsafePointer<UnsafePointer<CChar>?> {
+        let p = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: items.count + 1)
+        for (i, s) in items.enumerated() { p[i] = string(s) }
+        p[items.count] = nil
+        blocks.append(UnsafeMutableRawPointer(p))
+        return UnsafePointer(p)
+    }
+
+    func array<T>(_ items: [T]) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: max(items.count, 1))
+        _ = UnsafeMutableBufferPointer(start: p, count: items.count).initialize(from: items)
+        blocks.append(UnsafeMutableRawPointer(p))
+        return p
+    }
+
+    func mounts(_ steps: [MountStep]) -> UnsafeMutablePointer<rb_mount> {
+        array(steps.map { s in
+            rb_mount(kind: s.kind.rawValue, mflags: s.options.rawValue,
+                     source: s.source.map(string), target: string(s.target),
+                     fstype: s.fstype.map(string), data: s.data.map(string),
+                     flags: s.flags, fd: -1)
+        })
+    }
+}
+
+/// A private directory for the files bound into one sandbox (/etc/hosts…), removed afterwards.
+final class ScratchDir {
+    let path: String
+
+    init() throws {
+        let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { isDirectory($0) && access($0, W_OK) == 0 ? $0 : nil }
+            ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        var template = Array((base + "/rbuild-run-XXXXXX").utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw RuntimeError(.spawnFailed, "cannot create a scratch directory in \(base): \(errnoText(errno))")
+        }
+        path = String(cString: p)
+    }
+
+    deinit {
+        for name in ["hosts", "hostname", "resolv.conf"] { unlink(path + "/" + name) }
+        rmdir(path)
+    }
+
+    func writeEtcFiles(hostname: String, network: NetworkMode) throws -> [(target: String, source: String)] {
+        let hosts = """
+        127.0.0.1\tlocalhost
+        ::1\tlocalhost ip6-localhost ip6-loopback
+        127.0.1.1\t\(hostname)
+
+        """
+        var resolv = "# rbuild: no network in this sandbox\n"
+        if network == .host {
+            // systemd-resolved's stub listens on the host's 127.0.0.53, which a sandbox in the host
+            // network namespace can reach; its upstream file is the better choice when present.
+            resolv = (try? String(contentsOfFile: "/run/systemd/resolve/resolv.conf", encoding: .utf8))
+                ?? (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+        }
+        let files = [("/etc/hosts", "hosts", hosts), ("/etc/hostname", "hostname", hostname + "\n"),
+                     ("/etc/resolv.conf", "resolv.conf", resolv)]
+        return try files.map { target, name, text in
+            let file = path + "/" + name
+            guard FileManager.default.createFile(atPath: file, contents: Data(text.utf8)) else {
+                throw RuntimeError(.spawnFailed, "cannot write \(file)")
+            }
+            return (target, file)
+        }
+    }
+}

@@ -1,0 +1,120 @@
+/// Everything that describes one process run in the sandbox.
+public struct SandboxSpec: Sendable {
+    /// Absolute host path of the root filesystem.
+    public var rootfs: String
+    /// The command; argv[0] is looked up on the sandbox's PATH when it has no '/'.
+    public var argv: [String]
+    /// KEY=VALUE entries. PATH, HOSTNAME and HOME get Docker's defaults when absent.
+    public var env: [String]
+    /// Who runs the command, inside the user namespace.
+    public var user: UserSpec
+    /// Absolute working directory inside the root; created when missing, as docker does.
+    public var workdir: String
+    public var hostname: String
+    public var network: NetworkMode
+    public var readOnlyRoot: Bool
+    public var mounts: [BindMount]
+    public var capabilities: CapabilitySet
+    /// nil: the built-in default profile. Use `SeccompMode.unconfined` only for debugging.
+    public var seccomp: SeccompMode
+    /// Forces an identity mode instead of the automatic choice (tests, `--userns`).
+    public var idMapping: IDMappingMode?
+
+    public init(rootfs: String, argv: [String]) {
+        self.rootfs = rootfs
+        self.argv = argv
+        self.env = []
+        self.user = .root
+        self.workdir = "/"
+        self.hostname = "rbuild"
+        self.network = .host
+        self.readOnlyRoot = false
+        self.mounts = []
+        self.capabilities = .dockerDefault
+        self.seccomp = .default
+        self.idMapping = nil
+    }
+}
+
+public enum NetworkMode: String, Sendable, CaseIterable {
+    /// The host's network namespace.
+    case host
+    /// A new, empty network namespace with only loopback, brought up.
+    case none
+}
+
+public enum SeccompMode: Sendable {
+    case `default`
+    case profile(SeccompProfile)
+    case unconfined
+}
+
+/// `--user`: a user and optional group, each a name from the image or a number.
+public struct UserSpec: Sendable, Equatable {
+    public var user: String
+    public var group: String?
+
+    public init(user: String, group: String? = nil) {
+        self.user = user
+        self.group = group
+    }
+
+    public static let root = UserSpec(user: "0", group: "0")
+
+    /// Parses docker's `--user` forms: `UID`, `UID:GID`, `NAME`, `NAME:GROUP`.
+    public static func parse(_ text: String) throws -> UserSpec {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        func valid(_ s: String) -> Bool {
+            !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "_-.$".contains($0) }
+        }
+        guard parts.allSatisfy(valid) else {
+            throw RuntimeError(.badUser, "invalid --user '\(text)': expected UID[:GID] or NAME[:GROUP]")
+        }
+        return UserSpec(user: parts[0], group: parts.count > 1 ? parts[1] : nil)
+    }
+}
+
+/// `--mount type=bind,source=S,target=T[,readonly]`.
+public struct BindMount: Sendable, Equatable {
+    public var source: String
+    public var target: String
+    public var readOnly: Bool
+
+    public init(source: String, target: String, readOnly: Bool = false) {
+        self.source = source
+        self.target = target
+        self.readOnly = readOnly
+    }
+
+    /// Parses the docker `--mount` syntax (only `type=bind` for now).
+    public static func parse(_ text: String) throws -> BindMount {
+        var type = "bind", source: String?, target: String?, readOnly = false
+        for field in text.split(separator: ",") {
+            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            let key = kv[0].lowercased(), value = kv.count > 1 ? kv[1] : nil
+            switch (key, value) {
+            case ("type", let v?): type = v
+            case ("source", let v?), ("src", let v?): source = v
+            case ("target", let v?), ("destination", let v?), ("dst", let v?): target = v
+            case ("readonly", nil), ("ro", nil): readOnly = true
+            case ("readonly", let v?), ("ro", let v?):
+                guard let b = Bool(v.lowercased()) else {
+                    throw RuntimeError(.badMount, "invalid --mount '\(text)': \(key)=\(v) is not true or false")
+                }
+                readOnly = b
+            default:
+                throw RuntimeError(.badMount, "invalid --mount '\(text)': unknown field '\(field)' (expected type=bind,source=S,target=T[,readonly])")
+            }
+        }
+        guard type == "bind" else {
+            throw RuntimeError(.badMount, "invalid --mount '\(text)': type=\(type) is not supported (only type=bind)")
+        }
+        guard let source, !source.isEmpty else {
+            throw RuntimeError(.badMount, "invalid --mount '\(text)': missing source=")
+        }
+        guard let target, target.hasPrefix("/") else {
+            throw RuntimeError(.badMount, "invalid --mount '\(text)': target= must be an absolute path inside the sandbox")
+        }
+        return BindMount(source: source, target: target, readOnly: readOnly)
+    }
+}
