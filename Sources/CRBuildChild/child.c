@@ -186,42 +186,65 @@ static int set_readonly(int fd, const char *path, unsigned atflags) {
 }
 
 // Returns an O_PATH fd for `target` inside the root, creating it (and its parents) as a
-// directory or an empty file when missing. Every lookup stays inside `rootfd`.
-static int ensure_target(int rootfd, const char *target, int isdir, int create) {
+// directory or an empty file when missing. Every lookup stays inside `rootfd`; a dangling
+// symlink on the way has its target created inside the root too (as docker's MkdirAll over a
+// securejoin'd path does), never on the host.
+static int ensure_target_depth(int rootfd, const char *target, int isdir, int create, int depth) {
     int fd = rb_open_in_root(rootfd, target, O_PATH | O_CLOEXEC, 0);
     if (fd != -ENOENT || !create) return fd;
+    if (depth > 8) return -ELOOP;
 
-    char path[PATH_MAX];
+    char parent[PATH_MAX];
     size_t len = strlen(target);
-    if (len >= sizeof(path)) return -ENAMETOOLONG;
-    memcpy(path, target, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != 0) continue;
-        size_t start = i;
-        while (start > 0 && path[start - 1] != '/') start--;
-        if (start == i) continue;                      // "//"
-        int last = (path[i] == 0);
-        char name[NAME_MAX + 1];
-        if (i - start > NAME_MAX) return -ENAMETOOLONG;
-        memcpy(name, path + start, i - start);
-        name[i - start] = 0;
-        char saved = path[start];
-        path[start] = 0;
-        int parent = rb_open_in_root(rootfd, start == 0 ? "/" : path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-        path[start] = saved;
-        if (parent < 0) return parent;
-        int rc = 0;
-        if (!last || isdir) {
-            if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST) rc = -errno;
-        } else {
-            int f = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-            if (f >= 0) close(f);
-            else if (errno != EEXIST) rc = -errno;
-        }
-        close(parent);
-        if (rc < 0) return rc;
+    while (len > 1 && target[len - 1] == '/') len--;
+    if (len >= sizeof(parent)) return -ENAMETOOLONG;
+    memcpy(parent, target, len);
+    parent[len] = 0;
+    char *slash = strrchr(parent, '/');
+    const char *name = slash ? slash + 1 : parent;
+    if (!*name || strlen(name) > NAME_MAX) return -ENOENT;
+    char leaf[NAME_MAX + 1];
+    memcpy(leaf, name, strlen(name) + 1);
+    if (slash == parent) parent[1] = 0;          // parent is "/"
+    else if (slash) *slash = 0;
+    else memcpy(parent, "/", 2);
+
+    int pfd = ensure_target_depth(rootfd, parent, 1, 1, depth + 1);
+    if (pfd < 0) return pfd;
+    int rc = 0;
+    if (isdir) {
+        if (mkdirat(pfd, leaf, 0755) < 0) rc = -errno;
+    } else {
+        int f = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (f >= 0) close(f);
+        else rc = -errno;
     }
+    if (rc == -EEXIST) {
+        // It exists, yet the path did not resolve: a dangling symlink. Create what it points to.
+        char link[PATH_MAX];
+        ssize_t n = readlinkat(pfd, leaf, link, sizeof(link) - 1);
+        close(pfd);
+        if (n <= 0) return -ENOENT;
+        link[n] = 0;
+        char next[PATH_MAX];
+        if (link[0] == '/') {
+            memcpy(next, link, (size_t)n + 1);
+        } else {
+            size_t plen = strlen(parent);
+            if (plen + 1 + (size_t)n + 1 > sizeof(next)) return -ENAMETOOLONG;
+            memcpy(next, parent, plen);
+            next[plen] = '/';
+            memcpy(next + plen + 1, link, (size_t)n + 1);
+        }
+        return ensure_target_depth(rootfd, next, isdir, 1, depth + 1);
+    }
+    close(pfd);
+    if (rc < 0) return rc;
     return rb_open_in_root(rootfd, target, O_PATH | O_CLOEXEC, 0);
+}
+
+static int ensure_target(int rootfd, const char *target, int isdir, int create) {
+    return ensure_target_depth(rootfd, target, isdir, create, 0);
 }
 
 static int attach(int mfd, int tfd) {
@@ -604,6 +627,8 @@ static void forward_handler(int sig, siginfo_t *si, void *uc) {
 void rb_forward_signals(pid_t pid) {
     static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH };
     forward_pid = pid;
+    sigset_t set;
+    sigemptyset(&set);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);
@@ -613,7 +638,13 @@ void rb_forward_signals(pid_t pid) {
     } else {
         sa.sa_handler = SIG_DFL;
     }
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) sigaction(sigs[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigaction(sigs[i], &sa, NULL);
+        sigaddset(&set, sigs[i]);
+    }
+    // Whoever started us may have left these blocked (a spawning thread's mask is inherited);
+    // a blocked SIGTERM would never reach the sandbox.
+    if (pid > 0) pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 pid_t rb_waitpid(pid_t pid, int *status) {

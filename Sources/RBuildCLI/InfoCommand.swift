@@ -1,7 +1,37 @@
 import ArgumentParser
+import Foundation
 import RBuild
 
 struct InfoCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "info", abstract: "What this host allows, and why.")
-    func run() throws {}
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "What this host allows an unprivileged rbuild to do, and why."
+    )
+
+    @Option(name: .long, help: "text (default) or json.")
+    var format: String = "text"
+
+    func run() throws {
+        let report = HostReport.gather()
+        switch format {
+        case "json":
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        case "text":
+            print("rbuild on Linux \(report.kernel) (\(report.architecture)), user \(report.user) (uid \(report.uid))")
+            print("identity mapping: \(report.idMapping.rawValue): \(report.idMappingReason)")
+            let width = report.checks.map(\.name.count).max() ?? 0
+            for c in report.checks {
+                let name = c.name.padding(toLength: width, withPad: " ", startingAt: 0)
+                print("  \(name)  \(c.ok ? "yes" : "no ")  \(c.detail)")
+            }
+            if !report.qemuInterpreters.isEmpty {
+                print("qemu interpreters:")
+                for q in report.qemuInterpreters { print("  \(q.architecture): \(q.path)") }
+            }
+        default:
+            throw RuntimeError(.badOption, "--format \(format): expected text or json")
+        }
+    }
 }

@@ -1,1 +1,123 @@
+import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// These tests drive the real `rbuild` binary. scripts/test runs them as unprivileged users
+// (one with a subordinate id range, one without) with RBUILD_INTEGRATION=1; without that
+// variable they are skipped, so that a plain `swift test` as root proves nothing by accident.
+
+enum Env {
+    static let vars = ProcessInfo.processInfo.environment
+    static let enabled = vars["RBUILD_INTEGRATION"] == "1"
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+    static let binary = vars["RBUILD_BIN"] ?? packageRoot + "/.build/debug/rbuild"
+    static let fixtures = vars["RBUILD_FIXTURES"] ?? packageRoot + "/fixtures"
+    /// Whether this user has a subordinate id range (decides which identity tests apply).
+    static let hasRange: Bool = {
+        let r = try? rbuild(["info", "--format", "json"])
+        return r?.stdout.contains("\"idMapping\" : \"subordinate\"") ?? false
+    }()
+}
+
+struct Result {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs rbuild with `args`; `stdin` is fed to it, or /dev/null.
+@discardableResult
+func rbuild(_ args: [String], stdin: String? = nil, environment: [String: String]? = nil) throws -> Result {
+    try runProcess(Env.binary, args, stdin: stdin, environment: environment)
+}
+
+func runProcess(_ path: String, _ args: [String], stdin: String? = nil,
+                environment: [String: String]? = nil) throws -> Result {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    if let environment { p.environment = environment }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    if let stdin {
+        let inPipe = Pipe()
+        p.standardInput = inPipe
+        try p.run()
+        inPipe.fileHandleForWriting.write(Data(stdin.utf8))
+        try inPipe.fileHandleForWriting.close()
+    } else {
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+    }
+    // Read both pipes concurrently so a chatty child cannot fill one and block.
+    let group = DispatchGroup()
+    nonisolated(unsafe) var errData = Data()
+    group.enter()
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    let status = p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
+    return Result(status: status, stdout: String(decoding: outData, as: UTF8.self),
+                  stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A private copy of the busybox root filesystem (owned by the test user, so that it is root's
+/// inside), with the probe program as /bin/probe. Removed when the value is released.
+final class Rootfs {
+    let dir: String
+    var path: String { dir + "/rootfs" }
+
+    init(arch: String = "amd64") throws {
+        var template = Array((NSTemporaryDirectory() + "/rbuild-it-XXXXXX").utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw POSIXError(.EIO)
+        }
+        dir = String(cString: p)
+        let cp = try runProcess("/bin/cp", ["-a", Env.fixtures + "/rootfs-" + arch, path])
+        guard cp.status == 0 else {
+            throw FixtureError(message: "cannot copy fixture (run scripts/make-fixtures): \(cp.stderr)")
+        }
+        if arch == "amd64" {
+            _ = try runProcess("/bin/cp", [Env.fixtures + "/probe-amd64", path + "/bin/probe"])
+        }
+    }
+
+    deinit {
+        _ = try? runProcess("/bin/rm", ["-rf", dir])
+    }
+
+    /// `rbuild run --rootfs … [options] -- argv`
+    func run(_ options: [String] = [], _ argv: [String], stdin: String? = nil) throws -> Result {
+        try rbuild(["run", "--rootfs", path] + options + ["--"] + argv, stdin: stdin)
+    }
+
+    func sh(_ script: String, _ options: [String] = []) throws -> Result {
+        try run(options, ["/bin/sh", "-c", script])
+    }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+extension String {
+    var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    /// The value of a `Key:\tvalue` line of /proc/PID/status.
+    func statusField(_ key: String) -> String? {
+        split(separator: "\n").first { $0.hasPrefix(key + ":") }
+            .map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) }
+    }
+}

@@ -1,1 +1,178 @@
 import Testing
+@testable import RBuildRuntime
+
+struct UserSpecTests {
+    @Test(arguments: [
+        ("0", UserSpec(user: "0")), ("1000:1000", UserSpec(user: "1000", group: "1000")),
+        ("app", UserSpec(user: "app")), ("app:staff", UserSpec(user: "app", group: "staff")),
+        ("1000:staff", UserSpec(user: "1000", group: "staff")),
+    ])
+    func parses(_ text: String, _ expected: UserSpec) throws {
+        #expect(try UserSpec.parse(text) == expected)
+    }
+
+    @Test(arguments: ["", ":", "::", "a:", ":b", "a b", "a:b:c", "x/y"])
+    func rejects(_ text: String) {
+        #expect(throws: RuntimeError.self) { try UserSpec.parse(text) }
+    }
+}
+
+struct BindMountTests {
+    @Test func parsesDockerSyntax() throws {
+        #expect(try BindMount.parse("type=bind,source=/a,target=/b") == BindMount(source: "/a", target: "/b"))
+        #expect(try BindMount.parse("src=/a,dst=/b,readonly") == BindMount(source: "/a", target: "/b", readOnly: true))
+        #expect(try BindMount.parse("type=bind,source=/a,destination=/b,ro=true").readOnly)
+        #expect(try !BindMount.parse("source=/a,target=/b,readonly=false").readOnly)
+    }
+
+    @Test(arguments: [
+        ("type=tmpfs,target=/b", "type=tmpfs is not supported"),
+        ("source=/a", "target= must be an absolute path"),
+        ("source=/a,target=b", "target= must be an absolute path"),
+        ("target=/b", "missing source="),
+        ("source=/a,target=/b,bogus=1", "unknown field 'bogus=1'"),
+        ("source=/a,target=/b,readonly=maybe", "readonly=maybe is not true or false"),
+    ])
+    func rejects(_ text: String, _ message: String) {
+        do {
+            _ = try BindMount.parse(text)
+            Issue.record("accepted \(text)")
+        } catch let e as RuntimeError {
+            #expect(e.code == .badMount)
+            #expect(e.message.contains(message), "\(e.message)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
+
+struct IDMappingTests {
+    let text = """
+    alice:100000:65536
+    1001:200000:1000
+    # comment
+    bob:300000:0
+    carol:400000:70000
+    """
+
+    @Test func findsTheUsersRangeByNameOrUid() {
+        #expect(IDMapping.parseSubordinate(text: text, name: "alice", id: 1000) == SubordinateRange(start: 100000, count: 65535))
+        #expect(IDMapping.parseSubordinate(text: text, name: "dave", id: 1001) == SubordinateRange(start: 200000, count: 1000))
+        #expect(IDMapping.parseSubordinate(text: text, name: "bob", id: 1002) == nil, "an empty range is no range")
+        #expect(IDMapping.parseSubordinate(text: text, name: "carol", id: 1003)?.count == 65535, "capped at 65535")
+        #expect(IDMapping.parseSubordinate(text: text, name: "erin", id: 1004) == nil)
+    }
+
+    @Test func mapLines() {
+        var m = IDMapping(mode: .single, hostUID: 1000, hostGID: 1001, reason: "")
+        #expect(m.mapLines(forUIDs: true).map { [$0.inside, $0.outside, $0.count] } == [[0, 1000, 1]])
+        #expect(m.mapLines(forUIDs: false).map { [$0.inside, $0.outside, $0.count] } == [[0, 1001, 1]])
+        #expect(m.maxInsideUID == 0)
+        m.mode = .subordinate
+        m.uidRange = SubordinateRange(start: 100000, count: 65535)
+        m.gidRange = SubordinateRange(start: 200000, count: 65535)
+        #expect(m.mapLines(forUIDs: true).map { [$0.inside, $0.outside, $0.count] } == [[0, 1000, 1], [1, 100000, 65535]])
+        #expect(m.mapLines(forUIDs: false).map { [$0.inside, $0.outside, $0.count] } == [[0, 1001, 1], [1, 200000, 65535]])
+        #expect(m.maxInsideUID == 65535)
+    }
+
+    @Test func detectWithoutRangeIsSingle() {
+        let m = IDMapping.detect(force: .single, subuidPath: "/nonexistent", subgidPath: "/nonexistent")
+        #expect(m.mode == .single || m.mode == .root)
+    }
+}
+
+struct UserDatabaseTests {
+    let passwd = """
+    root:x:0:0:root:/root:/bin/sh
+    app:x:1000:1000:app:/home/app:/bin/sh
+    broken line
+    nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+    """
+    let group = """
+    root:x:0:
+    staff:x:50:app,other
+    wheel:x:10:app
+    app:x:1000:
+    """
+
+    @Test(arguments: [
+        (UserSpec(user: "0"), ResolvedUser(uid: 0, gid: 0, groups: [], home: "/root")),
+        (UserSpec(user: "app"), ResolvedUser(uid: 1000, gid: 1000, groups: [50, 10], home: "/home/app")),
+        (UserSpec(user: "1000"), ResolvedUser(uid: 1000, gid: 1000, groups: [50, 10], home: "/home/app")),
+        (UserSpec(user: "app", group: "staff"), ResolvedUser(uid: 1000, gid: 50, groups: [10], home: "/home/app")),
+        (UserSpec(user: "1234"), ResolvedUser(uid: 1234, gid: 0, groups: [], home: "/")),
+        (UserSpec(user: "1234", group: "4321"), ResolvedUser(uid: 1234, gid: 4321, groups: [], home: "/")),
+        (UserSpec(user: "nobody"), ResolvedUser(uid: 65534, gid: 65534, groups: [], home: "/nonexistent")),
+    ])
+    func resolves(_ spec: UserSpec, _ expected: ResolvedUser) throws {
+        #expect(try UserDatabase.resolve(spec, passwd: passwd, group: group) == expected)
+    }
+
+    @Test func unknownNamesAreErrors() {
+        #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "ghost"), passwd: passwd, group: group) }
+        #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "app", group: "nope"), passwd: passwd, group: group) }
+    }
+}
+
+struct MountPlanTests {
+    func plan(network: NetworkMode = .host, mounts: [BindMount] = [], ttyGroup: Bool = false) -> [MountStep] {
+        var spec = SandboxSpec(rootfs: "/r", argv: ["true"])
+        spec.network = network
+        spec.mounts = mounts
+        return MountPlan.build(spec: spec, etcFiles: [("/etc/hosts", "/tmp/x/hosts")], ttyGroupMapped: ttyGroup)
+    }
+
+    @Test func procComesFirstAndIsCreatedBeforePivot() throws {
+        let first = try #require(plan().first)
+        #expect(first.kind == .fsEarly)
+        #expect(first.fstype == "proc")
+        #expect(first.target == "/proc")
+    }
+
+    @Test func sysIsANewReadOnlySysfsOnlyWithItsOwnNetworkNamespace() throws {
+        let none = try #require(plan(network: .none).first { $0.target == "/sys" })
+        #expect(none.kind == .fsEarly && none.fstype == "sysfs" && none.options.contains(.readOnly))
+        let host = try #require(plan(network: .host).first { $0.target == "/sys" })
+        #expect(host.kind == .bindHost && host.options.isSuperset(of: [.readOnly, .recursive]))
+    }
+
+    @Test func devHasOnlyTheStandardDevices() {
+        let binds = plan().filter { $0.kind == .bindHost && $0.target.hasPrefix("/dev/") }.map(\.target)
+        #expect(binds == ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"])
+    }
+
+    @Test func devptsAsksForTheTtyGroupOnlyWhenItExists() throws {
+        #expect(try #require(plan(ttyGroup: false).first { $0.fstype == "devpts" }).data?.contains("gid=5") == false)
+        #expect(try #require(plan(ttyGroup: true).first { $0.fstype == "devpts" }).data?.contains("gid=5") == true)
+    }
+
+    @Test func masksAndReadOnlyPathsComeAfterUserMounts() throws {
+        let steps = plan(mounts: [BindMount(source: "/tmp", target: "/proc/sys/x")])
+        let user = try #require(steps.firstIndex { $0.source == "/tmp" })
+        let firstMask = try #require(steps.firstIndex { $0.kind == .mask })
+        let firstRO = try #require(steps.firstIndex { $0.kind == .readOnly })
+        #expect(user < firstMask && firstMask < firstRO)
+        #expect(Set(steps.filter { $0.kind == .mask }.map(\.target)).isSuperset(of: ["/proc/kcore", "/proc/keys", "/sys/firmware", "/proc/timer_list", "/proc/sched_debug", "/proc/scsi"]))
+        #expect(Set(steps.filter { $0.kind == .readOnly }.map(\.target)) == ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
+    }
+
+    @Test func userMountsAreRecursiveAndHonourReadOnly() throws {
+        let steps = plan(mounts: [BindMount(source: "/tmp", target: "/a", readOnly: true)])
+        let m = try #require(steps.first { $0.target == "/a" })
+        #expect(m.options.isSuperset(of: [.recursive, .readOnly, .targetIsDirectory]))
+    }
+}
+
+struct KernelVersionTests {
+    @Test(arguments: [("6.18.44-fc-v657", 6, 18), ("5.10.0-28-amd64", 5, 10), ("4.19", 4, 19)])
+    func parses(_ release: String, _ major: Int, _ minor: Int) {
+        #expect(KernelVersion(release: release) == KernelVersion(major, minor))
+    }
+
+    @Test func compares() {
+        #expect(KernelVersion(5, 12) < KernelVersion(6, 7))
+        #expect(KernelVersion(6, 7) < KernelVersion(6, 18))
+        #expect(!(KernelVersion(6, 18) < KernelVersion(6, 7)))
+    }
+}
