@@ -79,7 +79,8 @@ final class Rootfs {
     var path: String { dir + "/rootfs" }
 
     init(arch: String = "amd64") throws {
-        var template = Array((NSTemporaryDirectory() + "/rbuild-it-XXXXXX").utf8CString)
+        let tmp = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        var template = Array(((tmp.hasSuffix("/") ? String(tmp.dropLast()) : tmp) + "/rbuild-it-XXXXXX").utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw POSIXError(.EIO)
         }
