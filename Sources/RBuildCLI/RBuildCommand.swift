@@ -28,18 +28,23 @@ public struct RBuildCommand: ParsableCommand {
             Glibc.exit(0)
         } catch let e as ExitCode {
             Glibc.exit(e.rawValue)
-        } catch let e as RuntimeError {
+        } catch let e as any RenderableError {
             printError(e.description)
-            Glibc.exit(e.exitCode)
-        } catch let e as CleanExit {
-            exit(withError: e)
-        } catch let e as ValidationError {
-            exit(withError: e)
+            Glibc.exit(e.exitStatus)
         } catch {
-            printError(String(describing: error))
-            Glibc.exit(1)
+            // ArgumentParser's own errors (help, validation) and anything unforeseen.
+            exit(withError: error)
         }
     }
+}
+
+/// An error of one of rbuild's layers: rendered as one `rbuild: …` line.
+protocol RenderableError: Error, CustomStringConvertible {
+    var exitStatus: Int32 { get }
+}
+
+extension RuntimeError: RenderableError {
+    var exitStatus: Int32 { exitCode }
 }
 
 func printError(_ message: String) {
