@@ -26,11 +26,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "rbuild", dependencies: ["RBuildCLI"]),
+        .executableTarget(name: "rbuild-bench", dependencies: ["RBuild"], path: "Sources/rbuild-bench"),
 
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
-        .testTarget(name: "IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["RBuild"]),
     ]
 )

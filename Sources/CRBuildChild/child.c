@@ -554,6 +554,13 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     // The init is not the command: nothing in the sandbox may ptrace it or open its /proc files.
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
+    // The caller's choice of stdin/stdout/stderr (pipes for a build step's log, say).
+    for (int i = 0; i < 3; i++) {
+        int fd = p->stdio[i];
+        if (fd < 0 || fd == i) continue;
+        if (dup2(fd, i) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 10 + i);
+    }
+
     // Only 0-2 and the status pipe survive; the status pipe is close-on-exec, so a successful
     // exec closes it and the parent sees EOF.
     if (sfd > 3 && sys_close_range(3, (unsigned)sfd - 1, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 0);

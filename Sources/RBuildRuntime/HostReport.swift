@@ -117,6 +117,7 @@ public struct HostReport: Codable, Sendable {
     static func probe(_ kind: ProbeKind, mounts: [MountStep] = []) -> String? {
         let arena = CArena()
         var plan = rb_plan()
+        plan.stdio = (-1, -1, -1)
         switch kind {
         case .userns:
             plan.probe = Int32(RB_PROBE_USERNS.rawValue)

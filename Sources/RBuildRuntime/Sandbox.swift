@@ -45,7 +45,7 @@ public enum Sandbox {
         setDefault("PATH", defaultPath)
         setDefault("HOSTNAME", spec.hostname)
         setDefault("HOME", user.home)
-        if isatty(0) == 1 { setDefault("TERM", "xterm") }
+        if isatty(spec.stdin ?? 0) == 1 { setDefault("TERM", "xterm") }
         let pathSearch = env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) } ?? defaultPath
 
         var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue
@@ -81,6 +81,7 @@ public enum Sandbox {
             plan.bpf_len = UInt16(program.instructionCount)
         }
         plan.clone_flags = UInt(flags)
+        plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
 
         let outcome = try spawnAndWait(&plan, mapping: mapping)
         withExtendedLifetime(arena) {}

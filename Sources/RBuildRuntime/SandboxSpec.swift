@@ -19,6 +19,11 @@ public struct SandboxSpec: Sendable {
     public var seccomp: SeccompMode
     /// Forces an identity mode instead of the automatic choice (tests, `--userns`).
     public var idMapping: IDMappingMode?
+    /// File descriptors of this process that become the command's stdin, stdout and stderr;
+    /// nil passes ours through. The caller keeps ownership (a pipe to capture a step's log).
+    public var stdin: Int32?
+    public var stdout: Int32?
+    public var stderr: Int32?
 
     public init(rootfs: String, argv: [String]) {
         self.rootfs = rootfs

@@ -222,7 +222,7 @@ struct SandboxTests {
         symlink(outside, fs.path + "/escape")
         let r = try fs.run(["--workdir", "/escape/work"], ["/bin/sh", "-c", "grep -c localhost /etc/hosts; pwd"])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.split(separator: "\n") == ["2", outside + "/work"], "\(r.stdout)")
+        #expect(r.stdout.split(separator: "\n").map(String.init) == ["2", outside + "/work"], "\(r.stdout)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty, "nothing created outside the rootfs")
         #expect(FileManager.default.fileExists(atPath: fs.path + outside + "/hosts"), "the link's target was made inside the root")
     }
@@ -263,6 +263,8 @@ struct SandboxTests {
         ([], ["/bin/foo"], 127, "executable file not found in rootfs: /bin/foo"),
         ([], ["nosuchcmd"], 127, "executable file not found in $PATH"),
         ([], ["/etc/passwd"], 126, "permission denied"),
+        (["--mount", "type=bind,source=/tmp,target=/bin/busybox"], ["true"], 125,
+         "sandbox setup failed at bind /tmp on /bin/busybox: Invalid argument (rootfs "),
     ] as [([String], [String], Int32, String)])
     func badInput(_ options: [String], _ argv: [String], _ status: Int32, _ message: String) throws {
         let fs = try Rootfs()

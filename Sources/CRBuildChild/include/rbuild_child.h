@@ -136,6 +136,7 @@ struct rb_plan {
     int probe;                         // enum rb_probe; RB_PROBE_NONE runs argv
     const char *probe_dir;
     unsigned long clone_flags;         // CLONE_NEW* set chosen by the parent
+    int stdio[3];                      // fds to become the command's 0, 1, 2; -1 keeps ours
 };
 
 /// What the child writes to the status pipe on failure (fixed size, one write).

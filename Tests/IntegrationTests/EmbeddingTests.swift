@@ -1,0 +1,51 @@
+import Foundation
+import RBuild
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("the embedding API, as an unprivileged user", .enabled(if: Env.enabled))
+struct EmbeddingTests {
+    @Test("Sandbox.run with pipes for stdout and stderr, many times in one process")
+    func capturesOutput() throws {
+        let fs = try Rootfs()
+        for i in 0..<5 {
+            var out: [Int32] = [0, 0], err: [Int32] = [0, 0]
+            #expect(pipe(&out) == 0 && pipe(&err) == 0)
+            var spec = SandboxSpec(rootfs: fs.path, argv: ["/bin/sh", "-c", "echo out-\(i); echo err-\(i) >&2; exit \(i)"])
+            spec.stdout = out[1]
+            spec.stderr = err[1]
+            let status = try Sandbox.run(spec)
+            close(out[1])
+            close(err[1])
+            #expect(status == Int32(i))
+            #expect(readAll(out[0]) == "out-\(i)\n")
+            #expect(readAll(err[0]) == "err-\(i)\n")
+            close(out[0])
+            close(err[0])
+        }
+    }
+
+    @Test("a missing executable is a typed error with exit code 127")
+    func typedErrors() throws {
+        let fs = try Rootfs()
+        #expect {
+            try Sandbox.run(SandboxSpec(rootfs: fs.path, argv: ["/nope"]))
+        } throws: { error in
+            guard let e = error as? RuntimeError else { return false }
+            return e.code == .executableNotFound && e.exitCode == 127
+        }
+    }
+}
+
+func readAll(_ fd: Int32) -> String {
+    var data = [UInt8]()
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n <= 0 { break }
+        data += buf[0..<n]
+    }
+    return String(decoding: data, as: UTF8.self)
+}
