@@ -282,6 +282,19 @@ static void prepare_host_side(struct rb_plan *p, int sfd) {
             int fd = make_fs(m->fstype, m->data, m->flags, m->mflags);
             if (fd < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -fd, (int)i);
             m->fd = fd;
+        } else if (m->kind == RB_MOUNT_BINFMT) {
+            int fd = make_fs("binfmt_misc", NULL, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+            if (fd < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -fd, (int)i);
+            int reg = openat(fd, "register", O_WRONLY | O_CLOEXEC);
+            if (reg < 0) fail(sfd, RB_STAGE_BINFMT, errno, (int)i);
+            size_t len = strlen(m->data);
+            ssize_t n;
+            do {
+                n = write(reg, m->data, len);
+            } while (n < 0 && errno == EINTR);
+            if (n != (ssize_t)len) fail(sfd, RB_STAGE_BINFMT, n < 0 ? errno : EIO, (int)i);
+            close(reg);
+            m->fd = fd;
         }
     }
 }
@@ -303,6 +316,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
         switch (m->kind) {
         case RB_MOUNT_BIND_HOST:
         case RB_MOUNT_FS_EARLY:
+        case RB_MOUNT_BINFMT:
         case RB_MOUNT_FS: {
             if (m->kind != RB_MOUNT_FS && m->fd < 0) continue;   // optional source missing
             int tfd = ensure_target(rootfd, m->target, isdir, create);

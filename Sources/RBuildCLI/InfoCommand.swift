@@ -26,9 +26,10 @@ struct InfoCommand: ParsableCommand {
                 let name = c.name.padding(toLength: width, withPad: " ", startingAt: 0)
                 print("  \(name)  \(c.ok ? "yes" : "no ")  \(c.detail)")
             }
-            if !report.qemuInterpreters.isEmpty {
-                print("qemu interpreters:")
-                for q in report.qemuInterpreters { print("  \(q.architecture): \(q.path)") }
+            print("platforms:")
+            let pw = report.platforms.map(\.platform.count).max() ?? 0
+            for p in report.platforms {
+                print("  \(p.platform.padding(toLength: pw, withPad: " ", startingAt: 0))  \(p.supported ? "yes" : "no ")  \(p.how)")
             }
         default:
             throw RuntimeError(.badOption, "--format \(format): expected text or json")

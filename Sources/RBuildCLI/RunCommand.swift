@@ -38,6 +38,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "type=bind,source=S,target=T[,readonly]")
     var mount: [String] = []
 
+    @Option(name: .long, help: "Platform of the root filesystem's binaries, e.g. linux/arm64 (default: the host's); others run under qemu-user-static.")
+    var platform: String?
+
     @Option(name: .long, help: "Identity mapping: auto (default), single or subordinate.")
     var userns: String = "auto"
 
@@ -78,6 +81,12 @@ struct RunCommand: ParsableCommand {
         case "single": spec.idMapping = .single
         case "subordinate": spec.idMapping = .subordinate
         default: throw RuntimeError(.badOption, "--userns \(userns): expected auto, single or subordinate")
+        }
+        if let platform {
+            guard let arch = Architecture(platform: platform) else {
+                throw RuntimeError(.badOption, "--platform \(platform): unknown platform (known: \(Architecture.allCases.map(\.platform).joined(separator: ", ")))")
+            }
+            spec.architecture = arch
         }
         let status = try Sandbox.run(spec)
         throw ExitCode(status)

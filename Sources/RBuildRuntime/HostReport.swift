@@ -36,6 +36,14 @@ public struct HostReport: Codable, Sendable {
     public var checks: [Check]
     public var qemuInterpreters: [Interpreter]
     public var hostBinfmtHandlers: [HostHandler]
+    /// Every platform rbuild knows, and how (or why not) this host runs its binaries.
+    public var platforms: [PlatformSupport]
+
+    public struct PlatformSupport: Codable, Sendable {
+        public var platform: String
+        public var supported: Bool
+        public var how: String
+    }
 
     public func check(_ name: String) -> Check? { checks.first { $0.name == name } }
 
@@ -107,7 +115,19 @@ public struct HostReport: Codable, Sendable {
         return HostReport(kernel: kernel.description, architecture: machine, user: userName(uid: getuid()), uid: getuid(),
                           idMapping: mapping.mode, idMappingReason: mapping.reason,
                           uidRange: mapping.uidRange, gidRange: mapping.gidRange, checks: checks,
-                          qemuInterpreters: qemu, hostBinfmtHandlers: handlers)
+                          qemuInterpreters: qemu, hostBinfmtHandlers: handlers,
+                          platforms: Architecture.allCases.map { arch in
+                              do {
+                                  let mode = try Emulation.mode(for: arch, kernel: kernel)
+                                  if case .userNamespaceBinfmt = mode, binfmt != nil {
+                                      return PlatformSupport(platform: arch.platform, supported: false,
+                                                             how: "needs binfmt_misc in a user namespace: \(binfmt!)")
+                                  }
+                                  return PlatformSupport(platform: arch.platform, supported: true, how: mode.summary)
+                              } catch {
+                                  return PlatformSupport(platform: arch.platform, supported: false, how: String(describing: error))
+                              }
+                          })
     }
 
     enum ProbeKind { case userns, overlay, binfmt }

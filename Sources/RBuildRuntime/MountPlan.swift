@@ -4,7 +4,7 @@ import CRBuildChild
 /// is plain Swift so that the policy can be read and unit-tested without any privilege.
 public struct MountStep: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: Int32, Sendable {
-        case bindHost = 1, fs, fsEarly, mask, readOnly, symlink
+        case bindHost = 1, fs, fsEarly, mask, readOnly, symlink, binfmt
     }
     public struct Options: OptionSet, Sendable, Hashable {
         public let rawValue: Int32
@@ -31,6 +31,7 @@ public struct MountStep: Sendable, Equatable, CustomStringConvertible {
         case .mask: return "mask \(target)"
         case .readOnly: return "read-only \(target)"
         case .symlink: return "symlink \(target) -> \(source ?? "")"
+        case .binfmt: return "binfmt_misc at \(target)"
         }
     }
 }
@@ -57,7 +58,7 @@ enum MountPlan {
     /// The ordered plan for a spec. `etcFiles` maps /etc/hosts, /etc/hostname, /etc/resolv.conf
     /// to host files prepared for this run; `ttyGroupMapped` says whether gid 5 exists inside.
     static func build(spec: SandboxSpec, etcFiles: [(target: String, source: String)],
-                      ttyGroupMapped: Bool) -> [MountStep] {
+                      ttyGroupMapped: Bool, binfmtRegistration: String? = nil) -> [MountStep] {
         var steps: [MountStep] = []
         func fs(_ type: String, _ target: String, _ data: String?, _ flags: UInt, early: Bool = false,
                 _ options: MountStep.Options = []) {
@@ -74,6 +75,12 @@ enum MountPlan {
         }
 
         fs("proc", "/proc", nil, nosuid | nodev | noexec, early: true)
+        if let binfmtRegistration {
+            // Where the host has its binfmt_misc; before /proc/sys is made read-only.
+            steps.append(MountStep(kind: .binfmt, options: [.targetIsDirectory, .noCreate], source: nil,
+                                   target: "/proc/sys/fs/binfmt_misc", fstype: "binfmt_misc",
+                                   data: binfmtRegistration, flags: 0))
+        }
         fs("tmpfs", "/dev", "mode=755,size=65536k", nosuid | UInt(RB_MS_STRICTATIME.rawValue))
         for dev in sandboxDevices {
             bind("/dev/" + dev, "/dev/" + dev, dev == "tty" ? [.optional] : [])

@@ -27,9 +27,15 @@ public enum Sandbox {
             throw RuntimeError(.badMount, "invalid --mount: source \(m.source) does not exist")
         }
 
+        var registration: String?
+        if case .userNamespaceBinfmt(let interpreter) = try Emulation.mode(for: spec.architecture) {
+            registration = spec.architecture.binfmtRegistration(interpreter: interpreter)
+        }
+
         let scratch = try ScratchDir()
         let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network)
-        let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5)
+        let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
+                                    binfmtRegistration: registration)
 
         let program: SeccompProgram?
         switch spec.seccomp {
@@ -186,7 +192,7 @@ public enum Sandbox {
             case EACCES:
                 return RuntimeError(.notExecutable, "permission denied: cannot execute \(cmd) in rootfs \(rootfs)", exitCode: 126)
             case ENOEXEC:
-                return RuntimeError(.notExecutable, "exec format error: \(cmd) is not a program for this architecture (is the image for another platform?)", exitCode: 126)
+                return RuntimeError(.notExecutable, "exec format error: \(cmd) is not a \(spec.architecture.platform) program (is the root filesystem for another platform? pass --platform)", exitCode: 126)
             default:
                 return RuntimeError(.notExecutable, "cannot execute \(cmd): \(errnoText(err))", exitCode: 126)
             }
@@ -216,6 +222,8 @@ public enum Sandbox {
         case RB_STAGE_CLOSE_FDS.rawValue: stage = "closing inherited file descriptors"
         case RB_STAGE_SECCOMP.rawValue: stage = "loading the seccomp filter"
         case RB_STAGE_FORK.rawValue: stage = "starting the command"
+        case RB_STAGE_BINFMT.rawValue:
+            stage = "registering the \(spec.architecture.platform) emulator in the sandbox's binfmt_misc"
         default: stage = "stage \(r.stage)"
         }
         var hint = ""

@@ -17,6 +17,9 @@ public struct SandboxSpec: Sendable {
     public var capabilities: CapabilitySet
     /// nil: the built-in default profile. Use `SeccompMode.unconfined` only for debugging.
     public var seccomp: SeccompMode
+    /// The architecture of the binaries to run; another than the host's is emulated with
+    /// qemu-user-static (see `Emulation`).
+    public var architecture: Architecture
     /// Forces an identity mode instead of the automatic choice (tests, `--userns`).
     public var idMapping: IDMappingMode?
     /// File descriptors of this process that become the command's stdin, stdout and stderr;
@@ -38,6 +41,7 @@ public struct SandboxSpec: Sendable {
         self.capabilities = .dockerDefault
         self.seccomp = .default
         self.idMapping = nil
+        self.architecture = .host
     }
 }
 

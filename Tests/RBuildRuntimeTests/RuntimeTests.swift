@@ -176,3 +176,42 @@ struct KernelVersionTests {
         #expect(!(KernelVersion(6, 18) < KernelVersion(6, 7)))
     }
 }
+
+struct ArchitectureTests {
+    @Test(arguments: [
+        ("linux/amd64", Architecture.x86_64), ("linux/arm64", .aarch64), ("linux/arm64/v8", .aarch64),
+        ("arm64", .aarch64), ("linux/arm/v7", .arm), ("linux/arm/v6", .arm), ("linux/386", .i386),
+        ("linux/riscv64", .riscv64), ("linux/ppc64le", .ppc64le), ("linux/s390x", .s390x),
+    ])
+    func parsesPlatforms(_ text: String, _ arch: Architecture) {
+        #expect(Architecture(platform: text) == arch)
+    }
+
+    @Test(arguments: ["windows/amd64", "linux/mips", "", "linux/"])
+    func rejectsUnknownPlatforms(_ text: String) {
+        #expect(Architecture(platform: text) == nil)
+    }
+
+    @Test func nativeness() {
+        #expect(Architecture.i386.isNative(on: .x86_64))
+        #expect(!Architecture.aarch64.isNative(on: .x86_64))
+        #expect(!Architecture.x86_64.isNative(on: .aarch64))
+    }
+
+    @Test func registrationLine() {
+        let line = Architecture.aarch64.binfmtRegistration(interpreter: "/usr/bin/qemu-aarch64-static")
+        #expect(line.hasPrefix(":rbuild-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00"))
+        #expect(line.hasSuffix(":/usr/bin/qemu-aarch64-static:F"))
+        let (magic, mask) = Architecture.aarch64.elfMagic
+        #expect(magic.count == 20 && mask.count == 20)
+        #expect(magic[18] == 0xb7)
+        #expect(Architecture.s390x.elfMagic.magic[19] == 0x16)
+    }
+
+    @Test func missingInterpreterIsNamed() throws {
+        #expect(throws: RuntimeError.self) {
+            _ = try Emulation.mode(for: .riscv64, host: .x86_64, kernel: KernelVersion(5, 15))
+        }
+        #expect(try Emulation.mode(for: .x86_64, host: .x86_64) == .native)
+    }
+}

@@ -39,6 +39,7 @@ enum rb_stage {
     RB_STAGE_FORK,
     RB_STAGE_EXEC,             // item = 1 when no PATH entry held the command
     RB_STAGE_PROBE,            // probe mode: the probed operation failed
+    RB_STAGE_BINFMT,           // registering an interpreter in the private binfmt_misc (item = mount index)
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -77,6 +78,11 @@ enum rb_mount_kind {
     RB_MOUNT_READONLY,
     /// Create a symlink at `target` pointing to `source`.
     RB_MOUNT_SYMLINK,
+    /// A private binfmt_misc instance (Linux >= 6.7 lets a user namespace have its own), with
+    /// `data` written to its `register` file before pivot_root: with the F flag the kernel opens
+    /// the host interpreter named there right away. Attached at `target` so that it lives as
+    /// long as the sandbox.
+    RB_MOUNT_BINFMT,
 };
 
 enum rb_mount_flags {
