@@ -282,6 +282,20 @@ struct SandboxTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty, "the run's scratch directory was removed")
     }
 
+    @Test("a run leaves nothing behind in the temp dir")
+    func leavesNoTempFiles() throws {
+        let fs = try Rootfs()
+        let scratch = fs.dir + "/scratch"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        var env = ProcessInfo.processInfo.environment
+        env["XDG_RUNTIME_DIR"] = nil
+        env["TMPDIR"] = scratch
+        let r = try rbuild(["run", "--rootfs", fs.path, "--", "/bin/cat", "/etc/hosts"], environment: env)
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("localhost"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch) == [])
+    }
+
     @Test("a missing rootfs is named")
     func missingRootfs() throws {
         let r = try rbuild(["run", "--rootfs", "/no/such/rootfs", "--", "true"])
