@@ -253,12 +253,46 @@ static int attach(int mfd, int tfd) {
 
 // ---- phases ---------------------------------------------------------------------------------
 
+// The root as an overlay of snapshot directories. userxattr keeps overlay's metadata in user.*
+// xattrs, which a user namespace may write (Linux 5.11+); the kernel refuses trusted.* there.
+static void mount_overlay_root(struct rb_plan *p, int sfd) {
+    int fsfd = sys_fsopen("overlay", RB_FSOPEN_CLOEXEC);
+    if (fsfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -1);
+    if (p->overlay_lowerdir_plus) {
+        for (int i = 0; p->overlay_lowers[i]; i++) {
+            if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir+", p->overlay_lowers[i], 0) < 0)
+                fail(sfd, RB_STAGE_OVERLAY, errno, i);
+        }
+    } else if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir", p->overlay_lowerdir, 0) < 0) {
+        fail(sfd, RB_STAGE_OVERLAY, errno, -2);
+    }
+    if (p->overlay_upper) {
+        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "upperdir", p->overlay_upper, 0) < 0)
+            fail(sfd, RB_STAGE_OVERLAY, errno, -3);
+        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "workdir", p->overlay_work, 0) < 0)
+            fail(sfd, RB_STAGE_OVERLAY, errno, -4);
+    }
+    if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+        fail(sfd, RB_STAGE_OVERLAY, errno, -5);
+    if (sys_fsconfig(fsfd, RB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        fail(sfd, RB_STAGE_OVERLAY, errno, -6);
+    int mfd = sys_fsmount(fsfd, RB_FSMOUNT_CLOEXEC, 0);
+    if (mfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -7);
+    close(fsfd);
+    if (sys_move_mount(mfd, "", AT_FDCWD, p->rootfs, RB_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fail(sfd, RB_STAGE_OVERLAY, errno, -8);
+    close(mfd);
+}
+
 // Before pivot_root: everything that needs the host's view.
 static void prepare_host_side(struct rb_plan *p, int sfd) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
-    if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+    if (p->overlay_lowers) {
+        mount_overlay_root(p, sfd);
+    } else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
         fail(sfd, RB_STAGE_ROOTFS_BIND, errno, 0);
+    }
 
     for (size_t i = 0; i < p->nmounts; i++) {
         struct rb_mount *m = &p->mounts[i];
@@ -321,7 +355,8 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             if (m->kind != RB_MOUNT_FS && m->fd < 0) continue;   // optional source missing
             int tfd = ensure_target(rootfd, m->target, isdir, create);
             if (tfd < 0) {
-                if (tfd == -ENOENT && (m->mflags & RB_MF_OPTIONAL)) {
+                if ((tfd == -ENOENT && (m->mflags & RB_MF_OPTIONAL)) ||
+                    (tfd == -EROFS && (m->mflags & RB_MF_SKIP_IF_READONLY))) {
                     if (m->fd >= 0) close(m->fd);
                     continue;
                 }

@@ -14,6 +14,7 @@ public struct MountStep: Sendable, Equatable, CustomStringConvertible {
         public static let targetIsDirectory = Options(rawValue: 4)
         public static let optional = Options(rawValue: 8)
         public static let noCreate = Options(rawValue: 16)
+        public static let skipIfReadOnly = Options(rawValue: 32)
     }
 
     public var kind: Kind
@@ -97,12 +98,13 @@ enum MountPlan {
         fs("mqueue", "/dev/mqueue", nil, nosuid | nodev | noexec)
         if spec.network == .none {
             // A sysfs instance belongs to the mounting network namespace; only a new one can be mounted.
-            fs("sysfs", "/sys", nil, nosuid | nodev | noexec, early: true, [.readOnly])
+            fs("sysfs", "/sys", nil, nosuid | nodev | noexec, early: true, [.readOnly, .skipIfReadOnly])
         } else {
-            bind("/sys", "/sys", [.recursive, .readOnly, .targetIsDirectory])
+            bind("/sys", "/sys", [.recursive, .readOnly, .targetIsDirectory, .skipIfReadOnly])
         }
+        // An image without these files on a read-only root simply goes without them.
         for (target, source) in etcFiles {
-            bind(source, target, [])
+            bind(source, target, [.skipIfReadOnly])
         }
         for m in spec.mounts {
             var o: MountStep.Options = [.recursive]

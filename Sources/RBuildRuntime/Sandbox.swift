@@ -21,7 +21,12 @@ public enum Sandbox {
         let rootfs = try resolveRootfs(spec.rootfs)
         let envForce = ProcessInfo.processInfo.environment["RBUILD_IDMAP"].flatMap(IDMappingMode.init(rawValue:))
         let mapping = IDMapping.detect(force: spec.idMapping ?? envForce)
-        let user = try UserDatabase.resolve(spec.user, rootfs: rootfs)
+        var userRoots = [rootfs]
+        if let overlay = spec.overlay {
+            try checkOverlay(overlay)
+            userRoots = [overlay.upperDir].compactMap { $0 } + overlay.lowerDirs
+        }
+        let user = try UserDatabase.resolve(spec.user, roots: userRoots)
         try checkMapped(user: user, spec: spec, mapping: mapping)
         for m in spec.mounts where !pathExists(m.source) {
             throw RuntimeError(.badMount, "invalid --mount: source \(m.source) does not exist")
@@ -88,6 +93,15 @@ public enum Sandbox {
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
+        if let overlay = spec.overlay {
+            plan.overlay_lowers = arena.stringArray(overlay.lowerDirs)
+            plan.overlay_upper = overlay.upperDir.map(arena.string)
+            plan.overlay_work = overlay.workDir.map(arena.string)
+            // "lowerdir+" takes one layer per call with no length limit (Linux 6.8); the joined
+            // form is bounded by a page, about 50 layers of typical paths.
+            plan.overlay_lowerdir_plus = KernelVersion.current >= KernelVersion(6, 8) ? 1 : 0
+            plan.overlay_lowerdir = arena.string(overlay.joinedLowerDirs)
+        }
 
         let outcome = try spawnAndWait(&plan, mapping: mapping)
         withExtendedLifetime(arena) {}
@@ -151,6 +165,18 @@ public enum Sandbox {
             throw RuntimeError(.rootfsNotFound, "root filesystem \(path) is not a directory")
         }
         return s
+    }
+
+    static func checkOverlay(_ o: OverlayRoot) throws {
+        guard !o.lowerDirs.isEmpty else {
+            throw RuntimeError(.badOption, "an overlay root needs at least one lower directory")
+        }
+        for d in o.lowerDirs + [o.upperDir, o.workDir].compactMap({ $0 }) where !isDirectory(d) {
+            throw RuntimeError(.rootfsNotFound, "overlay directory \(d) does not exist")
+        }
+        if (o.upperDir == nil) != (o.workDir == nil) {
+            throw RuntimeError(.badOption, "an overlay root needs both an upper and a work directory, or neither")
+        }
     }
 
     static func checkMapped(user: ResolvedUser, spec: SandboxSpec, mapping: IDMapping) throws {
@@ -222,6 +248,9 @@ public enum Sandbox {
         case RB_STAGE_CLOSE_FDS.rawValue: stage = "closing inherited file descriptors"
         case RB_STAGE_SECCOMP.rawValue: stage = "loading the seccomp filter"
         case RB_STAGE_FORK.rawValue: stage = "starting the command"
+        case RB_STAGE_OVERLAY.rawValue:
+            let layer = item >= 0 ? " (lower directory \(spec.overlay?.lowerDirs[safe: item] ?? String(item)))" : ""
+            stage = "mounting the overlay root\(layer)"
         case RB_STAGE_BINFMT.rawValue:
             stage = "registering the \(spec.architecture.platform) emulator in the sandbox's binfmt_misc"
         default: stage = "stage \(r.stage)"
@@ -320,4 +349,8 @@ final class ScratchDir {
             return (target, file)
         }
     }
+}
+
+extension Array {
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
 }

@@ -1,7 +1,11 @@
 /// Everything that describes one process run in the sandbox.
 public struct SandboxSpec: Sendable {
-    /// Absolute host path of the root filesystem.
+    /// Absolute host path of the root filesystem; with `overlay`, an empty directory that the
+    /// overlay is mounted on (inside the sandbox's mount namespace only).
     public var rootfs: String
+    /// The root as a kernel overlayfs of snapshot directories, mounted in the sandbox's user
+    /// namespace: what snapshotters hand to a build step.
+    public var overlay: OverlayRoot?
     /// The command; argv[0] is looked up on the sandbox's PATH when it has no '/'.
     public var argv: [String]
     /// KEY=VALUE entries. PATH, HOSTNAME and HOME get Docker's defaults when absent.
@@ -42,6 +46,7 @@ public struct SandboxSpec: Sendable {
         self.seccomp = .default
         self.idMapping = nil
         self.architecture = .host
+        self.overlay = nil
     }
 }
 
@@ -125,5 +130,27 @@ public struct BindMount: Sendable, Equatable {
             throw RuntimeError(.badMount, "invalid --mount '\(text)': target= must be an absolute path inside the sandbox")
         }
         return BindMount(source: source, target: target, readOnly: readOnly)
+    }
+}
+
+/// An overlayfs root: read-only lower directories (topmost first) and, for a writable root, an
+/// upper and a work directory on one filesystem. Changes land in `upperDir`, in overlayfs's
+/// format (whiteouts as 0/0 character devices, opaque directories marked with
+/// `user.overlay.opaque`).
+public struct OverlayRoot: Sendable, Equatable {
+    public var lowerDirs: [String]
+    public var upperDir: String?
+    public var workDir: String?
+
+    public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
+        self.lowerDirs = lowerDirs
+        self.upperDir = upperDir
+        self.workDir = workDir
+    }
+
+    /// The legacy `lowerdir=` value: colon-separated, with `\` and `:` in names escaped.
+    var joinedLowerDirs: String {
+        lowerDirs.map { $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:") }
+            .joined(separator: ":")
     }
 }

@@ -30,9 +30,19 @@ public enum UserDatabase {
 
     /// Resolves `spec` against the files of `rootfs` (read without leaving it).
     public static func resolve(_ spec: UserSpec, rootfs: String) throws -> ResolvedUser {
-        let passwd = try readFileInRoot(root: rootfs, path: "/etc/passwd").map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let group = try readFileInRoot(root: rootfs, path: "/etc/group").map { String(decoding: $0, as: UTF8.self) } ?? ""
-        return try resolve(spec, passwd: passwd, group: group)
+        try resolve(spec, roots: [rootfs])
+    }
+
+    /// The same over the layers of an overlay, topmost first: each file comes from the first
+    /// layer that has it.
+    public static func resolve(_ spec: UserSpec, roots: [String]) throws -> ResolvedUser {
+        func read(_ path: String) throws -> String {
+            for root in roots {
+                if let bytes = try readFileInRoot(root: root, path: path) { return String(decoding: bytes, as: UTF8.self) }
+            }
+            return ""
+        }
+        return try resolve(spec, passwd: read("/etc/passwd"), group: read("/etc/group"))
     }
 
     static func resolve(_ spec: UserSpec, passwd: String, group: String) throws -> ResolvedUser {

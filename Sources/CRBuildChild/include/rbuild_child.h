@@ -40,6 +40,7 @@ enum rb_stage {
     RB_STAGE_EXEC,             // item = 1 when no PATH entry held the command
     RB_STAGE_PROBE,            // probe mode: the probed operation failed
     RB_STAGE_BINFMT,           // registering an interpreter in the private binfmt_misc (item = mount index)
+    RB_STAGE_OVERLAY,          // mounting the overlay root (item = index of the lower dir, or -1)
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -91,6 +92,7 @@ enum rb_mount_flags {
     RB_MF_TARGET_DIR = 4,      // the mount point is a directory (else a file)
     RB_MF_OPTIONAL = 8,        // skip silently when the source or target does not exist
     RB_MF_NO_CREATE = 16,      // never create the mount point (only mount if it exists)
+    RB_MF_SKIP_IF_READONLY = 32, // a missing mount point on a read-only root: skip the step
 };
 
 struct rb_mount {
@@ -143,6 +145,13 @@ struct rb_plan {
     const char *probe_dir;
     unsigned long clone_flags;         // CLONE_NEW* set chosen by the parent
     int stdio[3];                      // fds to become the command's 0, 1, 2; -1 keeps ours
+    // With overlay_lowers set, the root is a kernel overlayfs mounted (in the sandbox's user
+    // namespace, with userxattr) on `rootfs`, which is then only an empty mount point.
+    const char *const *overlay_lowers; // NULL-terminated, topmost first
+    const char *overlay_upper;         // NULL: a read-only overlay of the lowers
+    const char *overlay_work;
+    int overlay_lowerdir_plus;         // 1: one "lowerdir+" per layer (Linux 6.8+), else one joined "lowerdir"
+    const char *overlay_lowerdir;      // the joined, escaped form for older kernels
 };
 
 /// What the child writes to the status pipe on failure (fixed size, one write).
