@@ -729,3 +729,8 @@ int rb_wifexited(int status) { return WIFEXITED(status); }
 int rb_wexitstatus(int status) { return WEXITSTATUS(status); }
 int rb_wifsignaled(int status) { return WIFSIGNALED(status); }
 int rb_wtermsig(int status) { return WTERMSIG(status); }
+
+int rb_memfd(const char *name) {
+    int fd = (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */);
+    return fd < 0 ? -errno : fd;
+}

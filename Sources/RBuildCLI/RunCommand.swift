@@ -41,6 +41,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Platform of the root filesystem's binaries, e.g. linux/arm64 (default: the host's); others run under qemu-user-static.")
     var platform: String?
 
+    @Option(name: .long, help: "A seccomp profile in moby's JSON format, or 'unconfined' (default: the built-in profile).")
+    var seccompProfile: String?
+
     @Option(name: .long, help: "Identity mapping: auto (default), single or subordinate.")
     var userns: String = "auto"
 
@@ -81,6 +84,11 @@ struct RunCommand: ParsableCommand {
         case "single": spec.idMapping = .single
         case "subordinate": spec.idMapping = .subordinate
         default: throw RuntimeError(.badOption, "--userns \(userns): expected auto, single or subordinate")
+        }
+        switch seccompProfile {
+        case nil: break
+        case "unconfined": spec.seccomp = .unconfined
+        case let path?: spec.seccomp = .profile(try SeccompProfile.load(path: path))
         }
         if let platform {
             guard let arch = Architecture(platform: platform) else {

@@ -184,6 +184,9 @@ pid_t rb_waitpid(pid_t pid, int *status);
 /// Reads exactly one report, retrying on EINTR. Returns 1 when a report was read, 0 at EOF, -errno.
 int rb_read_report(int fd, struct rb_report *report);
 
+/// memfd_create(name, MFD_CLOEXEC). Returns fd or -errno.
+int rb_memfd(const char *name);
+
 /// Small wrappers around macros, for Swift.
 int rb_wifexited(int status);
 int rb_wexitstatus(int status);

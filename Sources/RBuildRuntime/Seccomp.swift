@@ -1,0 +1,249 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CRBuildChild
+import CSeccomp
+import Foundation
+
+/// A seccomp profile in moby's JSON format (what `docker run --security-opt seccomp=FILE` reads).
+public struct SeccompProfile: Sendable, Decodable {
+    public var defaultAction: String
+    public var defaultErrnoRet: UInt32?
+    public var archMap: [ArchMapEntry]?
+    public var syscalls: [Rule]
+
+    public struct ArchMapEntry: Sendable, Decodable {
+        public var architecture: String
+        public var subArchitectures: [String]?
+    }
+
+    public struct Rule: Sendable, Decodable {
+        public var names: [String]
+        public var action: String
+        public var errnoRet: UInt32?
+        public var args: [Argument]?
+        public var includes: Condition?
+        public var excludes: Condition?
+    }
+
+    public struct Argument: Sendable, Decodable {
+        public var index: UInt32
+        public var value: UInt64
+        public var valueTwo: UInt64?
+        public var op: String
+    }
+
+    public struct Condition: Sendable, Decodable {
+        public var caps: [String]?
+        public var arches: [String]?
+        public var minKernel: String?
+    }
+
+    /// Parses a profile file.
+    public static func load(path: String) throws -> SeccompProfile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RuntimeError(.seccomp, "cannot read seccomp profile \(path)")
+        }
+        return try decode(data, source: path)
+    }
+
+    /// The profile built into rbuild (profiles/default.json).
+    public static func builtinDefault() throws -> SeccompProfile {
+        try decode(Data(defaultSeccompProfileJSON.utf8), source: "the built-in default profile")
+    }
+
+    static func decode(_ data: Data, source: String) throws -> SeccompProfile {
+        do {
+            return try JSONDecoder().decode(SeccompProfile.self, from: data)
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            let at = (ctx.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
+            throw RuntimeError(.seccomp, "seccomp profile \(source): missing key \(at)")
+        } catch {
+            throw RuntimeError(.seccomp, "seccomp profile \(source) is not valid moby JSON: \(error)")
+        }
+    }
+
+    /// Compiles the profile to a BPF program for `capabilities` on `architecture` (its compat
+    /// ABIs from archMap included), applying includes/excludes as moby does.
+    public func compile(capabilities: CapabilitySet, kernel: KernelVersion? = nil,
+                        architecture: Architecture = .host) throws -> SeccompProgram {
+        let native = architecture.seccompArch
+        guard let ctx = seccomp_init(try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")) else {
+            throw RuntimeError(.seccomp, "libseccomp could not create a filter")
+        }
+        defer { seccomp_release(ctx) }
+        // The child sets no_new_privs itself, right before loading the filter.
+        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        // A syscall from an ABI the filter does not cover fails with ENOSYS rather than killing
+        // the step (runc's choice; the default ABIs of the architecture are all covered).
+        seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, rb_scmp_act_errno(UInt16(ENOSYS)))
+
+        let nativeToken = try SeccompProfile.archToken(native)
+        if nativeToken != seccomp_arch_native() {
+            seccomp_arch_remove(ctx, seccomp_arch_native())
+            try check(seccomp_arch_add(ctx, nativeToken), "adding architecture \(native)")
+        }
+        for entry in archMap ?? [] where entry.architecture == native {
+            for sub in entry.subArchitectures ?? [] {
+                let rc = seccomp_arch_add(ctx, try SeccompProfile.archToken(sub))
+                if rc != 0 && rc != -EEXIST { try check(rc, "adding architecture \(sub)") }
+            }
+        }
+
+        let defaultAct = try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")
+        let goArch = architecture.goArch
+        for (i, rule) in syscalls.enumerated() {
+            guard applies(rule, capabilities: capabilities, goArch: goArch, kernel: kernel) else { continue }
+            let act = try SeccompProfile.action(rule.action, errno: rule.errnoRet ?? defaultErrnoRet, rule: "syscalls[\(i)]")
+            if act == defaultAct { continue }
+            let conditions = try (rule.args ?? []).map { arg -> scmp_arg_cmp in
+                scmp_arg_cmp(arg: arg.index, op: try SeccompProfile.compare(arg.op, rule: "syscalls[\(i)]"),
+                             datum_a: arg.value, datum_b: arg.valueTwo ?? 0)
+            }
+            // Conditions on the same argument cannot be ANDed by libseccomp: moby adds one rule each.
+            let sameIndexTwice = Set(conditions.map(\.arg)).count != conditions.count
+            let groups: [[scmp_arg_cmp]] = sameIndexTwice ? conditions.map { [$0] } : [conditions]
+            for name in rule.names {
+                let nr = seccomp_syscall_resolve_name(name)
+                if nr == __NR_SCMP_ERROR { continue }   // unknown to this libseccomp: skipped, as Docker does
+                for group in groups {
+                    let rc = group.withUnsafeBufferPointer {
+                        seccomp_rule_add_array(ctx, act, nr, UInt32($0.count), $0.baseAddress)
+                    }
+                    try check(rc, "adding rule for \(name) (syscalls[\(i)])")
+                }
+            }
+        }
+        return SeccompProgram(bytes: try export(ctx))
+    }
+
+    func applies(_ rule: Rule, capabilities: CapabilitySet, goArch: String, kernel: KernelVersion?) -> Bool {
+        if let inc = rule.includes {
+            if let caps = inc.caps, !caps.allSatisfy({ capabilities.contains($0) }) { return false }
+            if let arches = inc.arches, !arches.contains(goArch) { return false }
+            if let min = inc.minKernel, let want = KernelVersion(release: min),
+               let have = kernel ?? Optional(KernelVersion.current), have < want { return false }
+        }
+        if let exc = rule.excludes {
+            if let caps = exc.caps, caps.contains(where: { capabilities.contains($0) }) { return false }
+            if let arches = exc.arches, arches.contains(goArch) { return false }
+            if let min = exc.minKernel, let want = KernelVersion(release: min),
+               let have = kernel ?? Optional(KernelVersion.current), !(have < want) { return false }
+        }
+        return true
+    }
+
+    static func action(_ name: String, errno: UInt32?, rule: String) throws -> UInt32 {
+        switch name {
+        case "SCMP_ACT_ALLOW": return SCMP_ACT_ALLOW
+        case "SCMP_ACT_ERRNO": return rb_scmp_act_errno(UInt16(truncatingIfNeeded: errno ?? UInt32(EPERM)))
+        case "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD": return SCMP_ACT_KILL_THREAD
+        case "SCMP_ACT_KILL_PROCESS": return SCMP_ACT_KILL_PROCESS
+        case "SCMP_ACT_TRAP": return SCMP_ACT_TRAP
+        case "SCMP_ACT_TRACE": return rb_scmp_act_trace(UInt16(truncatingIfNeeded: errno ?? UInt32(EPERM)))
+        case "SCMP_ACT_LOG": return SCMP_ACT_LOG
+        default:
+            throw RuntimeError(.seccomp, "seccomp profile: unknown action \(name) in \(rule) (expected SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL…)")
+        }
+    }
+
+    static func compare(_ op: String, rule: String) throws -> scmp_compare {
+        switch op {
+        case "SCMP_CMP_NE": return SCMP_CMP_NE
+        case "SCMP_CMP_LT": return SCMP_CMP_LT
+        case "SCMP_CMP_LE": return SCMP_CMP_LE
+        case "SCMP_CMP_EQ": return SCMP_CMP_EQ
+        case "SCMP_CMP_GE": return SCMP_CMP_GE
+        case "SCMP_CMP_GT": return SCMP_CMP_GT
+        case "SCMP_CMP_MASKED_EQ": return SCMP_CMP_MASKED_EQ
+        default:
+            throw RuntimeError(.seccomp, "seccomp profile: unknown operator \(op) in \(rule)")
+        }
+    }
+
+    /// `SCMP_ARCH_X86_64` → libseccomp's token for it.
+    static func archToken(_ name: String) throws -> UInt32 {
+        let short = name.hasPrefix("SCMP_ARCH_") ? String(name.dropFirst(10)).lowercased() : name.lowercased()
+        let token = seccomp_arch_resolve_name(short)
+        guard token != 0 else {
+            throw RuntimeError(.seccomp, "seccomp profile: architecture \(name) is unknown to libseccomp")
+        }
+        return token
+    }
+
+    private func check(_ rc: Int32, _ what: String) throws {
+        if rc != 0 {
+            throw RuntimeError(.seccomp, "seccomp: \(what) failed: \(errnoText(-rc))")
+        }
+    }
+
+    /// libseccomp 2.5 can only export to a file descriptor: use a memfd and read it back.
+    private func export(_ ctx: scmp_filter_ctx) throws -> [UInt8] {
+        let fd = rb_memfd("rbuild-seccomp")
+        guard fd >= 0 else { throw RuntimeError(.seccomp, "memfd_create: \(errnoText(-fd))") }
+        defer { close(fd) }
+        try check(seccomp_export_bpf(ctx, fd), "exporting the filter")
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0 else { throw RuntimeError(.seccomp, "seccomp: the exported filter is empty") }
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == size else { throw RuntimeError(.seccomp, "seccomp: reading the exported filter failed") }
+        return bytes
+    }
+}
+
+/// A compiled filter: `struct sock_filter` instructions, as prctl(PR_SET_SECCOMP) wants them.
+public struct SeccompProgram: Sendable {
+    public let bytes: [UInt8]
+    public var instructionCount: Int { bytes.count / 8 }
+}
+
+extension Architecture {
+    /// libseccomp's name of the native ABI.
+    var seccompArch: String {
+        switch self {
+        case .x86_64: return "SCMP_ARCH_X86_64"
+        case .i386: return "SCMP_ARCH_X86"
+        case .aarch64: return "SCMP_ARCH_AARCH64"
+        case .arm: return "SCMP_ARCH_ARM"
+        case .riscv64: return "SCMP_ARCH_RISCV64"
+        case .ppc64le: return "SCMP_ARCH_PPC64LE"
+        case .s390x: return "SCMP_ARCH_S390X"
+        }
+    }
+
+    /// Go's GOARCH, which moby profiles use in includes/excludes.
+    var goArch: String {
+        switch self {
+        case .x86_64: return "amd64"
+        case .i386: return "386"
+        case .aarch64: return "arm64"
+        case .arm: return "arm"
+        case .riscv64: return "riscv64"
+        case .ppc64le: return "ppc64le"
+        case .s390x: return "s390x"
+        }
+    }
+}
+
+/// Compiles the filter a sandbox loads: `profile`, or the built-in default, for the host.
+/// The default is compiled once per process (about a millisecond) and then reused.
+public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet) throws -> SeccompProgram {
+    if profile == nil, capabilities == .dockerDefault, let cached = defaultProgramCache.value {
+        return cached
+    }
+    let program = try (profile ?? SeccompProfile.builtinDefault()).compile(capabilities: capabilities)
+    if profile == nil, capabilities == .dockerDefault { defaultProgramCache.value = program }
+    return program
+}
+
+private final class ProgramCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: SeccompProgram?
+    var value: SeccompProgram? {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
+
+private let defaultProgramCache = ProgramCache()

@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+@testable import RBuildRuntime
+
+struct CapabilityTests {
+    @Test func dockerDefaultIsTheWellKnownMask() {
+        #expect(CapabilitySet.dockerDefault.mask == 0xa80425fb)
+        #expect(CapabilitySet.dockerDefault.names.count == 14)
+        #expect(CapabilitySet.dockerDefault.contains("CAP_NET_BIND_SERVICE"))
+        #expect(!CapabilitySet.dockerDefault.contains("CAP_SYS_ADMIN"))
+    }
+
+    @Test(arguments: [("CAP_CHOWN", 0), ("chown", 0), ("Cap_Sys_Admin", 21), ("net_raw", 13), ("CAP_BPF", 39)])
+    func parsesNames(_ name: String, _ bit: Int) throws {
+        #expect(try CapabilitySet(names: [name]).mask == 1 << UInt64(bit))
+    }
+
+    @Test func namesRoundTrip() throws {
+        let set = try CapabilitySet(names: CapabilitySet.dockerDefault.names)
+        #expect(set == .dockerDefault)
+        #expect(CapabilitySet.dockerDefault.names.first == "CAP_CHOWN")
+    }
+
+    @Test func unknownNamesAreErrors() {
+        #expect(throws: RuntimeError.self) { try CapabilitySet(names: ["CAP_MAKE_COFFEE"]) }
+    }
+
+    @Test func allCoversTheKernelsCapabilities() {
+        #expect(CapabilitySet.lastCap >= 40)
+        #expect(CapabilitySet.all.mask.nonzeroBitCount == CapabilitySet.lastCap + 1)
+    }
+}
+
+struct SeccompTests {
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    @Test func builtinProfileIsProfilesDefaultJSON() throws {
+        let file = try String(contentsOfFile: SeccompTests.root + "/profiles/default.json", encoding: .utf8)
+        #expect(file == defaultSeccompProfileJSON, "run scripts/gen-seccomp-profile")
+    }
+
+    @Test func builtinProfileParses() throws {
+        let p = try SeccompProfile.builtinDefault()
+        #expect(p.defaultAction == "SCMP_ACT_ERRNO")
+        #expect(p.defaultErrnoRet == 1)
+        let allowed = Set(p.syscalls[0].names)
+        for name in ["read", "write", "execve", "wait4", "pipe2", "openat", "clock_gettime"] {
+            #expect(allowed.contains(name), "\(name)")
+        }
+        for name in ["unshare", "setns", "mount", "umount2", "pivot_root", "keyctl", "add_key", "request_key",
+                     "bpf", "perf_event_open", "kexec_load", "reboot", "swapon", "init_module", "open_by_handle_at", "clone"] {
+            #expect(!allowed.contains(name), "\(name) must not be unconditionally allowed")
+        }
+    }
+
+    @Test func compilesForTheHostAndCrossCompilesForAarch64() throws {
+        let p = try SeccompProfile.builtinDefault()
+        let start = Date()
+        let host = try p.compile(capabilities: .dockerDefault, architecture: .x86_64)
+        let ms = Date().timeIntervalSince(start) * 1000
+        let arm = try p.compile(capabilities: .dockerDefault, architecture: .aarch64)
+        #expect(host.bytes.count % 8 == 0)
+        // x86_64 + i386 + x32 in one program: several hundred instructions.
+        #expect(host.instructionCount > 300, "\(host.instructionCount)")
+        #expect(arm.instructionCount > 100, "\(arm.instructionCount)")
+        #expect(host.bytes != arm.bytes)
+        #expect(ms < 500, "compiling took \(ms) ms")
+    }
+
+    @Test func capabilitiesUnlockTheirSyscalls() throws {
+        let p = try SeccompProfile.builtinDefault()
+        let plain = try p.compile(capabilities: .dockerDefault, architecture: .x86_64)
+        let admin = try p.compile(capabilities: CapabilitySet(mask: CapabilitySet.dockerDefault.mask | (1 << 21)), architecture: .x86_64)
+        #expect(plain.bytes != admin.bytes)
+    }
+
+    func rule(_ json: String) throws -> SeccompProfile.Rule {
+        try JSONDecoder().decode(SeccompProfile.Rule.self, from: Data(json.utf8))
+    }
+
+    @Test func includesAndExcludes() throws {
+        let p = try SeccompProfile.builtinDefault()
+        let caps = CapabilitySet.dockerDefault
+        let k = KernelVersion(6, 1)
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}"#), capabilities: caps, goArch: "amd64", kernel: k) == false)
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_KILL"]}}"#), capabilities: caps, goArch: "amd64", kernel: k))
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","excludes":{"caps":["CAP_KILL"]}}"#), capabilities: caps, goArch: "amd64", kernel: k) == false)
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"arches":["arm64"]}}"#), capabilities: caps, goArch: "amd64", kernel: k) == false)
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","excludes":{"arches":["s390x"]}}"#), capabilities: caps, goArch: "amd64", kernel: k))
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"minKernel":"6.2"}}"#), capabilities: caps, goArch: "amd64", kernel: k) == false)
+        #expect(p.applies(try rule(#"{"names":["x"],"action":"SCMP_ACT_ALLOW","includes":{"minKernel":"4.8"}}"#), capabilities: caps, goArch: "amd64", kernel: k))
+    }
+
+    @Test(arguments: [
+        (#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_MAYBE"}]}"#, "unknown action SCMP_ACT_MAYBE in syscalls[0]"),
+        (#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}]}"#, "unknown operator SCMP_CMP_ABOUT in syscalls[0]"),
+        (#"{"defaultAction":"SCMP_ACT_NOPE","syscalls":[]}"#, "unknown action SCMP_ACT_NOPE in defaultAction"),
+    ])
+    func badProfilesAreNamed(_ json: String, _ message: String) throws {
+        let p = try SeccompProfile.decode(Data(json.utf8), source: "test.json")
+        do {
+            _ = try p.compile(capabilities: .dockerDefault)
+            Issue.record("compiled")
+        } catch let e as RuntimeError {
+            #expect(e.message.contains(message), "\(e.message)")
+        }
+    }
+
+    @Test func malformedJSONIsNamed() {
+        #expect {
+            _ = try SeccompProfile.decode(Data(#"{"defaultAction":"SCMP_ACT_ERRNO"}"#.utf8), source: "p.json")
+        } throws: { error in
+            (error as? RuntimeError)?.message == "seccomp profile p.json: missing key syscalls"
+        }
+    }
+
+    @Test func unknownSyscallNamesAreSkipped() throws {
+        let json = #"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","no_such_call_42"],"action":"SCMP_ACT_ALLOW"}]}"#
+        let p = try SeccompProfile.decode(Data(json.utf8), source: "t")
+        #expect(try p.compile(capabilities: .dockerDefault).instructionCount > 0)
+    }
+}
