@@ -42,3 +42,23 @@ public func readFileInRoot(root: String, path: String, limit: Int = 4 << 20) thr
     }
     return out
 }
+
+/// Creates `path` (which must not exist) with `bytes`. Plain open/write: FileManager's atomic
+/// writes leave TemporaryDirectory.* directories behind in the temp dir on Linux.
+func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) -> Int32? {
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+    guard fd >= 0 else { return errno }
+    defer { close(fd) }
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            let e = errno
+            unlink(path)
+            return e
+        }
+        done += n
+    }
+    return nil
+}

@@ -335,16 +335,8 @@ final class ScratchDir {
                      ("/etc/resolv.conf", "resolv.conf", resolv)]
         return try files.map { target, name, text in
             let file = path + "/" + name
-            // Plain open/write: FileManager's atomic write leaves TemporaryDirectory.* behind in /tmp.
-            let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-            guard fd >= 0 else {
-                throw RuntimeError(.spawnFailed, "cannot write \(file): \(errnoText(errno))")
-            }
-            defer { close(fd) }
-            let ok = text.utf8.withContiguousStorageIfAvailable { write(fd, $0.baseAddress, $0.count) == $0.count }
-                ?? Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count }
-            guard ok else {
-                throw RuntimeError(.spawnFailed, "cannot write \(file): \(errnoText(errno))")
+            if let err = writeNewFile(file, Array(text.utf8)) {
+                throw RuntimeError(.spawnFailed, "cannot write \(file): \(errnoText(err))")
             }
             return (target, file)
         }

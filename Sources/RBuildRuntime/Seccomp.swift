@@ -227,20 +227,62 @@ extension Architecture {
 }
 
 /// Compiles the filter a sandbox loads: `profile`, or the built-in default, for the host.
-/// The default is compiled once per process (about a millisecond) and then reused.
+///
+/// Compiling takes libseccomp a few milliseconds, more than the rest of a sandbox's start-up,
+/// so the built-in profile's program is kept in memory and in `$XDG_CACHE_HOME/rbuild/seccomp/`
+/// under a key of everything that shapes it (profile text, capabilities, architecture, kernel,
+/// libseccomp version). A cached file that is not a whole number of instructions is ignored.
 public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet) throws -> SeccompProgram {
-    if profile == nil, capabilities == .dockerDefault, let cached = defaultProgramCache.value {
-        return cached
+    guard profile == nil else {
+        return try profile!.compile(capabilities: capabilities)
     }
-    let program = try (profile ?? SeccompProfile.builtinDefault()).compile(capabilities: capabilities)
-    if profile == nil, capabilities == .dockerDefault { defaultProgramCache.value = program }
+    let v = seccomp_version()!.pointee
+    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)")
+    if let cached = defaultProgramCache.value, cached.key == key { return cached.program }
+    let file = seccompCacheDirectory().map { "\($0)/\(String(key, radix: 16)).bpf" }
+    if let file, let bytes = FileManager.default.contents(atPath: file), !bytes.isEmpty, bytes.count % 8 == 0 {
+        let program = SeccompProgram(bytes: [UInt8](bytes))
+        defaultProgramCache.value = (key, program)
+        return program
+    }
+    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities)
+    defaultProgramCache.value = (key, program)
+    if let file {
+        // Best effort: temp file + rename, so a reader never sees half a program.
+        let tmp = file + ".\(getpid()).tmp"
+        unlink(tmp)
+        if writeNewFile(tmp, program.bytes, mode: 0o600) == nil, rename(tmp, file) != 0 {
+            unlink(tmp)
+        }
+    }
     return program
+}
+
+func seccompCacheDirectory() -> String? {
+    let env = ProcessInfo.processInfo.environment
+    guard let base = env["XDG_CACHE_HOME"] ?? env["HOME"].map({ $0 + "/.cache" }), base.hasPrefix("/") else { return nil }
+    let dir = base + "/rbuild/seccomp"
+    if !isDirectory(dir) {
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o700])
+    }
+    return isDirectory(dir) && access(dir, W_OK) == 0 ? dir : nil
+}
+
+/// FNV-1a, 64 bits: a cache key, not a digest.
+func fnv1a64(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xcbf29ce484222325
+    for b in s.utf8 {
+        h ^= UInt64(b)
+        h = h &* 0x100000001b3
+    }
+    return h
 }
 
 private final class ProgramCache: @unchecked Sendable {
     private let lock = NSLock()
-    private var stored: SeccompProgram?
-    var value: SeccompProgram? {
+    private var stored: (key: UInt64, program: SeccompProgram)?
+    var value: (key: UInt64, program: SeccompProgram)? {
         get { lock.lock(); defer { lock.unlock() }; return stored }
         set { lock.lock(); stored = newValue; lock.unlock() }
     }

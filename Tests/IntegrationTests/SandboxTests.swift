@@ -83,7 +83,7 @@ struct SandboxTests {
     func hostInvisible() throws {
         let fs = try Rootfs()
         let marker = fs.dir + "/host-marker"
-        try "secret".write(toFile: marker, atomically: true, encoding: .utf8)
+        try "secret".write(toFile: marker, atomically: false, encoding: .utf8)
         let r = try fs.sh("test -e \(marker) && echo visible; test -e /etc/debian_version && echo host-etc; ls / | tr '\\n' ' '")
         #expect(!r.stdout.contains("visible"))
         #expect(!r.stdout.contains("host-etc"))
@@ -199,7 +199,7 @@ struct SandboxTests {
 
         let shared = fs.dir + "/shared"
         try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
-        try "from-host".write(toFile: shared + "/in", atomically: true, encoding: .utf8)
+        try "from-host".write(toFile: shared + "/in", atomically: false, encoding: .utf8)
         let rw = try fs.sh("cat /mnt/data/in; echo from-sandbox > /mnt/data/out",
                            ["--mount", "type=bind,source=\(shared),target=/mnt/data"])
         #expect(rw.stdout == "from-host")
