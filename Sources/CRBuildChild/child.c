@@ -384,8 +384,14 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             if (S_ISDIR(st.st_mode)) {
                 mfd = make_fs("tmpfs", NULL, MS_NOSUID | MS_NODEV | MS_NOEXEC, RB_MF_READONLY);
             } else {
+                // /dev/null, read-only: reads are empty and writes fail instead of vanishing.
                 mfd = sys_open_tree(AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-                if (mfd < 0) mfd = -errno;
+                if (mfd < 0) {
+                    mfd = -errno;
+                } else {
+                    int rc = set_readonly(mfd, "", AT_EMPTY_PATH);
+                    if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
+                }
             }
             if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
             int rc = attach(mfd, tfd);

@@ -49,6 +49,8 @@ struct SandboxTests {
     @Test("what a hostile step tries fails", arguments: [
         ["unshare-user"], ["mount"], ["keyctl"], ["ptrace", "1"],
         ["write", "/proc/sys/kernel/domainname"], ["write", "/proc/sys/vm/drop_caches"],
+        ["write", "/proc/keys"], ["write", "/proc/timer_list"], ["write", "/proc/sysrq-trigger"],
+        ["write", "/proc/kcore"],
     ])
     func hostileOperationsFail(_ probe: [String]) throws {
         let fs = try Rootfs()
