@@ -343,6 +343,7 @@ static void enter_root(struct rb_plan *p, int sfd) {
 }
 
 static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
+    int empty_src = -1;    // a private tmpfs holding the empty file that masks files
     for (size_t i = 0; i < p->nmounts; i++) {
         struct rb_mount *m = &p->mounts[i];
         int isdir = (m->mflags & RB_MF_TARGET_DIR) != 0;
@@ -384,8 +385,16 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             if (S_ISDIR(st.st_mode)) {
                 mfd = make_fs("tmpfs", NULL, MS_NOSUID | MS_NODEV | MS_NOEXEC, RB_MF_READONLY);
             } else {
-                // /dev/null, read-only: reads are empty and writes fail instead of vanishing.
-                mfd = sys_open_tree(AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+                // An empty regular file on a read-only mount: reads are empty and writes fail.
+                // (runc binds /dev/null, but a device node stays writable on a read-only mount.)
+                if (empty_src < 0) {
+                    empty_src = make_fs("tmpfs", "size=4k,mode=0555", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+                    if (empty_src < 0) fail(sfd, RB_STAGE_MOUNT, -empty_src, (int)i);
+                    int f = openat(empty_src, "empty", O_CREAT | O_WRONLY | O_CLOEXEC, 0444);
+                    if (f < 0) fail(sfd, RB_STAGE_MOUNT, errno, (int)i);
+                    close(f);
+                }
+                mfd = sys_open_tree(empty_src, "empty", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
                 if (mfd < 0) {
                     mfd = -errno;
                 } else {
@@ -421,6 +430,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             fail(sfd, RB_STAGE_MOUNT, EINVAL, (int)i);
         }
     }
+    if (empty_src >= 0) close(empty_src);
 }
 
 static int loopback_up(void) {
