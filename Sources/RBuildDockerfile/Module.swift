@@ -1,2 +1,0 @@
-// Filled in by the Dockerfile frontend issue.
-enum DockerfileModule {}
