@@ -20,7 +20,7 @@ let package = Package(
 
         .target(name: "RBuildRuntime", dependencies: ["CRBuildChild", "CSeccomp", "CCap"]),
         .target(name: "RBuildDockerfile"),
-        .target(name: "RBuild", dependencies: ["RBuildRuntime"]),
+        .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

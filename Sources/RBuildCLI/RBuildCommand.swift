@@ -9,7 +9,7 @@ public struct RBuildCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "rbuild",
         abstract: "Build container images from Dockerfiles as an ordinary user: no daemon, no root.",
-        subcommands: [RunCommand.self, InfoCommand.self]
+        subcommands: [BuildCommand.self, RunCommand.self, InfoCommand.self]
     )
 
     public init() {}
@@ -45,6 +45,10 @@ protocol RenderableError: Error, CustomStringConvertible {
 
 extension RuntimeError: RenderableError {
     var exitStatus: Int32 { exitCode }
+}
+
+extension DockerfileError: RenderableError {
+    var exitStatus: Int32 { 1 }
 }
 
 func printError(_ message: String) {

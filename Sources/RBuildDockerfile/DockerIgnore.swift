@@ -1,0 +1,104 @@
+import Foundation
+
+/// `.dockerignore` rules: Go `filepath.Match` patterns per path segment, `**` for any number of
+/// segments, `!` exceptions applied in order (the last matching line wins), leading `/` and `./`
+/// cleaned. A pattern that matches a directory excludes everything below it.
+public struct DockerIgnore: Sendable, Equatable {
+    public struct Pattern: Sendable, Equatable {
+        public var text: String
+        public var exclusion: Bool
+        var segments: [String]
+    }
+
+    public private(set) var patterns: [Pattern]
+
+    public init(_ text: String) {
+        patterns = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).compactMap { raw in
+            var line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { return nil }
+            var exclusion = false
+            if line.hasPrefix("!") {
+                exclusion = true
+                line = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+            }
+            let cleaned = DockerIgnore.clean(line)
+            if cleaned.isEmpty { return nil }
+            return Pattern(text: cleaned, exclusion: exclusion, segments: cleaned.split(separator: "/").map(String.init))
+        }
+    }
+
+    /// Reads `<Dockerfile>.dockerignore` beside the Dockerfile when it exists, else
+    /// `<context>/.dockerignore`; no file means nothing is ignored.
+    public static func load(contextDirectory: String, dockerfilePath: String?) throws -> DockerIgnore {
+        var candidates: [String] = []
+        if let dockerfilePath { candidates.append(dockerfilePath + ".dockerignore") }
+        candidates.append(contextDirectory + "/.dockerignore")
+        for path in candidates where FileManager.default.fileExists(atPath: path) {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw DockerfileError(file: path, line: 0, "cannot read \(path)")
+            }
+            return DockerIgnore(String(decoding: data, as: UTF8.self))
+        }
+        return DockerIgnore("")
+    }
+
+    /// filepath.Clean plus removing a leading `/` or `./`.
+    static func clean(_ path: String) -> String {
+        var out: [Substring] = []
+        for part in path.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..": if !out.isEmpty && out.last != ".." { out.removeLast() } else if path.hasPrefix("/") { continue } else { out.append(part) }
+            default: out.append(part)
+            }
+        }
+        return out.joined(separator: "/")
+    }
+
+    /// Whether `path` (relative to the context, `/`-separated) is excluded from the context.
+    public func matches(_ path: String) -> Bool {
+        let segs = DockerIgnore.clean(path).split(separator: "/").map(String.init)
+        guard !segs.isEmpty else { return false }
+        var excluded = false
+        for p in patterns {
+            // A pattern matches the path itself or any directory above it.
+            var hit = false
+            for n in stride(from: segs.count, through: 1, by: -1) where DockerIgnore.match(p.segments[...], segs[0..<n]) {
+                hit = true
+                break
+            }
+            if hit { excluded = !p.exclusion }
+        }
+        return excluded
+    }
+
+    /// Whether a whole directory can be skipped without looking inside: it is excluded and no
+    /// exception could bring back anything below it.
+    public func canSkipDirectory(_ path: String) -> Bool {
+        guard matches(path) else { return false }
+        let dir = DockerIgnore.clean(path)
+        for p in patterns where p.exclusion {
+            // An exception that could match below this directory: a wildcard anywhere, or a
+            // literal path under it.
+            if p.text.contains(where: { "*?[\\".contains($0) }) { return false }
+            if p.text.hasPrefix(dir + "/") { return false }
+        }
+        return true
+    }
+
+    static func match(_ pattern: ArraySlice<String>, _ path: ArraySlice<String>) -> Bool {
+        guard let first = pattern.first else { return path.isEmpty }
+        if first == "**" {
+            let rest = pattern.dropFirst()
+            for k in path.startIndex...path.endIndex where match(rest, path[k...]) { return true }
+            return false
+        }
+        guard let seg = path.first, segmentMatch(Array(first), Array(seg)) else { return false }
+        return match(pattern.dropFirst(), path.dropFirst())
+    }
+
+    /// Go's filepath.Match within one segment (`*` never crosses a `/`).
+    static func segmentMatch(_ p: [Character], _ s: [Character]) -> Bool {
+        globMatch(p.map { $0 }, s[...])
+    }
+}
