@@ -107,14 +107,21 @@ struct LineParser {
         self.fileName = fileName
         var t = Substring(text)
         if t.hasPrefix("\u{FEFF}") { t = t.dropFirst() }
-        // Keep the line endings: heredoc content needs them.
+        // Keep the line endings: heredoc content needs them. Split on bytes: a newline byte
+        // never occurs inside a multi-byte UTF-8 sequence.
         var out: [Substring] = []
-        var start = t.startIndex
-        for i in t.indices where t[i] == "\n" {
-            out.append(t[start...i])
-            start = t.index(after: i)
+        let u = t.utf8
+        var start = u.startIndex
+        var i = u.startIndex
+        while i < u.endIndex {
+            let next = u.index(after: i)
+            if u[i] == 0x0A {
+                out.append(Substring(u[start..<next]))
+                start = next
+            }
+            i = next
         }
-        if start < t.endIndex { out.append(t[start...]) }
+        if start < u.endIndex { out.append(Substring(u[start...])) }
         lines = out
     }
 
@@ -129,7 +136,7 @@ struct LineParser {
         while index < lines.count {
             let raw = lines[index]
             if isComment(raw) {
-                comments.append(trimmed(String(trimNewline(raw).drop(while: isSpace).dropFirst())))
+                comments.append(trimmed(String(dropLeadingSpace(trimNewline(raw)).dropFirst())))
             }
             let startLine = index + 1
             var processed = try processLine(raw, stripLeft: true, line: startLine)
@@ -146,7 +153,7 @@ struct LineParser {
                 processed = try processLine(next, stripLeft: false, line: index + 1)
                 index += 1
                 if isComment(next) { continue }
-                if processed.allSatisfy(isSpace) {
+                if processed.utf8.allSatisfy(isSpaceByte) {
                     emptyContinuation = true
                     continue
                 }
@@ -211,9 +218,9 @@ struct LineParser {
     /// looks for a parser directive, and drops a whole-line comment.
     mutating func processLine(_ raw: Substring, stripLeft: Bool, line: Int) throws -> Substring {
         var token = trimNewline(raw)
-        if stripLeft { token = token.drop(while: isSpace) }
-        try possibleDirective(token, line: line)
-        if token.first == "#" { return "" }
+        if stripLeft { token = dropLeadingSpace(token) }
+        if !directivesDone { try possibleDirective(token, line: line) }
+        if token.utf8.first == 0x23 { return "" }
         return token
     }
 
@@ -255,15 +262,17 @@ struct LineParser {
     /// A line ends with the escape token (and optional blanks) unless that token is itself
     /// escaped: then it continues on the next line.
     func trimContinuation(_ line: Substring) -> (String, Bool) {
-        var end = line.endIndex
-        while end > line.startIndex, let c = line[line.index(before: end)...].first, c == " " || c == "\t" {
-            end = line.index(before: end)
+        let u = line.utf8
+        let esc = escape.asciiValue!
+        var end = u.endIndex
+        while end > u.startIndex, u[u.index(before: end)] == 0x20 || u[u.index(before: end)] == 0x09 {
+            end = u.index(before: end)
         }
-        guard end > line.startIndex else { return (String(line), true) }
-        let last = line.index(before: end)
-        guard line[last] == escape else { return (String(line), true) }
-        if last > line.startIndex, line[line.index(before: last)] == escape { return (String(line), true) }
-        return (String(line[..<last]), false)
+        guard end > u.startIndex else { return (String(line), true) }
+        let last = u.index(before: end)
+        guard u[last] == esc else { return (String(line), true) }
+        if last > u.startIndex, u[u.index(before: last)] == esc { return (String(line), true) }
+        return (String(Substring(u[u.startIndex..<last])), false)
     }
 
     func makeNode(_ line: String) throws -> Node {
@@ -340,44 +349,46 @@ struct LineParser {
     /// Words split on blanks, quotes and escapes kept (they are removed later, at expansion).
     func parseWords(_ rest: String) -> [String] {
         enum Phase { case spaces, word, quote }
+        let esc = escape.asciiValue!
+        let b = Array(rest.utf8)
         var words: [String] = []
         var phase = Phase.spaces
-        var word = ""
-        var quote: Character = "\0"
+        var word: [UInt8] = []
+        var quote: UInt8 = 0
         var blankOK = false
-        let chars = Array(rest)
         var i = 0
-        while i <= chars.count {
-            let atEnd = i == chars.count
+        func emit() { words.append(String(decoding: word, as: UTF8.self)) }
+        while i <= b.count {
+            let atEnd = i == b.count
             if phase == .spaces {
                 if atEnd { break }
-                if chars[i].isWhitespace { i += 1; continue }
+                if isSpaceByte(b[i]) { i += 1; continue }
                 phase = .word
             }
             if atEnd {
-                if blankOK || !word.isEmpty { words.append(word) }
+                if blankOK || !word.isEmpty { emit() }
                 break
             }
-            var ch = chars[i]
+            var ch = b[i]
             if phase == .word {
-                if ch.isWhitespace {
+                if isSpaceByte(ch) {
                     phase = .spaces
-                    if blankOK || !word.isEmpty { words.append(word) }
-                    word = ""
+                    if blankOK || !word.isEmpty { emit() }
+                    word = []
                     blankOK = false
                     i += 1
                     continue
                 }
-                if ch == "'" || ch == "\"" {
+                if ch == 0x27 || ch == 0x22 {
                     quote = ch
                     blankOK = true
                     phase = .quote
                 }
-                if ch == escape {
-                    if i + 1 == chars.count { i += 1; continue }
+                if ch == esc {
+                    if i + 1 == b.count { i += 1; continue }
                     word.append(ch)
                     i += 1
-                    ch = chars[i]
+                    ch = b[i]
                 }
                 word.append(ch)
                 i += 1
@@ -385,11 +396,11 @@ struct LineParser {
             }
             // In quotes: the escape token works except inside single quotes.
             if ch == quote { phase = .word }
-            if ch == escape && quote != "'" {
-                if i + 1 == chars.count { phase = .word; i += 1; continue }
+            if ch == esc && quote != 0x27 {
+                if i + 1 == b.count { phase = .word; i += 1; continue }
                 word.append(ch)
                 i += 1
-                ch = chars[i]
+                ch = b[i]
             }
             word.append(ch)
             i += 1
@@ -411,102 +422,138 @@ struct LineParser {
 
 /// Splits off the keyword and the leading `--flags` (quotes and escapes removed), as BuildKit does.
 func splitCommand(_ line: String) throws -> (String, [String], String) {
-    let t = trimmed(line)
-    let keyword = t.prefix(while: { !isWhitespaceToken($0) })
-    let after = t.dropFirst(keyword.count).drop(while: isWhitespaceToken)
-    let (rest, flags) = extractFlags(String(after))
-    return (String(keyword), flags, trimmed(rest))
+    let b = Array(line.utf8)
+    var i = 0
+    while i < b.count && isSpaceByte(b[i]) { i += 1 }
+    let kStart = i
+    while i < b.count && !isBlankByte(b[i]) { i += 1 }
+    let keyword = String(decoding: b[kStart..<i], as: UTF8.self)
+    while i < b.count && isBlankByte(b[i]) { i += 1 }
+    let (restStart, flags) = extractFlags(b, from: i)
+    var end = b.count
+    while end > restStart && isSpaceByte(b[end - 1]) { end -= 1 }
+    var start = restStart
+    while start < end && isSpaceByte(b[start]) { start += 1 }
+    return (keyword, flags, String(decoding: b[start..<end], as: UTF8.self))
 }
 
-func extractFlags(_ line: String) -> (String, [String]) {
+/// The `--flag` words at the start of `b[from...]`; returns where the arguments begin.
+func extractFlags(_ b: [UInt8], from: Int) -> (Int, [String]) {
     enum Phase { case spaces, word, quote }
-    let chars = Array(line)
     var words: [String] = []
     var phase = Phase.spaces
-    var word = ""
-    var quote: Character = "\0"
+    var word: [UInt8] = []
+    var quote: UInt8 = 0
     var blankOK = false
-    var i = 0
-    while i <= chars.count {
-        let atEnd = i == chars.count
+    var i = from
+    while i <= b.count {
+        let atEnd = i == b.count
         if phase == .spaces {
             if atEnd { break }
-            if chars[i].isWhitespace { i += 1; continue }
+            if isSpaceByte(b[i]) { i += 1; continue }
             // Only a word starting with "--" is a flag.
-            if chars[i] != "-" || i + 1 == chars.count || chars[i + 1] != "-" {
-                return (String(chars[i...]), words)
-            }
+            if b[i] != 0x2D || i + 1 == b.count || b[i + 1] != 0x2D { return (i, words) }
             phase = .word
         }
         if atEnd {
-            if word != "--" && (blankOK || !word.isEmpty) { words.append(word) }
+            if word != [0x2D, 0x2D] && (blankOK || !word.isEmpty) { words.append(String(decoding: word, as: UTF8.self)) }
             break
         }
-        var ch = chars[i]
+        var ch = b[i]
         if phase == .word {
-            if ch.isWhitespace {
+            if isSpaceByte(ch) {
                 phase = .spaces
-                if word == "--" { return (String(chars[i...]), words) }
-                if blankOK || !word.isEmpty { words.append(word) }
-                word = ""
+                if word == [0x2D, 0x2D] { return (i, words) }
+                if blankOK || !word.isEmpty { words.append(String(decoding: word, as: UTF8.self)) }
+                word = []
                 blankOK = false
                 i += 1
                 continue
             }
-            if ch == "'" || ch == "\"" {
+            if ch == 0x27 || ch == 0x22 {
                 quote = ch
                 blankOK = true
                 phase = .quote
                 i += 1
                 continue
             }
-            if ch == "\\" {
-                if i + 1 == chars.count { i += 1; continue }
+            if ch == 0x5C {
+                if i + 1 == b.count { i += 1; continue }
                 i += 1
-                ch = chars[i]
+                ch = b[i]
             }
             word.append(ch)
             i += 1
             continue
         }
         if ch == quote { phase = .word; i += 1; continue }
-        if ch == "\\" {
-            if i + 1 == chars.count { phase = .word; i += 1; continue }
+        if ch == 0x5C {
+            if i + 1 == b.count { phase = .word; i += 1; continue }
             i += 1
-            ch = chars[i]
+            ch = b[i]
         }
         word.append(ch)
         i += 1
     }
-    return ("", words)
+    return (b.count, words)
 }
 
 /// Splits on runs of blanks (space, tab, \v, \f, \r), as BuildKit's whitespace regexp does.
 func splitWhitespace(_ s: String) -> [String] {
     if s.isEmpty { return [] }
-    return s.split(whereSeparator: isWhitespaceToken).map(String.init)
+    return s.utf8.split(whereSeparator: isBlankByte).map { String(decoding: $0, as: UTF8.self) }
 }
 
 func isWhitespaceToken(_ c: Character) -> Bool {
     c == " " || c == "\t" || c == "\u{0B}" || c == "\u{0C}" || c == "\r"
 }
 
+/// BuildKit's `[\t\v\f\r ]`.
+@inline(__always) func isBlankByte(_ b: UInt8) -> Bool {
+    b == 0x20 || b == 0x09 || b == 0x0B || b == 0x0C || b == 0x0D
+}
+
+/// ASCII white space (Go's unicode.IsSpace for the bytes that can appear alone in UTF-8).
+@inline(__always) func isSpaceByte(_ b: UInt8) -> Bool {
+    b == 0x20 || (b >= 0x09 && b <= 0x0D)
+}
+
 func isSpace(_ c: Character) -> Bool { c.isWhitespace }
 
 func trimmed(_ s: String) -> String {
-    String(s.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    let u = Array(s.utf8)
+    var a = 0, e = u.count
+    while a < e && isSpaceByte(u[a]) { a += 1 }
+    while e > a && isSpaceByte(u[e - 1]) { e -= 1 }
+    if a == 0 && e == u.count { return s }
+    return String(decoding: u[a..<e], as: UTF8.self)
 }
 
 func trimNewline(_ s: Substring) -> Substring {
-    var e = s.endIndex
-    while e > s.startIndex, let c = s[s.index(before: e)...].first, c == "\n" || c == "\r" || c == "\r\n" {
-        e = s.index(before: e)
+    let u = s.utf8
+    var e = u.endIndex
+    while e > u.startIndex {
+        let p = u.index(before: e)
+        guard u[p] == 0x0A || u[p] == 0x0D else { break }
+        e = p
     }
-    return s[..<e]
+    return Substring(u[u.startIndex..<e])
+}
+
+/// Drops leading white space (bytes).
+func dropLeadingSpace(_ s: Substring) -> Substring {
+    let u = s.utf8
+    var i = u.startIndex
+    while i < u.endIndex && isSpaceByte(u[i]) { i = u.index(after: i) }
+    return Substring(u[i..<u.endIndex])
 }
 
 func isComment(_ line: Substring) -> Bool {
-    trimNewline(line).drop(while: isSpace).first == "#"
+    for b in line.utf8 {
+        if isSpaceByte(b) { continue }
+        return b == 0x23
+    }
+    return false
 }
 
 extension Substring {
@@ -682,7 +729,10 @@ struct JSONArrayReader {
 extension LineParser {
     /// The heredocs a shell-form RUN/COPY/ADD line opens: words like `<<EOF`, `<<-"EOF"`, `3<<EOF`.
     func heredocs(in line: String) throws -> [Heredoc] {
-        try rawWords(line).compactMap(heredoc(fromWord:))
+        // Most lines have none: look for "<<" before splitting words.
+        let u = Array(line.utf8)
+        guard u.count >= 3, (0..<u.count - 1).contains(where: { u[$0] == 0x3C && u[$0 + 1] == 0x3C }) else { return [] }
+        return try rawWords(line).compactMap(heredoc(fromWord:))
     }
 
     func heredoc(fromWord word: String) throws -> Heredoc? {

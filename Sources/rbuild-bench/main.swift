@@ -1,14 +1,49 @@
-// Measures the embedding API's cost of one sandboxed process, without process start-up:
-// `rbuild-bench spawn ROOTFS N` runs /bin/true N times through Sandbox.run in this process and
-// prints the seconds taken. Used by scripts/bench/spawn.
+// In-process measurements for scripts/bench:
+//   rbuild-bench spawn ROOTFS N   runs /bin/true N times through Sandbox.run; prints seconds
+//   rbuild-bench parse FILE N     parses, types and lints FILE N times; prints the best seconds
 import RBuild
 #if canImport(Glibc)
 import Glibc
 #endif
 
 let args = CommandLine.arguments
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+if args.count == 4, args[1] == "parse", let n = Int(args[3]) {
+    guard let fd = fopen(args[2], "r") else { print("rbuild-bench: cannot open \(args[2])"); exit(1) }
+    var bytes: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let got = fread(&buf, 1, buf.count, fd)
+        if got <= 0 { break }
+        bytes += buf[0..<got]
+    }
+    fclose(fd)
+    let text = String(decoding: bytes, as: UTF8.self)
+    let context = ExpansionContext(buildPlatform: PlatformSpec("linux/amd64")!)
+    var best = Double.infinity, bestParse = Double.infinity
+    var warnings = 0
+    for _ in 0..<n {
+        let t0 = now()
+        do {
+            let df = try Dockerfile.parse(text)
+            let t1 = now()
+            warnings = try Linter.check(df, context: context).count
+            bestParse = min(bestParse, t1 - t0)
+        } catch {
+            print("rbuild-bench: \(error)")
+            exit(1)
+        }
+        best = min(best, now() - t0)
+    }
+    print("\(best) \(warnings) \(bestParse)")
+    exit(0)
+}
 guard args.count == 4, args[1] == "spawn", let n = Int(args[3]) else {
-    print("usage: rbuild-bench spawn ROOTFS N")
+    print("usage: rbuild-bench spawn ROOTFS N | rbuild-bench parse FILE N")
     exit(2)
 }
 var spec = SandboxSpec(rootfs: args[2], argv: ["/bin/true"])
