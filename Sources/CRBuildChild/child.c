@@ -455,13 +455,16 @@ static void drop_privileges(struct rb_plan *p, int sfd) {
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             fail(sfd, RB_STAGE_CAPABILITIES, errno, cap);
     }
+    // Raw syscalls, not glibc's wrappers: in a multithreaded process those broadcast the change
+    // to every thread glibc believes exists (nptl's setxid), and in this clone those threads are
+    // gone, so the wrapper would wait for them forever.
     if (p->set_groups) {
-        if (setgroups(p->ngroups, (const gid_t *)p->groups) < 0) fail(sfd, RB_STAGE_SETGROUPS, errno, 0);
+        if (syscall(SYS_setgroups, p->ngroups, p->groups) < 0) fail(sfd, RB_STAGE_SETGROUPS, errno, 0);
     }
-    if (setresgid(p->gid, p->gid, p->gid) < 0) fail(sfd, RB_STAGE_SETGID, errno, (int)p->gid);
+    if (syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0) fail(sfd, RB_STAGE_SETGID, errno, (int)p->gid);
     // For any uid but 0 this also empties the permitted and effective sets (capabilities(7),
     // "Effect of user ID changes on capabilities"), as docker does for USER.
-    if (setresuid(p->uid, p->uid, p->uid) < 0) fail(sfd, RB_STAGE_SETUID, errno, (int)p->uid);
+    if (syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0) fail(sfd, RB_STAGE_SETUID, errno, (int)p->uid);
 
     struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct data[2];
