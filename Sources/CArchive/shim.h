@@ -1,0 +1,4 @@
+#include <archive.h>
+#include <archive_entry.h>
+// Extended attributes travel with tar entries.
+#include <sys/xattr.h>

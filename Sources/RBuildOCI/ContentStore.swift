@@ -1,0 +1,210 @@
+import Foundation
+
+/// A content-addressed blob store: `ROOT/blobs/sha256/<hex>`.
+///
+/// Writes go to a temp file in `ROOT/ingest/`, are fsynced, and are renamed into place only once
+/// their digest is known (and, when one was expected, matches): a reader never sees a partial or
+/// unverified blob, and two processes writing the same blob both succeed (the second rename
+/// replaces identical bytes). Blobs that rbuild did not write itself are verified as they are read.
+public final class ContentStore: @unchecked Sendable {
+    public let root: String
+
+    public init(root: String) throws {
+        self.root = root
+        for dir in ["blobs/sha256", "ingest"] {
+            try makeDirectory(root + "/" + dir)
+        }
+    }
+
+    public func path(_ d: Digest) -> String { "\(root)/blobs/sha256/\(d.hex)" }
+
+    public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }
+
+    /// Stores `bytes`; with `expected`, refuses bytes that do not match it.
+    @discardableResult
+    public func put(_ bytes: [UInt8], expected: Digest? = nil) throws -> Digest {
+        let w = try BlobWriter(store: self)
+        try w.write(bytes)
+        return try w.commit(expected: expected).digest
+    }
+
+    /// Streams the file at `fd` into the store, hashing as it goes.
+    public func ingest(fd: Int32, expected: Digest? = nil, expectedSize: Int64? = nil) throws -> (digest: Digest, size: Int64) {
+        let w = try BlobWriter(store: self)
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                w.abort()
+                throw OCIError(.io, "reading blob data failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            try buf.withUnsafeBytes { try w.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        if let expectedSize, w.size != expectedSize {
+            w.abort()
+            throw OCIError(.corruptBlob, "blob \(expected.map(\.description) ?? "data") has \(w.size) bytes, expected \(expectedSize)")
+        }
+        let r = try w.commit(expected: expected)
+        return (r.digest, r.size)
+    }
+
+    /// The whole blob, verified against its digest (for manifests and configs).
+    public func read(_ d: Digest, limit: Int = 4 << 20) throws -> [UInt8] {
+        guard let fh = FileHandle(forReadingAtPath: path(d)) else {
+            throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)")
+        }
+        defer { try? fh.close() }
+        let data = try fh.read(upToCount: limit + 1) ?? Data()
+        if data.count > limit {
+            throw OCIError(.unsupported, "blob \(d) is larger than \(limit) bytes; a manifest or config that big is refused")
+        }
+        let bytes = [UInt8](data)
+        let got = Digest.of(bytes)
+        guard got == d else {
+            throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)")
+        }
+        return bytes
+    }
+
+    /// Re-hashes a blob of any size.
+    public func verify(_ d: Digest) throws {
+        let fd = open(path(d), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)") }
+        defer { close(fd) }
+        let h = SHA256()
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            buf.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        let got = h.finish()
+        guard got == d else { throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)") }
+    }
+
+    public func size(_ d: Digest) -> Int64? {
+        var st = stat()
+        return stat(path(d), &st) == 0 ? Int64(st.st_size) : nil
+    }
+
+    public func allBlobs() -> [Digest] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root + "/blobs/sha256")) ?? [])
+            .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
+    }
+
+    /// Deletes every blob not reachable from `roots` (manifests, indexes and what they name).
+    /// Returns the number of blobs and bytes removed.
+    @discardableResult
+    public func collectGarbage(roots: [Digest]) throws -> (blobs: Int, bytes: Int64) {
+        var live = Set<Digest>()
+        var queue = roots
+        while let d = queue.popLast() {
+            guard live.insert(d).inserted, contains(d) else { continue }
+            guard let bytes = try? read(d), let doc = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { continue }
+            let descriptors = ((doc["manifests"] as? [[String: Any]]) ?? []) + ((doc["layers"] as? [[String: Any]]) ?? [])
+                + ((doc["config"] as? [String: Any]).map { [$0] } ?? [])
+            for desc in descriptors {
+                if let s = desc["digest"] as? String, let child = try? Digest(parsing: s) { queue.append(child) }
+            }
+        }
+        var removed = 0
+        var bytes: Int64 = 0
+        for d in allBlobs() where !live.contains(d) {
+            bytes += size(d) ?? 0
+            if unlink(path(d)) == 0 { removed += 1 }
+        }
+        // Temp files of writers that died (older than an hour) go too.
+        let ingest = root + "/ingest"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: ingest)) ?? [] {
+            var st = stat()
+            if stat(ingest + "/" + name, &st) == 0, time(nil) - st.st_mtim.tv_sec > 3600 { unlink(ingest + "/" + name) }
+        }
+        return (removed, bytes)
+    }
+}
+
+/// Streams one blob into the store. `commit` verifies and publishes it; `abort` removes it.
+public final class BlobWriter {
+    let store: ContentStore
+    let tempPath: String
+    let fd: Int32
+    let hasher = SHA256()
+    public private(set) var size: Int64 = 0
+    var done = false
+
+    public init(store: ContentStore) throws {
+        self.store = store
+        var template = Array("\(store.root)/ingest/blob-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw OCIError(.io, "cannot create a temp file in \(store.root)/ingest: \(String(cString: strerror(errno)))")
+        }
+        self.fd = fd
+        self.tempPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    deinit {
+        if !done { abort() }
+    }
+
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        hasher.update(bytes)
+        var off = 0
+        while off < bytes.count {
+            let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                abort()
+                throw OCIError(.io, "writing to the content store failed: \(String(cString: strerror(e)))\(e == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
+            }
+            off += n
+        }
+        size += Int64(bytes.count)
+    }
+
+    /// fsync, check the digest, rename into `blobs/sha256/`.
+    public func commit(expected: Digest? = nil) throws -> (digest: Digest, size: Int64) {
+        guard !done else { throw OCIError(.io, "blob writer already finished") }
+        done = true
+        let digest = hasher.finish()
+        if fsync(fd) != 0 {
+            let e = errno
+            close(fd)
+            unlink(tempPath)
+            throw OCIError(.io, "fsync of a new blob failed: \(String(cString: strerror(e)))")
+        }
+        close(fd)
+        if let expected, expected != digest {
+            unlink(tempPath)
+            throw OCIError(.corruptBlob, "blob \(expected) is corrupt: expected \(expected), got \(digest)")
+        }
+        if rename(tempPath, store.path(digest)) != 0 {
+            let e = errno
+            unlink(tempPath)
+            throw OCIError(.io, "cannot store blob \(digest): \(String(cString: strerror(e)))")
+        }
+        return (digest, size)
+    }
+
+    public func abort() {
+        guard !done else { return }
+        done = true
+        close(fd)
+        unlink(tempPath)
+    }
+}
+
+func makeDirectory(_ path: String) throws {
+    do {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    } catch {
+        throw OCIError(.io, "cannot create directory \(path): \(error.localizedDescription)")
+    }
+}

@@ -1,0 +1,76 @@
+import CCrypto
+
+/// A content digest. rbuild stores and verifies sha256 only; anything else is refused by name.
+public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+    public let hex: String
+
+    public var algorithm: String { "sha256" }
+    public var description: String { "sha256:" + hex }
+
+    /// Parses `sha256:<64 lowercase hex>`.
+    public init(parsing text: String) throws {
+        guard let colon = text.firstIndex(of: ":") else {
+            throw OCIError(.invalidDigest, "invalid digest \"\(text)\": expected sha256:<64 hex digits>")
+        }
+        let algorithm = text[..<colon]
+        let hex = text[text.index(after: colon)...]
+        guard algorithm == "sha256" else {
+            throw OCIError(.invalidDigest, "unsupported digest algorithm \(algorithm) in \(text): rbuild stores and verifies sha256 only")
+        }
+        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            throw OCIError(.invalidDigest, "invalid digest \"\(text)\": a sha256 digest is 64 lowercase hex digits")
+        }
+        self.hex = String(hex)
+    }
+
+    init(hex: String) { self.hex = hex }
+
+    /// The digest of `bytes`.
+    public static func of(_ bytes: [UInt8]) -> Digest {
+        let h = SHA256()
+        h.update(bytes)
+        return h.finish()
+    }
+
+    public static func < (a: Digest, b: Digest) -> Bool { a.hex < b.hex }
+
+    public init(from decoder: Decoder) throws {
+        try self.init(parsing: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+}
+
+/// Streaming sha256 over OpenSSL's EVP interface. `finish` may be called once.
+public final class SHA256 {
+    private let ctx: OpaquePointer
+
+    public init() {
+        ctx = EVP_MD_CTX_new()
+        EVP_DigestInit_ex(ctx, EVP_sha256(), nil)
+    }
+
+    deinit { EVP_MD_CTX_free(ctx) }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count > 0 { EVP_DigestUpdate(ctx, bytes.baseAddress, bytes.count) }
+    }
+
+    public func update(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { update($0) }
+    }
+
+    public func finish() -> Digest {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len: UInt32 = 0
+        EVP_DigestFinal_ex(ctx, &out, &len)
+        let table = Array("0123456789abcdef".utf8)
+        var hex = [UInt8]()
+        hex.reserveCapacity(64)
+        for b in out { hex.append(table[Int(b >> 4)]); hex.append(table[Int(b & 15)]) }
+        return Digest(hex: String(decoding: hex, as: UTF8.self))
+    }
+}

@@ -1,0 +1,328 @@
+import CArchive
+import CZlib
+import CZstd
+import Foundation
+
+/// Layer compression.
+public enum Compression: String, Sendable, CaseIterable {
+    case none, gzip, zstd
+
+    public var mediaType: String {
+        switch self {
+        case .none: return MediaType.ociLayer
+        case .gzip: return MediaType.ociLayerGzip
+        case .zstd: return MediaType.ociLayerZstd
+        }
+    }
+}
+
+/// How a layer is written.
+public struct LayerOptions: Sendable {
+    public var compression: Compression = .gzip
+    /// zlib 1-9 (default 6) or zstd 1-19 (default 3).
+    public var level: Int?
+    /// With SOURCE_DATE_EPOCH, no entry is newer than this (reproducible builds).
+    public var sourceDateEpoch: Int64?
+    /// Host ownership → recorded ownership. The default records the invoking user's own files as
+    /// root's (rootless single-id mode: that user is root inside) and keeps other ids.
+    public var ownership: @Sendable (UInt32, UInt32) -> (UInt32, UInt32)
+
+    public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) {
+        self.compression = compression
+        self.level = level
+        self.sourceDateEpoch = sourceDateEpoch
+        let uid = getuid(), gid = getgid()
+        ownership = { u, g in (u == uid ? 0 : u, g == gid ? 0 : g) }
+    }
+
+    /// SOURCE_DATE_EPOCH from the environment, when it is a number.
+    public static var environmentEpoch: Int64? {
+        ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap { Int64($0) }
+    }
+}
+
+/// A layer blob written to the store.
+public struct LayerResult: Sendable, Equatable {
+    public var descriptor: Descriptor
+    /// The digest of the uncompressed tar (the config's rootfs.diff_ids entry).
+    public var diffID: Digest
+    public var uncompressedSize: Int64
+}
+
+/// Receives the tar stream from libarchive: hashes it (diffID), compresses it, and streams the
+/// result into a blob (whose digest the blob writer computes) — all in one pass.
+final class LayerSink {
+    let diff = SHA256()
+    var uncompressed: Int64 = 0
+    let blob: BlobWriter
+    let compression: Compression
+    var zs = z_stream()
+    var zstd: OpaquePointer?
+    var out = [UInt8](repeating: 0, count: 1 << 17)
+    var failure: Error?
+
+    init(store: ContentStore, compression: Compression, level: Int?) throws {
+        blob = try BlobWriter(store: store)
+        self.compression = compression
+        switch compression {
+        case .gzip:
+            // windowBits 15 + 16: a gzip wrapper (RFC 1952) around the deflate stream.
+            let rc = deflateInit2_(&zs, Int32(level ?? 6), Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+            guard rc == Z_OK else { throw OCIError(.io, "zlib deflateInit2 failed (\(rc))") }
+        case .zstd:
+            zstd = ZSTD_createCCtx()
+            ZSTD_CCtx_setParameter(zstd, ZSTD_c_compressionLevel, Int32(level ?? 3))
+        case .none:
+            break
+        }
+    }
+
+    deinit {
+        if compression == .gzip { deflateEnd(&zs) }
+        if let zstd { ZSTD_freeCCtx(zstd) }
+    }
+
+    func write(_ data: UnsafeRawBufferPointer) throws {
+        diff.update(data)
+        uncompressed += Int64(data.count)
+        try compress(data, final: false)
+    }
+
+    func compress(_ data: UnsafeRawBufferPointer, final: Bool) throws {
+        switch compression {
+        case .none:
+            try blob.write(data)
+        case .gzip:
+            zs.next_in = UnsafeMutablePointer(mutating: data.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            zs.avail_in = UInt32(data.count)
+            repeat {
+                let produced: Int = try out.withUnsafeMutableBytes { buf in
+                    zs.next_out = buf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    zs.avail_out = UInt32(buf.count)
+                    let rc = deflate(&zs, final ? Z_FINISH : Z_NO_FLUSH)
+                    guard rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR else {
+                        throw OCIError(.io, "gzip compression failed (\(rc))")
+                    }
+                    return buf.count - Int(zs.avail_out)
+                }
+                if produced > 0 { try out.withUnsafeBytes { try blob.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
+                if final && zs.avail_out != 0 && zs.avail_in == 0 { break }
+            } while zs.avail_in > 0 || zs.avail_out == 0
+        case .zstd:
+            var input = ZSTD_inBuffer(src: data.baseAddress, size: data.count, pos: 0)
+            var finished = false
+            repeat {
+                let produced: Int = try out.withUnsafeMutableBytes { buf in
+                    var output = ZSTD_outBuffer(dst: buf.baseAddress, size: buf.count, pos: 0)
+                    let rc = ZSTD_compressStream2(zstd, &output, &input, final ? ZSTD_e_end : ZSTD_e_continue)
+                    if ZSTD_isError(rc) != 0 {
+                        throw OCIError(.io, "zstd compression failed: \(String(cString: ZSTD_getErrorName(rc)))")
+                    }
+                    finished = !final || rc == 0
+                    return output.pos
+                }
+                if produced > 0 { try out.withUnsafeBytes { try blob.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
+            } while input.pos < input.size || !finished
+        }
+    }
+
+    func finish() throws -> (Digest, Int64, Digest, Int64) {
+        try compress(UnsafeRawBufferPointer(start: nil, count: 0), final: true)
+        let diffID = diff.finish()
+        let (digest, size) = try blob.commit()
+        return (digest, size, diffID, uncompressed)
+    }
+}
+
+// libarchive's AE_IF* are cast expressions Swift cannot import; they are the stat(2) values.
+let AE_IFREG: UInt32 = 0o100000
+let AE_IFDIR: UInt32 = 0o040000
+let AE_IFLNK: UInt32 = 0o120000
+let AE_IFCHR: UInt32 = 0o020000
+let AE_IFBLK: UInt32 = 0o060000
+let AE_IFIFO: UInt32 = 0o010000
+
+/// Writes tar entries with libarchive into a `LayerSink`.
+final class TarWriter {
+    let a: OpaquePointer
+    let sink: LayerSink
+
+    init(sink: LayerSink) throws {
+        self.sink = sink
+        a = archive_write_new()
+        // PAX only when needed (long names, large ids, xattrs); plain ustar otherwise.
+        archive_write_set_format_pax_restricted(a)
+        archive_write_set_bytes_in_last_block(a, 1)
+        let rc = archive_write_open2(a, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, client, buffer, length in
+            let sink = Unmanaged<LayerSink>.fromOpaque(client!).takeUnretainedValue()
+            do {
+                try sink.write(UnsafeRawBufferPointer(start: buffer, count: length))
+                return la_ssize_t(length)
+            } catch {
+                sink.failure = error
+                return -1
+            }
+        }, nil, nil)
+        guard rc == ARCHIVE_OK else { throw OCIError(.io, "libarchive: \(String(cString: archive_error_string(a)))") }
+    }
+
+    deinit { archive_write_free(a) }
+
+    func check(_ rc: Int32, _ what: String) throws {
+        if rc < ARCHIVE_WARN {
+            if let f = sink.failure { throw f }
+            throw OCIError(.io, "writing the layer failed at \(what): \(String(cString: archive_error_string(a)))")
+        }
+    }
+
+    func header(_ e: OpaquePointer, _ what: String) throws {
+        try check(archive_write_header(a, e), what)
+    }
+
+    func data(_ bytes: UnsafeRawBufferPointer, _ what: String) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = archive_write_data(a, bytes.baseAddress! + off, bytes.count - off)
+            if n < 0 { try check(Int32(n), what) }
+            off += n
+        }
+    }
+
+    func close() throws {
+        try check(archive_write_close(a), "end of archive")
+    }
+}
+
+/// Packs a directory tree into a layer: entries sorted by path, ownership mapped, times clamped
+/// to SOURCE_DATE_EPOCH, hard links, symlinks, device nodes and xattrs (security.capability and
+/// user.*) kept. The tree is walked with openat/fstatat and never follows a symlink.
+public func writeLayer(fromDirectory root: String, store: ContentStore, options: LayerOptions = LayerOptions()) throws -> LayerResult {
+    let rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard rootfd >= 0 else {
+        throw OCIError(.notFound, "cannot open directory \(root): \(String(cString: strerror(errno)))")
+    }
+    defer { close(rootfd) }
+    let sink = try LayerSink(store: store, compression: options.compression, level: options.level)
+    let tar = try TarWriter(sink: sink)
+    var links: [String: String] = [:]   // "dev:ino" → first path
+    var buf = [UInt8](repeating: 0, count: 1 << 20)
+
+    func emit(dirfd: Int32, name: String, rel: String) throws {
+        var st = stat()
+        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            throw OCIError(.io, "cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
+        }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFSOCK { return }   // sockets cannot be represented in a layer
+        let e = archive_entry_new()!
+        defer { archive_entry_free(e) }
+        archive_entry_set_pathname(e, type == S_IFDIR ? rel + "/" : rel)
+        archive_entry_set_perm(e, st.st_mode & 0o7777)
+        let (uid, gid) = options.ownership(st.st_uid, st.st_gid)
+        archive_entry_set_uid(e, la_int64_t(uid))
+        archive_entry_set_gid(e, la_int64_t(gid))
+        var mtime = Int64(st.st_mtim.tv_sec)
+        if let epoch = options.sourceDateEpoch, mtime > epoch { mtime = epoch }
+        archive_entry_set_mtime(e, time_t(mtime), 0)
+        addXattrs(e, path: root + "/" + rel)
+        let key = "\(st.st_dev):\(st.st_ino)"
+        switch type {
+        case S_IFREG:
+            if st.st_nlink > 1, let first = links[key] {
+                archive_entry_set_filetype(e, AE_IFREG)
+                archive_entry_set_hardlink(e, first)
+                archive_entry_set_size(e, 0)
+                try tar.header(e, rel)
+                return
+            }
+            if st.st_nlink > 1 { links[key] = rel }
+            archive_entry_set_filetype(e, AE_IFREG)
+            archive_entry_set_size(e, la_int64_t(st.st_size))
+            try tar.header(e, rel)
+            let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw OCIError(.io, "cannot open \(root)/\(rel): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            var left = Int64(st.st_size)
+            while left > 0 {
+                let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, Int(left))) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw OCIError(.io, "\(root)/\(rel) changed while it was being packed (short read)") }
+                try buf.withUnsafeBytes { try tar.data(UnsafeRawBufferPointer(rebasing: $0[0..<n]), rel) }
+                left -= Int64(n)
+            }
+        case S_IFDIR:
+            archive_entry_set_filetype(e, AE_IFDIR)
+            try tar.header(e, rel)
+        case S_IFLNK:
+            var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlinkat(dirfd, name, &target, target.count - 1)
+            guard n >= 0 else { throw OCIError(.io, "cannot read symlink \(root)/\(rel)") }
+            target[n] = 0
+            archive_entry_set_filetype(e, AE_IFLNK)
+            archive_entry_set_symlink(e, String(cString: target))
+            try tar.header(e, rel)
+        case S_IFCHR, S_IFBLK:
+            archive_entry_set_filetype(e, type == S_IFCHR ? AE_IFCHR : AE_IFBLK)
+            archive_entry_set_rdev(e, st.st_rdev)
+            try tar.header(e, rel)
+        case S_IFIFO:
+            archive_entry_set_filetype(e, AE_IFIFO)
+            try tar.header(e, rel)
+        default:
+            return
+        }
+    }
+
+    func walk(dirfd: Int32, prefix: String) throws {
+        for name in try sortedNames(dirfd) {
+            let rel = prefix.isEmpty ? name : prefix + "/" + name
+            try emit(dirfd: dirfd, name: name, rel: rel)
+            var st = stat()
+            if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFDIR {
+                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard sub >= 0 else { throw OCIError(.io, "cannot open directory \(root)/\(rel): \(String(cString: strerror(errno)))") }
+                defer { close(sub) }
+                try walk(dirfd: sub, prefix: rel)
+            }
+        }
+    }
+
+    try walk(dirfd: rootfd, prefix: "")
+    try tar.close()
+    let (digest, size, diffID, usize) = try sink.finish()
+    return LayerResult(descriptor: Descriptor(mediaType: options.compression.mediaType, digest: digest, size: size),
+                       diffID: diffID, uncompressedSize: usize)
+}
+
+/// Directory entries in byte order, without . and ..
+func sortedNames(_ dirfd: Int32) throws -> [String] {
+    let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
+    guard dup >= 0, let dir = fdopendir(dup) else { throw OCIError(.io, "cannot read a directory: \(String(cString: strerror(errno)))") }
+    defer { closedir(dir) }
+    var names: [[UInt8]] = []
+    while let ent = readdir(dir) {
+        let name = withUnsafeBytes(of: ent.pointee.d_name) { raw -> [UInt8] in
+            Array(raw.prefix(while: { $0 != 0 }))
+        }
+        if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+        names.append(name)
+    }
+    return names.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) }
+}
+
+func addXattrs(_ e: OpaquePointer, path: String) {
+    let size = llistxattr(path, nil, 0)
+    guard size > 0 else { return }
+    var list = [CChar](repeating: 0, count: size)
+    let n = llistxattr(path, &list, size)
+    guard n > 0 else { return }
+    let names = list[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
+    for name in names.sorted() where name == "security.capability" || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.")) {
+        let vsize = lgetxattr(path, name, nil, 0)
+        guard vsize >= 0 else { continue }
+        var value = [UInt8](repeating: 0, count: max(vsize, 1))
+        let got = lgetxattr(path, name, &value, vsize)
+        guard got >= 0 else { continue }
+        archive_entry_xattr_add_entry(e, name, value, got)
+    }
+}

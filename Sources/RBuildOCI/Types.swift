@@ -1,0 +1,193 @@
+import Foundation
+
+/// Media types of the OCI image spec 1.1 and Docker's schema 2.
+public enum MediaType {
+    public static let ociManifest = "application/vnd.oci.image.manifest.v1+json"
+    public static let ociIndex = "application/vnd.oci.image.index.v1+json"
+    public static let ociConfig = "application/vnd.oci.image.config.v1+json"
+    public static let ociLayer = "application/vnd.oci.image.layer.v1.tar"
+    public static let ociLayerGzip = "application/vnd.oci.image.layer.v1.tar+gzip"
+    public static let ociLayerZstd = "application/vnd.oci.image.layer.v1.tar+zstd"
+    public static let dockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+    public static let dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+    public static let dockerConfig = "application/vnd.docker.container.image.v1+json"
+    public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+    public static func isIndex(_ t: String?) -> Bool { t == ociIndex || t == dockerManifestList }
+    public static func isManifest(_ t: String?) -> Bool { t == ociManifest || t == dockerManifest }
+}
+
+/// An OCI platform, normalised the way containerd and buildx do (arm64's v8 is implied,
+/// arm is v7 unless said otherwise, x86_64 is amd64).
+public struct Platform: Codable, Hashable, Sendable, CustomStringConvertible {
+    public var architecture: String
+    public var os: String
+    public var variant: String?
+    public var osVersion: String?
+    public var osFeatures: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case architecture, os, variant
+        case osVersion = "os.version"
+        case osFeatures = "os.features"
+    }
+
+    public init(os: String = "linux", architecture: String, variant: String? = nil) {
+        self.os = os
+        self.architecture = architecture
+        self.variant = variant
+        normalise()
+    }
+
+    /// `linux/arm64`, `linux/arm/v7`, `arm64`, `amd64`…
+    public init(parsing text: String) throws {
+        var parts = text.lowercased().split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if parts.count == 1 { parts.insert("linux", at: 0) }
+        guard (2...3).contains(parts.count), parts.allSatisfy({ !$0.isEmpty }) else {
+            throw OCIError(.invalidArgument, "invalid platform \"\(text)\": expected os/architecture[/variant], e.g. linux/arm64")
+        }
+        self.init(os: parts[0], architecture: parts[1], variant: parts.count == 3 ? parts[2] : nil)
+        let known = ["amd64", "arm64", "arm", "386", "riscv64", "ppc64le", "s390x", "mips64le", "loong64"]
+        guard known.contains(architecture) else {
+            throw OCIError(.invalidArgument, "unknown architecture \"\(parts[1])\" in platform \(text) (known: \(known.joined(separator: ", ")))")
+        }
+    }
+
+    mutating func normalise() {
+        switch architecture {
+        case "x86_64", "x86-64": architecture = "amd64"
+        case "aarch64": architecture = "arm64"
+        case "i386", "i686": architecture = "386"
+        case "armhf", "armv7l": architecture = "arm"; if variant == nil { variant = "v7" }
+        case "armel", "armv6l": architecture = "arm"; if variant == nil { variant = "v6" }
+        default: break
+        }
+        if architecture == "arm64" && (variant == "v8" || variant == "8") { variant = nil }
+        if architecture == "arm" {
+            if variant == nil { variant = "v7" }
+            if let v = variant, !v.hasPrefix("v") { variant = "v" + v }
+        }
+    }
+
+    public var description: String { [os, architecture, variant].compactMap { $0 }.joined(separator: "/") }
+
+    /// The machine's own platform.
+    public static var host: Platform {
+        var u = utsname()
+        uname(&u)
+        let m = withUnsafeBytes(of: &u.machine) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        return Platform(architecture: m)
+    }
+}
+
+public struct Descriptor: Codable, Hashable, Sendable {
+    public var mediaType: String
+    public var digest: Digest
+    public var size: Int64
+    public var annotations: [String: String]?
+    public var platform: Platform?
+    public var artifactType: String?
+
+    public init(mediaType: String, digest: Digest, size: Int64, annotations: [String: String]? = nil, platform: Platform? = nil) {
+        self.mediaType = mediaType
+        self.digest = digest
+        self.size = size
+        self.annotations = annotations
+        self.platform = platform
+    }
+}
+
+public struct Manifest: Codable, Sendable, Equatable {
+    public var schemaVersion: Int = 2
+    public var mediaType: String?
+    public var config: Descriptor
+    public var layers: [Descriptor]
+    public var annotations: [String: String]?
+}
+
+public struct Index: Codable, Sendable, Equatable {
+    public var schemaVersion: Int = 2
+    public var mediaType: String?
+    public var manifests: [Descriptor]
+    public var annotations: [String: String]?
+}
+
+/// The image configuration, every field of the spec's `config` included.
+public struct ImageConfig: Codable, Sendable, Equatable {
+    public struct Config: Codable, Sendable, Equatable {
+        public var User: String?
+        public var ExposedPorts: [String: EmptyObject]?
+        public var Env: [String]?
+        public var Entrypoint: [String]?
+        public var Cmd: [String]?
+        public var Volumes: [String: EmptyObject]?
+        public var WorkingDir: String?
+        public var Labels: [String: String]?
+        public var StopSignal: String?
+        public var Healthcheck: HealthConfig?
+        public var Shell: [String]?
+        public var OnBuild: [String]?
+        public var ArgsEscaped: Bool?
+
+        public init() {}
+    }
+
+    public struct HealthConfig: Codable, Sendable, Equatable {
+        public var Test: [String]?
+        public var Interval: Int64?
+        public var Timeout: Int64?
+        public var StartPeriod: Int64?
+        public var StartInterval: Int64?
+        public var Retries: Int?
+    }
+
+    public struct RootFS: Codable, Sendable, Equatable {
+        public var type: String = "layers"
+        public var diff_ids: [Digest]
+    }
+
+    public struct History: Codable, Sendable, Equatable {
+        public var created: String?
+        public var created_by: String?
+        public var author: String?
+        public var comment: String?
+        public var empty_layer: Bool?
+    }
+
+    public var created: String?
+    public var author: String?
+    public var architecture: String
+    public var os: String
+    public var variant: String?
+    public var config: Config?
+    public var rootfs: RootFS
+    public var history: [History]?
+
+    public var platform: Platform {
+        var p = Platform(os: os, architecture: architecture, variant: variant)
+        p.normalise()
+        return p
+    }
+}
+
+/// `{}` in JSON (ExposedPorts and Volumes are sets written as objects).
+public struct EmptyObject: Codable, Sendable, Equatable, Hashable {
+    public init() {}
+}
+
+/// JSON in rbuild's canonical form: sorted keys, no escaped slashes. Only for documents rbuild
+/// creates; documents read from elsewhere keep their original bytes.
+public func canonicalJSON<T: Encodable>(_ value: T) throws -> [UInt8] {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return [UInt8](try e.encode(value))
+}
+
+/// Decodes a document, naming what it was on failure.
+public func decodeJSON<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: Data(bytes))
+    } catch {
+        throw OCIError(.invalidJSON, "\(what) is not a valid \(type): \(error)")
+    }
+}
