@@ -9,7 +9,8 @@ public struct RBuildCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "rbuild",
         abstract: "Build container images from Dockerfiles as an ordinary user: no daemon, no root.",
-        subcommands: [BuildCommand.self, RunCommand.self, InfoCommand.self]
+        subcommands: [BuildCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
+                      SaveCommand.self, RmiCommand.self, PruneCommand.self, InfoCommand.self]
     )
 
     public init() {}
@@ -45,6 +46,10 @@ protocol RenderableError: Error, CustomStringConvertible {
 
 extension RuntimeError: RenderableError {
     var exitStatus: Int32 { exitCode }
+}
+
+extension OCIError: RenderableError {
+    var exitStatus: Int32 { 1 }
 }
 
 extension DockerfileError: RenderableError {

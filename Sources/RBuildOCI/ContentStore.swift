@@ -141,6 +141,8 @@ public final class BlobWriter {
         guard fd >= 0 else {
             throw OCIError(.io, "cannot create a temp file in \(store.root)/ingest: \(String(cString: strerror(errno)))")
         }
+        // mkstemp makes 0600 files; blobs are ordinary readable files (exports link to them).
+        fchmod(fd, 0o644)
         self.fd = fd
         self.tempPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
@@ -207,4 +209,22 @@ func makeDirectory(_ path: String) throws {
     } catch {
         throw OCIError(.io, "cannot create directory \(path): \(error.localizedDescription)")
     }
+}
+
+/// Writes a whole file (created or truncated) and fsyncs it. Plain syscalls: Foundation's atomic
+/// writes leave TemporaryDirectory.* behind on Linux.
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var off = 0
+    while off < bytes.count {
+        let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + off, $0.count - off) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        off += n
+    }
+    fsync(fd)
 }

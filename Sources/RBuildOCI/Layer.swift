@@ -49,9 +49,15 @@ public struct LayerResult: Sendable, Equatable {
     public var uncompressedSize: Int64
 }
 
+/// Where a TarWriter's bytes go.
+protocol TarSink: AnyObject {
+    func write(_ data: UnsafeRawBufferPointer) throws
+    var failure: Error? { get set }
+}
+
 /// Receives the tar stream from libarchive: hashes it (diffID), compresses it, and streams the
 /// result into a blob (whose digest the blob writer computes) — all in one pass.
-final class LayerSink {
+final class LayerSink: TarSink {
     let diff = SHA256()
     var uncompressed: Int64 = 0
     let blob: BlobWriter
@@ -145,16 +151,16 @@ let AE_IFIFO: UInt32 = 0o010000
 /// Writes tar entries with libarchive into a `LayerSink`.
 final class TarWriter {
     let a: OpaquePointer
-    let sink: LayerSink
+    let sink: TarSink
 
-    init(sink: LayerSink) throws {
+    init(sink: TarSink) throws {
         self.sink = sink
         a = archive_write_new()
         // PAX only when needed (long names, large ids, xattrs); plain ustar otherwise.
         archive_write_set_format_pax_restricted(a)
         archive_write_set_bytes_in_last_block(a, 1)
-        let rc = archive_write_open2(a, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, client, buffer, length in
-            let sink = Unmanaged<LayerSink>.fromOpaque(client!).takeUnretainedValue()
+        let rc = archive_write_open2(a, Unmanaged.passUnretained(sink as AnyObject).toOpaque(), nil, { _, client, buffer, length in
+            let sink = Unmanaged<AnyObject>.fromOpaque(client!).takeUnretainedValue() as! TarSink
             do {
                 try sink.write(UnsafeRawBufferPointer(start: buffer, count: length))
                 return la_ssize_t(length)

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import RBuild
+
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "import", abstract: "Make a local image from a root filesystem directory.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "The platform of the files (default: the host's). Importing another platform under the same name makes the image multi-platform.")
+    var platform: String?
+
+    @Option(name: .long, help: "Layer compression: gzip (default), zstd or none.")
+    var compression: String = "gzip"
+
+    @Argument(help: "The root filesystem directory.")
+    var rootfs: String
+
+    @Argument(help: "The image name, e.g. busybox:1.35.")
+    var name: String
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        let p = try platform.map(Platform.init(parsing:)) ?? Platform.host
+        guard let c = Compression(rawValue: compression) else {
+            throw OCIError(.invalidArgument, "--compression \(compression): expected gzip, zstd or none")
+        }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: rootfs, isDirectory: &isDir) else {
+            throw OCIError(.notFound, "\(rootfs) does not exist")
+        }
+        guard isDir.boolValue else {
+            throw OCIError(.unsupported, "\(rootfs) is not a directory: importing a tarball lands with the rest of the OCI issue; extract it first")
+        }
+        let m = try importDirectory(rootfs, platform: p, store: store, options: LayerOptions(compression: c))
+        let d = try store.add(platformManifest: m, as: name)
+        print("\(try ImageStore.normalise(name)) \(p) \(m.digest) (image \(d.digest))")
+    }
+}
+
+struct ImagesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "images", abstract: "List local images.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        print("NAME".padding(toLength: 40, withPad: " ", startingAt: 0) + "  DIGEST" + String(repeating: " ", count: 65) + "  PLATFORMS")
+        for (name, d) in try store.list() {
+            let platforms = (try? store.platformManifests(of: d))?.compactMap { $0.platform?.description }.joined(separator: ",") ?? "?"
+            print(name.padding(toLength: 40, withPad: " ", startingAt: 0) + "  \(d.digest)  \(platforms)")
+        }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show an image's manifest and config as JSON.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Which platform of a multi-platform image.")
+    var platform: String?
+
+    @Argument var name: String
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        let full = try ImageStore.normalise(name)
+        guard let d = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
+        let (m, manifest) = try store.manifest(of: d, platform: try platform.map(Platform.init(parsing:)))
+        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config")
+        struct Out: Encodable {
+            var name: String
+            var digest: Digest
+            var manifestDigest: Digest
+            var platform: Platform?
+            var manifest: Manifest
+            var config: ImageConfig
+        }
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try e.encode(Out(name: full, digest: d.digest, manifestDigest: m.digest, platform: m.platform, manifest: manifest, config: config)), as: UTF8.self))
+    }
+}
+
+struct SaveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "save", abstract: "Export an image: -o type=oci|docker,dest=PATH[,tar=false].")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Only this platform of a multi-platform image.")
+    var platform: String?
+
+    @Option(name: .shortAndLong, help: "type=oci|docker,dest=PATH[,tar=false]")
+    var output: String
+
+    @Argument var name: String
+
+    func run() throws {
+        var fields: [String: String] = [:]
+        for part in output.split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw OCIError(.invalidArgument, "-o \(output): expected key=value pairs, e.g. type=oci,dest=image.tar") }
+            fields[kv[0]] = kv[1]
+        }
+        guard let dest = fields["dest"] else { throw OCIError(.invalidArgument, "-o \(output): missing dest=PATH") }
+        let tar = (fields["tar"] ?? "true") != "false"
+        let target: ExportTarget
+        switch fields["type"] {
+        case "oci": target = tar ? .ociArchive(dest) : .ociLayout(dest)
+        case "docker":
+            guard tar else { throw OCIError(.invalidArgument, "type=docker is always an archive (tar=false is for type=oci)") }
+            target = .dockerArchive(dest)
+        default: throw OCIError(.invalidArgument, "-o \(output): type must be oci or docker")
+        }
+        let store = try StateDirectory.open(global.root)
+        try store.save(name, platform: try platform.map(Platform.init(parsing:)), to: target)
+    }
+}
+
+struct RmiCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmi", abstract: "Remove a local image name (blobs go with `rbuild prune`).")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument var names: [String]
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        for n in names {
+            try store.remove(n)
+            print("Untagged: \(try ImageStore.normalise(n))")
+        }
+    }
+}
+
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Delete blobs that no local image uses.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        let (n, bytes) = try store.prune()
+        print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+
+/// Named local images in a state directory: `images.json` maps a name to the descriptor of a
+/// manifest or an index in the content store. Writers hold `images.lock` and replace the file
+/// atomically, so concurrent rbuild processes never see half a list.
+public final class ImageStore: @unchecked Sendable {
+    public let root: String
+    public let content: ContentStore
+
+    public init(root: String) throws {
+        self.root = root
+        try makeDirectory(root)
+        content = try ContentStore(root: root)
+    }
+
+    /// `name` with `:latest` when it has neither tag nor digest (as docker names images).
+    public static func normalise(_ name: String) throws -> String {
+        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }), !name.hasPrefix(":"), !name.hasSuffix(":") else {
+            throw OCIError(.invalidArgument, "invalid image name \"\(name)\": use lowercase letters, digits, '.', '_', '-', '/' and an optional :tag")
+        }
+        let lastSlash = name.lastIndex(of: "/")
+        let tail = lastSlash.map { name[name.index(after: $0)...] } ?? name[...]
+        if tail.contains(":") || name.contains("@") { return name }
+        return name + ":latest"
+    }
+
+    struct Entry: Codable {
+        var name: String
+        var descriptor: Descriptor
+        var created: String?
+    }
+
+    var listPath: String { root + "/images.json" }
+
+    func load() throws -> [Entry] {
+        guard let data = FileManager.default.contents(atPath: listPath) else { return [] }
+        return try decodeJSON([Entry].self, from: [UInt8](data), what: listPath)
+    }
+
+    /// Runs `body` with the exclusive lock; what it returns is written back.
+    func update(_ body: (inout [Entry]) throws -> Void) throws {
+        let lockfd = open(root + "/images.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockfd >= 0 else { throw OCIError(.io, "cannot open \(root)/images.lock: \(String(cString: strerror(errno)))") }
+        defer { close(lockfd) }
+        while flock(lockfd, LOCK_EX) != 0 && errno == EINTR {}
+        var entries = try load()
+        try body(&entries)
+        let tmp = listPath + ".\(getpid()).tmp"
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try writeFile(tmp, [UInt8](try e.encode(entries.sorted { $0.name < $1.name })))
+        guard rename(tmp, listPath) == 0 else { throw OCIError(.io, "cannot replace \(listPath): \(String(cString: strerror(errno)))") }
+    }
+
+    public func list() throws -> [(name: String, descriptor: Descriptor)] {
+        try load().map { ($0.name, $0.descriptor) }
+    }
+
+    public func lookup(_ name: String) throws -> Descriptor? {
+        let n = try ImageStore.normalise(name)
+        return try load().first { $0.name == n }?.descriptor
+    }
+
+    public func tag(_ name: String, _ descriptor: Descriptor) throws {
+        let n = try ImageStore.normalise(name)
+        try update { entries in
+            entries.removeAll { $0.name == n }
+            entries.append(Entry(name: n, descriptor: descriptor, created: ISO8601DateFormatter().string(from: Date())))
+        }
+    }
+
+    /// Adds a single-platform manifest under `name`: a new image, or one more platform of an
+    /// existing one (which then becomes an index; the same platform is replaced).
+    public func add(platformManifest m: Descriptor, as name: String) throws -> Descriptor {
+        var manifests = [m]
+        if let existing = try lookup(name) {
+            let others = try platformManifests(of: existing).filter { $0.platform != m.platform }
+            manifests = others + [m]
+        }
+        if manifests.count == 1 {
+            try tag(name, m)
+            return m
+        }
+        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests.sorted { $0.platform?.description ?? "" < $1.platform?.description ?? "" })
+        let bytes = try canonicalJSON(index)
+        let d = try content.put(bytes)
+        let desc = Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
+        try tag(name, desc)
+        return desc
+    }
+
+    public func remove(_ name: String) throws {
+        let n = try ImageStore.normalise(name)
+        var found = false
+        try update { entries in
+            found = entries.contains { $0.name == n }
+            entries.removeAll { $0.name == n }
+        }
+        if !found { throw OCIError(.notFound, "no such image: \(n) (see `rbuild images`)") }
+    }
+
+    /// The per-platform manifest descriptors of an image (itself when it is one manifest).
+    public func platformManifests(of d: Descriptor) throws -> [Descriptor] {
+        if MediaType.isIndex(d.mediaType) {
+            let index = try decodeJSON(Index.self, from: try content.read(d.digest), what: "index \(d.digest)")
+            return index.manifests
+        }
+        var m = d
+        if m.platform == nil {
+            let manifest = try decodeJSON(Manifest.self, from: try content.read(d.digest), what: "manifest \(d.digest)")
+            let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config.digest), what: "config \(manifest.config.digest)")
+            m.platform = config.platform
+        }
+        return [m]
+    }
+
+    /// The manifest for `platform` (or the only one).
+    public func manifest(of d: Descriptor, platform: Platform?) throws -> (Descriptor, Manifest) {
+        let all = try platformManifests(of: d)
+        let pick: Descriptor?
+        if let platform {
+            pick = all.first { $0.platform == platform }
+        } else {
+            pick = all.count == 1 ? all[0] : all.first { $0.platform == Platform.host } ?? all.first
+        }
+        guard let chosen = pick else {
+            throw OCIError(.notFound, "the image has no manifest for \(platform!) (it has: \(all.compactMap { $0.platform?.description }.joined(separator: ", ")))")
+        }
+        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen.digest), what: "manifest \(chosen.digest)"))
+    }
+
+    /// Removes blobs no named image uses.
+    public func prune() throws -> (blobs: Int, bytes: Int64) {
+        try content.collectGarbage(roots: try list().map(\.descriptor.digest))
+    }
+}
+
+/// Builds a one-layer image from a root filesystem directory and stores it.
+public func importDirectory(_ dir: String, platform: Platform, store: ImageStore,
+                            options: LayerOptions = LayerOptions()) throws -> Descriptor {
+    let layer = try writeLayer(fromDirectory: dir, store: store.content, options: options)
+    return try storeSingleLayerImage(layer: layer, platform: platform, store: store, createdBy: "rbuild import", options: options)
+}
+
+func storeSingleLayerImage(layer: LayerResult, platform: Platform, store: ImageStore, createdBy: String,
+                           options: LayerOptions) throws -> Descriptor {
+    let created = timestamp(options.sourceDateEpoch)
+    var cfg = ImageConfig.Config()
+    cfg.Env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    let config = ImageConfig(created: created, author: nil, architecture: platform.architecture, os: platform.os,
+                             variant: platform.variant, config: cfg,
+                             rootfs: ImageConfig.RootFS(diff_ids: [layer.diffID]),
+                             history: [ImageConfig.History(created: created, created_by: createdBy)])
+    let configBytes = try canonicalJSON(config)
+    let configDigest = try store.content.put(configBytes)
+    let manifest = Manifest(mediaType: MediaType.ociManifest,
+                            config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
+                            layers: [layer.descriptor])
+    let bytes = try canonicalJSON(manifest)
+    let d = try store.content.put(bytes)
+    return Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: platform)
+}
+
+/// RFC 3339 time: SOURCE_DATE_EPOCH when given, else now.
+func timestamp(_ epoch: Int64?) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime]
+    f.timeZone = TimeZone(identifier: "UTC")
+    return f.string(from: epoch.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? Date())
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+@testable import RBuildOCI
+
+func run(_ tool: String, _ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+}
+
+/// A small tree with every kind of entry a layer must carry.
+func makeTree(_ dir: String) throws {
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: dir + "/etc/deep/er", withIntermediateDirectories: true)
+    try "root:x:0:0::/root:/bin/sh\n".write(toFile: dir + "/etc/passwd", atomically: false, encoding: .utf8)
+    try "data".write(toFile: dir + "/etc/deep/er/file", atomically: false, encoding: .utf8)
+    link(dir + "/etc/passwd", dir + "/etc/passwd-hardlink")
+    symlink("../etc/passwd", dir + "/etc/deep/link")
+    let long = String(repeating: "n", count: 200)
+    try "long".write(toFile: dir + "/etc/" + long, atomically: false, encoding: .utf8)
+    chmod(dir + "/etc/deep/er/file", 0o4755)
+    mkfifo(dir + "/fifo", 0o644)
+    _ = try? run("/usr/bin/setfattr", ["-n", "user.test", "-v", "v", dir + "/etc/passwd"])
+}
+
+struct LayerTests {
+    @Test(arguments: Compression.allCases)
+    func tarIsValidAndCarriesEveryEntryKind(_ compression: Compression) throws {
+        let tree = TempDir(), state = TempDir()
+        try makeTree(tree.path)
+        let store = try ContentStore(root: state.path)
+        let layer = try writeLayer(fromDirectory: tree.path, store: store, options: LayerOptions(compression: compression))
+        #expect(layer.descriptor.mediaType == compression.mediaType)
+        try store.verify(layer.descriptor.digest)
+        let flag = ["none": "", "gzip": "z", "zstd": "--zstd"][compression.rawValue]!
+        let args = flag == "--zstd" ? ["--zstd", "-tvf", store.path(layer.descriptor.digest)] : ["-t\(flag)vf", store.path(layer.descriptor.digest)]
+        let (status, listing) = try run("/bin/tar", args)
+        #expect(status == 0, "\(listing)")
+        #expect(listing.contains("etc/passwd-hardlink link to etc/passwd"))
+        #expect(listing.contains("etc/deep/link -> ../etc/passwd"))
+        #expect(listing.contains(String(repeating: "n", count: 200)))
+        #expect(listing.contains("-rwsr-xr-x 0/0"), "mode and the invoking user recorded as root")
+        #expect(listing.contains("prw-r--r--"))
+        // The entries come sorted.
+        let names = listing.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true)[5] }
+        #expect(names == names.sorted())
+    }
+
+    @Test func sameTreeSameDigests() throws {
+        let tree = TempDir(), a = TempDir(), b = TempDir()
+        try makeTree(tree.path)
+        let opts = LayerOptions(compression: .gzip, sourceDateEpoch: 1_700_000_000)
+        let one = try importDirectory(tree.path, platform: Platform(architecture: "amd64"), store: ImageStore(root: a.path), options: opts)
+        // Touching the files changes nothing once times are clamped.
+        utimes(tree.path + "/etc/passwd", nil)
+        let two = try importDirectory(tree.path, platform: Platform(architecture: "amd64"), store: ImageStore(root: b.path), options: opts)
+        #expect(one.digest == two.digest)
+        let l1 = try writeLayer(fromDirectory: tree.path, store: ContentStore(root: a.path), options: LayerOptions(compression: .zstd, sourceDateEpoch: nil))
+        let l2 = try writeLayer(fromDirectory: tree.path, store: ContentStore(root: b.path), options: LayerOptions(compression: .zstd, sourceDateEpoch: nil))
+        #expect(l1 == l2)
+    }
+
+    @Test func aMissingDirectoryIsNamed() throws {
+        let state = TempDir()
+        #expect {
+            try writeLayer(fromDirectory: "/no/such/dir", store: ContentStore(root: state.path))
+        } throws: { ($0 as? OCIError)?.message.contains("cannot open directory /no/such/dir") == true }
+    }
+}
+
+struct ExportTests {
+    func image() throws -> (TempDir, ImageStore) {
+        let tree = TempDir(), state = TempDir()
+        try makeTree(tree.path)
+        let store = try ImageStore(root: state.path)
+        let amd = try importDirectory(tree.path, platform: Platform(architecture: "amd64"), store: store)
+        _ = try store.add(platformManifest: amd, as: "demo:1")
+        _ = tree
+        return (state, store)
+    }
+
+    @Test func ociLayoutPassesSkopeoUmociAndOciImageTool() throws {
+        let (state, store) = try image()
+        let out = state.path + "/layout"
+        try store.save("demo:1", platform: nil, to: .ociLayout(out))
+        let (s1, inspect) = try run("/usr/bin/skopeo", ["inspect", "oci:\(out):1"])
+        #expect(s1 == 0, "\(inspect)")
+        #expect(inspect.contains("\"Architecture\": \"amd64\""))
+        let (s2, validate) = try run("/usr/bin/oci-image-tool", ["validate", "--type", "image", "--ref", "name=1", out])
+        #expect(s2 == 0, "\(validate)")
+        let (s3, unpack) = try run("/usr/bin/umoci", ["unpack", "--rootless", "--image", "\(out):1", state.path + "/bundle"])
+        #expect(s3 == 0, "\(unpack)")
+        #expect(FileManager.default.fileExists(atPath: state.path + "/bundle/rootfs/etc/deep/er/file"))
+    }
+
+    @Test func multiPlatformIndexAndArchives() throws {
+        let (state, store) = try image()
+        let tree = TempDir()
+        try "arm".write(toFile: tree.path + "/arch", atomically: false, encoding: .utf8)
+        let arm = try importDirectory(tree.path, platform: try Platform(parsing: "linux/arm64"), store: store)
+        let top = try store.add(platformManifest: arm, as: "demo:1")
+        #expect(top.mediaType == MediaType.ociIndex)
+        #expect(try store.platformManifests(of: top).compactMap { $0.platform?.description } == ["linux/amd64", "linux/arm64"])
+
+        let archive = state.path + "/image.tar"
+        try store.save("demo:1", platform: nil, to: .ociArchive(archive))
+        let (s1, raw) = try run("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:\(archive):1"])
+        #expect(s1 == 0, "\(raw)")
+        #expect(raw.contains("linux") && raw.contains("arm64"))
+
+        #expect {
+            try store.save("demo:1", platform: nil, to: .dockerArchive(state.path + "/docker.tar"))
+        } throws: { ($0 as? OCIError)?.message.contains("docker archives hold one platform") == true }
+        try store.save("demo:1", platform: try Platform(parsing: "linux/arm64"), to: .dockerArchive(state.path + "/docker.tar"))
+        let (s2, docker) = try run("/usr/bin/skopeo", ["inspect", "docker-archive:\(state.path)/docker.tar"])
+        #expect(s2 == 0, "\(docker)")
+        #expect(docker.contains("\"Architecture\": \"arm64\""))
+        let (s3, copy) = try run("/usr/bin/skopeo", ["copy", "oci-archive:\(archive):1", "dir:\(state.path)/copied"])
+        #expect(s3 == 0, "\(copy)")
+    }
+
+    @Test func namesAndRemoval() throws {
+        let (state, store) = try image()
+        defer { withExtendedLifetime(state) {} }
+        #expect(try ImageStore.normalise("busybox") == "busybox:latest")
+        #expect(try ImageStore.normalise("localhost:5000/a/b") == "localhost:5000/a/b:latest")
+        #expect(try ImageStore.normalise("a:1") == "a:1")
+        #expect(try store.lookup("demo:1") != nil)
+        try store.remove("demo:1")
+        #expect(try store.lookup("demo:1") == nil)
+        #expect(throws: OCIError.self) { try store.remove("demo:1") }
+    }
+}

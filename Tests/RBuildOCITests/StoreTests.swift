@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+@testable import RBuildOCI
+
+final class TempDir: @unchecked Sendable {
+    let path: String
+    init() {
+        var t = Array((NSTemporaryDirectory() + "rbuild-oci-XXXXXX").utf8CString)
+        path = t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+struct ContentStoreTests {
+    @Test func putReadAndVerify() throws {
+        let tmp = TempDir()
+        let store = try ContentStore(root: tmp.path)
+        let d = try store.put(Array("content".utf8))
+        #expect(store.contains(d))
+        #expect(try store.read(d) == Array("content".utf8))
+        try store.verify(d)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/ingest").isEmpty)
+    }
+
+    @Test func aWrongExpectedDigestStoresNothing() throws {
+        let tmp = TempDir()
+        let store = try ContentStore(root: tmp.path)
+        let wrong = Digest.of([9])
+        #expect(throws: OCIError.self) { try store.put([1, 2, 3], expected: wrong) }
+        #expect(store.allBlobs().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/ingest").isEmpty)
+    }
+
+    @Test func aFlippedByteIsFoundAndNamed() throws {
+        let tmp = TempDir()
+        let store = try ContentStore(root: tmp.path)
+        let d = try store.put(Array(repeating: 7, count: 1000))
+        let fd = open(store.path(d), O_WRONLY)
+        var b: UInt8 = 8
+        pwrite(fd, &b, 1, 500)
+        close(fd)
+        let actual = Digest.of(Array(repeating: 7, count: 500) + [8] + Array(repeating: 7, count: 499))
+        for check in [{ _ = try store.read(d) }, { try store.verify(d) }] {
+            do {
+                try check()
+                Issue.record("corruption not found")
+            } catch let e as OCIError {
+                #expect(e.message == "blob \(d) is corrupt: expected \(d), got \(actual)")
+            }
+        }
+    }
+
+    @Test func concurrentWritersOfTheSameBlobBothSucceed() throws {
+        let tmp = TempDir()
+        let bytes = [UInt8](repeating: 42, count: 4 << 20)
+        let results = DispatchQueue.global()
+        let group = DispatchGroup()
+        nonisolated(unsafe) var digests: [Digest?] = Array(repeating: nil, count: 4)
+        for i in 0..<4 {
+            group.enter()
+            results.async {
+                let store = try? ContentStore(root: tmp.path)
+                digests[i] = try? store?.put(bytes)
+                group.leave()
+            }
+        }
+        group.wait()
+        #expect(Set(digests.compactMap { $0 }).count == 1)
+        #expect(digests.allSatisfy { $0 != nil })
+        try ContentStore(root: tmp.path).verify(digests[0]!)
+    }
+
+    @Test func garbageCollectionKeepsWhatImagesReach() throws {
+        let tmp = TempDir()
+        let images = try ImageStore(root: tmp.path)
+        let rootfs = TempDir()
+        try "hi".write(toFile: rootfs.path + "/f", atomically: false, encoding: .utf8)
+        let m = try importDirectory(rootfs.path, platform: Platform(architecture: "amd64"), store: images)
+        _ = try images.add(platformManifest: m, as: "keep")
+        let stray = try images.content.put([1, 2, 3])
+        let (n, _) = try images.prune()
+        #expect(n == 1)
+        #expect(!images.content.contains(stray))
+        #expect(images.content.allBlobs().count == 3, "manifest, config and layer stay")
+    }
+}
