@@ -3,7 +3,7 @@ import Foundation
 import RBuild
 
 struct ImportCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "import", abstract: "Make a local image from a root filesystem directory.")
+    static let configuration = CommandConfiguration(commandName: "import", abstract: "Make a local image from a root filesystem directory or tarball.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -13,7 +13,7 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .long, help: "Layer compression: gzip (default), zstd or none.")
     var compression: String = "gzip"
 
-    @Argument(help: "The root filesystem directory.")
+    @Argument(help: "The root filesystem: a directory or a tarball (plain, gzip or zstd).")
     var rootfs: String
 
     @Argument(help: "The image name, e.g. busybox:1.35.")
@@ -29,10 +29,9 @@ struct ImportCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: rootfs, isDirectory: &isDir) else {
             throw OCIError(.notFound, "\(rootfs) does not exist")
         }
-        guard isDir.boolValue else {
-            throw OCIError(.unsupported, "\(rootfs) is not a directory: importing a tarball lands with the rest of the OCI issue; extract it first")
-        }
-        let m = try importDirectory(rootfs, platform: p, store: store, options: LayerOptions(compression: c))
+        let options = LayerOptions(compression: c)
+        let m = isDir.boolValue ? try importDirectory(rootfs, platform: p, store: store, options: options)
+            : try importTarball(rootfs, platform: p, store: store, options: options)
         let d = try store.add(platformManifest: m, as: name)
         print("\(try ImageStore.normalise(name)) \(p) \(m.digest) (image \(d.digest))")
     }
@@ -143,5 +142,29 @@ struct PruneCommand: ParsableCommand {
         let store = try StateDirectory.open(global.root)
         let (n, bytes) = try store.prune()
         print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
+    }
+}
+
+struct LoadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "load", abstract: "Load an OCI layout directory, OCI archive or Docker archive.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "PATH[:TAG]: TAG picks the image by its ref name (OCI) or repo tag (Docker).")
+    var source: String
+
+    @Argument(help: "The local name (default: the image's own ref name).")
+    var name: String?
+
+    func run() throws {
+        var path = source
+        var tag: String?
+        if !FileManager.default.fileExists(atPath: source), let colon = source.lastIndex(of: ":") {
+            path = String(source[..<colon])
+            tag = String(source[source.index(after: colon)...])
+        }
+        let store = try StateDirectory.open(global.root)
+        let (n, d) = try store.load(path: path, tag: tag, name: name)
+        print("Loaded \(n) (\(d.digest))")
     }
 }

@@ -56,9 +56,16 @@ public final class ImageStore: @unchecked Sendable {
         try load().map { ($0.name, $0.descriptor) }
     }
 
+    /// The image named `name`; `busybox` also finds `docker.io/library/busybox:latest` and
+    /// `user/app` finds `docker.io/user/app:latest`, as docker spells them.
     public func lookup(_ name: String) throws -> Descriptor? {
         let n = try ImageStore.normalise(name)
-        return try load().first { $0.name == n }?.descriptor
+        let entries = try load()
+        let candidates = [n, "docker.io/" + n, "docker.io/library/" + n]
+        for c in candidates {
+            if let e = entries.first(where: { $0.name == c }) { return e.descriptor }
+        }
+        return nil
     }
 
     public func tag(_ name: String, _ descriptor: Descriptor) throws {

@@ -1,0 +1,330 @@
+import CArchive
+import CZlib
+import CZstd
+import Foundation
+
+/// Reads tar archives with libarchive, one entry at a time.
+final class TarReader {
+    let a: OpaquePointer
+    let path: String
+
+    init(path: String) throws {
+        self.path = path
+        a = archive_read_new()
+        archive_read_support_format_tar(a)
+        archive_read_support_filter_gzip(a)
+        archive_read_support_filter_zstd(a)
+        archive_read_support_filter_none(a)
+        guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK else {
+            let msg = String(cString: archive_error_string(a))
+            archive_read_free(a)
+            throw OCIError(.io, "cannot read \(path) as a tar archive: \(msg)")
+        }
+    }
+
+    deinit { archive_read_free(a) }
+
+    /// The next entry, or nil at the end.
+    func next() throws -> OpaquePointer? {
+        var e: OpaquePointer?
+        let rc = archive_read_next_header(a, &e)
+        if rc == ARCHIVE_EOF { return nil }
+        if rc < ARCHIVE_WARN {
+            throw OCIError(.io, "\(path) is damaged: \(String(cString: archive_error_string(a)))")
+        }
+        return e
+    }
+
+    /// Streams the current entry's data to `body`.
+    func data(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+            if n < 0 { throw OCIError(.io, "\(path) is damaged (truncated?): \(String(cString: archive_error_string(a)))") }
+            if n == 0 { return }
+            try buf.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+}
+
+/// An entry name made relative, refusing anything that could leave the extraction root.
+func safeEntryName(_ raw: String, archive: String) throws -> String {
+    var parts: [Substring] = []
+    for p in raw.split(separator: "/") where p != "." && !p.isEmpty {
+        if p == ".." {
+            throw OCIError(.unsafeEntry, "\(archive) has an unsafe entry \"\(raw)\": names with .. are refused")
+        }
+        parts.append(p)
+    }
+    return parts.joined(separator: "/")
+}
+
+extension ImageStore {
+    /// Loads an OCI layout directory, an OCI archive or a Docker archive. `tag` picks an image by
+    /// its ref name (OCI) or repo tag (Docker); `name` is the local name (default: that ref).
+    /// Every blob is verified, layers are decompressed to check their diffIDs, and nothing reaches
+    /// the store until all of it has been checked.
+    @discardableResult
+    public func load(path: String, tag: String? = nil, name: String? = nil) throws -> (name: String, descriptor: Descriptor) {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw OCIError(.notFound, "\(path) does not exist")
+        }
+        let staging = try temporaryDirectory(near: root + "/ingest/x")
+        defer { try? FileManager.default.removeItem(atPath: staging) }
+        let stage = try ContentStore(root: staging)
+        var files: [String: [UInt8]] = [:]      // small metadata files by name
+        var legacy: [String: Digest] = [:]      // Docker archive layer paths → digest
+
+        if isDir.boolValue {
+            for meta in ["oci-layout", "index.json", "manifest.json", "repositories"] {
+                if let d = FileManager.default.contents(atPath: path + "/" + meta) { files[meta] = [UInt8](d) }
+            }
+        } else {
+            let reader = try TarReader(path: path)
+            while let e = try reader.next() {
+                guard archive_entry_filetype(e) == AE_IFREG else { continue }
+                let name = try safeEntryName(String(cString: archive_entry_pathname(e)), archive: path)
+                if name.hasPrefix("blobs/sha256/") {
+                    let expected = try Digest(parsing: "sha256:" + name.dropFirst(13))
+                    let w = try BlobWriter(store: stage)
+                    try reader.data { try w.write($0) }
+                    _ = try w.commit(expected: expected)
+                } else if ["oci-layout", "index.json", "manifest.json", "repositories"].contains(name) || name.hasSuffix(".json") {
+                    var bytes: [UInt8] = []
+                    try reader.data { bytes += $0 }
+                    files[name] = bytes
+                } else if name.hasSuffix("/layer.tar") || name.hasSuffix(".tar") {
+                    let w = try BlobWriter(store: stage)
+                    try reader.data { try w.write($0) }
+                    legacy[name] = try w.commit().digest
+                }
+            }
+        }
+
+        /// A blob from the archive (staged) or the layout directory (ingested with verification).
+        func blob(_ d: Digest, size: Int64?) throws {
+            if stage.contains(d) || content.contains(d) { return }
+            guard isDir.boolValue else {
+                throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain")
+            }
+            let fd = open(path + "/blobs/sha256/" + d.hex, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain") }
+            defer { close(fd) }
+            _ = try stage.ingest(fd: fd, expected: d, expectedSize: size)
+        }
+        func read(_ d: Digest) throws -> [UInt8] {
+            try blob(d, size: nil)
+            return stage.contains(d) ? try stage.read(d) : try content.read(d)
+        }
+
+        var top: Descriptor
+        var localName: String
+        if let indexBytes = files["index.json"] {
+            let index = try decodeJSON(Index.self, from: indexBytes, what: "\(path)/index.json")
+            let candidates = index.manifests.filter { tag == nil || $0.annotations?["org.opencontainers.image.ref.name"] == tag }
+            guard let pick = candidates.first else {
+                throw OCIError(.notFound, tag.map { "\(path) has no image tagged \($0)" } ?? "\(path) holds no image")
+            }
+            top = pick
+            top.annotations = nil
+            let ref = pick.annotations?["io.containerd.image.name"] ?? pick.annotations?["org.opencontainers.image.ref.name"]
+            guard let n = name ?? ref else {
+                throw OCIError(.invalidArgument, "the image in \(path) has no ref name: give it one (rbuild load PATH NAME)")
+            }
+            localName = n
+            // Fetch and check every blob the image needs.
+            var queue = [top]
+            while let d = queue.popLast() {
+                let bytes = try read(d.digest)
+                if MediaType.isIndex(d.mediaType) {
+                    queue += try decodeJSON(Index.self, from: bytes, what: "index \(d.digest)").manifests
+                } else if MediaType.isManifest(d.mediaType) {
+                    let m = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(d.digest)")
+                    let config = try decodeJSON(ImageConfig.self, from: try read(m.config.digest), what: "config \(m.config.digest)")
+                    for l in m.layers { try blob(l.digest, size: l.size) }
+                    try checkDiffIDs(m.layers.map(\.digest), config: config, in: [stage, content])
+                }
+            }
+        } else if let manifestBytes = files["manifest.json"] {
+            struct Entry: Decodable { var Config: String; var RepoTags: [String]?; var Layers: [String] }
+            let entries = try decodeJSON([Entry].self, from: manifestBytes, what: "\(path)/manifest.json")
+            guard let entry = entries.first(where: { tag == nil || ($0.RepoTags ?? []).contains { $0.hasSuffix(":" + tag!) } }) else {
+                throw OCIError(.notFound, "\(path) has no image tagged \(tag ?? "")")
+            }
+            func digest(of member: String) throws -> Digest {
+                if member.hasPrefix("blobs/sha256/") { return try Digest(parsing: "sha256:" + member.dropFirst(13)) }
+                if let d = legacy[member] { return d }
+                if member.hasSuffix(".json"), let bytes = files[member] { return try stage.put(bytes) }
+                throw OCIError(.missingBlob, "\(path) lists \(member) in manifest.json but does not contain it")
+            }
+            let configDigest = try digest(of: entry.Config)
+            let configBytes = try read(configDigest)
+            let config = try decodeJSON(ImageConfig.self, from: configBytes, what: "config \(configDigest)")
+            var layers: [Descriptor] = []
+            for member in entry.Layers {
+                let d = try digest(of: member)
+                try blob(d, size: nil)
+                let store = stage.contains(d) ? stage : content
+                layers.append(Descriptor(mediaType: try detectLayerMediaType(store.path(d)), digest: d, size: store.size(d) ?? 0))
+            }
+            try checkDiffIDs(layers.map(\.digest), config: config, in: [stage, content])
+            let manifest = Manifest(mediaType: MediaType.ociManifest,
+                                    config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
+                                    layers: layers)
+            let bytes = try canonicalJSON(manifest)
+            let d = try stage.put(bytes)
+            top = Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: config.platform)
+            guard let n = name ?? entry.RepoTags?.first else {
+                throw OCIError(.invalidArgument, "the image in \(path) has no repo tag: give it a name (rbuild load PATH NAME)")
+            }
+            localName = n
+        } else {
+            throw OCIError(.unsupported, "\(path) is neither an OCI layout (index.json) nor a Docker archive (manifest.json)")
+        }
+
+        // Everything checked: move the staged blobs into the store, then name the image.
+        for d in stage.allBlobs() where !content.contains(d) {
+            guard rename(stage.path(d), content.path(d)) == 0 else {
+                throw OCIError(.io, "cannot move blob \(d) into the store: \(String(cString: strerror(errno)))")
+            }
+        }
+        try self.tag(localName, top)
+        return (try ImageStore.normalise(localName), top)
+    }
+
+    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, in stores: [ContentStore]) throws {
+        guard layers.count == config.rootfs.diff_ids.count else {
+            throw OCIError(.corruptBlob, "the image has \(layers.count) layers but its config lists \(config.rootfs.diff_ids.count) diff_ids")
+        }
+        for (layer, want) in zip(layers, config.rootfs.diff_ids) {
+            guard let store = stores.first(where: { $0.contains(layer) }) else { continue }
+            let got = try uncompressedDigest(store.path(layer))
+            guard got == want else {
+                throw OCIError(.corruptBlob, "layer \(layer) does not unpack to its diff_id: expected \(want), got \(got)")
+            }
+        }
+    }
+}
+
+/// gzip, zstd or plain tar, from the first bytes.
+func detectLayerMediaType(_ path: String) throws -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw OCIError(.io, "cannot open \(path)") }
+    defer { close(fd) }
+    var magic = [UInt8](repeating: 0, count: 4)
+    _ = read(fd, &magic, 4)
+    if magic[0] == 0x1f && magic[1] == 0x8b { return MediaType.ociLayerGzip }
+    if magic == [0x28, 0xb5, 0x2f, 0xfd] { return MediaType.ociLayerZstd }
+    return MediaType.ociLayer
+}
+
+/// The sha256 of a layer's uncompressed tar (gzip and zstd recognised). A truncated or corrupt
+/// stream is an error, not a short digest.
+func uncompressedDigest(_ path: String) throws -> Digest {
+    let type = try detectLayerMediaType(path)
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw OCIError(.io, "cannot open \(path)") }
+    defer { close(fd) }
+    let h = SHA256()
+    var input = [UInt8](repeating: 0, count: 1 << 20)
+    var output = [UInt8](repeating: 0, count: 1 << 20)
+    let name = (path as NSString).lastPathComponent
+    switch type {
+    case MediaType.ociLayerGzip:
+        var zs = z_stream()
+        // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
+        guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
+        defer { inflateEnd(&zs) }
+        var ended = false
+        while true {
+            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            try input.withUnsafeMutableBytes { inBuf in
+                zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                zs.avail_in = UInt32(n)
+                while zs.avail_in > 0 {
+                    if ended { inflateReset(&zs); ended = false }
+                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                        zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                        zs.avail_out = UInt32(outBuf.count)
+                        let rc = inflate(&zs, Z_NO_FLUSH)
+                        if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
+                            throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
+                        }
+                        return outBuf.count - Int(zs.avail_out)
+                    }
+                    output.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                    if produced == 0 && !ended && zs.avail_in > 0 { continue }
+                }
+            }
+        }
+        guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
+    case MediaType.ociLayerZstd:
+        let dctx = ZSTD_createDCtx()
+        defer { ZSTD_freeDCtx(dctx) }
+        var lastHint = 0
+        while true {
+            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            try input.withUnsafeBytes { inBuf in
+                var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
+                while zin.pos < zin.size {
+                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                        var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
+                        let rc = ZSTD_decompressStream(dctx, &zout, &zin)
+                        if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
+                        lastHint = rc
+                        return zout.pos
+                    }
+                    output.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                }
+            }
+        }
+        guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
+    default:
+        while true {
+            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            input.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+    return h.finish()
+}
+
+/// Re-packs a root filesystem tarball (any compression libarchive reads) into a layer: entry
+/// order kept, names made relative, `..` refused, times clamped to SOURCE_DATE_EPOCH, user and
+/// group names dropped (ids are what counts).
+public func importTarball(_ path: String, platform: Platform, store: ImageStore, options: LayerOptions = LayerOptions()) throws -> Descriptor {
+    let reader = try TarReader(path: path)
+    let sink = try LayerSink(store: store.content, compression: options.compression, level: options.level)
+    let tar = try TarWriter(sink: sink)
+    while let e = try reader.next() {
+        let raw = String(cString: archive_entry_pathname(e))
+        let name = try safeEntryName(raw, archive: path)
+        if name.isEmpty { continue }
+        let out = archive_entry_clone(e)!
+        defer { archive_entry_free(out) }
+        archive_entry_set_pathname(out, archive_entry_filetype(e) == AE_IFDIR ? name + "/" : name)
+        if let hl = archive_entry_hardlink(e) {
+            archive_entry_set_hardlink(out, try safeEntryName(String(cString: hl), archive: path))
+        }
+        archive_entry_set_uname(out, nil)
+        archive_entry_set_gname(out, nil)
+        archive_entry_unset_atime(out)
+        archive_entry_unset_ctime(out)
+        archive_entry_unset_birthtime(out)
+        var mtime = Int64(archive_entry_mtime(e))
+        if let epoch = options.sourceDateEpoch, mtime > epoch { mtime = epoch }
+        archive_entry_set_mtime(out, time_t(mtime), 0)
+        try tar.header(out, name)
+        if archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) > 0 {
+            try reader.data { try tar.data($0, name) }
+        }
+    }
+    try tar.close()
+    let (digest, size, diffID, usize) = try sink.finish()
+    let layer = LayerResult(descriptor: Descriptor(mediaType: options.compression.mediaType, digest: digest, size: size),
+                            diffID: diffID, uncompressedSize: usize)
+    return try storeSingleLayerImage(layer: layer, platform: platform, store: store, createdBy: "rbuild import", options: options)
+}
