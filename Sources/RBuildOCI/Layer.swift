@@ -66,10 +66,20 @@ final class LayerSink: TarSink {
     var zstd: OpaquePointer?
     var out = [UInt8](repeating: 0, count: 1 << 17)
     var failure: Error?
+    let level: Int?
+    /// gzip is compressed in independent members of `chunkSize` bytes, several at once: one core's
+    /// deflate would otherwise bound a layer's speed. Multi-member gzip is standard (RFC 1952 §2.2)
+    /// and what Go's, zlib's and pigz's readers accept; the output depends only on the input.
+    let parallelGzip: Bool
+    static let chunkSize = 1 << 22
+    var pending: [[UInt8]] = []
+    var current: [UInt8] = []
 
-    init(store: ContentStore, compression: Compression, level: Int?) throws {
+    init(store: ContentStore, compression: Compression, level: Int?, parallel: Bool = ProcessInfo.processInfo.activeProcessorCount > 1) throws {
         blob = try BlobWriter(store: store)
         self.compression = compression
+        self.level = level
+        self.parallelGzip = compression == .gzip && parallel
         switch compression {
         case .gzip:
             // windowBits 15 + 16: a gzip wrapper (RFC 1952) around the deflate stream.
@@ -91,7 +101,42 @@ final class LayerSink: TarSink {
     func write(_ data: UnsafeRawBufferPointer) throws {
         diff.update(data)
         uncompressed += Int64(data.count)
+        if parallelGzip {
+            var rest = data[...]
+            while !rest.isEmpty {
+                let take = min(rest.count, LayerSink.chunkSize - current.count)
+                current.append(contentsOf: rest.prefix(take))
+                rest = rest.dropFirst(take)
+                if current.count == LayerSink.chunkSize {
+                    pending.append(current)
+                    current = []
+                    current.reserveCapacity(LayerSink.chunkSize)
+                    if pending.count >= 2 * ProcessInfo.processInfo.activeProcessorCount { try flushPending() }
+                }
+            }
+            return
+        }
         try compress(data, final: false)
+    }
+
+    /// Compresses the pending chunks concurrently, then writes the members in order.
+    func flushPending() throws {
+        guard !pending.isEmpty else { return }
+        let chunks = pending
+        pending = []
+        let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: chunks.count)
+        results.initialize(repeating: [])
+        defer { results.deinitialize(); results.deallocate() }
+        let lvl = Int32(level ?? 6)
+        // Each iteration writes only its own slot.
+        nonisolated(unsafe) let slots = results
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+            slots[i] = gzipMember(chunks[i], level: lvl)
+        }
+        for r in results {
+            guard !r.isEmpty else { throw OCIError(.io, "gzip compression of a layer chunk failed") }
+            try blob.write(r)
+        }
     }
 
     func compress(_ data: UnsafeRawBufferPointer, final: Bool) throws {
@@ -133,7 +178,13 @@ final class LayerSink: TarSink {
     }
 
     func finish() throws -> (Digest, Int64, Digest, Int64) {
-        try compress(UnsafeRawBufferPointer(start: nil, count: 0), final: true)
+        if parallelGzip {
+            if !current.isEmpty || (pending.isEmpty && uncompressed == 0) { pending.append(current) }
+            current = []
+            try flushPending()
+        } else {
+            try compress(UnsafeRawBufferPointer(start: nil, count: 0), final: true)
+        }
         let diffID = diff.finish()
         let (digest, size) = try blob.commit()
         return (digest, size, diffID, uncompressed)
@@ -331,4 +382,25 @@ func addXattrs(_ e: OpaquePointer, path: String) {
         guard got >= 0 else { continue }
         archive_entry_xattr_add_entry(e, name, value, got)
     }
+}
+
+/// One complete gzip member holding `data`.
+func gzipMember(_ data: [UInt8], level: Int32) -> [UInt8] {
+    var zs = z_stream()
+    guard deflateInit2_(&zs, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return [] }
+    defer { deflateEnd(&zs) }
+    var out = [UInt8](repeating: 0, count: Int(deflateBound(&zs, UInt(data.count))) + 64)
+    let produced: Int = data.withUnsafeBytes { inBuf in
+        out.withUnsafeMutableBytes { outBuf in
+            zs.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            zs.avail_in = UInt32(inBuf.count)
+            zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            zs.avail_out = UInt32(outBuf.count)
+            guard deflate(&zs, Z_FINISH) == Z_STREAM_END else { return -1 }
+            return outBuf.count - Int(zs.avail_out)
+        }
+    }
+    guard produced >= 0 else { return [] }
+    out.removeSubrange(produced...)
+    return out
 }

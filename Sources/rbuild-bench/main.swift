@@ -1,6 +1,8 @@
 // In-process measurements for scripts/bench:
 //   rbuild-bench spawn ROOTFS N   runs /bin/true N times through Sandbox.run; prints seconds
 //   rbuild-bench parse FILE N     parses, types and lints FILE N times; prints the best seconds
+//   rbuild-bench layer DIR gzip|zstd|none LEVEL   packs DIR into a layer; prints seconds and sizes
+import Foundation
 import RBuild
 #if canImport(Glibc)
 import Glibc
@@ -40,6 +42,20 @@ if args.count == 4, args[1] == "parse", let n = Int(args[3]) {
         best = min(best, now() - t0)
     }
     print("\(best) \(warnings) \(bestParse)")
+    exit(0)
+}
+if args.count == 5, args[1] == "layer", let compression = Compression(rawValue: args[3]), let level = Int(args[4]) {
+    let state = "/tmp/rbuild-bench-layer-store-\(getpid())"
+    defer { _ = try? FileManager.default.removeItem(atPath: state) }
+    do {
+        let store = try ContentStore(root: state)
+        let t0 = now()
+        let r = try writeLayer(fromDirectory: args[2], store: store, options: LayerOptions(compression: compression, level: level, sourceDateEpoch: 0))
+        print("\(now() - t0) \(r.descriptor.size) \(r.uncompressedSize)")
+    } catch {
+        print("rbuild-bench: \(error)")
+        exit(1)
+    }
     exit(0)
 }
 guard args.count == 4, args[1] == "spawn", let n = Int(args[3]) else {

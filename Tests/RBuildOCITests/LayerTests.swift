@@ -138,3 +138,23 @@ struct ExportTests {
         #expect(throws: OCIError.self) { try store.remove("demo:1") }
     }
 }
+
+struct ParallelGzipTests {
+    @Test func aLargeLayerIsValidMultiMemberGzip() throws {
+        let tree = TempDir(), state = TempDir()
+        var bytes = [UInt8](repeating: 0, count: 11 << 20)
+        var x: UInt32 = 2463534242
+        for i in bytes.indices { x ^= x << 13; x ^= x >> 17; x ^= x << 5; bytes[i] = UInt8(truncatingIfNeeded: x % 7) }
+        try Data(bytes).write(to: URL(fileURLWithPath: tree.path + "/big"))
+        let store = try ContentStore(root: state.path)
+        let layer = try writeLayer(fromDirectory: tree.path, store: store, options: LayerOptions(compression: .gzip))
+        let path = store.path(layer.descriptor.digest)
+        #expect(try run("/bin/gzip", ["-t", path]).0 == 0)
+        let (status, listing) = try run("/bin/tar", ["-tzvf", path])
+        #expect(status == 0 && listing.contains("11534336"), "\(listing)")
+        #expect(try uncompressedDigest(path) == layer.diffID)
+        // Same input, same bytes.
+        let again = try writeLayer(fromDirectory: tree.path, store: store, options: LayerOptions(compression: .gzip))
+        #expect(again == layer)
+    }
+}
