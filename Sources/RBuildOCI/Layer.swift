@@ -209,6 +209,9 @@ final class TarWriter {
         a = archive_write_new()
         // PAX only when needed (long names, large ids, xattrs); plain ustar otherwise.
         archive_write_set_format_pax_restricted(a)
+        // Hand the sink 1 MiB at a time (not tar's 10 KiB records): hashing, compressing and
+        // writing then cost a call per megabyte. The last block is not padded.
+        archive_write_set_bytes_per_block(a, 1 << 20)
         archive_write_set_bytes_in_last_block(a, 1)
         let rc = archive_write_open2(a, Unmanaged.passUnretained(sink as AnyObject).toOpaque(), nil, { _, client, buffer, length in
             let sink = Unmanaged<AnyObject>.fromOpaque(client!).takeUnretainedValue() as! TarSink
@@ -264,13 +267,14 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
     var links: [String: String] = [:]   // "dev:ino" → first path
     var buf = [UInt8](repeating: 0, count: 1 << 20)
 
-    func emit(dirfd: Int32, name: String, rel: String) throws {
+    /// Writes one entry; says whether it was a directory (to descend into).
+    func emit(dirfd: Int32, name: String, rel: String) throws -> Bool {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
             throw OCIError(.io, "cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
         }
         let type = st.st_mode & S_IFMT
-        if type == S_IFSOCK { return }   // sockets cannot be represented in a layer
+        if type == S_IFSOCK { return false }   // sockets cannot be represented in a layer
         let e = archive_entry_new()!
         defer { archive_entry_free(e) }
         archive_entry_set_pathname(e, type == S_IFDIR ? rel + "/" : rel)
@@ -281,7 +285,6 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
         var mtime = Int64(st.st_mtim.tv_sec)
         if let epoch = options.sourceDateEpoch, mtime > epoch { mtime = epoch }
         archive_entry_set_mtime(e, time_t(mtime), 0)
-        addXattrs(e, path: root + "/" + rel)
         let key = "\(st.st_dev):\(st.st_ino)"
         switch type {
         case S_IFREG:
@@ -290,15 +293,16 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
                 archive_entry_set_hardlink(e, first)
                 archive_entry_set_size(e, 0)
                 try tar.header(e, rel)
-                return
+                return false
             }
             if st.st_nlink > 1 { links[key] = rel }
-            archive_entry_set_filetype(e, AE_IFREG)
-            archive_entry_set_size(e, la_int64_t(st.st_size))
-            try tar.header(e, rel)
             let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw OCIError(.io, "cannot open \(root)/\(rel): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
+            addXattrs(e, fd: fd)
+            archive_entry_set_filetype(e, AE_IFREG)
+            archive_entry_set_size(e, la_int64_t(st.st_size))
+            try tar.header(e, rel)
             var left = Int64(st.st_size)
             while left > 0 {
                 let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, Int(left))) }
@@ -308,8 +312,10 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
                 left -= Int64(n)
             }
         case S_IFDIR:
+            addXattrs(e, path: root + "/" + rel)
             archive_entry_set_filetype(e, AE_IFDIR)
             try tar.header(e, rel)
+            return true
         case S_IFLNK:
             var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlinkat(dirfd, name, &target, target.count - 1)
@@ -326,16 +332,15 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
             archive_entry_set_filetype(e, AE_IFIFO)
             try tar.header(e, rel)
         default:
-            return
+            return false
         }
+        return false
     }
 
     func walk(dirfd: Int32, prefix: String) throws {
         for name in try sortedNames(dirfd) {
             let rel = prefix.isEmpty ? name : prefix + "/" + name
-            try emit(dirfd: dirfd, name: name, rel: rel)
-            var st = stat()
-            if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFDIR {
+            if try emit(dirfd: dirfd, name: name, rel: rel) {
                 let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard sub >= 0 else { throw OCIError(.io, "cannot open directory \(root)/\(rel): \(String(cString: strerror(errno)))") }
                 defer { close(sub) }
@@ -367,18 +372,28 @@ func sortedNames(_ dirfd: Int32) throws -> [String] {
     return names.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) }
 }
 
+/// Extended attributes a layer carries: security.capability and user.* (not overlayfs's own).
 func addXattrs(_ e: OpaquePointer, path: String) {
-    let size = llistxattr(path, nil, 0)
+    addXattrs(e, list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) })
+}
+
+func addXattrs(_ e: OpaquePointer, fd: Int32) {
+    addXattrs(e, list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
+}
+
+private func addXattrs(_ e: OpaquePointer, list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
+                       get: (String, UnsafeMutableRawPointer?, Int) -> Int) {
+    let size = list(nil, 0)
     guard size > 0 else { return }
-    var list = [CChar](repeating: 0, count: size)
-    let n = llistxattr(path, &list, size)
+    var buf = [CChar](repeating: 0, count: size)
+    let n = list(&buf, size)
     guard n > 0 else { return }
-    let names = list[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
+    let names = buf[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
     for name in names.sorted() where name == "security.capability" || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.")) {
-        let vsize = lgetxattr(path, name, nil, 0)
+        let vsize = get(name, nil, 0)
         guard vsize >= 0 else { continue }
         var value = [UInt8](repeating: 0, count: max(vsize, 1))
-        let got = lgetxattr(path, name, &value, vsize)
+        let got = get(name, &value, vsize)
         guard got >= 0 else { continue }
         archive_entry_xattr_add_entry(e, name, value, got)
     }
