@@ -267,6 +267,24 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
     var links: [String: String] = [:]   // "dev:ino" → first path
     var buf = [UInt8](repeating: 0, count: 1 << 20)
 
+    func whiteout(rel: String, name: String, marker: String?, mtime: Int) throws {
+        let e = archive_entry_new()!
+        defer { archive_entry_free(e) }
+        var path = rel
+        if let marker {
+            let parent = rel.dropLast(name.count)
+            path = String(parent) + marker
+        }
+        archive_entry_set_pathname(e, path)
+        archive_entry_set_filetype(e, AE_IFREG)
+        archive_entry_set_perm(e, 0)
+        archive_entry_set_size(e, 0)
+        var t = Int64(mtime)
+        if let epoch = options.sourceDateEpoch, t > epoch { t = epoch }
+        archive_entry_set_mtime(e, time_t(t), 0)
+        try tar.header(e, path)
+    }
+
     /// Writes one entry; says whether it was a directory (to descend into).
     func emit(dirfd: Int32, name: String, rel: String) throws -> Bool {
         var st = stat()
@@ -275,6 +293,12 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
         }
         let type = st.st_mode & S_IFMT
         if type == S_IFSOCK { return false }   // sockets cannot be represented in a layer
+        // overlayfs records a deletion as a 0/0 character device: in an OCI layer that is an
+        // empty `.wh.NAME` beside it (image-spec, "Whiteouts").
+        if type == S_IFCHR && st.st_rdev == 0 {
+            try whiteout(rel: rel, name: name, marker: ".wh." + name, mtime: st.st_mtim.tv_sec)
+            return false
+        }
         let e = archive_entry_new()!
         defer { archive_entry_free(e) }
         archive_entry_set_pathname(e, type == S_IFDIR ? rel + "/" : rel)
@@ -315,6 +339,10 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
             addXattrs(e, path: root + "/" + rel)
             archive_entry_set_filetype(e, AE_IFDIR)
             try tar.header(e, rel)
+            // An overlay directory marked opaque hides everything below it in lower layers.
+            if isOpaque(root + "/" + rel) {
+                try whiteout(rel: rel + "/.wh..wh..opq", name: ".wh..wh..opq", marker: nil, mtime: st.st_mtim.tv_sec)
+            }
             return true
         case S_IFLNK:
             var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -418,4 +446,13 @@ func gzipMember(_ data: [UInt8], level: Int32) -> [UInt8] {
     guard produced >= 0 else { return [] }
     out.removeSubrange(produced...)
     return out
+}
+
+/// overlayfs's opaque-directory mark (user.* in a user namespace, trusted.* otherwise).
+func isOpaque(_ path: String) -> Bool {
+    for name in ["user.overlay.opaque", "trusted.overlay.opaque"] {
+        var v: UInt8 = 0
+        if lgetxattr(path, name, &v, 1) == 1 && v == UInt8(ascii: "y") { return true }
+    }
+    return false
 }

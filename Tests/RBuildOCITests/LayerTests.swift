@@ -1,3 +1,4 @@
+import CArchive
 import Foundation
 import Testing
 @testable import RBuildOCI
@@ -156,5 +157,31 @@ struct ParallelGzipTests {
         // Same input, same bytes.
         let again = try writeLayer(fromDirectory: tree.path, store: store, options: LayerOptions(compression: .gzip))
         #expect(again == layer)
+    }
+}
+
+struct WhiteoutTests {
+    @Test func overlayWhiteoutsBecomeOCIWhiteouts() throws {
+        let tree = TempDir(), state = TempDir()
+        try FileManager.default.createDirectory(atPath: tree.path + "/etc/opaque", withIntermediateDirectories: true)
+        try "x".write(toFile: tree.path + "/etc/opaque/kept", atomically: false, encoding: .utf8)
+        // A 0/0 character device needs CAP_MKNOD (or a user namespace); skip the part without it.
+        let haveDevice = mknod(tree.path + "/etc/gone", S_IFCHR | 0o644, 0) == 0
+        let marked = setxattr(tree.path + "/etc/opaque", "user.overlay.opaque", "y", 1, 0) == 0
+            || setxattr(tree.path + "/etc/opaque", "trusted.overlay.opaque", "y", 1, 0) == 0
+        let store = try ContentStore(root: state.path)
+        let layer = try writeLayer(fromDirectory: tree.path, store: store, options: LayerOptions(compression: .none))
+        let (status, listing) = try run("/bin/tar", ["-tf", store.path(layer.descriptor.digest)])
+        #expect(status == 0)
+        let names = listing.split(separator: "\n").map(String.init)
+        if haveDevice {
+            #expect(names.contains("etc/.wh.gone"))
+            #expect(!names.contains("etc/gone"))
+        }
+        if marked {
+            #expect(names.contains("etc/opaque/.wh..wh..opq"))
+            #expect(names.firstIndex(of: "etc/opaque/.wh..wh..opq")! < names.firstIndex(of: "etc/opaque/kept")!)
+        }
+        #expect(haveDevice || marked, "the test could make neither kind of whiteout here")
     }
 }
