@@ -5,6 +5,18 @@ import Testing
 import Glibc
 #endif
 
+/// Runs `spec` in this process with its stdout on a pipe.
+func runCapturing(_ spec: SandboxSpec) throws -> (Int32, String) {
+    var spec = spec
+    var out: [Int32] = [0, 0]
+    guard pipe(&out) == 0 else { throw POSIXError(.EMFILE) }
+    spec.stdout = out[1]
+    let status = try Sandbox.run(spec)
+    close(out[1])
+    defer { close(out[0]) }
+    return (status, readAll(out[0]))
+}
+
 @Suite("an overlayfs root mounted in the sandbox's user namespace", .enabled(if: Env.enabled))
 struct OverlayRootTests {
     /// lower = the busybox root filesystem; upper, work, merged = empty directories.
@@ -22,14 +34,9 @@ struct OverlayRootTests {
         let fs = try Rootfs()
         var (spec, upper) = try layout(fs)
         spec.argv = ["/bin/sh", "-c", "echo new > /new && rm /bin/vi && echo extra >> /etc/group && mkdir -p /srv/a && cat /new"]
-        var out: [Int32] = [0, 0]
-        #expect(pipe(&out) == 0)
-        spec.stdout = out[1]
-        let status = try Sandbox.run(spec)
-        close(out[1])
+        let (status, output) = try runCapturing(spec)
         #expect(status == 0)
-        #expect(readAll(out[0]) == "new\n")
-        close(out[0])
+        #expect(output == "new\n")
 
         #expect((try? String(contentsOfFile: upper + "/new", encoding: .utf8)) == "new\n")
         var st = stat()
@@ -54,14 +61,9 @@ struct OverlayRootTests {
         try FileManager.default.createDirectory(atPath: fs.dir + "/merged", withIntermediateDirectories: true)
         var spec = SandboxSpec(rootfs: fs.dir + "/merged", argv: ["/bin/sh", "-c", "cat /etc/motd; touch /x 2>/dev/null || echo read-only"])
         spec.overlay = OverlayRoot(lowerDirs: [top, fs.path])
-        var out: [Int32] = [0, 0]
-        #expect(pipe(&out) == 0)
-        spec.stdout = out[1]
-        let status = try Sandbox.run(spec)
-        close(out[1])
+        let (status, output) = try runCapturing(spec)
         #expect(status == 0)
-        #expect(readAll(out[0]) == "from-top\nread-only\n")
-        close(out[0])
+        #expect(output == "from-top\nread-only\n")
     }
 
     @Test("a missing layer directory is named")

@@ -270,11 +270,7 @@ struct SandboxTests {
     ] as [([String], [String], Int32, String)])
     func badInput(_ options: [String], _ argv: [String], _ status: Int32, _ message: String) throws {
         let fs = try Rootfs()
-        let scratch = fs.dir + "/scratch"
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        var env = ProcessInfo.processInfo.environment
-        env["XDG_RUNTIME_DIR"] = nil
-        env["TMPDIR"] = scratch
+        let (scratch, env) = try fs.privateTempDir()
         let r = try rbuild(["run", "--rootfs", fs.path] + options + ["--"] + argv, environment: env)
         #expect(r.status == status, "\(r.stderr)")
         let lines = r.stderr.split(separator: "\n")
@@ -287,11 +283,7 @@ struct SandboxTests {
     @Test("a run leaves nothing behind in the temp dir")
     func leavesNoTempFiles() throws {
         let fs = try Rootfs()
-        let scratch = fs.dir + "/scratch"
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        var env = ProcessInfo.processInfo.environment
-        env["XDG_RUNTIME_DIR"] = nil
-        env["TMPDIR"] = scratch
+        let (scratch, env) = try fs.privateTempDir()
         let r = try rbuild(["run", "--rootfs", fs.path, "--", "/bin/cat", "/etc/hosts"], environment: env)
         #expect(r.status == 0)
         #expect(r.stdout.contains("localhost"))

@@ -103,6 +103,16 @@ final class Rootfs {
         try rbuild(["run", "--rootfs", path] + options + ["--"] + argv, stdin: stdin)
     }
 
+    /// An empty temp dir for rbuild, and the environment that points it there.
+    func privateTempDir() throws -> (String, [String: String]) {
+        let scratch = dir + "/scratch"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        var env = ProcessInfo.processInfo.environment
+        env["XDG_RUNTIME_DIR"] = nil
+        env["TMPDIR"] = scratch
+        return (scratch, env)
+    }
+
     func sh(_ script: String, _ options: [String] = []) throws -> Result {
         try run(options, ["/bin/sh", "-c", script])
     }

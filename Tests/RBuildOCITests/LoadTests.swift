@@ -2,6 +2,13 @@ import Foundation
 import Testing
 @testable import RBuildOCI
 
+/// The index and first manifest of an OCI layout directory.
+func layoutManifest(_ dir: String) throws -> (Index, Manifest) {
+    let index = try decodeJSON(Index.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/index.json")!), what: "index")
+    let m = try decodeJSON(Manifest.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + index.manifests[0].digest.hex)!), what: "manifest")
+    return (index, m)
+}
+
 struct LoadTests {
     /// A saved single-platform image in a fresh store.
     func saved() throws -> (TempDir, ImageStore, Descriptor) {
@@ -76,8 +83,7 @@ struct LoadTests {
         try store.save("demo:1", platform: nil, to: .ociLayout(dir))
         // Cut the layer short and re-point the manifest at the cut blob, so that only the
         // decompression can tell.
-        let index = try decodeJSON(Index.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/index.json")!), what: "index")
-        var manifest = try decodeJSON(Manifest.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + index.manifests[0].digest.hex)!), what: "m")
+        var (index, manifest) = try layoutManifest(dir)
         let layer = [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + manifest.layers[0].digest.hex)!)
         let cut = Array(layer.prefix(layer.count / 2))
         let cutDigest = Digest.of(cut)
@@ -98,8 +104,7 @@ struct LoadTests {
         let (state, store, _) = try saved()
         let dir = state.path + "/layout"
         try store.save("demo:1", platform: nil, to: .ociLayout(dir))
-        let index = try decodeJSON(Index.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/index.json")!), what: "index")
-        let manifest = try decodeJSON(Manifest.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + index.manifests[0].digest.hex)!), what: "m")
+        let (_, manifest) = try layoutManifest(dir)
         unlink(dir + "/blobs/sha256/" + manifest.layers[0].digest.hex)
         try expectRejected(dir, "refers to blob \(manifest.layers[0].digest), which it does not contain", into: state)
     }
@@ -108,8 +113,7 @@ struct LoadTests {
         let (state, store, _) = try saved()
         let dir = state.path + "/layout"
         try store.save("demo:1", platform: nil, to: .ociLayout(dir))
-        let index = try decodeJSON(Index.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/index.json")!), what: "index")
-        let manifest = try decodeJSON(Manifest.self, from: [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + index.manifests[0].digest.hex)!), what: "m")
+        let (_, manifest) = try layoutManifest(dir)
         let path = dir + "/blobs/sha256/" + manifest.layers[0].digest.hex
         // The export hard-linked the store's blob: copy it before damaging it.
         let bytes = [UInt8](FileManager.default.contents(atPath: path)!)
