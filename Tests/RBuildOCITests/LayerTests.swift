@@ -127,6 +127,16 @@ struct ExportTests {
         #expect(s3 == 0, "\(copy)")
     }
 
+    @Test("podman load accepts the Docker archive", .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/podman")))
+    func podmanLoad() throws {
+        let (state, store) = try image()
+        try store.save("demo:1", platform: nil, to: .dockerArchive(state.path + "/docker.tar"))
+        let pod = ["--storage-driver", "vfs", "--root", state.path + "/podman-root", "--runroot", state.path + "/podman-run"]
+        let (status, out) = try run("/usr/bin/podman", pod + ["load", "-i", state.path + "/docker.tar"])
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("Loaded image: localhost/demo:1"), "\(out)")
+    }
+
     @Test func namesAndRemoval() throws {
         let (state, store) = try image()
         defer { withExtendedLifetime(state) {} }
