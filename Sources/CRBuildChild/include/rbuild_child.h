@@ -115,8 +115,8 @@ struct rb_rlimit {
 enum rb_probe {
     RB_PROBE_NONE = 0,
     RB_PROBE_USERNS,           // reaching the point after the id maps are written
-    RB_PROBE_OVERLAY,          // mount overlay with userxattr over probe_dir/{lower,upper,work,merged}
-    RB_PROBE_BINFMT,           // mount a private binfmt_misc instance at probe_dir
+    RB_PROBE_OVERLAY,          // mount an overlay with userxattr (the plan's one mount step)
+    RB_PROBE_BINFMT,           // mount a private binfmt_misc instance (the plan's one mount step)
 };
 
 struct rb_plan {
@@ -132,7 +132,6 @@ struct rb_plan {
     int set_groups;                    // 0 in single-id mode: setgroups is denied there
     int new_netns;                     // bring up lo in the new net namespace
     int readonly_root;
-    int keep_root_fd;                  // unused by the child; reserved
     struct rb_mount *mounts;
     size_t nmounts;
     const struct rb_rlimit *rlimits;
@@ -141,8 +140,7 @@ struct rb_plan {
     int last_cap;                      // highest capability the kernel knows
     const void *bpf;                   // struct sock_filter[]; NULL: no seccomp
     unsigned short bpf_len;            // number of instructions
-    int probe;                         // enum rb_probe; RB_PROBE_NONE runs argv
-    const char *probe_dir;
+    int probe;                         // enum rb_probe; RB_PROBE_NONE runs argv (probes mount `mounts` only)
     unsigned long clone_flags;         // CLONE_NEW* set chosen by the parent
     int stdio[3];                      // fds to become the command's 0, 1, 2; -1 keeps ours
     // With overlay_lowers set, the root is a kernel overlayfs mounted (in the sandbox's user
