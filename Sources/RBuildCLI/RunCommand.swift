@@ -60,6 +60,7 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("missing command: rbuild run --rootfs DIR -- CMD [ARG…]")
         }
         var spec = SandboxSpec(rootfs: rootfs, argv: argv)
+        spec.forwardSignals = true
         if let user { spec.user = try UserSpec.parse(user) }
         guard workdir.hasPrefix("/") else {
             throw RuntimeError(.badOption, "--workdir \(workdir) must be an absolute path")

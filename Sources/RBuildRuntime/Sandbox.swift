@@ -103,7 +103,7 @@ public enum Sandbox {
             plan.overlay_lowerdir = arena.string(overlay.joinedLowerDirs)
         }
 
-        let outcome = try spawnAndWait(&plan, mapping: mapping)
+        let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals)
         withExtendedLifetime(arena) {}
         withExtendedLifetime(scratch) {}
         if let report = outcome.report {
@@ -118,7 +118,7 @@ public enum Sandbox {
     }
 
     /// clone → write id maps → let the child go → collect its report → reap it.
-    static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping) throws -> Outcome {
+    static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false) throws -> Outcome {
         var child = rb_child()
         let rc = rb_spawn(&plan, &child)
         if rc < 0 {
@@ -140,8 +140,8 @@ public enum Sandbox {
         _ = write(child.sync_fd, &one, 1)
         close(child.sync_fd)
 
-        rb_forward_signals(child.pid)
-        defer { rb_forward_signals(0) }
+        if forwardSignals { rb_forward_signals(child.pid) }
+        defer { if forwardSignals { rb_forward_signals(0) } }
         var report = rb_report()
         let got = rb_read_report(child.status_fd, &report)
         close(child.status_fd)

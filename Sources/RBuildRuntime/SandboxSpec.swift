@@ -31,6 +31,10 @@ public struct SandboxSpec: Sendable {
     public var stdin: Int32?
     public var stdout: Int32?
     public var stderr: Int32?
+    /// Install process-wide handlers that pass SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH
+    /// sent to this process on to the sandbox while it runs (what the `rbuild run` command wants;
+    /// an embedding program usually has its own handlers, so it is off by default).
+    public var forwardSignals = false
 
     public init(rootfs: String, argv: [String]) {
         self.rootfs = rootfs
