@@ -256,6 +256,13 @@ static int attach(int mfd, int tfd) {
 // The root as an overlay of snapshot directories. userxattr keeps overlay's metadata in user.*
 // xattrs, which a user namespace may write (Linux 5.11+); the kernel refuses trusted.* there.
 static void mount_overlay_root(struct rb_plan *p, int sfd) {
+    if (p->overlay_tmpfs) {
+        // In this mount namespace only: the host sees the directory stay empty.
+        if (mount("tmpfs", p->overlay_tmpfs, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+            fail(sfd, RB_STAGE_OVERLAY, errno, -9);
+        if (mkdir(p->overlay_upper, 0755) < 0 || mkdir(p->overlay_work, 0755) < 0)
+            fail(sfd, RB_STAGE_OVERLAY, errno, -10);
+    }
     int fsfd = sys_fsopen("overlay", RB_FSOPEN_CLOEXEC);
     if (fsfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -1);
     if (p->overlay_lowerdir_plus) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import RBuild
 #if canImport(Glibc)
 import Glibc
@@ -7,21 +8,24 @@ import Glibc
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run a command in the rootless sandbox.",
+        abstract: "Run a command in the rootless sandbox: over a root filesystem (--rootfs DIR) or a local image.",
+        usage: "rbuild run [options] --rootfs DIR -- CMD [ARG…]\n       rbuild run [options] IMAGE [-- CMD [ARG…]]",
         discussion: """
         The command runs in new user, mount, pid, ipc, uts and cgroup namespaces with a seccomp \
         filter, Docker's default capabilities and no new privileges. Its exit status is rbuild's.
         """
     )
 
-    @Option(name: .long, help: "Root filesystem directory to run in.")
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Root filesystem directory to run in (instead of an image).")
     var rootfs: String?
 
     @Option(name: [.short, .long], help: "UID[:GID] or NAME[:GROUP] inside the sandbox (default 0:0).")
     var user: String?
 
-    @Option(name: [.short, .long], help: "Working directory inside the sandbox (created when missing).")
-    var workdir: String = "/"
+    @Option(name: [.short, .long], help: "Working directory inside the sandbox (created when missing; default: the image's, or /).")
+    var workdir: String?
 
     @Option(name: [.short, .long], help: "Set an environment variable (KEY=VALUE, or KEY to copy it from here).")
     var env: [String] = []
@@ -51,22 +55,43 @@ struct RunCommand: ParsableCommand {
     var command: [String] = []
 
     func run() throws {
-        guard let rootfs else {
-            throw ValidationError("rbuild run needs --rootfs DIR")
+        var args = command
+        var spec: SandboxSpec
+        var scratch: String?
+        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+        if let rootfs {
+            if args.first == "--" { args.removeFirst() }
+            guard !args.isEmpty else {
+                throw ValidationError("missing command: rbuild run --rootfs DIR -- CMD [ARG…]")
+            }
+            spec = SandboxSpec(rootfs: rootfs, argv: args)
+        } else {
+            guard let image = args.first, image != "--" else {
+                throw ValidationError("rbuild run needs --rootfs DIR or an IMAGE")
+            }
+            args.removeFirst()
+            if args.first == "--" { args.removeFirst() }
+            let store = try StateDirectory.open(global.root)
+            let dir = try makeScratchDirectory(in: store.root + "/run")
+            scratch = dir
+            spec = try sandboxSpec(forImage: image, platform: try platform.map(Platform.init(parsing:)),
+                                   store: store, command: args, scratch: dir)
         }
-        var argv = command
-        if argv.first == "--" { argv.removeFirst() }
-        guard !argv.isEmpty else {
-            throw ValidationError("missing command: rbuild run --rootfs DIR -- CMD [ARG…]")
-        }
-        var spec = SandboxSpec(rootfs: rootfs, argv: argv)
+        try configure(&spec)
+        let status = try Sandbox.run(spec)
+        throw ExitCode(status)
+    }
+
+    func configure(_ spec: inout SandboxSpec) throws {
         spec.forwardSignals = true
         if let user { spec.user = try UserSpec.parse(user) }
-        guard workdir.hasPrefix("/") else {
-            throw RuntimeError(.badOption, "--workdir \(workdir) must be an absolute path")
+        if let workdir {
+            guard workdir.hasPrefix("/") else {
+                throw RuntimeError(.badOption, "--workdir \(workdir) must be an absolute path")
+            }
+            spec.workdir = workdir
         }
-        spec.workdir = workdir
-        spec.env = try env.map { entry in
+        spec.env += try env.map { entry in
             if entry.contains("=") { return entry }
             guard let value = getenvString(entry) else {
                 throw RuntimeError(.badOption, "--env \(entry): no such variable here to copy (use KEY=VALUE)")
@@ -97,9 +122,17 @@ struct RunCommand: ParsableCommand {
             }
             spec.architecture = arch
         }
-        let status = try Sandbox.run(spec)
-        throw ExitCode(status)
     }
+}
+
+/// An empty private directory under `parent`.
+func makeScratchDirectory(in parent: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    var template = Array((parent + "/XXXXXX").utf8CString)
+    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        throw RuntimeError(.spawnFailed, "cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
+    }
+    return String(cString: p)
 }
 
 func getenvString(_ name: String) -> String? {

@@ -47,8 +47,8 @@ final class TarReader {
     }
 }
 
-/// An entry name made relative, refusing anything that could leave the extraction root.
-func safeEntryName(_ raw: String, archive: String) throws -> String {
+/// An entry name made relative (leading `/` and `./` dropped), refusing `..` components.
+public func safeEntryName(_ raw: String, archive: String) throws -> String {
     var parts: [Substring] = []
     for p in raw.split(separator: "/") where p != "." && !p.isEmpty {
         if p == ".." {

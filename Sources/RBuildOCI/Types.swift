@@ -103,6 +103,14 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var config: Descriptor
     public var layers: [Descriptor]
     public var annotations: [String: String]?
+
+    public init(mediaType: String? = MediaType.ociManifest, config: Descriptor, layers: [Descriptor],
+                annotations: [String: String]? = nil) {
+        self.mediaType = mediaType
+        self.config = config
+        self.layers = layers
+        self.annotations = annotations
+    }
 }
 
 public struct Index: Codable, Sendable, Equatable {
@@ -110,6 +118,12 @@ public struct Index: Codable, Sendable, Equatable {
     public var mediaType: String?
     public var manifests: [Descriptor]
     public var annotations: [String: String]?
+
+    public init(mediaType: String? = MediaType.ociIndex, manifests: [Descriptor], annotations: [String: String]? = nil) {
+        self.mediaType = mediaType
+        self.manifests = manifests
+        self.annotations = annotations
+    }
 }
 
 /// The image configuration, every field of the spec's `config` included.

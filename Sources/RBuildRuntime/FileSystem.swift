@@ -62,3 +62,12 @@ func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) -> Int
     }
     return nil
 }
+
+/// openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `path` is looked up as if `rootfd` were
+/// "/", so neither `..` nor a symlink (even an absolute one) can leave it. Returns fd or -errno.
+public func openInRoot(_ rootfd: Int32, _ path: String, flags: Int32, mode: UInt32 = 0) -> Int32 {
+    rb_open_in_root(rootfd, path, flags, Int32(mode))
+}
+
+/// O_PATH, which Swift cannot import from the glibc headers.
+public let O_PATH_FLAG = Int32(RB_O_PATH)

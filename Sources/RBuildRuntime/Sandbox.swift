@@ -24,7 +24,7 @@ public enum Sandbox {
         var userRoots = [rootfs]
         if let overlay = spec.overlay {
             try checkOverlay(overlay)
-            userRoots = [overlay.upperDir].compactMap { $0 } + overlay.lowerDirs
+            userRoots = (overlay.tmpfsDir == nil ? [overlay.upperDir].compactMap { $0 } : []) + overlay.lowerDirs
         }
         let user = try UserDatabase.resolve(spec.user, roots: userRoots)
         try checkMapped(user: user, spec: spec, mapping: mapping)
@@ -101,6 +101,7 @@ public enum Sandbox {
             // form is bounded by a page, about 50 layers of typical paths.
             plan.overlay_lowerdir_plus = KernelVersion.current >= KernelVersion(6, 8) ? 1 : 0
             plan.overlay_lowerdir = arena.string(overlay.joinedLowerDirs)
+            plan.overlay_tmpfs = overlay.tmpfsDir.map(arena.string)
         }
 
         let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals)
@@ -171,7 +172,8 @@ public enum Sandbox {
         guard !o.lowerDirs.isEmpty else {
             throw RuntimeError(.badOption, "an overlay root needs at least one lower directory")
         }
-        for d in o.lowerDirs + [o.upperDir, o.workDir].compactMap({ $0 }) where !isDirectory(d) {
+        let made = o.tmpfsDir == nil ? [o.upperDir, o.workDir].compactMap({ $0 }) : [o.tmpfsDir!]
+        for d in o.lowerDirs + made where !isDirectory(d) {
             throw RuntimeError(.rootfsNotFound, "overlay directory \(d) does not exist")
         }
         if (o.upperDir == nil) != (o.workDir == nil) {

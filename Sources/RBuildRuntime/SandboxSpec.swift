@@ -145,11 +145,22 @@ public struct OverlayRoot: Sendable, Equatable {
     public var lowerDirs: [String]
     public var upperDir: String?
     public var workDir: String?
+    /// Set by `throwaway`: upper and work live on a tmpfs mounted here inside the sandbox.
+    public var tmpfsDir: String?
 
     public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
         self.lowerDirs = lowerDirs
         self.upperDir = upperDir
         self.workDir = workDir
+    }
+
+    /// A writable root whose changes vanish with the sandbox: upper and work are on a tmpfs
+    /// mounted on `scratch` (an empty directory) in the sandbox's mount namespace only, so nothing
+    /// is left to clean up — not even files a non-root USER created under subordinate ids.
+    public static func throwaway(lowerDirs: [String], scratch: String) -> OverlayRoot {
+        var o = OverlayRoot(lowerDirs: lowerDirs, upperDir: scratch + "/upper", workDir: scratch + "/work")
+        o.tmpfsDir = scratch
+        return o
     }
 
     /// The legacy `lowerdir=` value: colon-separated, with `\` and `:` in names escaped.

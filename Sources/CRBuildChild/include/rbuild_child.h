@@ -150,6 +150,8 @@ struct rb_plan {
     const char *overlay_work;
     int overlay_lowerdir_plus;         // 1: one "lowerdir+" per layer (Linux 6.8+), else one joined "lowerdir"
     const char *overlay_lowerdir;      // the joined, escaped form for older kernels
+    const char *overlay_tmpfs;         // non-NULL: mount a tmpfs here first (upper and work live in
+                                       // it and vanish with the sandbox: a throw-away root)
 };
 
 /// What the child writes to the status pipe on failure (fixed size, one write).

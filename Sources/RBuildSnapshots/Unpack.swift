@@ -1,0 +1,213 @@
+import CArchive
+import Foundation
+import RBuildOCI
+import RBuildRuntime
+
+/// Failures of unpacking and snapshot handling, naming the layer and the entry.
+public struct SnapshotError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Unpacks one OCI layer into a directory that serves as an overlayfs lower layer, as an ordinary
+/// user, without ever writing outside `dir`:
+/// - every parent directory is opened with openat2(RESOLVE_IN_ROOT), and the last component is
+///   created with O_NOFOLLOW/mkdirat/symlinkat relative to it, so `..`, absolute names and
+///   symlinks planted by earlier entries cannot redirect a write;
+/// - hard links must point at an entry of the same layer, resolved the same way;
+/// - `.wh.NAME` becomes an overlayfs xattr whiteout (an empty NAME with `user.overlay.whiteout`,
+///   its directory marked `user.overlay.opaque=x`), `.wh..wh..opq` marks the directory opaque
+///   (`user.overlay.opaque=y`) — both honoured by overlayfs mounted with userxattr (Linux 6.8+);
+/// - ownership is not restored: in single-id mode every file belongs to the one mapped user,
+///   root inside. Device nodes cannot be created unprivileged and are skipped.
+public func unpackLayer(_ blobPath: String, into dir: String, layerName: String) throws {
+    let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
+    defer { close(rootfd) }
+    let a = archive_read_new()!
+    defer { archive_read_free(a) }
+    archive_read_support_format_tar(a)
+    archive_read_support_filter_gzip(a)
+    archive_read_support_filter_zstd(a)
+    archive_read_support_filter_none(a)
+    guard archive_read_open_filename(a, blobPath, 1 << 20) == ARCHIVE_OK else {
+        throw SnapshotError("layer \(layerName) cannot be read: \(String(cString: archive_error_string(a)))")
+    }
+    var buf = [UInt8](repeating: 0, count: 1 << 20)
+    var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
+
+    func fail(_ entry: String, _ what: String) -> SnapshotError {
+        SnapshotError("layer \(layerName): entry \"\(entry)\" \(what)")
+    }
+
+    /// The O_PATH fd of `parent` inside the root, directories created as needed.
+    func parentFD(_ parent: String, entry: String) throws -> Int32 {
+        if parent.isEmpty { return fcntl(rootfd, F_DUPFD_CLOEXEC, 0) }
+        var fd = openInRoot(rootfd, parent, flags: O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC)
+        if fd == -ENOENT {
+            var path = ""
+            for part in parent.split(separator: "/") {
+                let base = path.isEmpty ? fcntl(rootfd, F_DUPFD_CLOEXEC, 0) : openInRoot(rootfd, path, flags: O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC)
+                guard base >= 0 else { throw fail(entry, "has a parent that is not a directory inside the layer") }
+                mkdirat(base, String(part), 0o755)
+                close(base)
+                path += (path.isEmpty ? "" : "/") + part
+            }
+            fd = openInRoot(rootfd, parent, flags: O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC)
+        }
+        guard fd >= 0 else { throw fail(entry, "has a parent that cannot be opened inside the layer: \(String(cString: strerror(-fd)))") }
+        return fd
+    }
+
+    func setXattr(_ pfd: Int32, _ name: String, _ key: String, _ value: String) {
+        // xattrs need a real fd: reopen through /proc/self/fd of the O_PATH one.
+        // The directory itself: follow the magic link; a child: do not follow its last component.
+        if name.isEmpty {
+            _ = value.withCString { setxattr("/proc/self/fd/\(pfd)", key, $0, strlen($0), 0) }
+        } else {
+            _ = value.withCString { lsetxattr("/proc/self/fd/\(pfd)/\(name)", key, $0, strlen($0), 0) }
+        }
+    }
+
+    while true {
+        var e: OpaquePointer?
+        let rc = archive_read_next_header(a, &e)
+        if rc == ARCHIVE_EOF { break }
+        guard rc >= ARCHIVE_WARN, let entry = e else {
+            throw SnapshotError("layer \(layerName) is damaged: \(String(cString: archive_error_string(a)))")
+        }
+        let raw = String(cString: archive_entry_pathname(entry))
+        let name: String
+        do {
+            name = try safeEntryName(raw, archive: "layer \(layerName)")
+        } catch {
+            throw SnapshotError("layer \(layerName): entry \"\(raw)\" is unsafe (names with .. are refused)")
+        }
+        if name.isEmpty { continue }
+        let slash = name.lastIndex(of: "/")
+        let parent = slash.map { String(name[..<$0]) } ?? ""
+        let leaf = slash.map { String(name[name.index(after: $0)...]) } ?? name
+        let pfd = try parentFD(parent, entry: raw)
+        defer { close(pfd) }
+        let mode = archive_entry_perm(entry)
+        let type = archive_entry_filetype(entry)
+        let mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: 0)
+
+        if leaf == ".wh..wh..opq" {
+            setXattr(pfd, "", "user.overlay.opaque", "y")
+            continue
+        }
+        if leaf.hasPrefix(".wh.") {
+            let target = String(leaf.dropFirst(4))
+            // Writable by its owner: setting a user.* xattr needs write permission.
+            let fd = openat(pfd, target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw fail(raw, "(a whiteout) cannot be created: \(String(cString: strerror(errno)))") }
+            close(fd)
+            setXattr(pfd, target, "user.overlay.whiteout", "")
+            var current = [CChar](repeating: 0, count: 2)
+            if getxattr("/proc/self/fd/\(pfd)", "user.overlay.opaque", &current, 1) != 1 {
+                setXattr(pfd, "", "user.overlay.opaque", "x")
+            }
+            continue
+        }
+        // A later entry replaces an earlier one of the same name (but a directory stays).
+        if type != UInt32(0o040000) { unlinkat(pfd, leaf, 0) }
+        // Hard links first: tar readers do not always give them a file type.
+        if let hl = archive_entry_hardlink(entry) {
+            let rawTarget = String(cString: hl)
+            guard let targetName = try? safeEntryName(rawTarget, archive: layerName) else {
+                throw fail(raw, "is a hard link to \"\(rawTarget)\", outside the layer")
+            }
+            let tfd = openInRoot(rootfd, targetName, flags: O_PATH_FLAG | O_NOFOLLOW | O_CLOEXEC)
+            guard tfd >= 0 else { throw fail(raw, "is a hard link to \(targetName), which is not in this layer") }
+            defer { close(tfd) }
+            guard linkat(AT_FDCWD, "/proc/self/fd/\(tfd)", pfd, leaf, AT_SYMLINK_FOLLOW) == 0 else {
+                throw fail(raw, "(a hard link) cannot be created: \(String(cString: strerror(errno)))")
+            }
+            continue
+        }
+        switch type {
+        case 0o100000:   // regular file
+            let fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw fail(raw, "cannot be created: \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            while true {
+                let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+                if n < 0 { throw fail(raw, "is damaged (truncated layer?): \(String(cString: archive_error_string(a)))") }
+                if n == 0 { break }
+                var off = 0
+                while off < n {
+                    let w = buf.withUnsafeBytes { write(fd, $0.baseAddress! + off, n - off) }
+                    guard w > 0 else { throw fail(raw, "cannot be written: \(String(cString: strerror(errno)))") }
+                    off += w
+                }
+            }
+            fchmod(fd, mode)
+            var times = [mtime, mtime]
+            futimens(fd, &times)
+        case 0o040000:   // directory
+            if mkdirat(pfd, leaf, 0o755) != 0 && errno != EEXIST {
+                throw fail(raw, "cannot be created: \(String(cString: strerror(errno)))")
+            }
+            let dfd = openInRoot(rootfd, name, flags: O_PATH_FLAG | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard dfd >= 0 else { throw fail(raw, "is not a directory in this layer") }
+            chmod("/proc/self/fd/\(dfd)", mode | 0o700)   // keep it writable until the end
+            close(dfd)
+            dirs.append((name, mode, mtime))
+        case 0o120000:   // symlink: its target is never followed here, only stored
+            guard let target = archive_entry_symlink(entry), symlinkat(target, pfd, leaf) == 0 else {
+                throw fail(raw, "(a symlink) cannot be created: \(String(cString: strerror(errno)))")
+            }
+            var times = [mtime, mtime]
+            utimensat(pfd, leaf, &times, AT_SYMLINK_NOFOLLOW)
+        case 0o010000:   // fifo
+            mkfifoat(pfd, leaf, mode)
+        default:
+            continue     // device nodes need CAP_MKNOD in the initial namespace
+        }
+    }
+    // Directory modes and times last: their entries had to be created first.
+    for d in dirs.reversed() {
+        let dfd = openInRoot(rootfd, d.name, flags: O_PATH_FLAG | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard dfd >= 0 else { continue }
+        chmod("/proc/self/fd/\(dfd)", d.mode)
+        var times = [d.mtime, d.mtime]
+        utimensat(AT_FDCWD, "/proc/self/fd/\(dfd)", &times, 0)
+        close(dfd)
+    }
+}
+
+/// Unpacked layers, one directory per diffID, shared by every image that has the layer.
+public final class SnapshotStore: @unchecked Sendable {
+    public let root: String
+
+    public init(stateDirectory: String) throws {
+        root = stateDirectory + "/snapshots"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    /// The unpacked directory of a layer: made once (unpacked into a temp dir, renamed into place,
+    /// so a crash never leaves half a layer under its final name).
+    public func directory(for layer: Descriptor, diffID: Digest, content: ContentStore) throws -> String {
+        let final = root + "/" + diffID.hex
+        if FileManager.default.fileExists(atPath: final + "/fs") { return final + "/fs" }
+        var template = Array((root + "/tmp-XXXXXX").utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw SnapshotError("cannot create a directory in \(root): \(String(cString: strerror(errno)))")
+        }
+        let tmp = String(cString: p)
+        do {
+            try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
+            try unpackLayer(content.path(layer.digest), into: tmp + "/fs", layerName: layer.digest.description)
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw error
+        }
+        if rename(tmp, final) != 0 {
+            // Another process unpacked it first: use theirs.
+            try? FileManager.default.removeItem(atPath: tmp)
+        }
+        return final + "/fs"
+    }
+}
