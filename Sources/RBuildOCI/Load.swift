@@ -3,12 +3,12 @@ import CZlib
 import CZstd
 import Foundation
 
-/// Reads tar archives with libarchive, one entry at a time.
-final class TarReader {
+/// Reads tar archives (plain, gzip or zstd) with libarchive, one entry at a time.
+public final class TarReader {
     let a: OpaquePointer
     let path: String
 
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         a = archive_read_new()
         archive_read_support_format_tar(a)
@@ -24,8 +24,8 @@ final class TarReader {
 
     deinit { archive_read_free(a) }
 
-    /// The next entry, or nil at the end.
-    func next() throws -> OpaquePointer? {
+    /// The next entry (a libarchive `archive_entry`, valid until the next call), or nil at the end.
+    public func next() throws -> OpaquePointer? {
         var e: OpaquePointer?
         let rc = archive_read_next_header(a, &e)
         if rc == ARCHIVE_EOF { return nil }
@@ -36,7 +36,7 @@ final class TarReader {
     }
 
     /// Streams the current entry's data to `body`.
-    func data(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func data(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         var buf = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }

@@ -25,16 +25,12 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
     let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
     defer { close(rootfd) }
-    let a = archive_read_new()!
-    defer { archive_read_free(a) }
-    archive_read_support_format_tar(a)
-    archive_read_support_filter_gzip(a)
-    archive_read_support_filter_zstd(a)
-    archive_read_support_filter_none(a)
-    guard archive_read_open_filename(a, blobPath, 1 << 20) == ARCHIVE_OK else {
-        throw SnapshotError("layer \(layerName) cannot be read: \(String(cString: archive_error_string(a)))")
+    let reader: TarReader
+    do {
+        reader = try TarReader(path: blobPath)
+    } catch {
+        throw SnapshotError("layer \(layerName) cannot be read: \(error)")
     }
-    var buf = [UInt8](repeating: 0, count: 1 << 20)
     var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
 
     func fail(_ entry: String, _ what: String) -> SnapshotError {
@@ -71,12 +67,13 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
     }
 
     while true {
-        var e: OpaquePointer?
-        let rc = archive_read_next_header(a, &e)
-        if rc == ARCHIVE_EOF { break }
-        guard rc >= ARCHIVE_WARN, let entry = e else {
-            throw SnapshotError("layer \(layerName) is damaged: \(String(cString: archive_error_string(a)))")
+        let next: OpaquePointer?
+        do {
+            next = try reader.next()
+        } catch {
+            throw SnapshotError("layer \(layerName) is damaged: \(error)")
         }
+        guard let entry = next else { break }
         let raw = String(cString: archive_entry_pathname(entry))
         let name: String
         do {
@@ -132,16 +129,19 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
             let fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw fail(raw, "cannot be created: \(String(cString: strerror(errno)))") }
             defer { close(fd) }
-            while true {
-                let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
-                if n < 0 { throw fail(raw, "is damaged (truncated layer?): \(String(cString: archive_error_string(a)))") }
-                if n == 0 { break }
-                var off = 0
-                while off < n {
-                    let w = buf.withUnsafeBytes { write(fd, $0.baseAddress! + off, n - off) }
-                    guard w > 0 else { throw fail(raw, "cannot be written: \(String(cString: strerror(errno)))") }
-                    off += w
+            do {
+                try reader.data { chunk in
+                    var off = 0
+                    while off < chunk.count {
+                        let w = write(fd, chunk.baseAddress! + off, chunk.count - off)
+                        guard w > 0 else { throw fail(raw, "cannot be written: \(String(cString: strerror(errno)))") }
+                        off += w
+                    }
                 }
+            } catch let e as SnapshotError {
+                throw e
+            } catch {
+                throw fail(raw, "is damaged (truncated layer?): \(error)")
             }
             fchmod(fd, mode)
             var times = [mtime, mtime]
