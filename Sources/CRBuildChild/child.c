@@ -26,6 +26,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 
@@ -255,7 +256,7 @@ static int attach(int mfd, int tfd) {
 
 // The root as an overlay of snapshot directories. userxattr keeps overlay's metadata in user.*
 // xattrs, which a user namespace may write (Linux 5.11+); the kernel refuses trusted.* there.
-static void mount_overlay_root(struct rb_plan *p, int sfd) {
+static void mount_overlay_tmpfs(struct rb_plan *p, int sfd) {
     if (p->overlay_tmpfs) {
         // In this mount namespace only: the host sees the directory stay empty.
         if (mount("tmpfs", p->overlay_tmpfs, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
@@ -263,6 +264,10 @@ static void mount_overlay_root(struct rb_plan *p, int sfd) {
         if (mkdir(p->overlay_upper, 0755) < 0 || mkdir(p->overlay_work, 0755) < 0)
             fail(sfd, RB_STAGE_OVERLAY, errno, -10);
     }
+}
+
+static void mount_overlay_root(struct rb_plan *p, int sfd) {
+    mount_overlay_tmpfs(p, sfd);
     int fsfd = sys_fsopen("overlay", RB_FSOPEN_CLOEXEC);
     if (fsfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -1);
     if (p->overlay_lowerdir_plus) {
@@ -291,11 +296,39 @@ static void mount_overlay_root(struct rb_plan *p, int sfd) {
     close(mfd);
 }
 
+static void reset_signals(void);
+
+// The root served by fuse-overlayfs (see rb_plan.fuse_argv). The program daemonizes once the
+// mount is in place, so its first process exiting 0 means the root is ready.
+static void mount_fuse_root(struct rb_plan *p, int sfd) {
+    mount_overlay_tmpfs(p, sfd);
+    if (mount("/", p->fuse_hostroot, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail(sfd, RB_STAGE_FUSE, errno, -1);
+    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (pid < 0) fail(sfd, RB_STAGE_FUSE, errno, -2);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        reset_signals();
+        if (null < 0 || chroot(p->fuse_hostroot) < 0 || chdir("/") < 0) _exit(126);
+        for (int i = 0; i < 3; i++) dup2(null, i);
+        static const char *const noenv[] = { NULL };
+        execve(p->fuse_argv[0], (char *const *)p->fuse_argv, (char *const *)noenv);
+        _exit(127);
+    }
+    int status = 0;
+    if (rb_waitpid(pid, &status) < 0) fail(sfd, RB_STAGE_FUSE, errno, -2);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail(sfd, RB_STAGE_FUSE, EIO, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    p->rootfs = p->fuse_rootfs;
+}
+
 // Before pivot_root: everything that needs the host's view.
 static void prepare_host_side(struct rb_plan *p, int sfd) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
-    if (p->overlay_lowers) {
+    if (p->fuse_argv) {
+        mount_fuse_root(p, sfd);
+    } else if (p->overlay_lowers) {
         mount_overlay_root(p, sfd);
     } else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
         fail(sfd, RB_STAGE_ROOTFS_BIND, errno, 0);
@@ -759,4 +792,13 @@ int rb_wtermsig(int status) { return WTERMSIG(status); }
 int rb_memfd(const char *name) {
     int fd = (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */);
     return fd < 0 ? -errno : fd;
+}
+
+long rb_copy_file_range(int in, int out, size_t len) {
+    long n = (long)syscall(SYS_copy_file_range, in, NULL, out, NULL, len, 0);
+    return n < 0 ? -errno : n;
+}
+
+int rb_ficlone(int out, int in) {
+    return ioctl(out, FICLONE, in) < 0 ? -errno : 0;
 }

@@ -1,44 +1,69 @@
 import Foundation
-import RBuildSnapshots
+@_exported import RBuildSnapshots
 
-/// Builds the sandbox for running a local image, as `docker run IMAGE [CMD…]` would: the layers
-/// unpacked once into snapshots and stacked as an overlay whose writable layer is thrown away,
-/// and the image's ENTRYPOINT, CMD, Env, WorkingDir and User applied.
-public func sandboxSpec(forImage name: String, platform: Platform?, store: ImageStore,
-                        command: [String], scratch: String) throws -> SandboxSpec {
+/// The root of a local image in a snapshotter: each layer applied once (shared by every image
+/// that has it), the chain returned.
+public func snapshot(ofImage manifest: Manifest, config: ImageConfig, name: String, store: ImageStore,
+                     snapshotter: any Snapshotter) throws -> Snapshot {
+    guard manifest.layers.count == config.rootfs.diff_ids.count else {
+        throw OCIError(.corruptBlob, "\(name): \(manifest.layers.count) layers but \(config.rootfs.diff_ids.count) diff_ids")
+    }
+    var snap = Snapshot(chainID: nil, directories: [])
+    for (layer, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
+        snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID,
+                                     name: layer.digest.description, on: snap)
+    }
+    return snap
+}
+
+/// A sandbox for running a local image, as `docker run IMAGE [CMD…]` would, and what to throw
+/// away after it ran.
+public struct ImageRun {
+    public var spec: SandboxSpec
+    let snapshotter: any Snapshotter
+    let active: ActiveSnapshot?
+
+    /// Removes the run's writable snapshot.
+    public func cleanUp() {
+        if let active { try? snapshotter.remove(active) }
+    }
+}
+
+/// Builds the sandbox for running a local image: the layers unpacked once into the snapshotter
+/// and stacked under a writable layer that is thrown away (for the overlay kinds, on a tmpfs
+/// inside the sandbox; for copy, a copy removed by `cleanUp`), and the image's ENTRYPOINT, CMD,
+/// Env, WorkingDir and User applied.
+public func prepareImageRun(_ name: String, platform: Platform?, store: ImageStore, command: [String],
+                            snapshotter: any Snapshotter, scratch: String) throws -> ImageRun {
     let full = try ImageStore.normalise(name)
     guard let top = try store.lookup(full) else {
         throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`; `rbuild import` or `rbuild load` make one)")
     }
     let (_, manifest) = try store.manifest(of: top, platform: platform)
     let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(full)")
-    guard manifest.layers.count == config.rootfs.diff_ids.count else {
-        throw OCIError(.corruptBlob, "\(full): \(manifest.layers.count) layers but \(config.rootfs.diff_ids.count) diff_ids")
-    }
-    let snapshots = try SnapshotStore(stateDirectory: store.root)
-    var lowers: [String] = []
-    for (layer, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
-        lowers.append(try snapshots.directory(for: layer, diffID: diffID, content: store.content))
-    }
-    if lowers.isEmpty {
-        // An image without layers (FROM scratch and nothing else) is an empty root.
-        let empty = scratch + "/empty"
-        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
-        lowers = [empty]
-    }
     let c = config.config
     let argv = (c?.Entrypoint ?? []) + (command.isEmpty ? (c?.Cmd ?? []) : command)
     guard !argv.isEmpty else {
         throw OCIError(.invalidArgument, "no command given, and \(full) has no ENTRYPOINT or CMD: rbuild run \(name) -- CMD…")
     }
-    let merged = scratch + "/root", volatile = scratch + "/rw"
-    for d in [merged, volatile] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-    var spec = SandboxSpec(rootfs: merged, argv: argv)
-    spec.overlay = .throwaway(lowerDirs: lowers.reversed(), scratch: volatile)
+    let snap = try snapshot(ofImage: manifest, config: config, name: full, store: store, snapshotter: snapshotter)
+    var spec = SandboxSpec(rootfs: scratch, argv: argv)
+    var active: ActiveSnapshot?
+    if let overlay = snapshotter as? OverlaySnapshotter {
+        let merged = scratch + "/root", volatile = scratch + "/rw"
+        for d in [merged, volatile] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        spec.rootfs = merged
+        let lowers = snap.directories.isEmpty ? [overlay.root + "/empty"] : Array(snap.directories.reversed())
+        spec.overlay = .throwaway(lowerDirs: lowers, scratch: volatile)
+        spec.overlay?.fuseProgram = overlay.fuseProgram
+    } else {
+        let a = try snapshotter.prepare(snap)
+        snapshotter.mount(a, into: &spec)
+        active = a
+    }
     spec.env = c?.Env ?? []
     if let wd = c?.WorkingDir, !wd.isEmpty { spec.workdir = wd }
     if let user = c?.User, !user.isEmpty { spec.user = try UserSpec.parse(user) }
-    let p = config.platform
-    if let arch = Architecture(platform: p.description) { spec.architecture = arch }
-    return spec
+    if let arch = Architecture(platform: config.platform.description) { spec.architecture = arch }
+    return ImageRun(spec: spec, snapshotter: snapshotter, active: active)
 }

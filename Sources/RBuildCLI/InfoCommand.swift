@@ -26,6 +26,14 @@ struct InfoCommand: ParsableCommand {
                 let name = c.name.padding(toLength: width, withPad: " ", startingAt: 0)
                 print("  \(name)  \(c.ok ? "yes" : "no ")  \(c.detail)")
             }
+            print("snapshotters:")
+            let snapshotters = Snapshotters.availability()
+            for a in snapshotters {
+                print("  \(a.kind.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(a.available ? "yes" : "no ")  \(a.detail)")
+            }
+            if let chosen = try? Snapshotters.choose(nil) {
+                print("  used: \(chosen.kind) (\(chosen.reason))")
+            }
             print("platforms:")
             let pw = report.platforms.map(\.platform.count).max() ?? 0
             for p in report.platforms {

@@ -60,3 +60,7 @@ func printError(_ message: String) {
     var line = "rbuild: " + message + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
+
+extension SnapshotError: RenderableError {
+    var exitStatus: Int32 { 1 }
+}

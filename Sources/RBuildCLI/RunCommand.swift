@@ -51,6 +51,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Identity mapping: auto (default), single or subordinate.")
     var userns: String = "auto"
 
+    @Option(name: .long, help: "How an image's layers become the root: overlay, fuse-overlayfs or copy (default: the first that works here; see `rbuild info`).")
+    var snapshotter: String?
+
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
     var command: [String] = []
 
@@ -58,7 +61,11 @@ struct RunCommand: ParsableCommand {
         var args = command
         var spec: SandboxSpec
         var scratch: String?
-        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+        var imageRun: ImageRun?
+        defer {
+            imageRun?.cleanUp()
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        }
         if let rootfs {
             if args.first == "--" { args.removeFirst() }
             guard !args.isEmpty else {
@@ -74,8 +81,17 @@ struct RunCommand: ParsableCommand {
             let store = try StateDirectory.open(global.root)
             let dir = try makeScratchDirectory(in: store.root + "/run")
             scratch = dir
-            spec = try sandboxSpec(forImage: image, platform: try platform.map(Platform.init(parsing:)),
-                                   store: store, command: args, scratch: dir)
+            let kind = try Snapshotters.choose(try snapshotter.map { name in
+                guard let k = SnapshotterKind(rawValue: name) else {
+                    throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
+                }
+                return k
+            }).kind
+            let run = try prepareImageRun(image, platform: try platform.map(Platform.init(parsing:)), store: store,
+                                          command: args, snapshotter: try Snapshotters.make(kind, stateDirectory: store.root),
+                                          scratch: dir)
+            imageRun = run
+            spec = run.spec
         }
         try configure(&spec)
         let status = try Sandbox.run(spec)

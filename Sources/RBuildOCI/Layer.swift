@@ -256,12 +256,31 @@ final class TarWriter {
 /// Packs a directory tree into a layer: entries sorted by path, ownership mapped, times clamped
 /// to SOURCE_DATE_EPOCH, hard links, symlinks, device nodes and xattrs (security.capability and
 /// user.*) kept. The tree is walked with openat/fstatat and never follows a symlink.
-public func writeLayer(fromDirectory root: String, store: ContentStore, options: LayerOptions = LayerOptions()) throws -> LayerResult {
+///
+/// Without `base`, the tree is an overlay upper directory (kernel overlayfs or fuse-overlayfs):
+/// 0/0 character devices are deletions and opaque marks hide lower layers. With `base`, the tree
+/// is a full root and the layer holds only what differs from `base` (another full root): new
+/// and changed entries, with their parent directories, and a `.wh.NAME` for each name `base`
+/// has and the tree lacks. Entries compare by type, mode, owner, size, mtime, device and link
+/// target; a regular file whose mtime has no nanoseconds (restored by a tool) is also compared
+/// byte by byte.
+public func writeLayer(fromDirectory root: String, base: String? = nil, store: ContentStore,
+                       options: LayerOptions = LayerOptions()) throws -> LayerResult {
     let rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else {
         throw OCIError(.notFound, "cannot open directory \(root): \(String(cString: strerror(errno)))")
     }
     defer { close(rootfd) }
+    var basefd: Int32 = -1
+    if let base {
+        basefd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard basefd >= 0 else {
+            throw OCIError(.notFound, "cannot open directory \(base): \(String(cString: strerror(errno)))")
+        }
+    }
+    defer { if basefd >= 0 { close(basefd) } }
+    /// Directories of a diff whose header waits until something below them changes.
+    var pendingDirs: [(rel: String, st: stat)] = []
     let sink = try LayerSink(store: store, compression: options.compression, level: options.level)
     let tar = try TarWriter(sink: sink)
     var links: [String: String] = [:]   // "dev:ino" → first path
@@ -282,26 +301,24 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
         var t = Int64(mtime)
         if let epoch = options.sourceDateEpoch, t > epoch { t = epoch }
         archive_entry_set_mtime(e, time_t(t), 0)
+        try header(e, path)
+    }
+
+    /// A tar header, after those of the pending parent directories.
+    func header(_ e: OpaquePointer, _ path: String) throws {
+        try flushPending()
         try tar.header(e, path)
     }
 
-    /// Writes one entry; says whether it was a directory (to descend into).
-    func emit(dirfd: Int32, name: String, rel: String) throws -> Bool {
-        var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
-            throw OCIError(.io, "cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
-        }
-        let type = st.st_mode & S_IFMT
-        if type == S_IFSOCK { return false }   // sockets cannot be represented in a layer
-        // overlayfs records a deletion as a 0/0 character device: in an OCI layer that is an
-        // empty `.wh.NAME` beside it (image-spec, "Whiteouts").
-        if type == S_IFCHR && st.st_rdev == 0 {
-            try whiteout(rel: rel, name: name, marker: ".wh." + name, mtime: st.st_mtim.tv_sec)
-            return false
-        }
-        let e = archive_entry_new()!
-        defer { archive_entry_free(e) }
-        archive_entry_set_pathname(e, type == S_IFDIR ? rel + "/" : rel)
+    func flushPending() throws {
+        if pendingDirs.isEmpty { return }
+        let dirs = pendingDirs
+        pendingDirs = []
+        for d in dirs { try directoryHeader(rel: d.rel, st: d.st) }
+    }
+
+    func fill(_ e: OpaquePointer, rel: String, st: stat) {
+        archive_entry_set_pathname(e, (st.st_mode & S_IFMT) == S_IFDIR ? rel + "/" : rel)
         archive_entry_set_perm(e, st.st_mode & 0o7777)
         let (uid, gid) = options.ownership(st.st_uid, st.st_gid)
         archive_entry_set_uid(e, la_int64_t(uid))
@@ -309,6 +326,62 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
         var mtime = Int64(st.st_mtim.tv_sec)
         if let epoch = options.sourceDateEpoch, mtime > epoch { mtime = epoch }
         archive_entry_set_mtime(e, time_t(mtime), 0)
+    }
+
+    func directoryHeader(rel: String, st: stat) throws {
+        let e = archive_entry_new()!
+        defer { archive_entry_free(e) }
+        fill(e, rel: rel, st: st)
+        addXattrs(e, path: root + "/" + rel)
+        archive_entry_set_filetype(e, AE_IFDIR)
+        try tar.header(e, rel)
+        // An overlay directory marked opaque hides everything below it in lower layers.
+        if basefd < 0 && isOpaque(root + "/" + rel) {
+            try whiteout(rel: rel + "/.wh..wh..opq", name: ".wh..wh..opq", marker: nil, mtime: st.st_mtim.tv_sec)
+        }
+    }
+
+    /// Writes one entry; says whether it was a directory (to descend into). With a base, an
+    /// entry equal to the base's is skipped, and a directory's header waits for a change below.
+    func emit(dirfd: Int32, name: String, rel: String, baseDir: Int32) throws -> Bool {
+        var st = stat()
+        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            throw OCIError(.io, "cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
+        }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFSOCK { return false }   // sockets cannot be represented in a layer
+        if basefd < 0 {
+            // overlayfs records a deletion as a 0/0 character device: in an OCI layer that is an
+            // empty `.wh.NAME` beside it (image-spec, "Whiteouts").
+            if type == S_IFCHR && st.st_rdev == 0 {
+                if name.hasPrefix(".wh.") { return false }   // fuse-overlayfs's own marker
+                try whiteout(rel: rel, name: name, marker: ".wh." + name, mtime: st.st_mtim.tv_sec)
+                return false
+            }
+            // fuse-overlayfs marks an opaque directory with this file too (and an xattr).
+            if name == ".wh..wh..opq" { return false }
+        }
+        var unchanged = false
+        if baseDir >= 0 {
+            var old = stat()
+            if fstatat(baseDir, name, &old, AT_SYMLINK_NOFOLLOW) == 0, (old.st_mode & S_IFMT) == type {
+                if type == S_IFDIR {
+                    unchanged = sameMetadata(st, old)   // then emitted only if something below changed
+                } else if sameMetadata(st, old) && st.st_size == old.st_size && st.st_rdev == old.st_rdev
+                            && (type != S_IFLNK || linkTarget(dirfd, name) == linkTarget(baseDir, name))
+                            && (type != S_IFREG || st.st_mtim.tv_nsec != 0 || sameBytes(dirfd, baseDir, name)) {
+                    return false
+                }
+            }
+        }
+        if type == S_IFDIR {
+            pendingDirs.append((rel, st))
+            if !unchanged { try flushPending() }
+            return true
+        }
+        let e = archive_entry_new()!
+        defer { archive_entry_free(e) }
+        fill(e, rel: rel, st: st)
         let key = "\(st.st_dev):\(st.st_ino)"
         switch type {
         case S_IFREG:
@@ -316,7 +389,7 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
                 archive_entry_set_filetype(e, AE_IFREG)
                 archive_entry_set_hardlink(e, first)
                 archive_entry_set_size(e, 0)
-                try tar.header(e, rel)
+                try header(e, rel)
                 return false
             }
             if st.st_nlink > 1 { links[key] = rel }
@@ -326,7 +399,7 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
             addXattrs(e, fd: fd)
             archive_entry_set_filetype(e, AE_IFREG)
             archive_entry_set_size(e, la_int64_t(st.st_size))
-            try tar.header(e, rel)
+            try header(e, rel)
             var left = Int64(st.st_size)
             while left > 0 {
                 let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, Int(left))) }
@@ -335,15 +408,6 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
                 try buf.withUnsafeBytes { try tar.data(UnsafeRawBufferPointer(rebasing: $0[0..<n]), rel) }
                 left -= Int64(n)
             }
-        case S_IFDIR:
-            addXattrs(e, path: root + "/" + rel)
-            archive_entry_set_filetype(e, AE_IFDIR)
-            try tar.header(e, rel)
-            // An overlay directory marked opaque hides everything below it in lower layers.
-            if isOpaque(root + "/" + rel) {
-                try whiteout(rel: rel + "/.wh..wh..opq", name: ".wh..wh..opq", marker: nil, mtime: st.st_mtim.tv_sec)
-            }
-            return true
         case S_IFLNK:
             var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlinkat(dirfd, name, &target, target.count - 1)
@@ -351,37 +415,82 @@ public func writeLayer(fromDirectory root: String, store: ContentStore, options:
             target[n] = 0
             archive_entry_set_filetype(e, AE_IFLNK)
             archive_entry_set_symlink(e, String(cString: target))
-            try tar.header(e, rel)
+            try header(e, rel)
         case S_IFCHR, S_IFBLK:
             archive_entry_set_filetype(e, type == S_IFCHR ? AE_IFCHR : AE_IFBLK)
             archive_entry_set_rdev(e, st.st_rdev)
-            try tar.header(e, rel)
+            try header(e, rel)
         case S_IFIFO:
             archive_entry_set_filetype(e, AE_IFIFO)
-            try tar.header(e, rel)
+            try header(e, rel)
         default:
             return false
         }
         return false
     }
 
-    func walk(dirfd: Int32, prefix: String) throws {
-        for name in try sortedNames(dirfd) {
+    func walk(dirfd: Int32, prefix: String, baseDir: Int32) throws {
+        let names = try sortedNames(dirfd)
+        if baseDir >= 0 {
+            // Names the base has and this tree lacks: deletions.
+            let present = Set(names)
+            for name in try sortedNames(baseDir) where !present.contains(name) {
+                let rel = prefix.isEmpty ? name : prefix + "/" + name
+                try whiteout(rel: rel, name: name, marker: ".wh." + name, mtime: 0)
+            }
+        }
+        for name in names {
             let rel = prefix.isEmpty ? name : prefix + "/" + name
-            if try emit(dirfd: dirfd, name: name, rel: rel) {
+            let depth = pendingDirs.count
+            if try emit(dirfd: dirfd, name: name, rel: rel, baseDir: baseDir) {
                 let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard sub >= 0 else { throw OCIError(.io, "cannot open directory \(root)/\(rel): \(String(cString: strerror(errno)))") }
                 defer { close(sub) }
-                try walk(dirfd: sub, prefix: rel)
+                // The base's directory of the same name, when it is one (else all is new).
+                let subBase = baseDir >= 0 ? openat(baseDir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1
+                defer { if subBase >= 0 { close(subBase) } }
+                if basefd >= 0 && subBase < 0 { try flushPending() }   // a new directory: emit it
+                try walk(dirfd: sub, prefix: rel, baseDir: subBase)
+                // Nothing below it changed: drop its pending header.
+                if pendingDirs.count > depth { pendingDirs.removeLast(pendingDirs.count - depth) }
             }
         }
     }
 
-    try walk(dirfd: rootfd, prefix: "")
+    try walk(dirfd: rootfd, prefix: "", baseDir: basefd)
     try tar.close()
     let (digest, size, diffID, usize) = try sink.finish()
     return LayerResult(descriptor: Descriptor(mediaType: options.compression.mediaType, digest: digest, size: size),
                        diffID: diffID, uncompressedSize: usize)
+}
+
+/// Same type, mode, owner and mtime (to the nanosecond).
+func sameMetadata(_ a: stat, _ b: stat) -> Bool {
+    a.st_mode == b.st_mode && a.st_uid == b.st_uid && a.st_gid == b.st_gid
+        && a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec
+}
+
+func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
+    var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlinkat(dirfd, name, &target, target.count - 1)
+    guard n >= 0 else { return nil }
+    target[n] = 0
+    return String(cString: target)
+}
+
+/// Whether two regular files of the same size hold the same bytes.
+func sameBytes(_ dirA: Int32, _ dirB: Int32, _ name: String) -> Bool {
+    let a = openat(dirA, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+    let b = openat(dirB, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+    defer { if a >= 0 { close(a) }; if b >= 0 { close(b) } }
+    guard a >= 0, b >= 0 else { return false }
+    var x = [UInt8](repeating: 0, count: 1 << 16), y = x
+    while true {
+        let n = read(a, &x, x.count), m = read(b, &y, y.count)
+        if n != m || n < 0 { return false }
+        if n == 0 { return true }
+        if memcmp(x, y, n) != 0 { return false }
+    }
 }
 
 /// Directory entries in byte order, without . and ..

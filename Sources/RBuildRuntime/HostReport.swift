@@ -160,6 +160,9 @@ public struct HostReport: Codable, Sendable {
         }
     }
 
+    /// nil when an overlay with userxattr can be mounted in a new user namespace, else why not.
+    public static func probeOverlayInUserNamespace() -> String? { probeOverlay() }
+
     static func probeOverlay() -> String? {
         guard let dir = try? ScratchDir() else { return "cannot create a scratch directory" }
         defer { for d in ["merged", "work/work", "work", "upper", "lower"] { rmdir(dir.path + "/" + d) } }

@@ -102,6 +102,18 @@ public enum Sandbox {
             plan.overlay_lowerdir_plus = KernelVersion.current >= KernelVersion(6, 8) ? 1 : 0
             plan.overlay_lowerdir = arena.string(overlay.joinedLowerDirs)
             plan.overlay_tmpfs = overlay.tmpfsDir.map(arena.string)
+            if let program = overlay.fuseProgram {
+                let hostRoot = scratch.path + "/hostroot"
+                try FileManager.default.createDirectory(atPath: hostRoot, withIntermediateDirectories: false)
+                var options = "lowerdir=" + overlay.lowerDirs.joined(separator: ":")
+                if let upper = overlay.upperDir, let work = overlay.workDir {
+                    options += ",upperdir=\(upper),workdir=\(work)"
+                }
+                // allow_other: in subuid mode a RUN step's USER is another uid than the mounter.
+                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", rootfs])
+                plan.fuse_hostroot = arena.string(hostRoot)
+                plan.fuse_rootfs = arena.string(hostRoot + rootfs)
+            }
         }
 
         let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals)
@@ -179,6 +191,15 @@ public enum Sandbox {
         if (o.upperDir == nil) != (o.workDir == nil) {
             throw RuntimeError(.badOption, "an overlay root needs both an upper and a work directory, or neither")
         }
+        if let program = o.fuseProgram {
+            guard access(program, X_OK) == 0 else {
+                throw RuntimeError(.badOption, "\(program) is not an executable: install fuse-overlayfs (apt install fuse-overlayfs) or choose another snapshotter")
+            }
+            // fuse-overlayfs takes its directories in one -o string: ',' and ':' would split it.
+            for d in o.lowerDirs + [o.upperDir, o.workDir].compactMap({ $0 }) where d.contains(",") || d.contains(":") {
+                throw RuntimeError(.badOption, "fuse-overlayfs cannot use \(d): the path holds ',' or ':'; move the state directory (--root)")
+            }
+        }
     }
 
     static func checkMapped(user: ResolvedUser, spec: SandboxSpec, mapping: IDMapping) throws {
@@ -250,6 +271,13 @@ public enum Sandbox {
         case RB_STAGE_CLOSE_FDS.rawValue: stage = "closing inherited file descriptors"
         case RB_STAGE_SECCOMP.rawValue: stage = "loading the seccomp filter"
         case RB_STAGE_FORK.rawValue: stage = "starting the command"
+        case RB_STAGE_FUSE.rawValue:
+            switch item {
+            case -1: stage = "binding the host root for fuse-overlayfs"
+            case -2: stage = "starting fuse-overlayfs"
+            default:
+                stage = "mounting the root with \(spec.overlay?.fuseProgram ?? "fuse-overlayfs") (it exited with status \(item); is /dev/fuse readable and writable by you?)"
+            }
         case RB_STAGE_OVERLAY.rawValue:
             let layer = item >= 0 ? " (lower directory \(spec.overlay?.lowerDirs[safe: item] ?? String(item)))" : ""
             stage = "mounting the overlay root\(layer)"

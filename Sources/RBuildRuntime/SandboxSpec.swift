@@ -147,6 +147,9 @@ public struct OverlayRoot: Sendable, Equatable {
     public var workDir: String?
     /// Set by `throwaway`: upper and work live on a tmpfs mounted here inside the sandbox.
     public var tmpfsDir: String?
+    /// The `fuse-overlayfs` program to serve the root with, instead of the kernel's overlayfs
+    /// (for kernels or filesystems where an overlay cannot be mounted in a user namespace).
+    public var fuseProgram: String?
 
     public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
         self.lowerDirs = lowerDirs

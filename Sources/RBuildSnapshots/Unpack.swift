@@ -21,7 +21,20 @@ public struct SnapshotError: Error, CustomStringConvertible, Sendable {
 ///   (`user.overlay.opaque=y`) — both honoured by overlayfs mounted with userxattr (Linux 6.8+);
 /// - ownership is not restored: in single-id mode every file belongs to the one mapped user,
 ///   root inside. Device nodes cannot be created unprivileged and are skipped.
-public func unpackLayer(_ blobPath: String, into dir: String, layerName: String) throws {
+/// How the deletions of a layer are written when it is unpacked.
+public enum WhiteoutStyle: Sendable {
+    /// Kernel overlayfs lower layers (userxattr, Linux 6.8+): xattr whiteouts and opaque marks.
+    case overlayXattr
+    /// fuse-overlayfs lower layers: `.wh.NAME` and `.wh..wh..opq` files stay as they are in the
+    /// layer (fuse-overlayfs honours both).
+    case ociFiles
+    /// Applied onto a full root (the copy snapshotter): deletions happen, an opaque directory
+    /// loses whatever earlier layers put in it.
+    case apply
+}
+
+public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
+                        whiteouts style: WhiteoutStyle = .overlayXattr) throws {
     let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
     defer { close(rootfd) }
@@ -32,6 +45,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
         throw SnapshotError("layer \(layerName) cannot be read: \(error)")
     }
     var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
+    var created = Set<String>()   // names this layer wrote (for opaque directories in .apply)
 
     func fail(_ entry: String, _ what: String) -> SnapshotError {
         SnapshotError("layer \(layerName): entry \"\(entry)\" \(what)")
@@ -91,11 +105,25 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
         let type = archive_entry_filetype(entry)
         let mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: 0)
 
-        if leaf == ".wh..wh..opq" {
+        if style == .apply && leaf == ".wh..wh..opq" {
+            // Everything earlier layers left in this directory goes; this layer's entries stay.
+            for child in (try? directoryNames(pfd)) ?? [] {
+                let path = parent.isEmpty ? child : parent + "/" + child
+                if !created.contains(path) { try removeTree(pfd, child, entry: raw, layer: layerName) }
+            }
+            continue
+        }
+        if style == .apply && leaf.hasPrefix(".wh.") {
+            let target = String(leaf.dropFirst(4))
+            guard !target.isEmpty, target != ".", target != ".." else { throw fail(raw, "is a whiteout of nothing") }
+            try removeTree(pfd, target, entry: raw, layer: layerName)
+            continue
+        }
+        if style == .overlayXattr && leaf == ".wh..wh..opq" {
             setXattr(pfd, "", "user.overlay.opaque", "y")
             continue
         }
-        if leaf.hasPrefix(".wh.") {
+        if style == .overlayXattr && leaf.hasPrefix(".wh.") {
             let target = String(leaf.dropFirst(4))
             // Writable by its owner: setting a user.* xattr needs write permission.
             let fd = openat(pfd, target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -108,8 +136,14 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
             }
             continue
         }
-        // A later entry replaces an earlier one of the same name (but a directory stays).
-        if type != UInt32(0o040000) { unlinkat(pfd, leaf, 0) }
+        created.insert(name)
+        // A later entry (or this layer's, over an earlier layer's) replaces one of the same
+        // name, except that a directory over a directory merges.
+        var existing = stat()
+        if fstatat(pfd, leaf, &existing, AT_SYMLINK_NOFOLLOW) == 0
+            && (type != UInt32(0o040000) || (existing.st_mode & S_IFMT) != S_IFDIR) {
+            try removeTree(pfd, leaf, entry: raw, layer: layerName)
+        }
         // Hard links first: tar readers do not always give them a file type.
         if let hl = archive_entry_hardlink(entry) {
             let rawTarget = String(cString: hl)
@@ -178,36 +212,34 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String)
     }
 }
 
-/// Unpacked layers, one directory per diffID, shared by every image that has the layer.
-public final class SnapshotStore: @unchecked Sendable {
-    public let root: String
-
-    public init(stateDirectory: String) throws {
-        root = stateDirectory + "/snapshots"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+/// Names in a directory (an O_PATH or real fd), without . and ..
+func directoryNames(_ dirfd: Int32) throws -> [String] {
+    let fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0, let d = fdopendir(fd) else { throw SnapshotError("cannot read a directory: \(String(cString: strerror(errno)))") }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let ent = readdir(d) {
+        let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
     }
+    return names
+}
 
-    /// The unpacked directory of a layer: made once (unpacked into a temp dir, renamed into place,
-    /// so a crash never leaves half a layer under its final name).
-    public func directory(for layer: Descriptor, diffID: Digest, content: ContentStore) throws -> String {
-        let final = root + "/" + diffID.hex
-        if FileManager.default.fileExists(atPath: final + "/fs") { return final + "/fs" }
-        var template = Array((root + "/tmp-XXXXXX").utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw SnapshotError("cannot create a directory in \(root): \(String(cString: strerror(errno)))")
-        }
-        let tmp = String(cString: p)
-        do {
-            try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
-            try unpackLayer(content.path(layer.digest), into: tmp + "/fs", layerName: layer.digest.description)
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw error
-        }
-        if rename(tmp, final) != 0 {
-            // Another process unpacked it first: use theirs.
-            try? FileManager.default.removeItem(atPath: tmp)
-        }
-        return final + "/fs"
+/// Removes `name` in `dirfd` and, for a directory, everything below it, never following a
+/// symlink (each level is opened with O_NOFOLLOW relative to the one above).
+func removeTree(_ dirfd: Int32, _ name: String, entry: String, layer: String) throws {
+    if unlinkat(dirfd, name, 0) == 0 || errno == ENOENT { return }
+    guard errno == EISDIR || errno == EPERM else {
+        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove \(name): \(String(cString: strerror(errno)))")
+    }
+    let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard sub >= 0 else {
+        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot open \(name): \(String(cString: strerror(errno)))")
+    }
+    defer { close(sub) }
+    fchmod(sub, 0o700)   // a read-only directory's entries cannot be removed otherwise
+    for child in try directoryNames(sub) { try removeTree(sub, child, entry: entry, layer: layer) }
+    guard unlinkat(dirfd, name, AT_REMOVEDIR) == 0 else {
+        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove directory \(name): \(String(cString: strerror(errno)))")
     }
 }

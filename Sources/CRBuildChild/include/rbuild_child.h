@@ -41,6 +41,7 @@ enum rb_stage {
     RB_STAGE_PROBE,            // probe mode: the probed operation failed
     RB_STAGE_BINFMT,           // registering an interpreter in the private binfmt_misc (item = mount index)
     RB_STAGE_OVERLAY,          // mounting the overlay root (item = index of the lower dir, or -1)
+    RB_STAGE_FUSE,             // starting fuse-overlayfs (item = -1 bind, -2 clone, else its exit status)
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -152,6 +153,15 @@ struct rb_plan {
     const char *overlay_lowerdir;      // the joined, escaped form for older kernels
     const char *overlay_tmpfs;         // non-NULL: mount a tmpfs here first (upper and work live in
                                        // it and vanish with the sandbox: a throw-away root)
+    // With fuse_argv set, the root is a fuse-overlayfs mount instead. The program is started
+    // in the sandbox's namespaces (so it dies with the sandbox's pid namespace), chrooted into
+    // a recursive bind of the host root on `fuse_hostroot`: pivot_root moves only processes
+    // whose root is the old root, so the daemon keeps a root of its own and never looks paths
+    // up through the filesystem it serves. Its argv names `rootfs` as the mount point, which
+    // seen from here is `fuse_rootfs` (fuse_hostroot + rootfs).
+    const char *const *fuse_argv;
+    const char *fuse_hostroot;
+    const char *fuse_rootfs;
 };
 
 /// What the child writes to the status pipe on failure (fixed size, one write).
@@ -196,6 +206,12 @@ int rb_wtermsig(int status);
 /// openat2(dirfd, path, {flags, mode, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS}): opens `path`
 /// as if `dirfd` were "/", so neither ".." nor a symlink can leave it. Returns fd or -errno.
 int rb_open_in_root(int dirfd, const char *path, int flags, int mode);
+
+/// copy_file_range(in, NULL, out, NULL, len, 0). Returns bytes copied, or -errno.
+long rb_copy_file_range(int in, int out, size_t len);
+
+/// ioctl(out, FICLONE, in): share `in`'s blocks (reflink). Returns 0, or -errno.
+int rb_ficlone(int out, int in);
 
 #ifdef __cplusplus
 }

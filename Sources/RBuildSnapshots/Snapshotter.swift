@@ -1,0 +1,469 @@
+import CArchive
+import CRBuildChild
+import Foundation
+import RBuildOCI
+import RBuildRuntime
+
+/// The three ways rbuild gives a sandbox a writable root made of image layers.
+public enum SnapshotterKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// Kernel overlayfs mounted inside the sandbox's user namespace (userxattr).
+    case overlay
+    /// The fuse-overlayfs program, for hosts where the kernel refuses that mount.
+    case fuseOverlayfs = "fuse-overlayfs"
+    /// Full copies of each root (reflinked where the filesystem can): works anywhere.
+    case copy
+
+    public var description: String { rawValue }
+}
+
+/// An immutable root: the layers applied in order, named by their OCI chain ID.
+public struct Snapshot: Sendable, Hashable {
+    /// nil for the empty root (`FROM scratch`).
+    public let chainID: Digest?
+    /// Overlay kinds: one directory per layer, bottom first. Copy: the one full tree.
+    public let directories: [String]
+
+    public init(chainID: Digest?, directories: [String]) {
+        self.chainID = chainID
+        self.directories = directories
+    }
+
+    /// The chain ID of `diffID` applied on this snapshot (image-spec, "ChainID").
+    public func chainID(adding diffID: Digest) -> Digest {
+        guard let chainID else { return diffID }
+        return Digest.of(Array("\(chainID) \(diffID)".utf8))
+    }
+}
+
+/// A writable snapshot being used by one sandbox; committed or removed when the step ends.
+public struct ActiveSnapshot: Sendable {
+    public let parent: Snapshot
+    /// Its own directory under the snapshotter's `active/`.
+    public let directory: String
+}
+
+/// Disk use of one snapshotter's directory.
+public struct SnapshotUsage: Sendable, Equatable {
+    public var committed: Int
+    public var active: Int
+    public var bytes: Int64
+}
+
+/// Prepares, mounts, diffs and commits snapshots. Implementations keep everything under their
+/// `root` (`<state>/snapshots/<kind>`); writes go to a temporary name and are renamed into place,
+/// so a crash leaves at worst a `tmp-*` or `active/*` directory that `prune` removes.
+public protocol Snapshotter: Sendable {
+    var kind: SnapshotterKind { get }
+    var root: String { get }
+    /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
+    /// once and then shared.
+    func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
+    /// A new writable snapshot on top of `parent`.
+    func prepare(_ parent: Snapshot) throws -> ActiveSnapshot
+    /// Makes `spec` run on the active snapshot (its root and, for overlays, the mount to make
+    /// inside the sandbox's user namespace).
+    func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec)
+    /// The changes made in `active` since `prepare`, as an OCI layer in `store`.
+    func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult
+    /// Turns `active` into the immutable snapshot of `diffID` on its parent; `active` is gone.
+    func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot
+    /// Throws `active` away.
+    func remove(_ active: ActiveSnapshot) throws
+    func usage() throws -> SnapshotUsage
+}
+
+/// Choosing a snapshotter: what the host allows and why.
+public enum Snapshotters {
+    public struct Availability: Sendable {
+        public var kind: SnapshotterKind
+        public var available: Bool
+        public var detail: String
+    }
+
+    /// Each kind, whether it works here, and why (probes a real overlay mount in a user namespace).
+    public static func availability() -> [Availability] {
+        var out: [Availability] = []
+        let kernel = KernelVersion.current
+        if kernel < KernelVersion(6, 8) {
+            out.append(Availability(kind: .overlay, available: false,
+                                    detail: "Linux \(kernel) is older than 6.8, which overlayfs needs to read xattr whiteouts in a user namespace"))
+        } else if let why = HostReport.probeOverlayInUserNamespace() {
+            out.append(Availability(kind: .overlay, available: false, detail: "overlayfs cannot be mounted in a user namespace here: \(why)"))
+        } else {
+            out.append(Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace"))
+        }
+        if let program = fuseProgram() {
+            let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+            if fd >= 0 {
+                close(fd)
+                out.append(Availability(kind: .fuseOverlayfs, available: true, detail: "\(program) with /dev/fuse"))
+            } else {
+                out.append(Availability(kind: .fuseOverlayfs, available: false,
+                                        detail: "/dev/fuse cannot be opened: \(String(cString: strerror(errno))) (it must be mode 0666, as Debian's udev rules make it)"))
+            }
+        } else {
+            out.append(Availability(kind: .fuseOverlayfs, available: false, detail: "no fuse-overlayfs program (apt install fuse-overlayfs)"))
+        }
+        out.append(Availability(kind: .copy, available: true, detail: "full copies, reflinked where the filesystem allows"))
+        return out
+    }
+
+    /// The requested kind (which must work here), or the first that works in the order
+    /// overlay, fuse-overlayfs, copy; with the reason.
+    public static func choose(_ requested: SnapshotterKind?) throws -> (kind: SnapshotterKind, reason: String) {
+        let all = availability()
+        if let requested {
+            let a = all.first { $0.kind == requested }!
+            guard a.available else {
+                throw SnapshotError("the \(requested) snapshotter cannot be used: \(a.detail); choose another with --snapshotter")
+            }
+            return (requested, "requested; \(a.detail)")
+        }
+        let env = ProcessInfo.processInfo.environment["RBUILD_SNAPSHOTTER"]
+        if let env, !env.isEmpty {
+            guard let kind = SnapshotterKind(rawValue: env) else {
+                throw SnapshotError("RBUILD_SNAPSHOTTER=\(env) is not one of overlay, fuse-overlayfs, copy")
+            }
+            return try choose(kind)
+        }
+        let first = all.first { $0.available }!
+        let skipped = all.prefix { !$0.available }.map { "\($0.kind): \($0.detail)" }
+        return (first.kind, ([first.detail] + skipped.map { "not \($0)" }).joined(separator: "; "))
+    }
+
+    public static func make(_ kind: SnapshotterKind, stateDirectory: String) throws -> any Snapshotter {
+        switch kind {
+        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil)
+        case .fuseOverlayfs:
+            guard let program = fuseProgram() else { throw SnapshotError("no fuse-overlayfs program: apt install fuse-overlayfs") }
+            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program)
+        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory)
+        }
+    }
+
+    /// RBUILD_FUSE_OVERLAYFS, else `fuse-overlayfs` on PATH.
+    public static func fuseProgram() -> String? {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["RBUILD_FUSE_OVERLAYFS"], !p.isEmpty { return access(p, X_OK) == 0 ? p : nil }
+        for dir in (env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let p = String(dir) + "/fuse-overlayfs"
+            if access(p, X_OK) == 0 { return p }
+        }
+        return nil
+    }
+}
+
+// MARK: - Shared plumbing
+
+/// A new empty directory `<parent>/<prefix>XXXXXX`.
+func makeTemporaryDirectory(in parent: String, prefix: String) throws -> String {
+    var template = Array((parent + "/" + prefix + "XXXXXX").utf8CString)
+    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        throw SnapshotError("cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
+    }
+    return String(cString: p)
+}
+
+/// Removes a directory tree (as its owner), never following symlinks.
+func removeDirectory(_ path: String) throws {
+    let slash = path.lastIndex(of: "/")!
+    let parent = open(slash == path.startIndex ? "/" : String(path[..<slash]), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard parent >= 0 else { return }
+    defer { close(parent) }
+    try removeTree(parent, String(path[path.index(after: slash)...]), entry: path, layer: "snapshot")
+}
+
+/// Makes `final` by filling a temporary sibling and renaming it into place; a concurrent maker
+/// that wins the rename is used instead. Returns `final`.
+func materialise(_ final: String, in parent: String, fill: (String) throws -> Void) throws -> String {
+    if access(final, F_OK) == 0 { return final }
+    let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
+    do {
+        try fill(tmp)
+    } catch {
+        try? removeDirectory(tmp)
+        throw error
+    }
+    if rename(tmp, final) != 0 {
+        try? removeDirectory(tmp)   // another process made it first: theirs is the same
+        guard access(final, F_OK) == 0 else {
+            throw SnapshotError("cannot rename \(tmp) to \(final): \(String(cString: strerror(errno)))")
+        }
+    }
+    return final
+}
+
+func snapshotUsage(root: String, committed: String) throws -> SnapshotUsage {
+    let count = { (dir: String) in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).count }
+    var seen = Set<String>()
+    var bytes: Int64 = 0
+    func walk(_ fd: Int32) {
+        for name in (try? directoryNames(fd)) ?? [] {
+            var st = stat()
+            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if st.st_nlink > 1 && (st.st_mode & S_IFMT) != S_IFDIR {
+                if !seen.insert("\(st.st_dev):\(st.st_ino)").inserted { continue }
+            }
+            bytes += Int64(st.st_blocks) * 512
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if sub >= 0 { walk(sub); close(sub) }
+            }
+        }
+    }
+    let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 { walk(fd); close(fd) }
+    return SnapshotUsage(committed: count(committed), active: count(root + "/active"), bytes: bytes)
+}
+
+// MARK: - Overlay (kernel or fuse-overlayfs)
+
+/// Layers unpacked once into `layers/<diffID>/fs` and stacked by an overlay mounted in the
+/// sandbox's own user namespace: by the kernel (xattr whiteouts, Linux 6.8+), or by
+/// fuse-overlayfs started inside the sandbox (OCI `.wh.` files, which it reads as they are).
+/// An active snapshot is `active/<id>/{upper,work}`; committing it renames `upper` into `layers/`.
+public final class OverlaySnapshotter: Snapshotter {
+    public let root: String
+    public let fuseProgram: String?
+    public var kind: SnapshotterKind { fuseProgram == nil ? .overlay : .fuseOverlayfs }
+    let empty: String
+
+    public init(stateDirectory: String, fuseProgram: String?) throws {
+        self.fuseProgram = fuseProgram
+        root = stateDirectory + "/snapshots/" + (fuseProgram == nil ? "overlay" : "fuse-overlayfs")
+        empty = root + "/empty"
+        for d in [root + "/layers", root + "/active", empty] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+    }
+
+    func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
+
+    public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
+        let dir = try materialise(layerDirectory(diffID), in: root + "/layers") { tmp in
+            try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
+            try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles)
+        }
+        return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
+    }
+
+    public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {
+        let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
+        for d in ["upper", "work", "merged"] { mkdir(dir + "/" + d, 0o755) }
+        return ActiveSnapshot(parent: parent, directory: dir)
+    }
+
+    public func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec) {
+        let lowers = active.parent.directories.isEmpty ? [empty] : active.parent.directories.reversed()
+        spec.rootfs = active.directory + "/merged"
+        var overlay = OverlayRoot(lowerDirs: lowers, upperDir: active.directory + "/upper", workDir: active.directory + "/work")
+        overlay.fuseProgram = fuseProgram
+        spec.overlay = overlay
+    }
+
+    public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
+        try writeLayer(fromDirectory: active.directory + "/upper", store: store, options: options)
+    }
+
+    public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
+        let final = layerDirectory(diffID)
+        let tmp = try makeTemporaryDirectory(in: root + "/layers", prefix: "tmp-")
+        if rename(active.directory + "/upper", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
+            try? removeDirectory(tmp)   // the same layer was committed before: keep that one
+        }
+        try remove(active)
+        guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
+        return Snapshot(chainID: active.parent.chainID(adding: diffID), directories: active.parent.directories + [final + "/fs"])
+    }
+
+    public func remove(_ active: ActiveSnapshot) throws {
+        try removeDirectory(active.directory)
+    }
+
+    public func usage() throws -> SnapshotUsage {
+        try snapshotUsage(root: root, committed: root + "/layers")
+    }
+}
+
+// MARK: - Copy
+
+/// Every snapshot is a full tree, `chains/<chainID>/fs`: applying a layer copies the parent's
+/// tree (FICLONE reflinks where the filesystem has them, hard links kept) and applies the layer
+/// onto it with deletions. An active snapshot is a copy too, bound as the sandbox's root; its diff
+/// compares it with the parent's tree.
+public final class CopySnapshotter: Snapshotter {
+    public let root: String
+    public var kind: SnapshotterKind { .copy }
+    let empty: String
+
+    public init(stateDirectory: String) throws {
+        root = stateDirectory + "/snapshots/copy"
+        empty = root + "/empty"
+        for d in [root + "/chains", root + "/active", empty] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+    }
+
+    func tree(_ s: Snapshot) -> String { s.directories.last ?? empty }
+
+    public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
+        let chainID = parent.chainID(adding: diffID)
+        let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains") { tmp in
+            try copyTree(from: tree(parent), to: tmp + "/fs")
+            try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply)
+        }
+        return Snapshot(chainID: chainID, directories: [dir + "/fs"])
+    }
+
+    public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {
+        let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
+        do {
+            try copyTree(from: tree(parent), to: dir + "/fs")
+        } catch {
+            try? removeDirectory(dir)
+            throw error
+        }
+        return ActiveSnapshot(parent: parent, directory: dir)
+    }
+
+    public func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec) {
+        spec.rootfs = active.directory + "/fs"
+        spec.overlay = nil
+    }
+
+    public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
+        try writeLayer(fromDirectory: active.directory + "/fs", base: tree(active.parent), store: store, options: options)
+    }
+
+    public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
+        let chainID = active.parent.chainID(adding: diffID)
+        let final = root + "/chains/" + chainID.hex
+        let tmp = try makeTemporaryDirectory(in: root + "/chains", prefix: "tmp-")
+        if rename(active.directory + "/fs", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
+            try? removeDirectory(tmp)
+        }
+        try remove(active)
+        guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
+        return Snapshot(chainID: chainID, directories: [final + "/fs"])
+    }
+
+    public func remove(_ active: ActiveSnapshot) throws {
+        try removeDirectory(active.directory)
+    }
+
+    public func usage() throws -> SnapshotUsage {
+        try snapshotUsage(root: root, committed: root + "/chains")
+    }
+}
+
+/// Copies a tree: regular files reflinked (FICLONE) where the filesystem allows, else copied with
+/// copy_file_range; hard links kept as hard links; symlinks, fifos, device nodes, modes, times
+/// (to the nanosecond) and user.*/security.capability xattrs kept. Never follows a symlink.
+public func copyTree(from source: String, to destination: String) throws {
+    let src = open(source, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard src >= 0 else { throw SnapshotError("cannot open \(source): \(String(cString: strerror(errno)))") }
+    defer { close(src) }
+    guard mkdir(destination, 0o700) == 0 else {
+        throw SnapshotError("cannot create \(destination): \(String(cString: strerror(errno)))")
+    }
+    let dst = open(destination, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard dst >= 0 else { throw SnapshotError("cannot open \(destination): \(String(cString: strerror(errno)))") }
+    defer { close(dst) }
+    var links: [String: (fd: Int32, name: String)] = [:]
+    var linkDirs: [Int32] = []
+    defer { for fd in linkDirs { close(fd) } }
+    var canClone = true
+
+    func fail(_ rel: String, _ what: String) -> SnapshotError {
+        SnapshotError("copying \(source)/\(rel): \(what): \(String(cString: strerror(errno)))")
+    }
+
+    func finish(_ s: Int32, _ d: Int32, _ name: String, _ st: stat, isLink: Bool) {
+        if !isLink { copyXattrs(s, d, name) }
+        if (st.st_mode & S_IFMT) != S_IFLNK { fchmodat(d, name, st.st_mode & 0o7777, 0) }
+        var times = [st.st_atim, st.st_mtim]
+        utimensat(d, name, &times, AT_SYMLINK_NOFOLLOW)
+    }
+
+    func walk(_ s: Int32, _ d: Int32, _ prefix: String) throws {
+        for name in try directoryNames(s) {
+            let rel = prefix.isEmpty ? name : prefix + "/" + name
+            var st = stat()
+            guard fstatat(s, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(rel, "stat") }
+            let type = st.st_mode & S_IFMT
+            if type != S_IFDIR && st.st_nlink > 1 {
+                let key = "\(st.st_dev):\(st.st_ino)"
+                if let first = links[key] {
+                    guard linkat(first.fd, first.name, d, name, 0) == 0 else { throw fail(rel, "link") }
+                    continue
+                }
+                let keep = fcntl(d, F_DUPFD_CLOEXEC, 0)
+                linkDirs.append(keep)
+                links[key] = (keep, name)
+            }
+            switch type {
+            case S_IFDIR:
+                guard mkdirat(d, name, 0o700) == 0 else { throw fail(rel, "mkdir") }
+                let ss = openat(s, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard ss >= 0 else { throw fail(rel, "open") }
+                defer { close(ss) }
+                let dd = openat(d, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard dd >= 0 else { throw fail(rel, "open copy") }
+                defer { close(dd) }
+                try walk(ss, dd, rel)
+            case S_IFREG:
+                let fi = openat(s, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard fi >= 0 else { throw fail(rel, "open") }
+                defer { close(fi) }
+                let fo = openat(d, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard fo >= 0 else { throw fail(rel, "create") }
+                defer { close(fo) }
+                if !(canClone && rb_ficlone(fo, fi) == 0) {
+                    canClone = false
+                    var left = Int(st.st_size)
+                    while left > 0 {
+                        let n = rb_copy_file_range(fi, fo, left)
+                        if n == -Int(EINTR) { continue }
+                        guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; throw fail(rel, "copy") }
+                        left -= n
+                    }
+                }
+            case S_IFLNK:
+                guard let target = linkTarget(s, name), symlinkat(target, d, name) == 0 else { throw fail(rel, "symlink") }
+            case S_IFIFO, S_IFCHR, S_IFBLK:
+                guard mknodat(d, name, st.st_mode, st.st_rdev) == 0 else { throw fail(rel, "mknod") }
+            default:
+                continue   // sockets
+            }
+            finish(s, d, name, st, isLink: type == S_IFLNK)
+        }
+    }
+    try walk(src, dst, "")
+    var st = stat()
+    fstat(src, &st)
+    fchmod(dst, st.st_mode & 0o7777)
+}
+
+func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
+    var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlinkat(dirfd, name, &target, target.count - 1)
+    guard n >= 0 else { return nil }
+    target[n] = 0
+    return String(cString: target)
+}
+
+/// Copies the xattrs a layer keeps (user.* and security.capability, overlay's own included: a
+/// copied layer keeps its opaque marks) from `s/name` to `d/name`.
+func copyXattrs(_ s: Int32, _ d: Int32, _ name: String) {
+    let from = "/proc/self/fd/\(s)/\(name)", to = "/proc/self/fd/\(d)/\(name)"
+    let size = llistxattr(from, nil, 0)
+    guard size > 0 else { return }
+    var list = [CChar](repeating: 0, count: size)
+    guard llistxattr(from, &list, size) == size else { return }
+    var value = [UInt8](repeating: 0, count: 65536)
+    for key in list.split(separator: 0).map({ String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) })
+    where key.hasPrefix("user.") || key == "security.capability" {
+        let n = lgetxattr(from, key, &value, value.count)
+        if n >= 0 { lsetxattr(to, key, value, n, 0) }
+    }
+}
