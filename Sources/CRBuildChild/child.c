@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "rbuild_child.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -606,7 +607,72 @@ __attribute__((noreturn)) static void run_init(pid_t cmd) {
     }
 }
 
+// RB_TASK_RECLAIM: chown every entry below `dfd` to 0:0 and make directories rwx for their
+// owner, so that the invoking user (0 inside) can delete a tree that holds subordinate ids.
+static int reclaim_tree(int dfd, int depth) {
+    char buf[4096];
+    if (depth > 4096) return -ELOOP;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof(buf));
+        if (n < 0) return -errno;
+        if (n == 0) return 0;
+        for (long off = 0; off < n;) {
+            struct rb_dirent { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; };
+            struct rb_dirent *d = (struct rb_dirent *)(buf + off);
+            off += d->reclen;
+            if (!strcmp(d->name, ".") || !strcmp(d->name, "..")) continue;
+            if (fchownat(dfd, d->name, 0, 0, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT) return -errno;
+            if (d->type == DT_DIR) {
+                if (fchmodat(dfd, d->name, 0700, 0) < 0) return -errno;
+                int sub = openat(dfd, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub < 0) return -errno;
+                int rc = reclaim_tree(sub, depth + 1);
+                close(sub);
+                if (rc < 0) return rc;
+            }
+        }
+    }
+}
+
+static void run_task(struct rb_plan *p, int sfd) {
+    int root = open(p->task_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) fail(sfd, RB_STAGE_PROBE, errno, -1);
+    if (p->probe == RB_TASK_RECLAIM) {
+        if (fchown(root, 0, 0) < 0 || fchmod(root, 0700) < 0) fail(sfd, RB_STAGE_PROBE, errno, -2);
+        int rc = reclaim_tree(root, 0);
+        if (rc < 0) fail(sfd, RB_STAGE_PROBE, -rc, -3);
+        _exit(0);
+    }
+    char path[PATH_MAX], proc[64];
+    for (int item = 0;; item++) {
+        struct rb_owner_record r;
+        ssize_t n = read(p->task_fd, &r, sizeof(r));
+        if (n == 0) break;
+        if (n != (ssize_t)sizeof(r) || r.path_len == 0 || r.path_len >= sizeof(path)) fail(sfd, RB_STAGE_PROBE, EINVAL, item);
+        if (read(p->task_fd, path, r.path_len) != (ssize_t)r.path_len) fail(sfd, RB_STAGE_PROBE, EINVAL, item);
+        path[r.path_len] = 0;
+        int fd = rb_open_in_root(root, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd == -ENOENT) continue;   // deleted again by a later entry of the same layer
+        if (fd < 0) fail(sfd, RB_STAGE_PROBE, -fd, item);
+        if (fchownat(fd, "", r.uid, r.gid, AT_EMPTY_PATH) < 0) fail(sfd, RB_STAGE_PROBE, errno, item);
+        struct stat st;
+        if (fstat(fd, &st) == 0 && !S_ISLNK(st.st_mode)) {
+            // "/proc/self/fd/N" without stdio (nothing here may take a lock).
+            char digits[16];
+            int nd = 0;
+            for (int v = fd; nd == 0 || v > 0; v /= 10) digits[nd++] = (char)('0' + v % 10);
+            memcpy(proc, "/proc/self/fd/", 14);
+            for (int i = 0; i < nd; i++) proc[14 + i] = digits[nd - 1 - i];
+            proc[14 + nd] = 0;
+            if (chmod(proc, r.mode & 07777) < 0) fail(sfd, RB_STAGE_PROBE, errno, item);
+        }
+        close(fd);
+    }
+    _exit(0);
+}
+
 static void run_probe(struct rb_plan *p, int sfd) {
+    if (p->probe == RB_TASK_OWNERS || p->probe == RB_TASK_RECLAIM) run_task(p, sfd);
     if (p->probe == RB_PROBE_USERNS) _exit(0);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
     for (size_t i = 0; i < p->nmounts; i++) {

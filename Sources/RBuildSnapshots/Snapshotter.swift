@@ -55,6 +55,10 @@ public struct SnapshotUsage: Sendable, Equatable {
 public protocol Snapshotter: Sendable {
     var kind: SnapshotterKind { get }
     var root: String { get }
+    /// The sandboxes' id mapping: layers are unpacked with their owners mapped through it (in
+    /// single-id mode every file belongs to the one mapped user, root inside, and other owners
+    /// are lost), and diffs record host owners mapped back through it.
+    var mapping: IDMapping { get }
     /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
     /// once and then shared.
     func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
@@ -131,13 +135,14 @@ public enum Snapshotters {
         return (first.kind, ([first.detail] + skipped.map { "not \($0)" }).joined(separator: "; "))
     }
 
-    public static func make(_ kind: SnapshotterKind, stateDirectory: String) throws -> any Snapshotter {
+    public static func make(_ kind: SnapshotterKind, stateDirectory: String,
+                            mapping: IDMapping = IDMapping.detect()) throws -> any Snapshotter {
         switch kind {
-        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil)
+        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil, mapping: mapping)
         case .fuseOverlayfs:
             guard let program = fuseProgram() else { throw SnapshotError("no fuse-overlayfs program: apt install fuse-overlayfs") }
-            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program)
-        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory)
+            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program, mapping: mapping)
+        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory, mapping: mapping)
         }
     }
 
@@ -164,28 +169,51 @@ func makeTemporaryDirectory(in parent: String, prefix: String) throws -> String 
     return String(cString: p)
 }
 
-/// Removes a directory tree (as its owner), never following symlinks.
-func removeDirectory(_ path: String) throws {
+/// Removes a directory tree, never following symlinks. Entries owned by subordinate ids are
+/// first given back to the invoking user from inside the user namespace.
+func removeDirectory(_ path: String, mapping: IDMapping? = nil) throws {
     let slash = path.lastIndex(of: "/")!
     let parent = open(slash == path.startIndex ? "/" : String(path[..<slash]), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard parent >= 0 else { return }
     defer { close(parent) }
-    try removeTree(parent, String(path[path.index(after: slash)...]), entry: path, layer: "snapshot")
+    let name = String(path[path.index(after: slash)...])
+    do {
+        try removeTree(parent, name, entry: path, layer: "snapshot")
+    } catch {
+        guard let mapping, mapping.mode != .single else { throw error }
+        try Ownership.reclaim(path, mapping: mapping)
+        try removeTree(parent, name, entry: path, layer: "snapshot")
+    }
+}
+
+extension LayerOptions {
+    /// Records host owners as the ids they are inside the sandbox (`mapping`); a host id the
+    /// map lacks is recorded as 65534 (nobody), as the kernel shows it.
+    public mutating func mapOwners(through mapping: IDMapping) {
+        ownership = { u, g in (mapping.insideID(host: u, uid: true) ?? 65534, mapping.insideID(host: g, uid: false) ?? 65534) }
+    }
+}
+
+/// Restores the owners an unpacked layer recorded, where the id map can represent them.
+func restoreOwners(_ records: [Ownership.Record], under root: String, mapping: IDMapping) throws {
+    guard mapping.mode != .single else { return }
+    let fits = records.filter { $0.uid <= mapping.maxInsideUID && $0.gid <= mapping.maxInsideGID }
+    try Ownership.apply(fits, under: root, mapping: mapping)
 }
 
 /// Makes `final` by filling a temporary sibling and renaming it into place; a concurrent maker
 /// that wins the rename is used instead. Returns `final`.
-func materialise(_ final: String, in parent: String, fill: (String) throws -> Void) throws -> String {
+func materialise(_ final: String, in parent: String, mapping: IDMapping, fill: (String) throws -> Void) throws -> String {
     if access(final, F_OK) == 0 { return final }
     let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
     do {
         try fill(tmp)
     } catch {
-        try? removeDirectory(tmp)
+        try? removeDirectory(tmp, mapping: mapping)
         throw error
     }
     if rename(tmp, final) != 0 {
-        try? removeDirectory(tmp)   // another process made it first: theirs is the same
+        try? removeDirectory(tmp, mapping: mapping)   // another process made it first: theirs is the same
         guard access(final, F_OK) == 0 else {
             throw SnapshotError("cannot rename \(tmp) to \(final): \(String(cString: strerror(errno)))")
         }
@@ -225,11 +253,13 @@ func snapshotUsage(root: String, committed: String) throws -> SnapshotUsage {
 public final class OverlaySnapshotter: Snapshotter {
     public let root: String
     public let fuseProgram: String?
+    public let mapping: IDMapping
     public var kind: SnapshotterKind { fuseProgram == nil ? .overlay : .fuseOverlayfs }
     let empty: String
 
-    public init(stateDirectory: String, fuseProgram: String?) throws {
+    public init(stateDirectory: String, fuseProgram: String?, mapping: IDMapping = IDMapping.detect()) throws {
         self.fuseProgram = fuseProgram
+        self.mapping = mapping
         root = stateDirectory + "/snapshots/" + (fuseProgram == nil ? "overlay" : "fuse-overlayfs")
         empty = root + "/empty"
         for d in [root + "/layers", root + "/active", empty] {
@@ -240,9 +270,11 @@ public final class OverlaySnapshotter: Snapshotter {
     func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
 
     public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
-        let dir = try materialise(layerDirectory(diffID), in: root + "/layers") { tmp in
+        let dir = try materialise(layerDirectory(diffID), in: root + "/layers", mapping: mapping) { tmp in
             try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
-            try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles)
+            let owners = try unpackLayer(blob, into: tmp + "/fs", layerName: name,
+                                         whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles)
+            try restoreOwners(owners, under: tmp + "/fs", mapping: mapping)
         }
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
     }
@@ -262,14 +294,16 @@ public final class OverlaySnapshotter: Snapshotter {
     }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
-        try writeLayer(fromDirectory: active.directory + "/upper", store: store, options: options)
+        var options = options
+        options.mapOwners(through: mapping)
+        return try writeLayer(fromDirectory: active.directory + "/upper", store: store, options: options)
     }
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
         let final = layerDirectory(diffID)
         let tmp = try makeTemporaryDirectory(in: root + "/layers", prefix: "tmp-")
         if rename(active.directory + "/upper", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
-            try? removeDirectory(tmp)   // the same layer was committed before: keep that one
+            try? removeDirectory(tmp, mapping: mapping)   // the same layer was committed before: keep that one
         }
         try remove(active)
         guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
@@ -277,7 +311,7 @@ public final class OverlaySnapshotter: Snapshotter {
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
-        try removeDirectory(active.directory)
+        try removeDirectory(active.directory, mapping: mapping)
     }
 
     public func usage() throws -> SnapshotUsage {
@@ -294,9 +328,11 @@ public final class OverlaySnapshotter: Snapshotter {
 public final class CopySnapshotter: Snapshotter {
     public let root: String
     public var kind: SnapshotterKind { .copy }
+    public let mapping: IDMapping
     let empty: String
 
-    public init(stateDirectory: String) throws {
+    public init(stateDirectory: String, mapping: IDMapping = IDMapping.detect()) throws {
+        self.mapping = mapping
         root = stateDirectory + "/snapshots/copy"
         empty = root + "/empty"
         for d in [root + "/chains", root + "/active", empty] {
@@ -308,9 +344,13 @@ public final class CopySnapshotter: Snapshotter {
 
     public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
         let chainID = parent.chainID(adding: diffID)
-        let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains") { tmp in
-            try copyTree(from: tree(parent), to: tmp + "/fs")
-            try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply)
+        let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains", mapping: mapping) { tmp in
+            var owners = try copyTree(from: tree(parent), to: tmp + "/fs", mapping: mapping)
+            let layerOwners = try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply)
+            // The layer's entries replace what the copy had under the same names.
+            let replaced = Set(layerOwners.map(\.path))
+            owners = owners.filter { !replaced.contains($0.path) } + layerOwners
+            try restoreOwners(owners, under: tmp + "/fs", mapping: mapping)
         }
         return Snapshot(chainID: chainID, directories: [dir + "/fs"])
     }
@@ -318,9 +358,10 @@ public final class CopySnapshotter: Snapshotter {
     public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {
         let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
         do {
-            try copyTree(from: tree(parent), to: dir + "/fs")
+            let owners = try copyTree(from: tree(parent), to: dir + "/fs", mapping: mapping)
+            try restoreOwners(owners, under: dir + "/fs", mapping: mapping)
         } catch {
-            try? removeDirectory(dir)
+            try? removeDirectory(dir, mapping: mapping)
             throw error
         }
         return ActiveSnapshot(parent: parent, directory: dir)
@@ -332,7 +373,9 @@ public final class CopySnapshotter: Snapshotter {
     }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
-        try writeLayer(fromDirectory: active.directory + "/fs", base: tree(active.parent), store: store, options: options)
+        var options = options
+        options.mapOwners(through: mapping)
+        return try writeLayer(fromDirectory: active.directory + "/fs", base: tree(active.parent), store: store, options: options)
     }
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
@@ -340,7 +383,7 @@ public final class CopySnapshotter: Snapshotter {
         let final = root + "/chains/" + chainID.hex
         let tmp = try makeTemporaryDirectory(in: root + "/chains", prefix: "tmp-")
         if rename(active.directory + "/fs", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
-            try? removeDirectory(tmp)
+            try? removeDirectory(tmp, mapping: mapping)
         }
         try remove(active)
         guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
@@ -348,7 +391,7 @@ public final class CopySnapshotter: Snapshotter {
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
-        try removeDirectory(active.directory)
+        try removeDirectory(active.directory, mapping: mapping)
     }
 
     public func usage() throws -> SnapshotUsage {
@@ -359,7 +402,11 @@ public final class CopySnapshotter: Snapshotter {
 /// Copies a tree: regular files reflinked (FICLONE) where the filesystem allows, else copied with
 /// copy_file_range; hard links kept as hard links; symlinks, fifos, device nodes, modes, times
 /// (to the nanosecond) and user.*/security.capability xattrs kept. Never follows a symlink.
-public func copyTree(from source: String, to destination: String) throws {
+/// Owners are not copied (the copy belongs to the caller); the entries whose owner is not the
+/// caller are returned with their ids inside `mapping`, for `Ownership.apply`.
+@discardableResult
+public func copyTree(from source: String, to destination: String, mapping: IDMapping) throws -> [Ownership.Record] {
+    var owners: [Ownership.Record] = []
     let src = open(source, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard src >= 0 else { throw SnapshotError("cannot open \(source): \(String(cString: strerror(errno)))") }
     defer { close(src) }
@@ -391,6 +438,11 @@ public func copyTree(from source: String, to destination: String) throws {
             var st = stat()
             guard fstatat(s, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(rel, "stat") }
             let type = st.st_mode & S_IFMT
+            if st.st_uid != mapping.hostUID || st.st_gid != mapping.hostGID {
+                owners.append(Ownership.Record(path: rel, uid: mapping.insideID(host: st.st_uid, uid: true) ?? 65534,
+                                               gid: mapping.insideID(host: st.st_gid, uid: false) ?? 65534,
+                                               mode: UInt32(st.st_mode & 0o7777)))
+            }
             if type != S_IFDIR && st.st_nlink > 1 {
                 let key = "\(st.st_dev):\(st.st_ino)"
                 if let first = links[key] {
@@ -442,6 +494,7 @@ public func copyTree(from source: String, to destination: String) throws {
     var st = stat()
     fstat(src, &st)
     fchmod(dst, st.st_mode & 0o7777)
+    return owners
 }
 
 func linkTarget(_ dirfd: Int32, _ name: String) -> String? {

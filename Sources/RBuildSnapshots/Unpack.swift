@@ -33,8 +33,11 @@ public enum WhiteoutStyle: Sendable {
     case apply
 }
 
+/// Returns the entries whose owner is not 0:0 (ids as recorded in the layer) for the caller to
+/// chown from inside the user namespace (`Ownership.apply`); nothing here changes owners.
+@discardableResult
 public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
-                        whiteouts style: WhiteoutStyle = .overlayXattr) throws {
+                        whiteouts style: WhiteoutStyle = .overlayXattr) throws -> [Ownership.Record] {
     let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
     defer { close(rootfd) }
@@ -46,6 +49,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
     }
     var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
     var created = Set<String>()   // names this layer wrote (for opaque directories in .apply)
+    var owners: [String: Ownership.Record] = [:]
 
     func fail(_ entry: String, _ what: String) -> SnapshotError {
         SnapshotError("layer \(layerName): entry \"\(entry)\" \(what)")
@@ -137,6 +141,12 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
             continue
         }
         created.insert(name)
+        let uid = UInt32(truncatingIfNeeded: archive_entry_uid(entry)), gid = UInt32(truncatingIfNeeded: archive_entry_gid(entry))
+        if uid != 0 || gid != 0 {
+            owners[name] = Ownership.Record(path: name, uid: uid, gid: gid, mode: UInt32(archive_entry_perm(entry)))
+        } else {
+            owners[name] = nil
+        }
         // A later entry (or this layer's, over an earlier layer's) replaces one of the same
         // name, except that a directory over a directory merges.
         var existing = stat()
@@ -210,6 +220,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         utimensat(AT_FDCWD, "/proc/self/fd/\(dfd)", &times, 0)
         close(dfd)
     }
+    return owners.keys.sorted().map { owners[$0]! }
 }
 
 /// Names in a directory (an O_PATH or real fd), without . and ..

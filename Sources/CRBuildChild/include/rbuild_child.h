@@ -118,6 +118,17 @@ enum rb_probe {
     RB_PROBE_USERNS,           // reaching the point after the id maps are written
     RB_PROBE_OVERLAY,          // mount an overlay with userxattr (the plan's one mount step)
     RB_PROBE_BINFMT,           // mount a private binfmt_misc instance (the plan's one mount step)
+    // Not probes but the same shape (a user namespace with the sandbox's id map, then one job):
+    RB_TASK_OWNERS,            // apply the ownership records read from `task_fd` under `task_root`
+    RB_TASK_RECLAIM,           // give everything under `task_root` back to 0:0 (the invoking user)
+};
+
+/// One ownership record of RB_TASK_OWNERS, followed by `path_len` bytes of a path relative to
+/// the root (no NUL). The entry is opened with RESOLVE_IN_ROOT and never followed if a symlink;
+/// `mode` (permission bits, with set-id bits that chown clears) is restored unless it is a symlink.
+struct rb_owner_record {
+    uint32_t uid, gid, mode;
+    uint32_t path_len;
 };
 
 struct rb_plan {
@@ -162,6 +173,8 @@ struct rb_plan {
     const char *const *fuse_argv;
     const char *fuse_hostroot;
     const char *fuse_rootfs;
+    const char *task_root;             // RB_TASK_*: the directory the task works in
+    int task_fd;                       // RB_TASK_OWNERS: records (struct rb_owner_record + path)
 };
 
 /// What the child writes to the status pipe on failure (fixed size, one write).
