@@ -526,7 +526,8 @@ private func addXattrs(_ e: OpaquePointer, list: (UnsafeMutablePointer<CChar>?, 
     let n = list(&buf, size)
     guard n > 0 else { return }
     let names = buf[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
-    for name in names.sorted() where name == "security.capability" || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.")) {
+    for name in names.sorted() where name == "security.capability"
+        || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.") && !name.hasPrefix("user.fuseoverlayfs.")) {
         let vsize = get(name, nil, 0)
         guard vsize >= 0 else { continue }
         var value = [UInt8](repeating: 0, count: max(vsize, 1))
@@ -558,10 +559,11 @@ func gzipMember(_ data: [UInt8], level: Int32) -> [UInt8] {
 }
 
 /// overlayfs's opaque-directory mark (user.* in a user namespace, trusted.* otherwise).
+/// fuse-overlayfs uses its own xattr, and also leaves a `.wh..wh..opq` file in the directory.
 func isOpaque(_ path: String) -> Bool {
-    for name in ["user.overlay.opaque", "trusted.overlay.opaque"] {
+    for name in ["user.overlay.opaque", "trusted.overlay.opaque", "user.fuseoverlayfs.opaque"] {
         var v: UInt8 = 0
         if lgetxattr(path, name, &v, 1) == 1 && v == UInt8(ascii: "y") { return true }
     }
-    return false
+    return access(path + "/.wh..wh..opq", F_OK) == 0
 }

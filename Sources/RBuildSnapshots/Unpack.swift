@@ -187,6 +187,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
             } catch {
                 throw fail(raw, "is damaged (truncated layer?): \(error)")
             }
+            restoreXattrs(entry, fd: fd)
             fchmod(fd, mode)
             var times = [mtime, mtime]
             futimens(fd, &times)
@@ -197,6 +198,8 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
             let dfd = openInRoot(rootfd, name, flags: O_PATH_FLAG | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard dfd >= 0 else { throw fail(raw, "is not a directory in this layer") }
             chmod("/proc/self/fd/\(dfd)", mode | 0o700)   // keep it writable until the end
+            let rfd = open("/proc/self/fd/\(dfd)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if rfd >= 0 { restoreXattrs(entry, fd: rfd); close(rfd) }
             close(dfd)
             dirs.append((name, mode, mtime))
         case 0o120000:   // symlink: its target is never followed here, only stored
@@ -236,6 +239,19 @@ func directoryNames(_ dirfd: Int32) throws -> [String] {
     return names
 }
 
+/// The user.* extended attributes a layer entry carries (security.* and trusted.* need
+/// privileges a user namespace does not give over host files; they are skipped).
+func restoreXattrs(_ entry: OpaquePointer, fd: Int32) {
+    guard archive_entry_xattr_reset(entry) > 0 else { return }
+    var name: UnsafePointer<CChar>?
+    var value: UnsafeRawPointer?
+    var size = 0
+    while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
+        guard let name, String(cString: name).hasPrefix("user."), !String(cString: name).hasPrefix("user.overlay.") else { continue }
+        fsetxattr(fd, name, value, size, 0)
+    }
+}
+
 /// Removes `name` in `dirfd` and, for a directory, everything below it, never following a
 /// symlink (each level is opened with O_NOFOLLOW relative to the one above).
 func removeTree(_ dirfd: Int32, _ name: String, entry: String, layer: String) throws {
@@ -243,12 +259,15 @@ func removeTree(_ dirfd: Int32, _ name: String, entry: String, layer: String) th
     guard errno == EISDIR || errno == EPERM else {
         throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove \(name): \(String(cString: strerror(errno)))")
     }
+    // A directory without read or write permission (overlayfs leaves work/work at 000) cannot be
+    // listed or emptied: make it ours to change first. fchmodat does not follow symlinks here
+    // (the entry is a directory: unlinkat said EISDIR).
+    fchmodat(dirfd, name, 0o700, 0)
     let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard sub >= 0 else {
         throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot open \(name): \(String(cString: strerror(errno)))")
     }
     defer { close(sub) }
-    fchmod(sub, 0o700)   // a read-only directory's entries cannot be removed otherwise
     for child in try directoryNames(sub) { try removeTree(sub, child, entry: entry, layer: layer) }
     guard unlinkat(dirfd, name, AT_REMOVEDIR) == 0 else {
         throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove directory \(name): \(String(cString: strerror(errno)))")

@@ -65,32 +65,58 @@ struct UnpackTests {
         #expect(FileManager.default.fileExists(atPath: dir + "/bin/vi"))
     }
 
-    @Test("hostile layers are refused, and nothing is written outside the directory", arguments: [
+    @Test("hostile layers are refused, and nothing is written or deleted outside the directory", arguments: [
         [("../escape", "file", "x")],
         [("a/../../escape", "file", "x")],
         [("link", "sym", "../.."), ("link/escape", "file", "x")],
         [("abs", "sym", "/"), ("abs/escape", "file", "x")],
         [("h", "hard", "../escape")],
-    ])
-    func hostileLayers(_ entries: [(String, String, String)]) throws {
+        [("up", "sym", "../.."), ("up/.wh.victim", "file", "")],
+        [("up", "sym", "../.."), ("up/.wh..wh..opq", "file", "")],
+    ], [WhiteoutStyle.overlayXattr, .ociFiles, .apply])
+    func hostileLayers(_ entries: [(String, String, String)], style: WhiteoutStyle) throws {
         let s = Scratch()
         try makeTar(s.path + "/evil.tar", entries)
         let dir = s.path + "/a/b/fs"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for victim in [s.path + "/victim", s.path + "/a/victim"] {
+            try "keep".write(toFile: victim, atomically: false, encoding: .utf8)
+        }
         do {
-            try unpackLayer(s.path + "/evil.tar", into: dir, layerName: "evil")
+            try unpackLayer(s.path + "/evil.tar", into: dir, layerName: "evil", whiteouts: style)
         } catch let e as SnapshotError {
             #expect(e.message.hasPrefix("layer evil: entry \""), "\(e.message)")
         }
         for outside in [s.path + "/escape", s.path + "/a/escape", s.path + "/a/b/escape", "/escape"] {
             #expect(!FileManager.default.fileExists(atPath: outside), "\(outside) was written")
         }
+        for victim in [s.path + "/victim", s.path + "/a/victim"] {
+            #expect(FileManager.default.fileExists(atPath: victim), "\(victim) was deleted")
+        }
+        #expect(xattr(s.path + "/a", "user.overlay.opaque") == nil && xattr(s.path, "user.overlay.opaque") == nil)
     }
 
-    @Test func snapshotsAreSharedAndComplete() throws {
+    @Test func applyStyleDeletesAndEmptiesOpaqueDirectories() throws {
         let s = Scratch()
-        try makeTar(s.path + "/l.tar", [("f", "file", "1")])
-        let store = try SnapshotStore(stateDirectory: s.path)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store.root).isEmpty)
+        let dir = s.path + "/fs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try makeTar(s.path + "/l1.tar", [("etc/a", "file", "1"), ("etc/b", "file", "2"), ("var/x/y", "file", "3"), ("gone", "file", "4")])
+        try makeTar(s.path + "/l2.tar", [("etc/new", "file", "5"), ("etc/.wh..wh..opq", "file", ""), ("var/.wh.x", "file", ""),
+                                         (".wh.gone", "file", ""), ("gone2", "file", "6")])
+        try unpackLayer(s.path + "/l1.tar", into: dir, layerName: "l1", whiteouts: .apply)
+        try unpackLayer(s.path + "/l2.tar", into: dir, layerName: "l2", whiteouts: .apply)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/etc") == ["new"], "this layer's entry stays")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/var").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["etc", "gone2", "var"])
+    }
+
+    @Test func ociFilesStyleKeepsWhiteoutFiles() throws {
+        let s = Scratch()
+        let dir = s.path + "/fs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try makeTar(s.path + "/l.tar", [("etc/.wh..wh..opq", "file", ""), ("bin/.wh.vi", "file", "")])
+        try unpackLayer(s.path + "/l.tar", into: dir, layerName: "l", whiteouts: .ociFiles)
+        #expect(FileManager.default.fileExists(atPath: dir + "/etc/.wh..wh..opq"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/bin/.wh.vi"))
     }
 }
