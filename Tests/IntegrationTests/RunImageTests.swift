@@ -37,9 +37,10 @@ struct RunImageTests {
         return root
     }
 
-    @Test func layersWhiteoutsAndImageConfig() throws {
+    @Test(arguments: ["overlay", "fuse-overlayfs", "copy"])
+    func layersWhiteoutsAndImageConfig(snapshotter: String) throws {
         let fs = try Rootfs()
-        let root = try twoLayerImage(fs)
+        let root = try twoLayerImage(fs) + ["--snapshotter", snapshotter]
         let r = try rbuild(["run"] + root + ["two:1", "--", "/bin/sh", "-c",
             "test -e /bin/vi && echo vi-present; cat /hello; ls /etc; pwd; echo scratch > /tmp/x"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -50,6 +51,36 @@ struct RunImageTests {
         let again = try rbuild(["run"] + root + ["two:1", "--", "/bin/sh", "-c", "test -e /tmp/x || echo fresh"])
         #expect(again.stdout == "fresh\n")
         #expect(try FileManager.default.contentsOfDirectory(atPath: fs.dir + "/state/run").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fs.dir + "/state/snapshots/\(snapshotter)/active").isEmpty)
+    }
+
+    /// Ctrl-C (SIGINT to rbuild) ends the command, and the run leaves nothing behind: no scratch
+    /// directory, no active snapshot, no mount (mounts only ever exist in the sandbox's namespace).
+    @Test(arguments: ["overlay", "fuse-overlayfs", "copy"])
+    func interruptedRunCleansUp(snapshotter: String) throws {
+        let fs = try Rootfs()
+        let root = try twoLayerImage(fs) + ["--snapshotter", snapshotter]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.binary)
+        p.arguments = ["run"] + root + ["two:1", "--", "/bin/sh", "-c", "echo started > /tmp/s; sleep 30"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        let started = Date()
+        try p.run()
+        // Wait until the sandbox is up (its scratch directory exists), then interrupt.
+        let runDir = fs.dir + "/state/run"
+        while ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).isEmpty && Date().timeIntervalSince(started) < 10 {
+            usleep(20_000)
+        }
+        usleep(300_000)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        #expect(Date().timeIntervalSince(started) < 20, "SIGINT ended the run")
+        #expect(p.terminationStatus == 130, "128 + SIGINT")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: runDir).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fs.dir + "/state/snapshots/\(snapshotter)/active").isEmpty)
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        #expect(!mounts.contains(fs.dir), "no mount of the run is visible here")
     }
 
     @Test func runImageErrors() throws {
