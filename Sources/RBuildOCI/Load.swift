@@ -7,6 +7,8 @@ import Foundation
 public final class TarReader {
     let a: OpaquePointer
     let path: String
+    /// One buffer for every entry's data (not a fresh, zeroed megabyte per file).
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
 
     public init(path: String) throws {
         self.path = path
@@ -22,7 +24,10 @@ public final class TarReader {
         }
     }
 
-    deinit { archive_read_free(a) }
+    deinit {
+        archive_read_free(a)
+        buffer.deallocate()
+    }
 
     /// The next entry (a libarchive `archive_entry`, valid until the next call), or nil at the end.
     public func next() throws -> OpaquePointer? {
@@ -37,12 +42,11 @@ public final class TarReader {
 
     /// Streams the current entry's data to `body`.
     public func data(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
         while true {
-            let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+            let n = archive_read_data(a, buffer.baseAddress, buffer.count)
             if n < 0 { throw OCIError(.io, "\(path) is damaged (truncated?): \(String(cString: archive_error_string(a)))") }
             if n == 0 { return }
-            try buf.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
     }
 }

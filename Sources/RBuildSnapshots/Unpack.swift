@@ -49,6 +49,10 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
     }
     var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
     var created = Set<String>()   // names this layer wrote (for opaque directories in .apply)
+    var cachedParent: (path: String, fd: Int32)?
+    defer { if let c = cachedParent { close(c.fd) } }
+    // Modes the umask would not change can be given at creation, saving an fchmod per file.
+    let umaskBits = processUmask()
     var owners: [String: Ownership.Record] = [:]
 
     func fail(_ entry: String, _ what: String) -> SnapshotError {
@@ -103,8 +107,23 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         let slash = name.lastIndex(of: "/")
         let parent = slash.map { String(name[..<$0]) } ?? ""
         let leaf = slash.map { String(name[name.index(after: $0)...]) } ?? name
-        let pfd = try parentFD(parent, entry: raw)
-        defer { close(pfd) }
+        // The parent's fd is kept for the next entries in the same directory (a layer lists a
+        // directory's files together), and dropped as soon as an entry could change what that
+        // path resolves to: one named as the directory or an ancestor of it, or an opaque mark
+        // or whiteout at or above it.
+        if let c = cachedParent, c.path == name || c.path.hasPrefix(name + "/")
+            || ((leaf == ".wh..wh..opq" || leaf.hasPrefix(".wh.")) && (c.path == parent || c.path.hasPrefix(parent.isEmpty ? "" : parent + "/"))) {
+            close(c.fd)
+            cachedParent = nil
+        }
+        let pfd: Int32
+        if let c = cachedParent, c.path == parent {
+            pfd = c.fd
+        } else {
+            if let c = cachedParent { close(c.fd) }
+            pfd = try parentFD(parent, entry: raw)
+            cachedParent = (parent, pfd)
+        }
         let mode = archive_entry_perm(entry)
         let type = archive_entry_filetype(entry)
         let mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: 0)
@@ -148,9 +167,11 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
             owners[name] = nil
         }
         // A later entry (or this layer's, over an earlier layer's) replaces one of the same
-        // name, except that a directory over a directory merges.
+        // name, except that a directory over a directory merges. A regular file finds out by
+        // failing to create (O_EXCL) instead of a stat per entry.
         var existing = stat()
-        if fstatat(pfd, leaf, &existing, AT_SYMLINK_NOFOLLOW) == 0
+        if type != UInt32(0o100000) || archive_entry_hardlink(entry) != nil,
+           fstatat(pfd, leaf, &existing, AT_SYMLINK_NOFOLLOW) == 0
             && (type != UInt32(0o040000) || (existing.st_mode & S_IFMT) != S_IFDIR) {
             try removeTree(pfd, leaf, entry: raw, layer: layerName)
         }
@@ -170,7 +191,12 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         }
         switch type {
         case 0o100000:   // regular file
-            let fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            let plain = mode & 0o7777 & ~umaskBits == mode & 0o7777 && mode & 0o200 != 0
+            var fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, plain ? mode & 0o777 : 0o600)
+            if fd < 0 && errno == EEXIST {
+                try removeTree(pfd, leaf, entry: raw, layer: layerName)
+                fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, plain ? mode & 0o777 : 0o600)
+            }
             guard fd >= 0 else { throw fail(raw, "cannot be created: \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             do {
@@ -188,7 +214,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
                 throw fail(raw, "is damaged (truncated layer?): \(error)")
             }
             restoreXattrs(entry, fd: fd)
-            fchmod(fd, mode)
+            if !plain { fchmod(fd, mode) }
             var times = [mtime, mtime]
             futimens(fd, &times)
         case 0o040000:   // directory
@@ -224,6 +250,14 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         close(dfd)
     }
     return owners.keys.sorted().map { owners[$0]! }
+}
+
+/// The process's umask, read without changing it (umask(2) would race other threads).
+func processUmask() -> mode_t {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }),
+          let value = mode_t(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) else { return 0o777 }
+    return value
 }
 
 /// Names in a directory (an O_PATH or real fd), without . and ..

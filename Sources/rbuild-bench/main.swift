@@ -2,6 +2,8 @@
 //   rbuild-bench spawn ROOTFS N   runs /bin/true N times through Sandbox.run; prints seconds
 //   rbuild-bench parse FILE N     parses, types and lints FILE N times; prints the best seconds
 //   rbuild-bench layer DIR gzip|zstd|none LEVEL   packs DIR into a layer; prints seconds and sizes
+//   rbuild-bench snapshot TAR KIND STATE  applies the layer TAR with snapshotter KIND, then diffs the
+//                                 result back into an uncompressed layer; prints both times
 import Foundation
 import RBuild
 #if canImport(Glibc)
@@ -52,6 +54,26 @@ if args.count == 5, args[1] == "layer", let compression = Compression(rawValue: 
         let t0 = now()
         let r = try writeLayer(fromDirectory: args[2], store: store, options: LayerOptions(compression: compression, level: level, sourceDateEpoch: 0))
         print("\(now() - t0) \(r.descriptor.size) \(r.uncompressedSize)")
+    } catch {
+        print("rbuild-bench: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
+if args.count == 5, args[1] == "snapshot", let kind = SnapshotterKind(rawValue: args[3]) {
+    do {
+        let store = try ContentStore(root: args[4])
+        let fd = open(args[2], O_RDONLY)
+        let (diffID, _) = try store.ingest(fd: fd)
+        close(fd)
+        let s = try Snapshotters.make(kind, stateDirectory: args[4])
+        let t0 = now()
+        let snap = try s.apply(layer: args[2], diffID: diffID, name: "bench", on: Snapshot(chainID: nil, directories: []))
+        let t1 = now()
+        let r = try writeLayer(fromDirectory: snap.directories.last!, store: store,
+                               options: LayerOptions(compression: .none, sourceDateEpoch: 0))
+        let t2 = now()
+        print("\(t1 - t0) \(t2 - t1) \(r.uncompressedSize)")
     } catch {
         print("rbuild-bench: \(error)")
         exit(1)
