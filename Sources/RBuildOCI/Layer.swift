@@ -470,7 +470,8 @@ func sameMetadata(_ a: stat, _ b: stat) -> Bool {
         && a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec
 }
 
-func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
+/// The target of the symlink `name` in `dirfd`, or nil when it is not one.
+public func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
     var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlinkat(dirfd, name, &target, target.count - 1)
     guard n >= 0 else { return nil }

@@ -497,14 +497,6 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     return owners
 }
 
-func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
-    var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlinkat(dirfd, name, &target, target.count - 1)
-    guard n >= 0 else { return nil }
-    target[n] = 0
-    return String(cString: target)
-}
-
 /// Copies the xattrs a layer keeps (user.* and security.capability, overlay's own included: a
 /// copied layer keeps its opaque marks) from `s/name` to `d/name`.
 func copyXattrs(_ s: Int32, _ d: Int32, _ name: String) {
