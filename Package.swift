@@ -26,7 +26,7 @@ let package = Package(
 
         .target(name: "RBuildRuntime", dependencies: ["CRBuildChild", "CSeccomp", "CCap"]),
         .target(name: "RBuildDockerfile"),
-        .target(name: "RBuildOCI", dependencies: ["CArchive", "CZlib", "CZstd", "CCrypto"]),
+        .target(name: "RBuildOCI", dependencies: ["RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots"]),
         .target(name: "RBuildCLI", dependencies: [

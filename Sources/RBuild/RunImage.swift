@@ -48,19 +48,7 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     }
     let snap = try snapshot(ofImage: manifest, config: config, name: full, store: store, snapshotter: snapshotter)
     var spec = SandboxSpec(rootfs: scratch, argv: argv)
-    var active: ActiveSnapshot?
-    if let overlay = snapshotter as? OverlaySnapshotter {
-        let merged = scratch + "/root", volatile = scratch + "/rw"
-        for d in [merged, volatile] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        spec.rootfs = merged
-        let lowers = snap.directories.isEmpty ? [overlay.root + "/empty"] : Array(snap.directories.reversed())
-        spec.overlay = .throwaway(lowerDirs: lowers, scratch: volatile)
-        spec.overlay?.fuseProgram = overlay.fuseProgram
-    } else {
-        let a = try snapshotter.prepare(snap)
-        snapshotter.mount(a, into: &spec)
-        active = a
-    }
+    let active = try snapshotter.mountThrowaway(snap, scratch: scratch, into: &spec)
     spec.env = c?.Env ?? []
     if let wd = c?.WorkingDir, !wd.isEmpty { spec.workdir = wd }
     if let user = c?.User, !user.isEmpty { spec.user = try UserSpec.parse(user) }

@@ -31,7 +31,7 @@ struct InfoCommand: ParsableCommand {
             for a in snapshotters {
                 print("  \(a.kind.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(a.available ? "yes" : "no ")  \(a.detail)")
             }
-            if let chosen = try? Snapshotters.choose(nil) {
+            if let chosen = try? Snapshotters.choose(nil, known: snapshotters) {
                 print("  used: \(chosen.kind) (\(chosen.reason))")
             }
             print("platforms:")

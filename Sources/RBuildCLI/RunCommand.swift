@@ -144,11 +144,10 @@ struct RunCommand: ParsableCommand {
 /// An empty private directory under `parent`.
 func makeScratchDirectory(in parent: String) throws -> String {
     try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-    var template = Array((parent + "/XXXXXX").utf8CString)
-    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+    guard let p = makeTemporaryDirectory(prefix: parent + "/") else {
         throw RuntimeError(.spawnFailed, "cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
     }
-    return String(cString: p)
+    return p
 }
 
 func getenvString(_ name: String) -> String? {

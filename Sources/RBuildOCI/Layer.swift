@@ -332,7 +332,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
         let e = archive_entry_new()!
         defer { archive_entry_free(e) }
         fill(e, rel: rel, st: st)
-        addXattrs(e, path: root + "/" + rel)
+        addXattrs(e, layerXattrs(path: root + "/" + rel))
         archive_entry_set_filetype(e, AE_IFDIR)
         try tar.header(e, rel)
         // An overlay directory marked opaque hides everything below it in lower layers.
@@ -396,7 +396,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
             let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw OCIError(.io, "cannot open \(root)/\(rel): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
-            addXattrs(e, fd: fd)
+            addXattrs(e, layerXattrs(fd: fd))
             archive_entry_set_filetype(e, AE_IFREG)
             archive_entry_set_size(e, la_int64_t(st.st_size))
             try header(e, rel)
@@ -449,7 +449,6 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
                 // The base's directory of the same name, when it is one (else all is new).
                 let subBase = baseDir >= 0 ? openat(baseDir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1
                 defer { if subBase >= 0 { close(subBase) } }
-                if basefd >= 0 && subBase < 0 { try flushPending() }   // a new directory: emit it
                 try walk(dirfd: sub, prefix: rel, baseDir: subBase)
                 // Nothing below it changed: drop its pending header.
                 if pendingDirs.count > depth { pendingDirs.removeLast(pendingDirs.count - depth) }
@@ -494,10 +493,10 @@ func sameBytes(_ dirA: Int32, _ dirB: Int32, _ name: String) -> Bool {
     }
 }
 
-/// Directory entries in byte order, without . and ..
-func sortedNames(_ dirfd: Int32) throws -> [String] {
-    let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
-    guard dup >= 0, let dir = fdopendir(dup) else { throw OCIError(.io, "cannot read a directory: \(String(cString: strerror(errno)))") }
+/// Directory entries in byte order, without . and .. (`dirfd` may be an O_PATH descriptor).
+public func sortedNames(_ dirfd: Int32) throws -> [String] {
+    let fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0, let dir = fdopendir(fd) else { throw OCIError(.io, "cannot read a directory: \(String(cString: strerror(errno)))") }
     defer { closedir(dir) }
     var names: [[UInt8]] = []
     while let ent = readdir(dir) {
@@ -510,32 +509,44 @@ func sortedNames(_ dirfd: Int32) throws -> [String] {
     return names.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) }
 }
 
-/// Extended attributes a layer carries: security.capability and user.* (not overlayfs's own).
-func addXattrs(_ e: OpaquePointer, path: String) {
-    addXattrs(e, list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) })
+/// Whether a layer carries this extended attribute: security.capability and user.*, but not the
+/// marks overlayfs and fuse-overlayfs keep for themselves.
+public func isLayerXattr(_ name: String) -> Bool {
+    name == "security.capability"
+        || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.") && !name.hasPrefix("user.fuseoverlayfs."))
 }
 
-func addXattrs(_ e: OpaquePointer, fd: Int32) {
-    addXattrs(e, list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
+/// The layer-carried extended attributes of `path` (not following a symlink), sorted by name.
+public func layerXattrs(path: String) -> [(name: String, value: [UInt8])] {
+    layerXattrs(list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) })
 }
 
-private func addXattrs(_ e: OpaquePointer, list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
-                       get: (String, UnsafeMutableRawPointer?, Int) -> Int) {
+public func layerXattrs(fd: Int32) -> [(name: String, value: [UInt8])] {
+    layerXattrs(list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
+}
+
+private func layerXattrs(list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
+                         get: (String, UnsafeMutableRawPointer?, Int) -> Int) -> [(name: String, value: [UInt8])] {
     let size = list(nil, 0)
-    guard size > 0 else { return }
+    guard size > 0 else { return [] }
     var buf = [CChar](repeating: 0, count: size)
     let n = list(&buf, size)
-    guard n > 0 else { return }
+    guard n > 0 else { return [] }
     let names = buf[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
-    for name in names.sorted() where name == "security.capability"
-        || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.") && !name.hasPrefix("user.fuseoverlayfs.")) {
+    var out: [(name: String, value: [UInt8])] = []
+    for name in names.sorted() where isLayerXattr(name) {
         let vsize = get(name, nil, 0)
         guard vsize >= 0 else { continue }
         var value = [UInt8](repeating: 0, count: max(vsize, 1))
         let got = get(name, &value, vsize)
         guard got >= 0 else { continue }
-        archive_entry_xattr_add_entry(e, name, value, got)
+        out.append((name, Array(value[0..<got])))
     }
+    return out
+}
+
+func addXattrs(_ e: OpaquePointer, _ xattrs: [(name: String, value: [UInt8])]) {
+    for x in xattrs { archive_entry_xattr_add_entry(e, x.name, x.value, x.value.count) }
 }
 
 /// One complete gzip member holding `data`.

@@ -1,5 +1,6 @@
 import CArchive
 import Foundation
+import RBuildRuntime
 
 /// Where `rbuild save` writes an image.
 public enum ExportTarget: Sendable {
@@ -120,11 +121,10 @@ func splitName(_ name: String) -> (String, String) {
 
 func temporaryDirectory(near file: String) throws -> String {
     let parent = (file as NSString).deletingLastPathComponent
-    var template = Array(((parent.isEmpty ? "." : parent) + "/.rbuild-tmp-XXXXXX").utf8CString)
-    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+    guard let p = makeTemporaryDirectory(prefix: (parent.isEmpty ? "." : parent) + "/.rbuild-tmp-") else {
         throw OCIError(.io, "cannot create a temporary directory beside \(file): \(String(cString: strerror(errno)))")
     }
-    return String(cString: p)
+    return p
 }
 
 /// A deterministic tar of a directory: sorted entries, fixed owner 0:0 and mtime.

@@ -71,3 +71,9 @@ public func openInRoot(_ rootfd: Int32, _ path: String, flags: Int32, mode: UInt
 
 /// O_PATH, which Swift cannot import from the glibc headers.
 public let O_PATH_FLAG = Int32(RB_O_PATH)
+
+/// mkdtemp(3) of `prefix` + "XXXXXX": a new private directory's path, or nil (errno set).
+public func makeTemporaryDirectory(prefix: String) -> String? {
+    var template = Array((prefix + "XXXXXX").utf8CString)
+    return template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) }
+}

@@ -335,11 +335,10 @@ final class ScratchDir {
     init() throws {
         let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { isDirectory($0) && access($0, W_OK) == 0 ? $0 : nil }
             ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
-        var template = Array((base + "/rbuild-run-XXXXXX").utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        guard let p = makeTemporaryDirectory(prefix: base + "/rbuild-run-") else {
             throw RuntimeError(.spawnFailed, "cannot create a scratch directory in \(base): \(errnoText(errno))")
         }
-        path = String(cString: p)
+        path = p
     }
 
     deinit {

@@ -71,6 +71,10 @@ public protocol Snapshotter: Sendable {
     func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult
     /// Turns `active` into the immutable snapshot of `diffID` on its parent; `active` is gone.
     func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot
+    /// Makes `spec` run on a writable root over `parent` whose changes are thrown away (`rbuild
+    /// run IMAGE`), using `scratch`, an empty directory removed by the caller. Returns the active
+    /// snapshot to `remove` afterwards, or nil when nothing outlives the sandbox.
+    func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot?
     /// Throws `active` away.
     func remove(_ active: ActiveSnapshot) throws
     func usage() throws -> SnapshotUsage
@@ -86,38 +90,45 @@ public enum Snapshotters {
 
     /// Each kind, whether it works here, and why (probes a real overlay mount in a user namespace).
     public static func availability() -> [Availability] {
-        var out: [Availability] = []
-        let kernel = KernelVersion.current
-        if kernel < KernelVersion(6, 8) {
-            out.append(Availability(kind: .overlay, available: false,
-                                    detail: "Linux \(kernel) is older than 6.8, which overlayfs needs to read xattr whiteouts in a user namespace"))
-        } else if let why = HostReport.probeOverlayInUserNamespace() {
-            out.append(Availability(kind: .overlay, available: false, detail: "overlayfs cannot be mounted in a user namespace here: \(why)"))
-        } else {
-            out.append(Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace"))
-        }
-        if let program = fuseProgram() {
-            let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
-            if fd >= 0 {
-                close(fd)
-                out.append(Availability(kind: .fuseOverlayfs, available: true, detail: "\(program) with /dev/fuse"))
-            } else {
-                out.append(Availability(kind: .fuseOverlayfs, available: false,
-                                        detail: "/dev/fuse cannot be opened: \(String(cString: strerror(errno))) (it must be mode 0666, as Debian's udev rules make it)"))
+        SnapshotterKind.allCases.map(check)
+    }
+
+    /// Whether one kind works here, and why.
+    public static func check(_ kind: SnapshotterKind) -> Availability {
+        switch kind {
+        case .overlay:
+            let kernel = KernelVersion.current
+            if kernel < KernelVersion(6, 8) {
+                return Availability(kind: .overlay, available: false,
+                                    detail: "Linux \(kernel) is older than 6.8, which overlayfs needs to read xattr whiteouts in a user namespace")
             }
-        } else {
-            out.append(Availability(kind: .fuseOverlayfs, available: false, detail: "no fuse-overlayfs program (apt install fuse-overlayfs)"))
+            if let why = HostReport.probeOverlayInUserNamespace() {
+                return Availability(kind: .overlay, available: false, detail: "overlayfs cannot be mounted in a user namespace here: \(why)")
+            }
+            return Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace")
+        case .fuseOverlayfs:
+            guard let program = fuseProgram() else {
+                return Availability(kind: .fuseOverlayfs, available: false, detail: "no fuse-overlayfs program (apt install fuse-overlayfs)")
+            }
+            let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else {
+                return Availability(kind: .fuseOverlayfs, available: false,
+                                    detail: "/dev/fuse cannot be opened: \(String(cString: strerror(errno))) (it must be mode 0666, as Debian's udev rules make it)")
+            }
+            close(fd)
+            return Availability(kind: .fuseOverlayfs, available: true, detail: "\(program) with /dev/fuse")
+        case .copy:
+            return Availability(kind: .copy, available: true, detail: "full copies, reflinked where the filesystem allows")
         }
-        out.append(Availability(kind: .copy, available: true, detail: "full copies, reflinked where the filesystem allows"))
-        return out
     }
 
     /// The requested kind (which must work here), or the first that works in the order
-    /// overlay, fuse-overlayfs, copy; with the reason.
-    public static func choose(_ requested: SnapshotterKind?) throws -> (kind: SnapshotterKind, reason: String) {
-        let all = availability()
+    /// overlay, fuse-overlayfs, copy; with the reason. Only the kinds needed are probed, unless
+    /// `known` already holds the answers (`availability()`).
+    public static func choose(_ requested: SnapshotterKind?, known: [Availability] = []) throws -> (kind: SnapshotterKind, reason: String) {
+        let check = { (kind: SnapshotterKind) in known.first { $0.kind == kind } ?? Snapshotters.check(kind) }
         if let requested {
-            let a = all.first { $0.kind == requested }!
+            let a = check(requested)
             guard a.available else {
                 throw SnapshotError("the \(requested) snapshotter cannot be used: \(a.detail); choose another with --snapshotter")
             }
@@ -128,11 +139,15 @@ public enum Snapshotters {
             guard let kind = SnapshotterKind(rawValue: env) else {
                 throw SnapshotError("RBUILD_SNAPSHOTTER=\(env) is not one of overlay, fuse-overlayfs, copy")
             }
-            return try choose(kind)
+            return try choose(kind, known: known)
         }
-        let first = all.first { $0.available }!
-        let skipped = all.prefix { !$0.available }.map { "\($0.kind): \($0.detail)" }
-        return (first.kind, ([first.detail] + skipped.map { "not \($0)" }).joined(separator: "; "))
+        var skipped: [String] = []
+        for kind in SnapshotterKind.allCases {
+            let a = check(kind)
+            if a.available { return (kind, ([a.detail] + skipped).joined(separator: "; ")) }
+            skipped.append("not \(kind): \(a.detail)")
+        }
+        return (.copy, skipped.joined(separator: "; "))   // unreachable: copy always works
     }
 
     public static func make(_ kind: SnapshotterKind, stateDirectory: String,
@@ -162,11 +177,10 @@ public enum Snapshotters {
 
 /// A new empty directory `<parent>/<prefix>XXXXXX`.
 func makeTemporaryDirectory(in parent: String, prefix: String) throws -> String {
-    var template = Array((parent + "/" + prefix + "XXXXXX").utf8CString)
-    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+    guard let p = makeTemporaryDirectory(prefix: parent + "/" + prefix) else {
         throw SnapshotError("cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
     }
-    return String(cString: p)
+    return p
 }
 
 /// Removes a directory tree, never following symlinks. Entries owned by subordinate ids are
@@ -221,12 +235,25 @@ func materialise(_ final: String, in parent: String, mapping: IDMapping, fill: (
     return final
 }
 
+/// Moves `tree` to `<final>/fs` by way of a temporary sibling of `final` (so `final` appears
+/// whole or not at all); when `final` exists already (the same layer committed before), that one
+/// stays and `tree` is left for the caller to remove. Returns `<final>/fs`.
+func commitDirectory(_ tree: String, to final: String, mapping: IDMapping) throws -> String {
+    let parent = String(final[..<final.lastIndex(of: "/")!])
+    let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
+    if rename(tree, tmp + "/fs") != 0 || rename(tmp, final) != 0 {
+        try? removeDirectory(tmp, mapping: mapping)
+    }
+    guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
+    return final + "/fs"
+}
+
 func snapshotUsage(root: String, committed: String) throws -> SnapshotUsage {
     let count = { (dir: String) in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).count }
     var seen = Set<String>()
     var bytes: Int64 = 0
     func walk(_ fd: Int32) {
-        for name in (try? directoryNames(fd)) ?? [] {
+        for name in (try? sortedNames(fd)) ?? [] {
             var st = stat()
             guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             if st.st_nlink > 1 && (st.st_mode & S_IFMT) != S_IFDIR {
@@ -285,12 +312,26 @@ public final class OverlaySnapshotter: Snapshotter {
         return ActiveSnapshot(parent: parent, directory: dir)
     }
 
+    /// overlayfs lists the topmost layer first, and needs at least one.
+    func lowers(_ s: Snapshot) -> [String] {
+        s.directories.isEmpty ? [empty] : s.directories.reversed()
+    }
+
     public func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec) {
-        let lowers = active.parent.directories.isEmpty ? [empty] : active.parent.directories.reversed()
         spec.rootfs = active.directory + "/merged"
-        var overlay = OverlayRoot(lowerDirs: lowers, upperDir: active.directory + "/upper", workDir: active.directory + "/work")
+        var overlay = OverlayRoot(lowerDirs: lowers(active.parent), upperDir: active.directory + "/upper", workDir: active.directory + "/work")
         overlay.fuseProgram = fuseProgram
         spec.overlay = overlay
+    }
+
+    /// The upper layer lives on a tmpfs inside the sandbox: nothing to remove afterwards.
+    public func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot? {
+        let merged = scratch + "/root", volatile = scratch + "/rw"
+        for d in [merged, volatile] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        spec.rootfs = merged
+        spec.overlay = .throwaway(lowerDirs: lowers(parent), scratch: volatile)
+        spec.overlay?.fuseProgram = fuseProgram
+        return nil
     }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
@@ -300,14 +341,9 @@ public final class OverlaySnapshotter: Snapshotter {
     }
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
-        let final = layerDirectory(diffID)
-        let tmp = try makeTemporaryDirectory(in: root + "/layers", prefix: "tmp-")
-        if rename(active.directory + "/upper", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
-            try? removeDirectory(tmp, mapping: mapping)   // the same layer was committed before: keep that one
-        }
+        let final = try commitDirectory(active.directory + "/upper", to: layerDirectory(diffID), mapping: mapping)
         try remove(active)
-        guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
-        return Snapshot(chainID: active.parent.chainID(adding: diffID), directories: active.parent.directories + [final + "/fs"])
+        return Snapshot(chainID: active.parent.chainID(adding: diffID), directories: active.parent.directories + [final])
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
@@ -372,6 +408,13 @@ public final class CopySnapshotter: Snapshotter {
         spec.overlay = nil
     }
 
+    /// A copy like any other, removed by the caller.
+    public func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot? {
+        let active = try prepare(parent)
+        mount(active, into: &spec)
+        return active
+    }
+
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
         var options = options
         options.mapOwners(through: mapping)
@@ -380,14 +423,9 @@ public final class CopySnapshotter: Snapshotter {
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
         let chainID = active.parent.chainID(adding: diffID)
-        let final = root + "/chains/" + chainID.hex
-        let tmp = try makeTemporaryDirectory(in: root + "/chains", prefix: "tmp-")
-        if rename(active.directory + "/fs", tmp + "/fs") != 0 || rename(tmp, final) != 0 {
-            try? removeDirectory(tmp, mapping: mapping)
-        }
+        let final = try commitDirectory(active.directory + "/fs", to: root + "/chains/" + chainID.hex, mapping: mapping)
         try remove(active)
-        guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
-        return Snapshot(chainID: chainID, directories: [final + "/fs"])
+        return Snapshot(chainID: chainID, directories: [final])
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
@@ -433,7 +471,7 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     }
 
     func walk(_ s: Int32, _ d: Int32, _ prefix: String) throws {
-        for name in try directoryNames(s) {
+        for name in try sortedNames(s) {
             let rel = prefix.isEmpty ? name : prefix + "/" + name
             var st = stat()
             guard fstatat(s, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(rel, "stat") }
@@ -497,18 +535,9 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     return owners
 }
 
-/// Copies the xattrs a layer keeps (user.* and security.capability, overlay's own included: a
-/// copied layer keeps its opaque marks) from `s/name` to `d/name`.
+/// Copies the xattrs a layer keeps (`isLayerXattr`) from `s/name` to `d/name`. (The copy
+/// snapshotter's trees hold no overlay marks: deletions really happen there.)
 func copyXattrs(_ s: Int32, _ d: Int32, _ name: String) {
     let from = "/proc/self/fd/\(s)/\(name)", to = "/proc/self/fd/\(d)/\(name)"
-    let size = llistxattr(from, nil, 0)
-    guard size > 0 else { return }
-    var list = [CChar](repeating: 0, count: size)
-    guard llistxattr(from, &list, size) == size else { return }
-    var value = [UInt8](repeating: 0, count: 65536)
-    for key in list.split(separator: 0).map({ String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) })
-    where key.hasPrefix("user.") || key == "security.capability" {
-        let n = lgetxattr(from, key, &value, value.count)
-        if n >= 0 { lsetxattr(to, key, value, n, 0) }
-    }
+    for x in layerXattrs(path: from) { lsetxattr(to, x.name, x.value, x.value.count, 0) }
 }

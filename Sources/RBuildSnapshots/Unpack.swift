@@ -130,7 +130,7 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
 
         if style == .apply && leaf == ".wh..wh..opq" {
             // Everything earlier layers left in this directory goes; this layer's entries stay.
-            for child in (try? directoryNames(pfd)) ?? [] {
+            for child in (try? sortedNames(pfd)) ?? [] {
                 let path = parent.isEmpty ? child : parent + "/" + child
                 if !created.contains(path) { try removeTree(pfd, child, entry: raw, layer: layerName) }
             }
@@ -191,7 +191,8 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         }
         switch type {
         case 0o100000:   // regular file
-            let plain = mode & 0o7777 & ~umaskBits == mode & 0o7777 && mode & 0o200 != 0
+            // Set-id and sticky bits cannot be given at creation; the umask may strip others.
+            let plain = mode & 0o7000 == 0 && mode & umaskBits == 0
             var fd = openat(pfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, plain ? mode & 0o777 : 0o600)
             if fd < 0 && errno == EEXIST {
                 try removeTree(pfd, leaf, entry: raw, layer: layerName)
@@ -260,28 +261,15 @@ func processUmask() -> mode_t {
     return value
 }
 
-/// Names in a directory (an O_PATH or real fd), without . and ..
-func directoryNames(_ dirfd: Int32) throws -> [String] {
-    let fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard fd >= 0, let d = fdopendir(fd) else { throw SnapshotError("cannot read a directory: \(String(cString: strerror(errno)))") }
-    defer { closedir(d) }
-    var names: [String] = []
-    while let ent = readdir(d) {
-        let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}
-
-/// The user.* extended attributes a layer entry carries (security.* and trusted.* need
-/// privileges a user namespace does not give over host files; they are skipped).
+/// The extended attributes a layer entry carries (`isLayerXattr`); security.capability needs
+/// privileges a user namespace does not give over host files, so setting it may fail quietly.
 func restoreXattrs(_ entry: OpaquePointer, fd: Int32) {
     guard archive_entry_xattr_reset(entry) > 0 else { return }
     var name: UnsafePointer<CChar>?
     var value: UnsafeRawPointer?
     var size = 0
     while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
-        guard let name, String(cString: name).hasPrefix("user."), !String(cString: name).hasPrefix("user.overlay.") else { continue }
+        guard let name, isLayerXattr(String(cString: name)) else { continue }
         fsetxattr(fd, name, value, size, 0)
     }
 }
@@ -302,7 +290,7 @@ func removeTree(_ dirfd: Int32, _ name: String, entry: String, layer: String) th
         throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot open \(name): \(String(cString: strerror(errno)))")
     }
     defer { close(sub) }
-    for child in try directoryNames(sub) { try removeTree(sub, child, entry: entry, layer: layer) }
+    for child in try sortedNames(sub) { try removeTree(sub, child, entry: entry, layer: layer) }
     guard unlinkat(dirfd, name, AT_REMOVEDIR) == 0 else {
         throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove directory \(name): \(String(cString: strerror(errno)))")
     }

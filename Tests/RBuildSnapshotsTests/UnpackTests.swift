@@ -110,6 +110,30 @@ struct UnpackTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["etc", "gone2", "var"])
     }
 
+    /// Modes are given at creation where the umask allows; set-id bits never can be.
+    @Test func modesIncludingSetIDBitsSurvive() throws {
+        let s = Scratch()
+        let dir = s.path + "/fs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let script = """
+        import io, sys, tarfile
+        with tarfile.open(sys.argv[1], "w") as t:
+            for name, mode in [("suid", 0o4755), ("sgid", 0o2711), ("plain", 0o644), ("ro", 0o444), ("group-w", 0o664)]:
+                i = tarfile.TarInfo(name); i.size = 1; i.mode = mode; t.addfile(i, io.BytesIO(b"x"))
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script, s.path + "/m.tar"]
+        try p.run()
+        p.waitUntilExit()
+        try unpackLayer(s.path + "/m.tar", into: dir, layerName: "modes", whiteouts: .apply)
+        for (name, mode) in [("suid", 0o4755), ("sgid", 0o2711), ("plain", 0o644), ("ro", 0o444), ("group-w", 0o664)] {
+            var st = stat()
+            stat(dir + "/" + name, &st)
+            #expect(Int(st.st_mode & 0o7777) == mode, "\(name)")
+        }
+    }
+
     @Test func ociFilesStyleKeepsWhiteoutFiles() throws {
         let s = Scratch()
         let dir = s.path + "/fs"
