@@ -23,12 +23,16 @@ let package = Package(
         // sha256 from the system's OpenSSL: SHA-NI accelerated and no build cost (swift-crypto
         // would add minutes to every CI build on 2 cores).
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "RBuildRuntime", dependencies: ["CRBuildChild", "CSeccomp", "CCap"]),
         .target(name: "RBuildDockerfile"),
         .target(name: "RBuildOCI", dependencies: ["RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
-        .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots"]),
+        .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "CSQLite"]),
+        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
+        .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
+                                               "RBuildSolver", "RBuildExporters"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

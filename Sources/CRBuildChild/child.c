@@ -868,3 +868,36 @@ long rb_copy_file_range(int in, int out, size_t len) {
 int rb_ficlone(int out, int in) {
     return ioctl(out, FICLONE, in) < 0 ? -errno : 0;
 }
+
+/* Builds run several sandboxes at once: on SIGINT or SIGTERM every one of them is killed (each
+ * is the init of its pid namespace, so everything in it dies too) and the flag tells the build to
+ * stop, clean up and exit. */
+#define RB_TRACKED 64
+static volatile pid_t tracked[RB_TRACKED];
+static volatile sig_atomic_t interrupted_signal;
+
+static void interrupt_handler(int sig) {
+    interrupted_signal = sig;
+    for (int i = 0; i < RB_TRACKED; i++) {
+        pid_t p = tracked[i];
+        if (p > 0) kill(p, SIGKILL);
+    }
+}
+
+void rb_track_sandbox(pid_t pid, int add) {
+    for (int i = 0; i < RB_TRACKED; i++) {
+        if (add ? __sync_bool_compare_and_swap(&tracked[i], 0, pid) : __sync_bool_compare_and_swap(&tracked[i], pid, 0)) return;
+    }
+}
+
+void rb_install_interrupt_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = interrupt_handler;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int rb_interrupted(void) { return interrupted_signal; }

@@ -12,7 +12,11 @@ public enum StateDirectory {
     }
 
     /// Opens (creating) the image store in `path` or the default state directory.
+    /// A relative path is made absolute first: sandboxes (and the fuse-overlayfs they start)
+    /// see the layer paths from another working directory.
     public static func open(_ path: String?) throws -> ImageStore {
-        try ImageStore(root: path ?? defaultPath)
+        var root = path ?? defaultPath
+        if !root.hasPrefix("/") { root = FileManager.default.currentDirectoryPath + "/" + root }
+        return try ImageStore(root: root)
     }
 }

@@ -5,34 +5,198 @@ import RBuild
 struct BuildCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "build",
-        abstract: "Build an image from a Dockerfile (today: --check parses and lints it without building)."
+        abstract: "Build an image from a Dockerfile, rootless, with the flags of docker buildx build.",
+        discussion: """
+        CONTEXT is a directory, or - to read the Dockerfile from stdin with no context. Without \
+        -o, the image is stored under the -t names (type=image); with neither, it stays in the \
+        build cache only.
+        """
     )
 
-    @Option(name: [.short, .customLong("file")], help: "The Dockerfile (default: CONTEXT/Dockerfile).")
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: [.short, .customLong("file")], help: "The Dockerfile (default: CONTEXT/Dockerfile; - for stdin).")
     var file: String?
+
+    @Option(name: [.short, .customLong("tag")], help: "Name the image (repeatable).")
+    var tags: [String] = []
+
+    @Option(name: [.short, .customLong("output")], help: "type=oci|docker|local|tar|image[,dest=…][,name=…][,tar=false][,compression=gzip|zstd][,compression-level=N][,rewrite-timestamp=true] (repeatable).")
+    var outputs: [String] = []
+
+    @Option(name: .customLong("build-arg"), help: "KEY=VALUE, or KEY to take it from the environment.")
+    var buildArgs: [String] = []
+
+    @Option(name: .long, help: "The stage to build (default: the last).")
+    var target: String?
+
+    @Option(name: .long, help: "Target platform, e.g. linux/arm64 (default: the host's).")
+    var platform: String?
+
+    @Option(name: .customLong("label"), help: "KEY=VALUE added to the image's labels.")
+    var labels: [String] = []
+
+    @Option(name: .customLong("build-context"), help: "NAME=VALUE: a directory, docker-image://REF or oci-layout://DIR[:TAG].")
+    var buildContexts: [String] = []
+
+    @Flag(name: .customLong("no-cache"), help: "Run every step, using no cached result.")
+    var noCache = false
+
+    @Option(name: .customLong("no-cache-filter"), help: "Run the steps of this stage without the cache (repeatable).")
+    var noCacheFilter: [String] = []
+
+    @Flag(name: .long, help: "Always check the registry for a newer base image (registries are not supported yet: local images are used).")
+    var pull = false
+
+    @Option(name: .long, help: "auto, tty, plain, rawjson or quiet.")
+    var progress: String = "auto"
+
+    @Flag(name: [.short, .long], help: "Print only the image id (progress=quiet).")
+    var quiet = false
+
+    @Option(name: .long, help: "Write the image id (its config digest) to this file.")
+    var iidfile: String?
+
+    @Option(name: .customLong("metadata-file"), help: "Write the build result's metadata (JSON) to this file.")
+    var metadataFile: String?
+
+    @Option(name: .long, help: "How image layers become root filesystems: overlay, fuse-overlayfs or copy (default: see `rbuild info`).")
+    var snapshotter: String?
 
     @Flag(name: .long, help: "Parse and run the build checks without building; exit non-zero on errors.")
     var check = false
 
-    @Option(name: .customLong("build-arg"), help: "KEY=VALUE, as with docker buildx.")
-    var buildArgs: [String] = []
-
-    @Option(name: .long, help: "The stage to build.")
-    var target: String?
-
-    @Option(name: .long, help: "Target platform, e.g. linux/arm64.")
-    var platform: String?
-
-    @Argument(help: "The build context directory.")
+    @Argument(help: "The build context directory, or - for none.")
     var context: String = "."
 
-    func run() throws {
+    func parseArgs() -> [String: String] {
         var args: [String: String] = [:]
         for a in buildArgs {
-            let kv = a.split(separator: "=", maxSplits: 1).map(String.init)
+            let kv = a.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             // `--build-arg NAME` takes the value from rbuild's own environment, as buildx does.
             if kv.count == 2 { args[kv[0]] = kv[1] } else if let v = getenvString(kv[0]) { args[kv[0]] = v }
         }
+        return args
+    }
+
+    func run() throws {
+        if check { return try runCheck() }
+        var options = BuildOptions()
+        options.buildArgs = parseArgs()
+        options.target = target
+        options.noCache = noCache
+        options.noCacheFilter = noCacheFilter
+        for l in labels {
+            let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            options.labels[kv[0]] = kv.count == 2 ? kv[1] : ""
+        }
+        for c in buildContexts {
+            let kv = c.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw ValidationError("--build-context \(c): expected NAME=VALUE") }
+            options.buildContexts[kv[0]] = kv[1]
+        }
+        if let platform {
+            let p = try Platform(parsing: platform)
+            guard p.os == "linux", Architecture(platform: p.description) != nil else {
+                throw RuntimeError(.badOption, "--platform \(platform): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
+            }
+            options.platform = p
+        }
+        // The Dockerfile: -f FILE, -f - (stdin), CONTEXT - (stdin, no context), CONTEXT/Dockerfile.
+        if context == "-" {
+            options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            options.dockerfileName = "Dockerfile"
+        } else {
+            options.contextDirectory = context
+            if file == "-" {
+                options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else {
+                try Builder.load(dockerfile: file ?? context + "/Dockerfile", into: &options)
+            }
+        }
+        var specs = try outputs.map(OutputSpec.parse)
+        if specs.isEmpty && !tags.isEmpty { specs = [OutputSpec(kind: .image)] }
+        for s in specs { if let (c, level) = try s.compression() { options.layer.compression = c; options.layer.level = level } }
+        if specs.filter({ $0.destination == "-" }).count > 1 {
+            throw ValidationError("only one output can go to stdout")
+        }
+
+        let mode = quiet ? "quiet" : progress
+        let sink: ProgressSink?
+        var tty: TTYProgress?
+        switch mode {
+        case "auto": if isatty(2) == 1 { tty = TTYProgress(); sink = tty } else { sink = PlainProgress() }
+        case "tty": tty = TTYProgress(); sink = tty
+        case "plain": sink = PlainProgress()
+        case "rawjson": sink = JSONProgress()
+        case "quiet": sink = nil
+        default: throw ValidationError("--progress \(progress): expected auto, tty, plain, rawjson or quiet")
+        }
+        options.progress = sink
+        let reporter = ProgressReporter(sink: sink)
+        options.reporter = reporter
+        Sandbox.killSandboxesOnInterrupt()
+        let kind = try snapshotter.map { name in
+            guard let k = SnapshotterKind(rawValue: name) else {
+                throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
+            }
+            return k
+        }
+        let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
+        defer { tty?.finish() }
+        do {
+            let image = try builder.build(options)
+            if specs.isEmpty {
+                reporter.note("WARNING: No output specified: the build result stays in the build cache only (use -t NAME or -o type=…)")
+            }
+            for spec in specs {
+                let title: String
+                switch spec.kind {
+                case .image: title = "exporting to image"
+                case .oci: title = "exporting to oci image format"
+                case .docker: title = "exporting to docker image format"
+                case .local: title = "copying files"
+                case .tar: title = "sending tarball"
+                case .registry: title = "pushing to registry"
+                }
+                try reporter.step(title) { step in
+                    step.output("exporting manifest \(image.manifest.digest) done")
+                    let request = ExportRequest(image: image.manifest, names: tags, store: builder.store,
+                                                mapping: builder.snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch,
+                                                rootfs: { SnapshotView(try builder.rootfs(of: image)) })
+                    step.output(try Exporters.export(spec, request) + " done")
+                }
+            }
+            let configDigest = image.manifest.digest
+            let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(configDigest), what: "manifest").config
+            if let iidfile { try Data(config.digest.description.utf8).write(to: URL(fileURLWithPath: iidfile)) }
+            if let metadataFile {
+                var meta: [String: Any] = [
+                    "containerimage.digest": image.manifest.digest.description,
+                    "containerimage.config.digest": config.digest.description,
+                    "containerimage.descriptor": ["mediaType": image.manifest.mediaType, "digest": image.manifest.digest.description,
+                                                  "size": image.manifest.size,
+                                                  "platform": ["os": image.config.os, "architecture": image.config.architecture]
+                                                      .merging(image.config.variant.map { ["variant": $0] } ?? [:]) { a, _ in a }],
+                ]
+                let names = specs.flatMap { $0.names(tags: tags) }
+                if !names.isEmpty { meta["image.name"] = Array(Set(names)).sorted().joined(separator: ",") }
+                let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
+                try data.write(to: URL(fileURLWithPath: metadataFile))
+            }
+            if mode == "quiet" { print(config.digest.description) }
+        } catch {
+            tty?.finish()
+            tty = nil
+            if Sandbox.interruptedBy != 0 {
+                printError("build interrupted")
+                throw ExitCode(128 + Sandbox.interruptedBy)
+            }
+            throw error
+        }
+    }
+
+    func runCheck() throws {
         var targetPlatform: PlatformSpec?
         if let platform {
             guard let p = PlatformSpec(platform) else {
@@ -40,11 +204,8 @@ struct BuildCommand: ParsableCommand {
             }
             targetPlatform = p
         }
-        guard check else {
-            throw RuntimeError(.badOption, "rbuild build can only --check a Dockerfile so far: building images lands with the solver (issue: rbuild build)")
-        }
         let path = file ?? context + "/Dockerfile"
-        let report = try checkDockerfile(at: path, buildArgs: args, targetPlatform: targetPlatform)
+        let report = try checkDockerfile(at: path, buildArgs: parseArgs(), targetPlatform: targetPlatform)
         if let target, report.stages > 0 {
             let text = try String(contentsOfFile: path, encoding: .utf8)
             let definition = try Dockerfile.parse(text).definition()
@@ -61,3 +222,8 @@ struct BuildCommand: ParsableCommand {
         if report.hasErrors { throw ExitCode(1) }
     }
 }
+
+extension BuildError: RenderableError { var exitStatus: Int32 { 1 } }
+extension BuildFailure: RenderableError { var exitStatus: Int32 { 1 } }
+extension SolveError: RenderableError { var exitStatus: Int32 { 1 } }
+extension ExportError: RenderableError { var exitStatus: Int32 { 1 } }

@@ -97,6 +97,11 @@ public indirect enum Instruction: Sendable, Equatable {
 public struct Located: Sendable, Equatable {
     public var instruction: Instruction
     public var node: Node
+
+    public init(instruction: Instruction, node: Node) {
+        self.instruction = instruction
+        self.node = node
+    }
 }
 
 /// One build stage: FROM … up to the next FROM.

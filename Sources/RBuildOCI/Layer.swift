@@ -26,6 +26,9 @@ public struct LayerOptions: Sendable {
     /// Host ownership → recorded ownership. The default records the invoking user's own files as
     /// root's (rootless single-id mode: that user is root inside) and keeps other ids.
     public var ownership: @Sendable (UInt32, UInt32) -> (UInt32, UInt32)
+    /// Recorded ownership by path (relative, no leading slash), before `ownership` is asked:
+    /// COPY --chown and the owners a copied tree keeps, whatever ids this host can represent.
+    public var owners: [String: (uid: UInt32, gid: UInt32)] = [:]
 
     public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) {
         self.compression = compression
@@ -47,6 +50,8 @@ public struct LayerResult: Sendable, Equatable {
     /// The digest of the uncompressed tar (the config's rootfs.diff_ids entry).
     public var diffID: Digest
     public var uncompressedSize: Int64
+    /// Tar entries written (0: the layer changes nothing).
+    public var entries: Int = 0
 }
 
 /// Where a TarWriter's bytes go.
@@ -285,6 +290,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
     let tar = try TarWriter(sink: sink)
     var links: [String: String] = [:]   // "dev:ino" → first path
     var buf = [UInt8](repeating: 0, count: 1 << 20)
+    var entries = 0
 
     func whiteout(rel: String, name: String, marker: String?, mtime: Int) throws {
         let e = archive_entry_new()!
@@ -308,6 +314,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
     func header(_ e: OpaquePointer, _ path: String) throws {
         try flushPending()
         try tar.header(e, path)
+        entries += 1
     }
 
     func flushPending() throws {
@@ -320,7 +327,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
     func fill(_ e: OpaquePointer, rel: String, st: stat) {
         archive_entry_set_pathname(e, (st.st_mode & S_IFMT) == S_IFDIR ? rel + "/" : rel)
         archive_entry_set_perm(e, st.st_mode & 0o7777)
-        let (uid, gid) = options.ownership(st.st_uid, st.st_gid)
+        let (uid, gid) = options.owners[rel] ?? options.ownership(st.st_uid, st.st_gid)
         archive_entry_set_uid(e, la_int64_t(uid))
         archive_entry_set_gid(e, la_int64_t(gid))
         var mtime = Int64(st.st_mtim.tv_sec)
@@ -335,6 +342,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
         addXattrs(e, layerXattrs(path: root + "/" + rel))
         archive_entry_set_filetype(e, AE_IFDIR)
         try tar.header(e, rel)
+        entries += 1
         // An overlay directory marked opaque hides everything below it in lower layers.
         if basefd < 0 && isOpaque(root + "/" + rel) {
             try whiteout(rel: rel + "/.wh..wh..opq", name: ".wh..wh..opq", marker: nil, mtime: st.st_mtim.tv_sec)
@@ -460,7 +468,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
     try tar.close()
     let (digest, size, diffID, usize) = try sink.finish()
     return LayerResult(descriptor: Descriptor(mediaType: options.compression.mediaType, digest: digest, size: size),
-                       diffID: diffID, uncompressedSize: usize)
+                       diffID: diffID, uncompressedSize: usize, entries: entries)
 }
 
 /// Same type, mode, owner and mtime (to the nanosecond).

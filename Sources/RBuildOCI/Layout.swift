@@ -58,18 +58,24 @@ extension ImageStore {
         if let platform {
             top = try manifest(of: top, platform: platform).0
         }
+        try export(top, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+    }
+
+    /// Exports the image whose manifest or index is `top`, named `name` in the output (the
+    /// layout's ref annotation, the Docker archive's RepoTags) when given.
+    public func export(_ top: Descriptor, name: String?, to target: ExportTarget, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) throws {
         switch target {
         case .ociLayout(let dir):
-            try writeLayout(top, name: full, to: dir)
+            try writeLayout(top, name: name, to: dir)
         case .ociArchive(let file):
             let tmp = try temporaryDirectory(near: file)
             defer { try? FileManager.default.removeItem(atPath: tmp) }
-            try writeLayout(top, name: full, to: tmp)
+            try writeLayout(top, name: name, to: tmp)
             try tarDirectory(tmp, to: file, mtime: sourceDateEpoch ?? 0)
         case .dockerArchive(let file):
             let manifests = try platformManifests(of: top)
             guard manifests.count == 1 else {
-                throw OCIError(.unsupported, "docker archives hold one platform, and \(full) has \(manifests.count) (\(manifests.compactMap { $0.platform?.description }.joined(separator: ", "))): pass --platform, or save as type=oci")
+                throw OCIError(.unsupported, "docker archives hold one platform, and \(name ?? top.digest.description) has \(manifests.count) (\(manifests.compactMap { $0.platform?.description }.joined(separator: ", "))): pass --platform, or save as type=oci")
             }
             let (_, manifest) = try self.manifest(of: manifests[0], platform: nil)
             let tmp = try temporaryDirectory(near: file)
@@ -77,24 +83,28 @@ extension ImageStore {
             try makeDirectory(tmp + "/blobs/sha256")
             for d in [manifest.config] + manifest.layers { try copyBlob(d.digest, to: tmp + "/blobs/sha256/" + d.digest.hex) }
             struct Entry: Encodable { var Config: String; var RepoTags: [String]; var Layers: [String] }
-            let entry = Entry(Config: "blobs/sha256/" + manifest.config.digest.hex, RepoTags: [full],
+            let entry = Entry(Config: "blobs/sha256/" + manifest.config.digest.hex, RepoTags: name.map { [$0] } ?? [],
                               Layers: manifest.layers.map { "blobs/sha256/" + $0.digest.hex })
             try writeFile(tmp + "/manifest.json", try canonicalJSON([entry]))
-            let (repo, tag) = splitName(full)
-            try writeFile(tmp + "/repositories", try canonicalJSON([repo: [tag: manifest.layers.last?.digest.hex ?? manifest.config.digest.hex]]))
+            if let name {
+                let (repo, tag) = splitName(name)
+                try writeFile(tmp + "/repositories", try canonicalJSON([repo: [tag: manifest.layers.last?.digest.hex ?? manifest.config.digest.hex]]))
+            }
             try tarDirectory(tmp, to: file, mtime: sourceDateEpoch ?? 0)
         }
     }
 
-    func writeLayout(_ top: Descriptor, name: String, to dir: String) throws {
+    func writeLayout(_ top: Descriptor, name: String?, to dir: String) throws {
         try makeDirectory(dir + "/blobs/sha256")
         for d in try closure(of: top) {
             try copyBlob(d.digest, to: dir + "/blobs/sha256/" + d.digest.hex)
         }
         try writeFile(dir + "/oci-layout", Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
         var entry = top
-        let (_, tag) = splitName(name)
-        entry.annotations = ["org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name]
+        if let name {
+            let (_, tag) = splitName(name)
+            entry.annotations = ["org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name]
+        }
         try writeFile(dir + "/index.json", try canonicalJSON(Index(mediaType: MediaType.ociIndex, manifests: [entry])))
     }
 

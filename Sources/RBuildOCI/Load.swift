@@ -16,6 +16,8 @@ public final class TarReader {
         archive_read_support_format_tar(a)
         archive_read_support_filter_gzip(a)
         archive_read_support_filter_zstd(a)
+        archive_read_support_filter_bzip2(a)
+        archive_read_support_filter_xz(a)
         archive_read_support_filter_none(a)
         guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK else {
             let msg = String(cString: archive_error_string(a))

@@ -153,11 +153,15 @@ public struct ImageConfig: Codable, Sendable, Equatable {
         public var StartPeriod: Int64?
         public var StartInterval: Int64?
         public var Retries: Int?
+
+        public init() {}
     }
 
     public struct RootFS: Codable, Sendable, Equatable {
         public var type: String = "layers"
         public var diff_ids: [Digest]
+
+        public init(diff_ids: [Digest]) { self.diff_ids = diff_ids }
     }
 
     public struct History: Codable, Sendable, Equatable {
@@ -166,6 +170,15 @@ public struct ImageConfig: Codable, Sendable, Equatable {
         public var author: String?
         public var comment: String?
         public var empty_layer: Bool?
+
+        public init(created: String? = nil, created_by: String? = nil, author: String? = nil, comment: String? = nil,
+                    empty_layer: Bool? = nil) {
+            self.created = created
+            self.created_by = created_by
+            self.author = author
+            self.comment = comment
+            self.empty_layer = empty_layer
+        }
     }
 
     public var created: String?
@@ -176,6 +189,18 @@ public struct ImageConfig: Codable, Sendable, Equatable {
     public var config: Config?
     public var rootfs: RootFS
     public var history: [History]?
+
+    public init(created: String?, author: String?, architecture: String, os: String, variant: String?, config: Config?,
+                rootfs: RootFS, history: [History]?) {
+        self.created = created
+        self.author = author
+        self.architecture = architecture
+        self.os = os
+        self.variant = variant
+        self.config = config
+        self.rootfs = rootfs
+        self.history = history
+    }
 
     public var platform: Platform {
         var p = Platform(os: os, architecture: architecture, variant: variant)

@@ -12,6 +12,13 @@ import Foundation
 /// Calls block the calling thread (clone, waitpid): call them from a thread of your own, never
 /// from a Swift concurrency executor.
 public enum Sandbox {
+    /// From now on SIGINT and SIGTERM kill every running sandbox (not forwarding) and are
+    /// remembered for `interruptedBy` (a build stops then, cleans up and exits).
+    public static func killSandboxesOnInterrupt() { rb_install_interrupt_handler() }
+
+    /// The signal that interrupted this process since `killSandboxesOnInterrupt`, or 0.
+    public static var interruptedBy: Int32 { rb_interrupted() }
+
     /// Docker's default PATH, used when the environment has none.
     public static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -153,8 +160,8 @@ public enum Sandbox {
         _ = write(child.sync_fd, &one, 1)
         close(child.sync_fd)
 
-        if forwardSignals { rb_forward_signals(child.pid) }
-        defer { if forwardSignals { rb_forward_signals(0) } }
+        if forwardSignals { rb_forward_signals(child.pid) } else { rb_track_sandbox(child.pid, 1) }
+        defer { if forwardSignals { rb_forward_signals(0) } else { rb_track_sandbox(child.pid, 0) } }
         var report = rb_report()
         let got = rb_read_report(child.status_fd, &report)
         close(child.status_fd)

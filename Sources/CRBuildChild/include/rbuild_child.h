@@ -226,6 +226,12 @@ long rb_copy_file_range(int in, int out, size_t len);
 /// ioctl(out, FICLONE, in): share `in`'s blocks (reflink). Returns 0, or -errno.
 int rb_ficlone(int out, int in);
 
+/// Sandboxes to kill on SIGINT/SIGTERM once rb_install_interrupt_handler ran (builds).
+void rb_track_sandbox(pid_t pid, int add);
+void rb_install_interrupt_handler(void);
+/// The signal that interrupted the build, or 0.
+int rb_interrupted(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,63 @@
+import Foundation
+@_exported import RBuildSolver
+@_exported import RBuildExporters
+
+/// Everything `rbuild build` takes, as an embedding program sets it.
+public struct BuildOptions: Sendable {
+    /// The build context directory; nil when there is none (`rbuild build -` with a Dockerfile
+    /// on stdin): COPY and ADD from the context then fail with a message saying so.
+    public var contextDirectory: String?
+    /// The Dockerfile: its text, and the name errors show. `Builder.load` fills both.
+    public var dockerfileText: String = ""
+    public var dockerfileName: String = "Dockerfile"
+    /// Where the Dockerfile was read from (for a .dockerignore beside it: `NAME.dockerignore`).
+    public var dockerfilePath: String?
+    public var buildArgs: [String: String] = [:]
+    public var target: String?
+    /// `--label`: added to the image config's labels.
+    public var labels: [String: String] = [:]
+    public var noCache = false
+    /// Stages whose steps skip the cache (`--no-cache-filter`).
+    public var noCacheFilter: [String] = []
+    /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
+    public var buildContexts: [String: String] = [:]
+    /// The platform to build for (default: the host's).
+    public var platform: Platform?
+    /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
+    public var layer = LayerOptions()
+    public var progress: ProgressSink?
+    /// Numbers the steps; pass one to continue its numbering afterwards (exporting).
+    public var reporter: ProgressReporter?
+
+    public init() {}
+}
+
+/// A built image: its manifest (in the state dir's content store) and what the exporters need.
+public struct BuiltImage: Sendable {
+    /// The manifest, with its platform.
+    public var manifest: Descriptor
+    public var config: ImageConfig
+    /// The final snapshot, when the last stage's layers are all applied (nil: not unpacked yet;
+    /// `Builder.rootfs(of:)` makes it).
+    var layers: [Descriptor]
+    var diffIDs: [Digest]
+}
+
+/// A failed build step, located in the Dockerfile, with the tail of its output.
+public struct BuildError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var line: Int
+    /// The instruction as written.
+    public var instruction: String
+    public var message: String
+    /// The last lines the step printed (RUN).
+    public var outputTail: [String] = []
+
+    public var description: String {
+        var s = message + "\n\n" + "\(file):\(line)\n" + "--------------------\n" + "  \(line) | >>> \(instruction)\n" + "--------------------"
+        if !outputTail.isEmpty {
+            s += "\nlast output:\n" + outputTail.map { "  " + $0 }.joined(separator: "\n")
+        }
+        return s
+    }
+}

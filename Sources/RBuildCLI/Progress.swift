@@ -1,0 +1,152 @@
+import Foundation
+import RBuild
+
+/// Writes to stderr, whole lines at once (several threads report).
+func writeErr(_ text: String) {
+    var t = text
+    t.withUTF8 { p in
+        var off = 0
+        while off < p.count {
+            let n = write(2, p.baseAddress! + off, p.count - off)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}
+
+/// `--progress=plain`: buildx's plain format. Every line names its step (`#5`), output lines
+/// carry the seconds since the step started.
+final class PlainProgress: ProgressSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var starts: [Int: Date] = [:]
+
+    func handle(_ event: BuildEvent) {
+        lock.lock()
+        defer { lock.unlock() }
+        switch event {
+        case .started(let n, let name):
+            starts[n] = Date()
+            writeErr("#\(n) \(name)\n")
+        case .output(let n, _, let text):
+            let t = Date().timeIntervalSince(starts[n] ?? Date())
+            writeErr("#\(n) \(String(format: "%.3f", t)) \(text)\n")
+        case .cached(let n):
+            writeErr("#\(n) CACHED\n")
+        case .finished(let n, let s):
+            writeErr("#\(n) DONE \(String(format: "%.1f", s))s\n\n")
+        case .failed(let n, let s, let message):
+            writeErr("#\(n) ERROR: \(message.split(separator: "\n").first ?? "") (\(String(format: "%.1f", s))s)\n\n")
+        case .note(let text):
+            writeErr(text + "\n")
+        }
+    }
+}
+
+/// `--progress=rawjson`: one JSON object per line, for programs.
+final class JSONProgress: ProgressSink, @unchecked Sendable {
+    private let lock = NSLock()
+
+    func handle(_ event: BuildEvent) {
+        var o: [String: Any] = ["time": Date().timeIntervalSince1970]
+        switch event {
+        case .started(let n, let name): o["step"] = n; o["event"] = "started"; o["name"] = name
+        case .output(let n, let stream, let text): o["step"] = n; o["event"] = "output"; o["stream"] = stream; o["text"] = text
+        case .cached(let n): o["step"] = n; o["event"] = "cached"
+        case .finished(let n, let s): o["step"] = n; o["event"] = "done"; o["seconds"] = s
+        case .failed(let n, let s, let m): o["step"] = n; o["event"] = "error"; o["seconds"] = s; o["error"] = m
+        case .note(let text): o["event"] = "note"; o["text"] = text
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) else { return }
+        lock.lock()
+        writeErr(String(decoding: data, as: UTF8.self) + "\n")
+        lock.unlock()
+    }
+}
+
+/// `--progress=tty`: a live view like buildx's, redrawn in place at most ten times a second:
+/// a header with the elapsed time, one line per step (its time, CACHED, DONE or ERROR) and the
+/// last lines of output of each running step.
+final class TTYProgress: ProgressSink, @unchecked Sendable {
+    struct StepView {
+        var name: String
+        var start = Date()
+        var end: Date?
+        var cached = false
+        var failed = false
+        var tail: [String] = []
+    }
+    private let lock = NSLock()
+    private var steps: [Int: StepView] = [:]
+    private var order: [Int] = []
+    private var drawnLines = 0
+    private var lastDraw = Date.distantPast
+    private let begin = Date()
+    private let width: Int
+
+    init() {
+        var ws = winsize()
+        width = ioctl(2, UInt(TIOCGWINSZ), &ws) == 0 && ws.ws_col > 20 ? Int(ws.ws_col) : 100
+    }
+
+    func handle(_ event: BuildEvent) {
+        lock.lock()
+        defer { lock.unlock() }
+        var force = false
+        switch event {
+        case .started(let n, let name):
+            steps[n] = StepView(name: name)
+            order.append(n)
+        case .output(let n, _, let text):
+            steps[n]?.tail.append(text)
+            if let c = steps[n]?.tail.count, c > 6 { steps[n]?.tail.removeFirst(c - 6) }
+        case .cached(let n):
+            steps[n]?.cached = true
+        case .finished(let n, _):
+            steps[n]?.end = Date()
+            force = true
+        case .failed(let n, _, _):
+            steps[n]?.end = Date()
+            steps[n]?.failed = true
+            force = true
+        case .note(let text):
+            redraw(final: false)
+            writeErr(text + "\n")
+            drawnLines = 0
+            return
+        }
+        if force || Date().timeIntervalSince(lastDraw) > 0.1 { redraw(final: false) }
+    }
+
+    func clip(_ s: String) -> String { s.count > width - 1 ? String(s.prefix(width - 2)) + "…" : s }
+
+    func redraw(final: Bool) {
+        lastDraw = Date()
+        var out = drawnLines > 0 ? "\u{1b}[\(drawnLines)F" : ""
+        var lines: [String] = []
+        let done = order.filter { steps[$0]?.end != nil }.count
+        lines.append("[+] Building \(String(format: "%.1f", Date().timeIntervalSince(begin)))s (\(done)/\(order.count))\(final ? " FINISHED" : "")")
+        for n in order {
+            guard let s = steps[n] else { continue }
+            let t = String(format: "%.1fs", (s.end ?? Date()).timeIntervalSince(s.start))
+            let status = s.failed ? " ERROR" : s.cached ? " CACHED" : ""
+            lines.append(" => \(s.name)\(status)  \(t)")
+            if s.end == nil || s.failed {
+                for l in s.tail { lines.append("\u{1b}[2m => => # \(l)\u{1b}[0m") }
+            }
+        }
+        for l in lines { out += "\u{1b}[2K" + clip(l) + "\n" }
+        if lines.count < drawnLines {
+            for _ in lines.count..<drawnLines { out += "\u{1b}[2K\n" }
+            out += "\u{1b}[\(drawnLines - lines.count)F"
+        }
+        drawnLines = lines.count
+        writeErr(out)
+    }
+
+    func finish() {
+        lock.lock()
+        redraw(final: true)
+        lock.unlock()
+    }
+}

@@ -1,0 +1,170 @@
+import CSQLite
+import Foundation
+import RBuildOCI
+
+/// Failures of the solver: a step that failed, a cache index that cannot be used.
+public struct SolveError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What a cached step produced: a layer (in the content store) or no layer at all.
+public struct CachedResult: Sendable, Equatable {
+    /// nil: the step changed no file (an empty layer, left out of the image).
+    public var layer: Descriptor?
+    public var diffID: Digest?
+
+    public init(layer: Descriptor?, diffID: Digest?) {
+        self.layer = layer
+        self.diffID = diffID
+    }
+}
+
+/// The persistent cache index, `<state>/cache.db`: step key → result, and the digests of
+/// context files by their identity (device, inode, size, mtime, ctime), so that a warm build
+/// reads no unchanged file again. SQLite in WAL mode with a busy timeout: several rbuild
+/// processes may build on one state dir at once, and a process killed mid-write leaves the
+/// database as it was before the write (SQLite's journal).
+public final class CacheIndex: @unchecked Sendable {
+    private var db: OpaquePointer?
+    private let lock = NSLock()
+    public let path: String
+
+    public init(path: String) throws {
+        self.path = path
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(handle)
+            throw SolveError("cannot open the cache index \(path): \(msg) (remove it to start with an empty cache)")
+        }
+        db = handle
+        sqlite3_busy_timeout(handle, 30_000)
+        do {
+            try exec("PRAGMA journal_mode=WAL")
+            try exec("PRAGMA synchronous=NORMAL")
+            try exec("""
+                CREATE TABLE IF NOT EXISTS steps(key TEXT PRIMARY KEY, layer TEXT, media_type TEXT,
+                    size INTEGER, diff_id TEXT, created INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER,
+                    mtime INTEGER, ctime INTEGER, digest TEXT NOT NULL);
+                """)
+        } catch {
+            sqlite3_close(handle)
+            db = nil
+            throw error
+        }
+    }
+
+    deinit { sqlite3_close(db) }
+
+    private func exec(_ sql: String) throws {
+        var err: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+            let msg = err.map { String(cString: $0) } ?? "unknown error"
+            sqlite3_free(err)
+            throw SolveError("cache index \(path): \(msg)")
+        }
+    }
+
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    /// Runs one statement with text/integer bindings; `row` sees each result row.
+    private func query(_ sql: String, _ binds: [Any?], row: ((OpaquePointer) -> Void)? = nil) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
+            throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(db)))")
+        }
+        defer { sqlite3_finalize(stmt) }
+        for (i, b) in binds.enumerated() {
+            let at = Int32(i + 1)
+            switch b {
+            case let s as String: sqlite3_bind_text(stmt, at, s, -1, CacheIndex.transient)
+            case let n as Int64: sqlite3_bind_int64(stmt, at, n)
+            case let n as Int: sqlite3_bind_int64(stmt, at, Int64(n))
+            case let n as UInt64: sqlite3_bind_int64(stmt, at, Int64(bitPattern: n))
+            default: sqlite3_bind_null(stmt, at)
+            }
+        }
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_ROW { row?(stmt!); continue }
+            if rc == SQLITE_DONE { return }
+            throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(db)))")
+        }
+    }
+
+    private static func text(_ stmt: OpaquePointer, _ col: Int32) -> String? {
+        sqlite3_column_text(stmt, col).map { String(cString: $0) }
+    }
+
+    public func lookup(_ key: Digest) throws -> CachedResult? {
+        var found: CachedResult?
+        var bad = false
+        try query("SELECT layer, media_type, size, diff_id FROM steps WHERE key = ?", [key.hex]) { s in
+            guard let layer = CacheIndex.text(s, 0) else { found = CachedResult(layer: nil, diffID: nil); return }
+            guard let d = try? Digest(parsing: layer), let diff = CacheIndex.text(s, 3).flatMap({ try? Digest(parsing: $0) }),
+                  let type = CacheIndex.text(s, 1) else { bad = true; return }
+            found = CachedResult(layer: Descriptor(mediaType: type, digest: d, size: sqlite3_column_int64(s, 2)), diffID: diff)
+        }
+        return bad ? nil : found
+    }
+
+    public func store(_ key: Digest, _ result: CachedResult) throws {
+        try query("INSERT OR REPLACE INTO steps(key, layer, media_type, size, diff_id, created) VALUES (?, ?, ?, ?, ?, ?)",
+                  [key.hex, result.layer?.digest.description, result.layer?.mediaType, result.layer?.size,
+                   result.diffID?.description, Int64(Date().timeIntervalSince1970)])
+    }
+
+    /// Every layer digest the index refers to (roots for garbage collection).
+    public func layerDigests() throws -> [Digest] {
+        var out: [Digest] = []
+        try query("SELECT DISTINCT layer FROM steps WHERE layer IS NOT NULL", []) { s in
+            if let t = CacheIndex.text(s, 0), let d = try? Digest(parsing: t) { out.append(d) }
+        }
+        return out
+    }
+
+    /// Forgets every step (`rbuild prune --all`).
+    public func clearSteps() throws { try query("DELETE FROM steps", []) }
+
+    /// The identity of a file as far as the file digest cache is concerned.
+    public struct FileIdentity: Equatable, Sendable {
+        public var dev: UInt64, ino: UInt64, size: Int64, mtime: Int64, ctime: Int64
+        public init(dev: UInt64, ino: UInt64, size: Int64, mtime: Int64, ctime: Int64) {
+            self.dev = dev; self.ino = ino; self.size = size; self.mtime = mtime; self.ctime = ctime
+        }
+    }
+
+    /// Remembered file digests, by absolute path, for the files whose identity still matches.
+    public func fileDigests(under prefix: String) throws -> [String: (FileIdentity, Digest)] {
+        var out: [String: (FileIdentity, Digest)] = [:]
+        try query("SELECT path, dev, ino, size, mtime, ctime, digest FROM files WHERE path >= ? AND path < ?",
+                  [prefix + "/", prefix + "0"]) { s in
+            guard let p = CacheIndex.text(s, 0), let d = CacheIndex.text(s, 6).flatMap({ try? Digest(parsing: $0) }) else { return }
+            let id = FileIdentity(dev: UInt64(bitPattern: sqlite3_column_int64(s, 1)), ino: UInt64(bitPattern: sqlite3_column_int64(s, 2)),
+                                  size: sqlite3_column_int64(s, 3), mtime: sqlite3_column_int64(s, 4), ctime: sqlite3_column_int64(s, 5))
+            out[p] = (id, d)
+        }
+        return out
+    }
+
+    public func rememberFiles(_ entries: [(path: String, identity: FileIdentity, digest: Digest)]) throws {
+        guard !entries.isEmpty else { return }
+        try query("BEGIN IMMEDIATE", [])
+        do {
+            for e in entries {
+                try query("INSERT OR REPLACE INTO files(path, dev, ino, size, mtime, ctime, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          [e.path, e.identity.dev, e.identity.ino, e.identity.size, e.identity.mtime, e.identity.ctime, e.digest.description])
+            }
+            try query("COMMIT", [])
+        } catch {
+            try? query("ROLLBACK", [])
+            throw error
+        }
+    }
+}

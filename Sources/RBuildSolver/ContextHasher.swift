@@ -1,0 +1,113 @@
+import Foundation
+import RBuildOCI
+
+/// Content digests of build-context files for cache keys. Each file's sha256 is remembered in
+/// the cache index with its identity (device, inode, size, mtime and ctime to the nanosecond),
+/// so a warm build reads no unchanged file. A file whose ctime is within the last two seconds is
+/// hashed but not remembered: a write in the same clock tick as the hash could otherwise leave
+/// the same identity over different bytes (moby/buildkit#4950).
+public final class ContextHasher: @unchecked Sendable {
+    public let root: String
+    let index: CacheIndex?
+    private var known: [String: (CacheIndex.FileIdentity, Digest)]?
+    private var fresh: [(path: String, identity: CacheIndex.FileIdentity, digest: Digest)] = []
+    private let lock = NSLock()
+    private let started = Date().timeIntervalSince1970
+    /// Files read (not found in the index) so far: what a warm build should keep at zero.
+    public private(set) var filesRead = 0
+
+    public init(root: String, index: CacheIndex?) {
+        self.root = root
+        self.index = index
+    }
+
+    /// The digest of the context entry at `rel` (a canonical path inside the context; "" for
+    /// its root) and, for a directory, of everything below it that `include` keeps (asked with
+    /// paths relative to the context root). Names, types, modes, sizes, mtimes, link targets and
+    /// file bytes count; owners do not (context files are recorded as root's).
+    public func digest(of rel: String, include: ((String) -> Bool)? = nil) throws -> Digest {
+        lock.lock()
+        defer { lock.unlock() }
+        if known == nil { known = (try? index?.fileDigests(under: root)) ?? [:] }
+        let h = SHA256()
+        let parent = rel.isEmpty ? root : root + "/" + (rel.split(separator: "/").dropLast().joined(separator: "/"))
+        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else { throw SolveError("cannot open \(parent): \(String(cString: strerror(errno)))") }
+        defer { close(dirfd) }
+        if rel.isEmpty {
+            try walk(dirfd, prefix: "", include: include, into: h)
+        } else {
+            let name = String(rel.split(separator: "/").last!)
+            try entry(dirfd, name: name, rel: rel, include: include, into: h)
+        }
+        return h.finish()
+    }
+
+    private func entry(_ dirfd: Int32, name: String, rel: String, include: ((String) -> Bool)?, into h: SHA256) throws {
+        var st = stat()
+        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            throw SolveError("cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
+        }
+        let type = st.st_mode & S_IFMT
+        var line = "\(rel)\u{0}\(st.st_mode)\u{0}\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\u{0}"
+        switch type {
+        case S_IFREG:
+            line += "\(st.st_size)\u{0}" + (try fileDigest(dirfd, name, rel: rel, st: st)).hex
+        case S_IFLNK:
+            line += linkTarget(dirfd, name) ?? ""
+        default:
+            break
+        }
+        h.update(Array((line + "\n").utf8))
+        if type == S_IFDIR {
+            let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard sub >= 0 else { throw SolveError("cannot open \(root)/\(rel): \(String(cString: strerror(errno)))") }
+            defer { close(sub) }
+            try walk(sub, prefix: rel, include: include, into: h)
+        }
+    }
+
+    private func walk(_ dirfd: Int32, prefix: String, include: ((String) -> Bool)?, into h: SHA256) throws {
+        for name in try sortedNames(dirfd) {
+            let rel = prefix.isEmpty ? name : prefix + "/" + name
+            if let include, !include(rel) { continue }
+            try entry(dirfd, name: name, rel: rel, include: include, into: h)
+        }
+    }
+
+    private func fileDigest(_ dirfd: Int32, _ name: String, rel: String, st: stat) throws -> Digest {
+        let path = root + "/" + rel
+        let id = CacheIndex.FileIdentity(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino), size: Int64(st.st_size),
+                                         mtime: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
+                                         ctime: Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec))
+        if let (old, d) = known?[path], old == id { return d }
+        let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SolveError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let h = SHA256()
+        var buf = [UInt8](repeating: 0, count: 1 << 18)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw SolveError("cannot read \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            buf.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        let d = h.finish()
+        filesRead += 1
+        if Double(st.st_ctim.tv_sec) < started - 2 {
+            fresh.append((path, id, d))
+            known?[path] = (id, d)
+        }
+        return d
+    }
+
+    /// Writes the digests learnt in this build to the index.
+    public func save() {
+        lock.lock()
+        let entries = fresh
+        fresh = []
+        lock.unlock()
+        try? index?.rememberFiles(entries)
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+
+/// What a build reports as it goes, one event at a time, for the CLI's displays (tty, plain,
+/// rawjson) or an embedding program. Steps are numbered from 1 in the order they start, as
+/// buildx numbers its vertices.
+public enum BuildEvent: Sendable {
+    /// A step began; `name` is what buildx shows (`[stage 2/4] RUN make`).
+    case started(step: Int, name: String)
+    /// Output of a running step (stream 1 stdout, 2 stderr).
+    case output(step: Int, stream: Int, text: String)
+    /// The step's result came from the cache.
+    case cached(step: Int)
+    case finished(step: Int, seconds: Double)
+    case failed(step: Int, seconds: Double, message: String)
+    /// A note that belongs to no step (a warning, an export summary).
+    case note(String)
+}
+
+/// Receives events, from any thread.
+public protocol ProgressSink: Sendable {
+    func handle(_ event: BuildEvent)
+}
+
+/// Hands out step numbers and times steps.
+public final class ProgressReporter: @unchecked Sendable {
+    let sink: ProgressSink?
+    private var next = 1
+    private let lock = NSLock()
+
+    public init(sink: ProgressSink?) { self.sink = sink }
+
+    public final class Step: @unchecked Sendable {
+        public let number: Int
+        let reporter: ProgressReporter
+        let start = Date()
+        private var ended = false
+
+        init(number: Int, reporter: ProgressReporter) {
+            self.number = number
+            self.reporter = reporter
+        }
+
+        public func output(_ text: String, stream: Int = 1) {
+            reporter.sink?.handle(.output(step: number, stream: stream, text: text))
+        }
+
+        public func cached() { reporter.sink?.handle(.cached(step: number)) }
+
+        public func finish() {
+            guard !ended else { return }
+            ended = true
+            reporter.sink?.handle(.finished(step: number, seconds: Date().timeIntervalSince(start)))
+        }
+
+        public func fail(_ message: String) {
+            guard !ended else { return }
+            ended = true
+            reporter.sink?.handle(.failed(step: number, seconds: Date().timeIntervalSince(start), message: message))
+        }
+    }
+
+    public func start(_ name: String) -> Step {
+        lock.lock()
+        let n = next
+        next += 1
+        lock.unlock()
+        sink?.handle(.started(step: n, name: name))
+        return Step(number: n, reporter: self)
+    }
+
+    /// Runs `work` as one step: finished when it returns, failed (with the error) when it throws.
+    public func step<T>(_ name: String, _ work: (Step) throws -> T) throws -> T {
+        let s = start(name)
+        do {
+            let v = try work(s)
+            s.finish()
+            return v
+        } catch {
+            s.fail("\(error)")
+            throw error
+        }
+    }
+
+    public func note(_ text: String) { sink?.handle(.note(text)) }
+}
