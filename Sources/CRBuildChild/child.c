@@ -758,6 +758,9 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     close(0);
     close(1);
     close(2);
+    // rbuild killed (even with SIGKILL): the init dies, and with it everything in its pid
+    // namespace. Set here, after every credential change (which would clear it).
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     run_init(cmd);
 }
 
@@ -778,6 +781,7 @@ int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
     // With a NULL stack, clone behaves like fork: the child continues here on a copy of it.
     pid_t pid = (pid_t)syscall(SYS_clone, plan->clone_flags | SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         close(syncp[1]);
         close(statusp[0]);
         child_main(plan, syncp[0], statusp[1]);
