@@ -85,11 +85,14 @@ public enum Architecture: String, CaseIterable, Sendable, Codable {
     }
 
     /// The line written to binfmt_misc's `register` for `interpreter`, with the F (fix binary)
-    /// flag: the kernel opens the interpreter now, so it need not exist inside the root.
+    /// flag — the kernel opens the interpreter now, so it need not exist inside the root — and P
+    /// (preserve argv[0]), which qemu reads from AT_FLAGS: without it every program gets its path
+    /// as argv[0], and busybox's shell, which runs applets as /proc/self/exe with argv[0] naming
+    /// the applet, runs itself instead of `cat` (the flags Debian's qemu-user-static registers).
     func binfmtRegistration(interpreter: String) -> String {
         func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "\\x%02x", $0) }.joined() }
         let (magic, mask) = elfMagic
-        return ":rbuild-\(rawValue):M::\(hex(magic)):\(hex(mask)):\(interpreter):F"
+        return ":rbuild-\(rawValue):M::\(hex(magic)):\(hex(mask)):\(interpreter):PF"
     }
 }
 

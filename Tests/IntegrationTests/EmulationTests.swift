@@ -34,6 +34,16 @@ struct EmulationTests {
         #expect(r.stdout == "many-applets\naarch64\n1\n", "\(r.stdout)")
     }
 
+    /// busybox's shell runs an applet named without a path as /proc/self/exe with argv[0] set to
+    /// the applet: that works only with binfmt's P flag (preserve argv[0]).
+    @Test("commands found on PATH keep their argv[0] under emulation")
+    func argv0IsPreserved() throws {
+        let arm = try Rootfs(arch: "arm64")
+        let r = try arm.run(["--platform", "linux/arm64"], ["/bin/sh", "-c", "echo hi > /tmp/f; cat /tmp/f; busybox cat /tmp/f; uname -m"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "hi\nhi\naarch64\n", "\(r.stdout)")
+    }
+
     @Test("without --platform, a foreign binary is named as such")
     func foreignBinaryWithoutPlatform() throws {
         let arm = try Rootfs(arch: "arm64")

@@ -201,7 +201,7 @@ struct ArchitectureTests {
     @Test func registrationLine() {
         let line = Architecture.aarch64.binfmtRegistration(interpreter: "/usr/bin/qemu-aarch64-static")
         #expect(line.hasPrefix(":rbuild-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00"))
-        #expect(line.hasSuffix(":/usr/bin/qemu-aarch64-static:F"))
+        #expect(line.hasSuffix(":/usr/bin/qemu-aarch64-static:PF"))
         let (magic, mask) = Architecture.aarch64.elfMagic
         #expect(magic.count == 20 && mask.count == 20)
         #expect(magic[18] == 0xb7)
