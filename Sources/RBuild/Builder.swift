@@ -36,6 +36,28 @@ public final class Builder: @unchecked Sendable {
         return try session.run()
     }
 
+    /// The image with its layers compressed as `compression` (each layer converted once, and
+    /// remembered in the cache index): the manifest to export.
+    public func exportable(_ image: BuiltImage, compression: Compression, level: Int?) throws -> Descriptor {
+        let tag = "\(compression.rawValue):\(level ?? -1)"
+        var converted: [Descriptor] = []
+        for layer in image.layers {
+            if let known = try cache.conversion(of: layer.digest, tag), store.content.contains(known.digest) {
+                converted.append(known)
+                continue
+            }
+            let c = try recompressLayer(layer, to: compression, level: level, store: store.content)
+            if c != layer { try cache.rememberConversion(of: layer.digest, tag, c) }
+            converted.append(c)
+        }
+        if converted == image.layers { return image.manifest }
+        var manifest = try decodeJSON(Manifest.self, from: try store.content.read(image.manifest.digest), what: "manifest")
+        manifest.layers = converted
+        let bytes = try canonicalJSON(manifest)
+        let d = try store.content.put(bytes)
+        return Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: image.manifest.platform)
+    }
+
     /// The root filesystem of a built image, unpacked in the snapshotter.
     public func rootfs(of image: BuiltImage) throws -> Snapshot {
         var snap = Snapshot(chainID: nil, directories: [])
@@ -318,7 +340,7 @@ final class BuildSession: @unchecked Sendable {
 
     /// A directory named as a build context and used as FROM: its files as one layer.
     func directoryImage(_ dir: String, platform: Platform) throws -> (Digest, Manifest, ImageConfig) {
-        var opts = options.layer
+        var opts = layerOptions
         let uid = getuid(), gid = getgid()
         opts.ownership = { u, g in (u == uid ? 0 : u, g == gid ? 0 : g) }
         let d = try importDirectory(dir, platform: platform, store: store, options: opts)
@@ -541,9 +563,17 @@ final class BuildSession: @unchecked Sendable {
         return state.applied
     }
 
-    var layerKey: String {
-        "\(options.layer.compression.rawValue):\(options.layer.level ?? -1):\(options.layer.sourceDateEpoch ?? -1)"
+    /// Layers are made uncompressed (fast to write, cheap to unpack); exporters compress them
+    /// as each output asks (`Builder.exportable`), once per layer and compression.
+    var layerOptions: LayerOptions {
+        var o = options.layer
+        o.compression = .none
+        o.level = nil
+        return o
     }
+
+    /// What of the layer options changes a layer's bytes: SOURCE_DATE_EPOCH.
+    var layerKey: String { "epoch:\(options.layer.sourceDateEpoch ?? -1)" }
 }
 
 /// A build failure that is not tied to one Dockerfile line (or gets its line from the caller).

@@ -132,9 +132,11 @@ extension BuildSession {
         key.add("layer", layerKey)
 
         let ig = ignore
+        var made: Snapshot?
         let result = try reporter.step(name) { step in
             try cached(key.digest, stage: stage, step: step) {
-                let base = SnapshotView(try materialise(&state))
+                let baseSnapshot = try materialise(&state)
+                let base = SnapshotView(baseSnapshot)
                 var owner: (uid: UInt32, gid: UInt32)?
                 if let chownText { owner = try resolveChown(chownText, base: base) }
                 let destComps = try base.resolve(destPath, followLast: true)
@@ -187,12 +189,14 @@ extension BuildSession {
                 for p in copiedPaths { staging.owners[p] = owner ?? copiedOwners[p] ?? (0, 0) }
                 if let owner { for p in copiedOwners.keys { staging.owners[p] = owner } }
                 else { for (p, o) in copiedOwners where staging.owners[p] == nil { staging.owners[p] = o } }
-                return try staging.layer(store: store.content, options: options.layer)
+                let result = try staging.layer(store: store.content, options: layerOptions)
+                made = try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: baseSnapshot)
+                return result
             }.0
         }
         withExtendedLifetime(holders) {}
         let shown = c.sources.joined(separator: " ")
-        append(result, &state, createdBy: "\(kw) \(shown) \(dest) # buildkit")
+        append(result, &state, createdBy: "\(kw) \(shown) \(dest) # buildkit", snapshot: made)
         state.key = key.digest
     }
 

@@ -51,6 +51,20 @@ final class LayerStaging {
         return cur
     }
 
+    /// Hands the tree, now written as `result`'s layer, to the snapshotter as that layer's
+    /// snapshot on `base` (the overlay kinds move it in instead of unpacking the blob again).
+    func adopt(_ result: CachedResult, snapshotter: any Snapshotter, store: ContentStore, on base: Snapshot) throws -> Snapshot? {
+        guard let layer = result.layer, let diffID = result.diffID else { return nil }
+        var records: [Ownership.Record] = []
+        for (path, o) in owners where o != (0, 0) {
+            var st = stat()
+            guard lstat(dir + "/" + path, &st) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { continue }
+            records.append(Ownership.Record(path: path, uid: o.uid, gid: o.gid, mode: UInt32(st.st_mode & 0o7777)))
+        }
+        return try snapshotter.adopt(dir, layer: store.path(layer.digest), diffID: diffID, name: layer.digest.description,
+                                     owners: records, on: base)
+    }
+
     func layer(store: ContentStore, options: LayerOptions) throws -> CachedResult {
         var opts = options
         opts.owners = owners
@@ -152,7 +166,7 @@ extension BuildSession {
                                      message: "process \"\(argv.joined(separator: " "))\" did not complete successfully: exit code: \(status)",
                                      outputTail: tail)
                 }
-                let layer = try snapshotter.diff(active, store: store.content, options: options.layer)
+                let layer = try snapshotter.diff(active, store: store.content, options: layerOptions)
                 if layer.entries == 0 { return CachedResult(layer: nil, diffID: nil) }
                 made = try snapshotter.commit(active, diffID: layer.diffID)
                 kept = true
@@ -246,9 +260,11 @@ extension BuildSession {
         key.add("user", user ?? "")
         key.add("layer", layerKey)
         // Like BuildKit: the directory is made (owned by USER) when it does not exist.
+        var made: Snapshot?
         let result = try reporter.step(name) { step in
             try cached(key.digest, stage: stage, step: step) {
-                let view = SnapshotView(try materialise(&state))
+                let base = try materialise(&state)
+                let view = SnapshotView(base)
                 let comps = try view.resolve(dir, followLast: true)
                 if comps.isEmpty { return CachedResult(layer: nil, diffID: nil) }
                 if let (_, e) = try view.lookup(comps), e.type == S_IFDIR { return CachedResult(layer: nil, diffID: nil) }
@@ -259,10 +275,12 @@ extension BuildSession {
                 }
                 let staging = try LayerStaging(in: tmpRoot)
                 close(try staging.makeDirectories(comps, base: view, mapping: snapshotter.mapping, owner: owner))
-                return try staging.layer(store: store.content, options: options.layer)
+                let result = try staging.layer(store: store.content, options: layerOptions)
+                made = try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: base)
+                return result
             }.0
         }
-        append(result, &state, createdBy: "WORKDIR " + dir)
+        append(result, &state, createdBy: "WORKDIR " + dir, snapshot: made)
         state.key = key.digest
     }
 }

@@ -116,7 +116,7 @@ struct BuildCommand: ParsableCommand {
         }
         var specs = try outputs.map(OutputSpec.parse)
         if specs.isEmpty && !tags.isEmpty { specs = [OutputSpec(kind: .image)] }
-        for s in specs { if let (c, level) = try s.compression() { options.layer.compression = c; options.layer.level = level } }
+        for s in specs { _ = try s.compression() }   // checked before building
         if specs.filter({ $0.destination == "-" }).count > 1 {
             throw ValidationError("only one output can go to stdout")
         }
@@ -149,6 +149,7 @@ struct BuildCommand: ParsableCommand {
             if specs.isEmpty {
                 reporter.note("WARNING: No output specified: the build result stays in the build cache only (use -t NAME or -o type=…)")
             }
+            var exported: Descriptor?
             for spec in specs {
                 let title: String
                 switch spec.kind {
@@ -160,22 +161,26 @@ struct BuildCommand: ParsableCommand {
                 case .registry: title = "pushing to registry"
                 }
                 try reporter.step(title) { step in
-                    step.output("exporting manifest \(image.manifest.digest) done")
                     let request = ExportRequest(image: image.manifest, names: tags, store: builder.store,
                                                 mapping: builder.snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch,
-                                                rootfs: { SnapshotView(try builder.rootfs(of: image)) })
-                    step.output(try Exporters.export(spec, request) + " done")
+                                                rootfs: { SnapshotView(try builder.rootfs(of: image)) },
+                                                compressed: { try builder.exportable(image, compression: $0, level: $1) })
+                    let (summary, written) = try Exporters.export(spec, request)
+                    step.output("exporting manifest \(written.digest) done")
+                    step.output(summary + " done")
+                    if exported == nil { exported = written }
                 }
             }
-            let configDigest = image.manifest.digest
-            let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(configDigest), what: "manifest").config
+            // The image as the first output wrote it (its layers compressed as that output asked).
+            let manifest = exported ?? image.manifest
+            let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(manifest.digest), what: "manifest").config
             if let iidfile { try Data(config.digest.description.utf8).write(to: URL(fileURLWithPath: iidfile)) }
             if let metadataFile {
                 var meta: [String: Any] = [
-                    "containerimage.digest": image.manifest.digest.description,
+                    "containerimage.digest": manifest.digest.description,
                     "containerimage.config.digest": config.digest.description,
-                    "containerimage.descriptor": ["mediaType": image.manifest.mediaType, "digest": image.manifest.digest.description,
-                                                  "size": image.manifest.size,
+                    "containerimage.descriptor": ["mediaType": manifest.mediaType, "digest": manifest.digest.description,
+                                                  "size": manifest.size,
                                                   "platform": ["os": image.config.os, "architecture": image.config.architecture]
                                                       .merging(image.config.variant.map { ["variant": $0] } ?? [:]) { a, _ in a }],
                 ]

@@ -134,13 +134,19 @@ struct RmiCommand: ParsableCommand {
 }
 
 struct PruneCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Delete blobs that no local image uses.")
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Delete blobs that no local image (and, unless --all, no cached build step) uses.")
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(name: .long, help: "Forget the build cache too, and delete its layers.")
+    var all = false
+
     func run() throws {
         let store = try StateDirectory.open(global.root)
-        let (n, bytes) = try store.prune()
+        let cache = try CacheIndex(path: store.root + "/cache.db")
+        if all { try cache.clearSteps() }
+        let roots = try store.list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
+        let (n, bytes) = try store.content.collectGarbage(roots: roots)
         print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
     }
 }

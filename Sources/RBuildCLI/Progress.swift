@@ -83,10 +83,13 @@ final class TTYProgress: ProgressSink, @unchecked Sendable {
     private var lastDraw = Date.distantPast
     private let begin = Date()
     private let width: Int
+    private let height: Int
 
     init() {
         var ws = winsize()
-        width = ioctl(2, UInt(TIOCGWINSZ), &ws) == 0 && ws.ws_col > 20 ? Int(ws.ws_col) : 100
+        let ok = ioctl(2, UInt(TIOCGWINSZ), &ws) == 0
+        width = ok && ws.ws_col > 20 ? Int(ws.ws_col) : 100
+        height = ok && ws.ws_row > 5 ? Int(ws.ws_row) : 40
     }
 
     func handle(_ event: BuildEvent) {
@@ -135,6 +138,9 @@ final class TTYProgress: ProgressSink, @unchecked Sendable {
                 for l in s.tail { lines.append("\u{1b}[2m => => # \(l)\u{1b}[0m") }
             }
         }
+        // What fits on the screen: the header and the latest lines (a cursor cannot move up past
+        // the top of the terminal to redraw the rest).
+        if lines.count > height - 1 { lines = [lines[0]] + lines.suffix(height - 2) }
         for l in lines { out += "\u{1b}[2K" + clip(l) + "\n" }
         if lines.count < drawnLines {
             for _ in lines.count..<drawnLines { out += "\u{1b}[2K\n" }

@@ -105,21 +105,25 @@ public struct ExportRequest {
     public var sourceDateEpoch: Int64?
     /// The root filesystem, made on demand (type=local and type=tar only).
     public var rootfs: () throws -> SnapshotView
+    /// The image's manifest with its layers compressed so (builds make them uncompressed).
+    public var compressed: (Compression, Int?) throws -> Descriptor
 
     public init(image: Descriptor, names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?,
-                rootfs: @escaping () throws -> SnapshotView) {
+                rootfs: @escaping () throws -> SnapshotView, compressed: @escaping (Compression, Int?) throws -> Descriptor) {
         self.image = image
         self.names = names
         self.store = store
         self.mapping = mapping
         self.sourceDateEpoch = sourceDateEpoch
         self.rootfs = rootfs
+        self.compressed = compressed
     }
 }
 
 public enum Exporters {
-    /// Writes one output; returns a line for the progress display.
-    public static func export(_ spec: OutputSpec, _ request: ExportRequest) throws -> String {
+    /// Writes one output; returns a line for the progress display and the manifest written
+    /// (type=local and type=tar: the image's).
+    public static func export(_ spec: OutputSpec, _ request: ExportRequest) throws -> (summary: String, image: Descriptor) {
         let names = try spec.names(tags: request.names).map(ImageStore.normalise)
         switch spec.kind {
         case .image:
@@ -127,8 +131,10 @@ public enum Exporters {
                 throw ExportError("type=image,push=true: pushing to a registry is not implemented yet")
             }
             guard !names.isEmpty else { throw ExportError("type=image needs a name: -t NAME or name=NAME") }
-            for n in names { try request.store.tag(n, request.image) }
-            return "naming to " + names.joined(separator: ", ")
+            // The local store keeps layers as built (uncompressed) unless compression= asks.
+            let image = try spec.compression().map { try request.compressed($0.0, $0.1) } ?? request.image
+            for n in names { try request.store.tag(n, image) }
+            return ("naming to " + names.joined(separator: ", "), image)
         case .registry:
             throw ExportError("type=registry: pushing to a registry is not implemented yet")
         case .oci, .docker:
@@ -137,24 +143,20 @@ public enum Exporters {
             if spec.kind == .docker && asDirectory { throw ExportError("type=docker has no tar=false form") }
             if asDirectory && dest == "-" { throw ExportError("type=oci,tar=false needs a directory as dest") }
             let file = dest == "-" ? try stdoutStaging(request) : dest
-            let target: ExportTarget = spec.kind == .docker ? .dockerArchive(file) : asDirectory ? .ociLayout(file) : .ociArchive(file)
+            let (compression, level) = try spec.compression() ?? (.gzip, nil)
+            let image = try request.compressed(compression, level)
             try atomically(file, isDirectory: asDirectory) { tmp in
-                let t: ExportTarget
-                switch target {
-                case .dockerArchive: t = .dockerArchive(tmp)
-                case .ociLayout: t = .ociLayout(tmp)
-                case .ociArchive: t = .ociArchive(tmp)
-                }
-                try request.store.export(request.image, name: names.first, to: t, sourceDateEpoch: request.sourceDateEpoch)
+                let t: ExportTarget = spec.kind == .docker ? .dockerArchive(tmp) : asDirectory ? .ociLayout(tmp) : .ociArchive(tmp)
+                try request.store.export(image, name: names.first, to: t, sourceDateEpoch: request.sourceDateEpoch)
             }
             if dest == "-" { try streamToStdout(file) }
-            return "exporting to \(dest == "-" ? "stdout" : dest)"
+            return ("exporting to \(dest == "-" ? "stdout" : dest)", image)
         case .local:
             let dest = try destination(spec)
             guard dest != "-" else { throw ExportError("type=local needs a directory as dest") }
             try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
             try copyRoot(try request.rootfs(), into: dest, mapping: request.mapping)
-            return "copying files to \(dest)"
+            return ("copying files to \(dest)", request.image)
         case .tar:
             let dest = try destination(spec)
             let file = dest == "-" ? try stdoutStaging(request) : dest
@@ -162,7 +164,7 @@ public enum Exporters {
                 try writeRootTar(try request.rootfs(), to: tmp, request: request)
             }
             if dest == "-" { try streamToStdout(file) }
-            return "sending tarball to \(dest == "-" ? "stdout" : dest)"
+            return ("sending tarball to \(dest == "-" ? "stdout" : dest)", request.image)
         }
     }
 

@@ -587,3 +587,15 @@ func isOpaque(_ path: String) -> Bool {
     }
     return access(path + "/.wh..wh..opq", F_OK) == 0
 }
+
+/// The layer `layer` (uncompressed, gzip or zstd) compressed with `compression`: the same tar,
+/// so the same diffID. Returns `layer` itself when it is already compressed so.
+public func recompressLayer(_ layer: Descriptor, to compression: Compression, level: Int?, store: ContentStore) throws -> Descriptor {
+    let same = layer.mediaType == compression.mediaType
+        || (compression == .gzip && layer.mediaType == MediaType.dockerLayerGzip)
+    if same { return layer }
+    let sink = try LayerSink(store: store, compression: compression, level: level)
+    try decompressLayer(store.path(layer.digest)) { try sink.write($0) }
+    let (digest, size, _, _) = try sink.finish()
+    return Descriptor(mediaType: compression.mediaType, digest: digest, size: size)
+}

@@ -228,11 +228,18 @@ func detectLayerMediaType(_ path: String) throws -> String {
 /// The sha256 of a layer's uncompressed tar (gzip and zstd recognised). A truncated or corrupt
 /// stream is an error, not a short digest.
 func uncompressedDigest(_ path: String) throws -> Digest {
+    let h = SHA256()
+    try decompressLayer(path) { h.update($0) }
+    return h.finish()
+}
+
+/// Streams a layer blob's uncompressed tar (gzip, zstd or plain) to `each`. A truncated or
+/// corrupt stream is an error.
+public func decompressLayer(_ path: String, _ each: (UnsafeRawBufferPointer) throws -> Void) throws {
     let type = try detectLayerMediaType(path)
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw OCIError(.io, "cannot open \(path)") }
     defer { close(fd) }
-    let h = SHA256()
     var input = [UInt8](repeating: 0, count: 1 << 20)
     var output = [UInt8](repeating: 0, count: 1 << 20)
     let name = (path as NSString).lastPathComponent
@@ -260,7 +267,7 @@ func uncompressedDigest(_ path: String) throws -> Digest {
                         }
                         return outBuf.count - Int(zs.avail_out)
                     }
-                    output.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                     if produced == 0 && !ended && zs.avail_in > 0 { continue }
                 }
             }
@@ -283,7 +290,7 @@ func uncompressedDigest(_ path: String) throws -> Digest {
                         lastHint = rc
                         return zout.pos
                     }
-                    output.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                 }
             }
         }
@@ -292,10 +299,9 @@ func uncompressedDigest(_ path: String) throws -> Digest {
         while true {
             let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n <= 0 { break }
-            input.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
     }
-    return h.finish()
 }
 
 /// Re-packs a root filesystem tarball (any compression libarchive reads) into a layer: entry

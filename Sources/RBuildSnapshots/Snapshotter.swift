@@ -62,6 +62,12 @@ public protocol Snapshotter: Sendable {
     /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
     /// once and then shared.
     func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
+    /// The snapshot of a layer whose files the caller has made in `directory` (without deletion
+    /// marks) and written as `blob`: the overlay kinds take the directory over (it is moved,
+    /// after `owners` — entries not owned by root inside — are given their ids); the copy kind
+    /// applies the blob. `directory` may be gone afterwards.
+    func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+               on parent: Snapshot) throws -> Snapshot
     /// A new writable snapshot on top of `parent`.
     func prepare(_ parent: Snapshot) throws -> ActiveSnapshot
     /// Makes `spec` run on the active snapshot (its root and, for overlays, the mount to make
@@ -306,6 +312,17 @@ public final class OverlaySnapshotter: Snapshotter {
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
     }
 
+    public func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+                      on parent: Snapshot) throws -> Snapshot {
+        // The topmost layer's root directory is the sandbox's "/": give it the parent's mode.
+        var st = stat()
+        chmod(directory, parent.directories.last.map { stat($0, &st) == 0 ? st.st_mode & 0o7777 : 0o755 } ?? 0o755)
+        try restoreOwners(owners, under: directory, mapping: mapping)
+        let final = try commitDirectory(directory, to: layerDirectory(diffID), mapping: mapping)
+        if access(directory, F_OK) == 0 { try? removeDirectory(directory, mapping: mapping) }   // made before by another build
+        return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [final])
+    }
+
     public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {
         let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
         for d in ["upper", "work", "merged"] { mkdir(dir + "/" + d, 0o755) }
@@ -389,6 +406,12 @@ public final class CopySnapshotter: Snapshotter {
             try restoreOwners(owners, under: tmp + "/fs", mapping: mapping)
         }
         return Snapshot(chainID: chainID, directories: [dir + "/fs"])
+    }
+
+    /// A copy snapshot is a full tree: the layer is applied onto a copy of the parent's.
+    public func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+                      on parent: Snapshot) throws -> Snapshot {
+        try apply(layer: blob, diffID: diffID, name: name, on: parent)
     }
 
     public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {

@@ -50,6 +50,8 @@ public final class CacheIndex: @unchecked Sendable {
                     size INTEGER, diff_id TEXT, created INTEGER NOT NULL);
                 CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER,
                     mtime INTEGER, ctime INTEGER, digest TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS conversions(source TEXT, compression TEXT, target TEXT NOT NULL,
+                    media_type TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(source, compression));
                 """)
         } catch {
             sqlite3_close(handle)
@@ -120,17 +122,37 @@ public final class CacheIndex: @unchecked Sendable {
                    result.diffID?.description, Int64(Date().timeIntervalSince1970)])
     }
 
+    /// A layer blob already compressed as `compression` (e.g. "gzip:6") from `source`.
+    public func conversion(of source: Digest, _ compression: String) throws -> Descriptor? {
+        var found: Descriptor?
+        try query("SELECT target, media_type, size FROM conversions WHERE source = ? AND compression = ?",
+                  [source.description, compression]) { s in
+            if let t = CacheIndex.text(s, 0).flatMap({ try? Digest(parsing: $0) }), let m = CacheIndex.text(s, 1) {
+                found = Descriptor(mediaType: m, digest: t, size: sqlite3_column_int64(s, 2))
+            }
+        }
+        return found
+    }
+
+    public func rememberConversion(of source: Digest, _ compression: String, _ target: Descriptor) throws {
+        try query("INSERT OR REPLACE INTO conversions(source, compression, target, media_type, size) VALUES (?, ?, ?, ?, ?)",
+                  [source.description, compression, target.digest.description, target.mediaType, target.size])
+    }
+
     /// Every layer digest the index refers to (roots for garbage collection).
     public func layerDigests() throws -> [Digest] {
         var out: [Digest] = []
-        try query("SELECT DISTINCT layer FROM steps WHERE layer IS NOT NULL", []) { s in
+        try query("SELECT DISTINCT layer FROM steps WHERE layer IS NOT NULL UNION SELECT target FROM conversions", []) { s in
             if let t = CacheIndex.text(s, 0), let d = try? Digest(parsing: t) { out.append(d) }
         }
         return out
     }
 
     /// Forgets every step (`rbuild prune --all`).
-    public func clearSteps() throws { try query("DELETE FROM steps", []) }
+    public func clearSteps() throws {
+        try query("DELETE FROM steps", [])
+        try query("DELETE FROM conversions", [])
+    }
 
     /// The identity of a file as far as the file digest cache is concerned.
     public struct FileIdentity: Equatable, Sendable {

@@ -3,9 +3,9 @@ import RBuildOCI
 
 /// Content digests of build-context files for cache keys. Each file's sha256 is remembered in
 /// the cache index with its identity (device, inode, size, mtime and ctime to the nanosecond),
-/// so a warm build reads no unchanged file. A file whose ctime is within the last two seconds is
-/// hashed but not remembered: a write in the same clock tick as the hash could otherwise leave
-/// the same identity over different bytes (moby/buildkit#4950).
+/// so a warm build reads no unchanged file. A file whose ctime is within 100 ms of the build's
+/// start (many clock ticks) is hashed but not remembered: a write in the same tick as the hash
+/// could otherwise leave the same identity over different bytes (moby/buildkit#4950).
 public final class ContextHasher: @unchecked Sendable {
     public let root: String
     let index: CacheIndex?
@@ -95,7 +95,7 @@ public final class ContextHasher: @unchecked Sendable {
         }
         let d = h.finish()
         filesRead += 1
-        if Double(st.st_ctim.tv_sec) < started - 2 {
+        if Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9 < started - 0.1 {
             fresh.append((path, id, d))
             known?[path] = (id, d)
         }

@@ -220,6 +220,12 @@ struct BuildTests {
         let other = try b.build(["--build-arg", "X=2", "-t", "a:2"], args)
         #expect(cachedSteps(other.stderr).isEmpty)
         #expect(try b.sh("a:2", "cat /x") == "2\n")
+        // prune keeps the build cache's layers; prune --all forgets the cache.
+        #expect(try rbuild(["rmi"] + b.root + ["a:1"]).status == 0)
+        #expect(try rbuild(["prune"] + b.root).status == 0)
+        #expect(cachedSteps(try b.build([], args).stderr).count == 1)
+        #expect(try rbuild(["prune", "--all"] + b.root).status == 0)
+        #expect(cachedSteps(try b.build([], args).stderr).isEmpty)
     }
 
     /// --target, build args in FROM, stages built in parallel, COPY --from an index.
@@ -236,12 +242,13 @@ struct BuildTests {
             FROM ${IMAGE}
             COPY --from=a /a /a
             COPY --from=1 /b /b
+            RUN --network=none ls /sys/class/net > /net
             """])
         let start = Date()
         let r = try b.build(["-t", "s:1"], ctx)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(Date().timeIntervalSince(start) < 5)
-        #expect(try b.sh("s:1", "cat /a /b") == "a\nb\n")
+        #expect(try b.sh("s:1", "cat /a /b /net") == "a\nb\nlo\n")
         let t = try b.build(["--target", "broken"], ctx)
         #expect(t.status == 1)
         #expect(t.stderr.contains("exit code: 7"))
@@ -368,6 +375,19 @@ struct BuildTests {
         let meta = try b.file(b.fs.dir + "/meta.json")
         #expect(meta.contains("containerimage.digest") && meta.contains(iid))
         #expect(try rbuild(["build"] + b.root + ["-o", "type=nope", ctx]).stderr.contains("unknown type \"nope\""))
+        // zstd layers, and rawjson progress (one JSON object per line).
+        let zstd = b.fs.dir + "/zstd"
+        let z = try rbuild(["build"] + b.root + ["--progress", "rawjson", "--no-cache", "-o", "type=oci,dest=\(zstd),tar=false,compression=zstd", ctx])
+        #expect(z.status == 0, "\(z.stderr)")
+        let index = try b.file(zstd + "/index.json")
+        let manifestDigest = try #require(index.range(of: #"sha256:[0-9a-f]{64}"#, options: .regularExpression)).lowerBound
+        let hex = index[manifestDigest...].dropFirst(7).prefix(64)
+        let zmanifest = try b.file(zstd + "/blobs/sha256/" + hex)
+        #expect(zmanifest.contains("application/vnd.oci.image.layer.v1.tar+zstd"), "\(zmanifest)")
+        let events = z.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(events.count == z.stderr.split(separator: "\n").count, "every line is JSON")
+        #expect(events.contains { $0["event"] as? String == "started" && ($0["name"] as? String)?.contains("RUN rm -r /usr") == true })
+        #expect(events.contains { $0["event"] as? String == "done" })
     }
 
     /// A Dockerfile on stdin, named build contexts (a directory, an OCI layout), ADD from a URL
