@@ -43,6 +43,7 @@ let package = Package(
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
+        .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.

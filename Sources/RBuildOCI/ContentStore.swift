@@ -131,6 +131,8 @@ public final class BlobWriter {
     let tempPath: String
     let fd: Int32
     let hasher = SHA256()
+    /// false: the caller hashes the same bytes already and passes the digest to `commit(known:)`.
+    var hashing = true
     public private(set) var size: Int64 = 0
     var done = false
 
@@ -156,7 +158,7 @@ public final class BlobWriter {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        hasher.update(bytes)
+        if hashing { hasher.update(bytes) }
         var off = 0
         while off < bytes.count {
             let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
@@ -173,9 +175,13 @@ public final class BlobWriter {
 
     /// fsync, check the digest, rename into `blobs/sha256/`.
     public func commit(expected: Digest? = nil) throws -> (digest: Digest, size: Int64) {
+        try commit(expected: expected, known: nil)
+    }
+
+    func commit(expected: Digest?, known: Digest?) throws -> (digest: Digest, size: Int64) {
         guard !done else { throw OCIError(.io, "blob writer already finished") }
         done = true
-        let digest = hasher.finish()
+        let digest = known ?? hasher.finish()
         if fsync(fd) != 0 {
             let e = errno
             close(fd)

@@ -82,6 +82,8 @@ final class LayerSink: TarSink {
 
     init(store: ContentStore, compression: Compression, level: Int?, parallel: Bool = ProcessInfo.processInfo.activeProcessorCount > 1) throws {
         blob = try BlobWriter(store: store)
+        // An uncompressed layer's blob digest is its diffID: hash the bytes once.
+        blob.hashing = compression != .none
         self.compression = compression
         self.level = level
         self.parallelGzip = compression == .gzip && parallel
@@ -191,7 +193,7 @@ final class LayerSink: TarSink {
             try compress(UnsafeRawBufferPointer(start: nil, count: 0), final: true)
         }
         let diffID = diff.finish()
-        let (digest, size) = try blob.commit()
+        let (digest, size) = try blob.commit(expected: nil, known: compression == .none ? diffID : nil)
         return (digest, size, diffID, uncompressed)
     }
 }

@@ -1,0 +1,204 @@
+import Foundation
+import RBuildExporters
+import RBuildOCI
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import Testing
+
+func scratchDirectory() throws -> String {
+    guard let d = makeTemporaryDirectory(prefix: NSTemporaryDirectory() + "/rbuild-solver-") else { throw POSIXError(.EIO) }
+    return d
+}
+
+@Suite struct CacheKeyTests {
+    @Test func fieldsDoNotRunTogether() {
+        var a = CacheKey(parent: nil), b = CacheKey(parent: nil)
+        a.add("x", "a"); a.add("y", "bc")
+        b.add("x", "ab"); b.add("y", "c")
+        #expect(a.digest != b.digest)
+        var c = CacheKey(parent: nil)
+        c.add("x", "a"); c.add("y", "bc")
+        #expect(a.digest == c.digest)
+        var d = CacheKey(parent: a.digest)
+        d.add("x", "a"); d.add("y", "bc")
+        #expect(d.digest != a.digest, "the parent is part of the key")
+        var e = CacheKey(parent: nil), f = CacheKey(parent: nil)
+        e.add("argv", ["sh", "-c x"])
+        f.add("argv", ["sh -c", "x"])
+        #expect(e.digest != f.digest)
+    }
+}
+
+@Suite struct CacheIndexTests {
+    @Test func stepsFilesAndConversions() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let index = try CacheIndex(path: dir + "/cache.db")
+        let key = Digest.of(Array("k".utf8)), empty = Digest.of(Array("e".utf8))
+        let layer = Descriptor(mediaType: MediaType.ociLayer, digest: Digest.of(Array("l".utf8)), size: 42)
+        #expect(try index.lookup(key) == nil)
+        try index.store(key, CachedResult(layer: layer, diffID: layer.digest))
+        try index.store(empty, CachedResult(layer: nil, diffID: nil))
+        #expect(try index.lookup(key) == CachedResult(layer: layer, diffID: layer.digest))
+        #expect(try index.lookup(empty) == CachedResult(layer: nil, diffID: nil))
+        let gz = Descriptor(mediaType: MediaType.ociLayerGzip, digest: Digest.of(Array("g".utf8)), size: 7)
+        try index.rememberConversion(of: layer.digest, "gzip:-1", gz)
+        #expect(try index.conversion(of: layer.digest, "gzip:-1") == gz)
+        #expect(try index.conversion(of: layer.digest, "zstd:-1") == nil)
+        #expect(Set(try index.layerDigests()) == [layer.digest, gz.digest])
+        let id = CacheIndex.FileIdentity(dev: 1, ino: 2, size: 3, mtime: 4, ctime: 5)
+        try index.rememberFiles([("/ctx/a", id, layer.digest), ("/ctx/b/c", id, gz.digest), ("/ctx0/x", id, key)])
+        let files = try index.fileDigests(under: "/ctx")
+        #expect(Set(files.keys) == ["/ctx/a", "/ctx/b/c"], "only paths below the prefix")
+        // A second connection (another process) sees the same data; clearing forgets steps.
+        let other = try CacheIndex(path: dir + "/cache.db")
+        #expect(try other.lookup(key) != nil)
+        try other.clearSteps()
+        #expect(try index.lookup(key) == nil)
+    }
+
+    @Test func concurrentWriters() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/cache.db"
+        _ = try CacheIndex(path: path)
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let index = try! CacheIndex(path: path)
+            for j in 0..<50 {
+                try! index.store(Digest.of(Array("\(i)-\(j)".utf8)), CachedResult(layer: nil, diffID: nil))
+            }
+        }
+        let index = try CacheIndex(path: path)
+        for i in 0..<4 { #expect(try index.lookup(Digest.of(Array("\(i)-49".utf8))) != nil) }
+    }
+}
+
+@Suite struct SchedulerTests {
+    final class Log: @unchecked Sendable {
+        let lock = NSLock()
+        var events: [String] = []
+        func add(_ e: String) { lock.lock(); events.append(e); lock.unlock() }
+    }
+
+    @Test func dependenciesFirstIndependentTogether() throws {
+        let log = Log()
+        let start = Date()
+        try Scheduler(parallelism: 4).run([
+            .init(name: "a", dependencies: []) { usleep(200_000); log.add("a") },
+            .init(name: "b", dependencies: []) { usleep(200_000); log.add("b") },
+            .init(name: "c", dependencies: ["a", "b"]) { log.add("c") },
+        ])
+        #expect(log.events.last == "c")
+        #expect(Date().timeIntervalSince(start) < 0.35, "a and b ran at the same time")
+    }
+
+    @Test func aFailureStopsWhatDependsOnIt() {
+        let log = Log()
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try Scheduler().run([
+                .init(name: "a", dependencies: []) { throw Boom() },
+                .init(name: "b", dependencies: ["a"]) { log.add("b") },
+            ])
+        }
+        #expect(log.events.isEmpty)
+        #expect(throws: SolveError.self) { try Scheduler().run([.init(name: "a", dependencies: ["zz"]) {}]) }
+    }
+
+    @Test func identicalWorkRunsOnce() throws {
+        let inflight = InFlight<Int>()
+        let log = Log()
+        let key = Digest.of(Array("same".utf8))
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            let v = try! inflight.run(key) { usleep(100_000); log.add("ran"); return 7 }
+            #expect(v == 7)
+        }
+        #expect(log.events == ["ran"])
+    }
+}
+
+@Suite struct ContextHasherTests {
+    @Test func changesAreSeenAndUnchangedFilesNotReread() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ctx = dir + "/ctx"
+        try FileManager.default.createDirectory(atPath: ctx + "/d", withIntermediateDirectories: true)
+        try "one".write(toFile: ctx + "/d/a", atomically: false, encoding: .utf8)
+        try "two".write(toFile: ctx + "/b", atomically: false, encoding: .utf8)
+        usleep(250_000)   // older than the racy window
+        let index = try CacheIndex(path: dir + "/cache.db")
+        let first = ContextHasher(root: ctx, index: index)
+        let d0 = try first.digest(of: "")
+        #expect(first.filesRead == 2)
+        first.save()
+        let second = ContextHasher(root: ctx, index: index)
+        #expect(try second.digest(of: "") == d0)
+        #expect(second.filesRead == 0, "remembered by identity")
+        #expect(try second.digest(of: "d/a") != d0)
+        // Same size, new bytes: a new identity (mtime, ctime), so the file is read again.
+        try "ONE".write(toFile: ctx + "/d/a", atomically: false, encoding: .utf8)
+        let third = ContextHasher(root: ctx, index: index)
+        #expect(try third.digest(of: "") != d0)
+        #expect(third.filesRead == 1)
+        // A mode change counts; an excluded file does not.
+        chmod(ctx + "/b", 0o600)
+        let fourth = ContextHasher(root: ctx, index: index)
+        let d4 = try fourth.digest(of: "")
+        #expect(try fourth.digest(of: "", include: { $0 != "b" }) != d4)
+    }
+}
+
+@Suite struct OutputSpecTests {
+    @Test func parsing() throws {
+        #expect(try OutputSpec.parse("out") == OutputSpec(kind: .local, attributes: ["dest": "out"]))
+        #expect(try OutputSpec.parse("-") == OutputSpec(kind: .tar, attributes: ["dest": "-"]))
+        let oci = try OutputSpec.parse("type=oci,dest=a.tar,compression=zstd,compression-level=9")
+        #expect(oci.kind == .oci && oci.destination == "a.tar")
+        #expect(try oci.compression()! == (.zstd, 9))
+        let named = try OutputSpec.parse(#"type=image,"name=a:1,b:2""#)
+        #expect(named.names(tags: ["b:2", "c:3"]) == ["a:1", "b:2", "c:3"])
+        #expect(throws: ExportError.self) { try OutputSpec.parse("dest=x") }
+        #expect(throws: ExportError.self) { try OutputSpec.parse("type=ftp,dest=x") }
+        #expect(throws: ExportError.self) { try OutputSpec.parse("type=oci,color=red") }
+        #expect(throws: ExportError.self) { try OutputSpec.parse("type=oci,compression=lz4").compression() }
+        #expect(throws: ExportError.self) { try OutputSpec.parse("type=oci,compression=gzip,compression-level=12").compression() }
+    }
+}
+
+@Suite struct SnapshotViewTests {
+    /// Two layers: the upper deletes /etc/gone by a `.wh.` file and /etc/x by an overlay 0/0-like
+    /// xattr whiteout, and makes /opaque opaque.
+    @Test func mergedLayers() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lower = dir + "/lower", upper = dir + "/upper"
+        for d in [lower + "/etc", lower + "/opaque", upper + "/etc", upper + "/opaque"] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        for (p, c) in [(lower + "/etc/gone", "g"), (lower + "/etc/kept", "k"), (lower + "/etc/x", "x"), (lower + "/opaque/old", "o"),
+                       (upper + "/etc/new", "n"), (upper + "/opaque/fresh", "f"), (upper + "/etc/.wh.gone", "")] {
+            try c.write(toFile: p, atomically: false, encoding: .utf8)
+        }
+        try "".write(toFile: upper + "/etc/x", atomically: false, encoding: .utf8)
+        for (file, name) in [(upper + "/etc/x", "user.overlay.whiteout"), (upper + "/opaque", "user.overlay.opaque")] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setfattr")
+            p.arguments = ["-n", name, "-v", "y", file]
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        try FileManager.default.createSymbolicLink(atPath: upper + "/escape", withDestinationPath: "../../../../etc")
+        let view = SnapshotView(Snapshot(chainID: nil, directories: [lower, upper]))
+        let etc = try #require(try view.directory(["etc"]))
+        #expect(try view.entries(etc).map(\.name) == ["kept", "new"])
+        let opaque = try #require(try view.directory(["opaque"]))
+        #expect(try view.entries(opaque).map(\.name) == ["fresh"])
+        #expect(try view.readFile("/etc/kept") == Array("k".utf8))
+        #expect(try view.readFile("/etc/gone") == nil)
+        // A symlink is resolved against the view's root: ../ never leaves it.
+        #expect(try view.resolve("/escape/kept", followLast: true) == ["etc", "kept"])
+        #expect(try view.readFile("/escape/kept") == Array("k".utf8))
+    }
+}
