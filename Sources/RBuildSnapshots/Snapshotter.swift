@@ -531,16 +531,7 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
                 let fo = openat(d, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 guard fo >= 0 else { throw fail(rel, "create") }
                 defer { close(fo) }
-                if !(canClone && rb_ficlone(fo, fi) == 0) {
-                    canClone = false
-                    var left = Int(st.st_size)
-                    while left > 0 {
-                        let n = rb_copy_file_range(fi, fo, left)
-                        if n == -Int(EINTR) { continue }
-                        guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; throw fail(rel, "copy") }
-                        left -= n
-                    }
-                }
+                guard copyContents(fi, fo, size: Int(st.st_size), canClone: &canClone) else { throw fail(rel, "copy") }
             case S_IFLNK:
                 guard let target = linkTarget(s, name), symlinkat(target, d, name) == 0 else { throw fail(rel, "symlink") }
             case S_IFIFO, S_IFCHR, S_IFBLK:
@@ -556,6 +547,21 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     fstat(src, &st)
     fchmod(dst, st.st_mode & 0o7777)
     return owners
+}
+
+/// Copies a regular file's bytes: a reflink (FICLONE) while the filesystem allows one (the first
+/// refusal turns `canClone` off), else copy_file_range. On failure errno says why.
+func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout Bool) -> Bool {
+    if canClone && rb_ficlone(fo, fi) == 0 { return true }
+    canClone = false
+    var left = size
+    while left > 0 {
+        let n = rb_copy_file_range(fi, fo, left)
+        if n == -Int(EINTR) { continue }
+        guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; return false }
+        left -= n
+    }
+    return true
 }
 
 /// Copies the xattrs a layer keeps (`isLayerXattr`) from `s/name` to `d/name`. (The copy

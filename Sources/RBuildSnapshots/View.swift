@@ -278,16 +278,7 @@ public struct ViewCopier {
             let fo = openat(destDir, destName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fo >= 0 else { throw fail("create", path) }
             defer { close(fo) }
-            if !(canClone && rb_ficlone(fo, fi) == 0) {
-                canClone = false
-                var left = Int(st.st_size)
-                while left > 0 {
-                    let n = rb_copy_file_range(fi, fo, left)
-                    if n == -Int(EINTR) { continue }
-                    guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; throw fail("copy", path) }
-                    left -= n
-                }
-            }
+            guard copyContents(fi, fo, size: Int(st.st_size), canClone: &canClone) else { throw fail("copy", path) }
         case S_IFLNK:
             guard let target = linkTarget(entry.dirfd, entry.name), symlinkat(target, destDir, destName) == 0 else {
                 throw fail("symlink", path)

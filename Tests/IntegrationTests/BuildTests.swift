@@ -388,6 +388,11 @@ struct BuildTests {
         #expect(events.count == z.stderr.split(separator: "\n").count, "every line is JSON")
         #expect(events.contains { $0["event"] as? String == "started" && ($0["name"] as? String)?.contains("RUN rm -r /usr") == true })
         #expect(events.contains { $0["event"] as? String == "done" })
+        // The live view, forced on a pipe: redrawn in place, ending FINISHED with every step.
+        let tty = try rbuild(["build"] + b.root + ["--progress", "tty", "--no-cache", ctx])
+        #expect(tty.status == 0, "\(tty.stderr)")
+        #expect(tty.stderr.contains("\u{1b}[2K") && tty.stderr.contains("FINISHED"), "\(tty.stderr)")
+        #expect(tty.stderr.contains(" => [3/3] RUN rm -r /usr && echo x > /etc/motd"))
     }
 
     /// A Dockerfile on stdin, named build contexts (a directory, an OCI layout), ADD from a URL
