@@ -23,8 +23,8 @@ public final class ContextHasher: @unchecked Sendable {
 
     /// The digest of the context entry at `rel` (a canonical path inside the context; "" for
     /// its root) and, for a directory, of everything below it that `include` keeps (asked with
-    /// paths relative to the context root). Names, types, modes, sizes, mtimes, link targets and
-    /// file bytes count; owners do not (context files are recorded as root's).
+    /// paths relative to the context root). Names, types, modes, sizes, link targets and file
+    /// bytes count; owners and mtimes do not.
     public func digest(of rel: String, include: ((String) -> Bool)? = nil) throws -> Digest {
         lock.lock()
         defer { lock.unlock() }
@@ -49,7 +49,9 @@ public final class ContextHasher: @unchecked Sendable {
             throw SolveError("cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
         }
         let type = st.st_mode & S_IFMT
-        var line = "\(rel)\u{0}\(st.st_mode)\u{0}\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\u{0}"
+        // Not the mtime: a fresh clone or a `touch` must not miss the cache (BuildKit's rule; the
+        // layer made first keeps the mtimes it was made with).
+        var line = "\(rel)\u{0}\(st.st_mode)\u{0}"
         switch type {
         case S_IFREG:
             line += "\(st.st_size)\u{0}" + (try fileDigest(dirfd, name, rel: rel, st: st)).hex

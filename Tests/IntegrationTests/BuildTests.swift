@@ -200,8 +200,10 @@ struct BuildTests {
         #expect(cachedSteps(first.stderr).isEmpty)
         let warm = try b.build(["-t", "c:1"], ctx)
         #expect(cachedSteps(warm.stderr).count == 5, "\(warm.stderr)")
-        // Rewriting a file with the same bytes keeps the cache only where mtimes are not kept:
-        // COPY keeps them, so its key has them.
+        // A touched file (a fresh clone) keeps the cache: keys have bytes and modes, not mtimes.
+        var times = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
+        utimensat(AT_FDCWD, ctx + "/one.txt", &times, 0)
+        #expect(cachedSteps(try b.build(["-t", "c:1"], ctx).stderr).count == 5)
         try "2 changed\n".write(toFile: ctx + "/two.txt", atomically: false, encoding: .utf8)
         let changed = try b.build(["-t", "c:2"], ctx)
         #expect(cachedSteps(changed.stderr) == ["[base 2/2] RUN echo base > /base", "[2/5] COPY one.txt /one", "[3/5] RUN cat /one > /copy-of-one"],
