@@ -138,7 +138,7 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(name: .long, help: "Forget the build cache too, and delete its layers.")
+    @Flag(name: .long, help: "Forget the build cache too, delete its layers and every unpacked snapshot (not while a build runs).")
     var all = false
 
     func run() throws {
@@ -147,6 +147,9 @@ struct PruneCommand: ParsableCommand {
         if all { try cache.clearSteps() }
         let roots = try store.list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
         let (n, bytes) = try store.content.collectGarbage(roots: roots)
+        // Leftovers of builds that were killed (an hour old at least), and with --all the snapshots.
+        let swept = removeLeftovers(stateDirectory: store.root, olderThan: all ? 0 : 3600, snapshots: all)
+        if swept > 0 { print("Removed \(swept) leftover or unpacked snapshot directories") }
         print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
     }
 }

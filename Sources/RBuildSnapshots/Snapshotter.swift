@@ -570,3 +570,33 @@ func copyXattrs(_ s: Int32, _ d: Int32, _ name: String) {
     let from = "/proc/self/fd/\(s)/\(name)", to = "/proc/self/fd/\(d)/\(name)"
     for x in layerXattrs(path: from) { lsetxattr(to, x.name, x.value, x.value.count, 0) }
 }
+
+/// State-dir hygiene for `rbuild prune`: what builds killed mid-way left (active snapshots,
+/// `tmp-*` directories of half-made snapshots, staging directories under `<state>/tmp`) once it
+/// is older than `age` seconds — younger ones may belong to a build running now — and, with
+/// `snapshots`, every committed snapshot too (they are made again from the blobs when needed;
+/// only for when no build runs). Returns how many entries went.
+public func removeLeftovers(stateDirectory: String, olderThan age: TimeInterval, snapshots: Bool,
+                            mapping: IDMapping = IDMapping.detect()) -> Int {
+    var removed = 0
+    let now = Date().timeIntervalSince1970
+    func sweep(_ dir: String, all: Bool = false, only: (String) -> Bool = { _ in true }) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where only(name) {
+            var st = stat()
+            guard lstat(dir + "/" + name, &st) == 0 else { continue }
+            if all || now - Double(st.st_mtim.tv_sec) > age {
+                if (try? removeDirectory(dir + "/" + name, mapping: mapping)) != nil { removed += 1 }
+            }
+        }
+    }
+    sweep(stateDirectory + "/tmp")
+    for kind in SnapshotterKind.allCases {
+        let root = stateDirectory + "/snapshots/" + kind.rawValue
+        sweep(root + "/active")
+        for sub in ["layers", "chains"] {
+            sweep(root + "/" + sub, only: { $0.hasPrefix("tmp-") })
+            if snapshots { sweep(root + "/" + sub, all: true, only: { !$0.hasPrefix("tmp-") }) }
+        }
+    }
+    return removed
+}
