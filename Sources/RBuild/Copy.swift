@@ -114,7 +114,8 @@ extension BuildSession {
                 for m in found {
                     let rel = m.contextRel ?? ""
                     let ig = ignore
-                    key.add("src", rel + "\u{0}" + (try hasher.digest(of: rel, include: { !ig.matches($0) })).description)
+                    let include: ((String) -> Bool)? = ig.patterns.isEmpty ? nil : { !ig.matches($0) }
+                    key.add("src", rel + "\u{0}" + (try hasher.digest(of: rel, include: include)).description)
                 }
                 matches += found
             }

@@ -57,6 +57,7 @@ public struct DockerIgnore: Sendable, Equatable {
 
     /// Whether `path` (relative to the context, `/`-separated) is excluded from the context.
     public func matches(_ path: String) -> Bool {
+        if patterns.isEmpty { return false }
         let segs = DockerIgnore.clean(path).split(separator: "/").map(String.init)
         guard !segs.isEmpty else { return false }
         var excluded = false
