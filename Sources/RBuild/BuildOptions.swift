@@ -23,6 +23,10 @@ public struct BuildOptions: Sendable {
     public var buildContexts: [String: String] = [:]
     /// The platform to build for (default: the host's).
     public var platform: Platform?
+    /// Several platforms built at once (`--platform a,b`): `Builder.build(platforms:)`.
+    public var platforms: [Platform] = []
+    /// Shown in step names when several platforms build at once (`[linux/arm64 build 2/5]`).
+    var label: String?
     /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
     public var layer = LayerOptions()
     public var progress: ProgressSink?

@@ -36,6 +36,47 @@ public final class Builder: @unchecked Sendable {
         return try session.run()
     }
 
+    /// Builds the target for every platform of `options.platforms` (else `platform`, else the
+    /// host's) at once, in the order given. Work that comes out the same for several platforms —
+    /// a `FROM --platform=$BUILDPLATFORM` stage that does not use the TARGET* args — has the same
+    /// keys, so it runs once. A platform whose RUN steps cannot run here (no qemu, no binfmt)
+    /// fails the build before anything runs.
+    public func build(platforms options: BuildOptions) throws -> [BuiltImage] {
+        let platforms = options.platforms.isEmpty ? [options.platform ?? Platform.host] : options.platforms
+        var seen = Set<String>()
+        for p in platforms where !seen.insert(p.description).inserted {
+            throw BuildFailure("--platform lists \(p) twice")
+        }
+        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        var sessions: [BuildSession] = []
+        for (i, p) in platforms.enumerated() {
+            var o = options
+            o.platform = p
+            o.reporter = reporter
+            o.label = platforms.count > 1 ? p.description : nil
+            sessions.append(try BuildSession(builder: self, options: o, quiet: i > 0))
+        }
+        for s in sessions { try s.checkEmulation() }
+        if sessions.count == 1 { return [try sessions[0].run()] }
+        final class Results: @unchecked Sendable {
+            var images: [Int: BuiltImage] = [:]
+            let lock = NSLock()
+        }
+        let results = Results()
+        try Scheduler(parallelism: sessions.count).run(sessions.enumerated().map { i, s in
+            Scheduler.Job(name: String(i), dependencies: []) {
+                let image = try s.run()
+                results.lock.lock()
+                results.images[i] = image
+                results.lock.unlock()
+            }
+        })
+        return try (0..<sessions.count).map { i in
+            guard let image = results.images[i] else { throw BuildFailure("internal: no image for \(platforms[i])") }
+            return image
+        }
+    }
+
     /// The image with its layers compressed as `compression` (each layer converted once, and
     /// remembered in the cache index): the manifest to export.
     public func exportable(_ image: BuiltImage, compression: Compression, level: Int?) throws -> Descriptor {
@@ -107,20 +148,20 @@ final class BuildSession: @unchecked Sendable {
     var store: ImageStore { builder.store }
     var snapshotter: any Snapshotter { builder.snapshotter }
 
-    init(builder: Builder, options: BuildOptions) throws {
+    init(builder: Builder, options: BuildOptions, quiet: Bool = false) throws {
         self.builder = builder
         self.options = options
         reporter = options.reporter ?? ProgressReporter(sink: options.progress)
-        let load = reporter.start("[internal] load build definition from \(options.dockerfileName)")
+        let load = quiet ? nil : reporter.start("[internal] load build definition from \(options.dockerfileName)")
         do {
             dockerfile = try Dockerfile.parse(options.dockerfileText, fileName: options.dockerfileName)
             definition = try dockerfile.definition()
         } catch {
-            load.fail("\(error)")
+            load?.fail("\(error)")
             throw error
         }
-        load.output("transferring dockerfile: \(options.dockerfileText.utf8.count)B done")
-        load.finish()
+        load?.output("transferring dockerfile: \(options.dockerfileText.utf8.count)B done")
+        load?.finish()
         lexer = ShellLexer(escape: dockerfile.escapeToken)
         platform = options.platform ?? Platform.host
         let spec = { (p: Platform) in PlatformSpec(os: p.os, architecture: p.architecture, variant: p.variant) }
@@ -132,9 +173,10 @@ final class BuildSession: @unchecked Sendable {
                 throw BuildFailure("the build context \(dir) is not a directory")
             }
             let resolved = URL(fileURLWithPath: dir).standardizedFileURL.resolvingSymlinksInPath().path
-            ignore = try reporter.step("[internal] load .dockerignore") { _ in
-                try DockerIgnore.load(contextDirectory: resolved, dockerfilePath: options.dockerfilePath)
-            }
+            ignore = quiet ? try DockerIgnore.load(contextDirectory: resolved, dockerfilePath: options.dockerfilePath)
+                : try reporter.step("[internal] load .dockerignore") { _ in
+                    try DockerIgnore.load(contextDirectory: resolved, dockerfilePath: options.dockerfilePath)
+                }
             hasher = ContextHasher(root: resolved, index: builder.cache)
         } else {
             ignore = DockerIgnore("")
@@ -164,16 +206,43 @@ final class BuildSession: @unchecked Sendable {
         return out
     }
 
-    func run() throws -> BuiltImage {
+    /// The stages the target needs, transitively.
+    func neededStages() throws -> (target: Stage, needed: Set<Int>) {
         guard let target = definition.stage(named: options.target) else {
             throw BuildFailure("target stage \"\(options.target ?? "")\" could not be found in \(options.dockerfileName)")
         }
-        // The stages the target needs, transitively.
         var needed = Set<Int>(), queue = [target.index]
         while let i = queue.popLast() {
             guard needed.insert(i).inserted else { continue }
             queue += dependencies(of: definition.stages[i])
         }
+        return (target, needed)
+    }
+
+    /// Every platform a needed stage runs RUN steps for can run here — or the error says which
+    /// platform lacks what, and how to get it, before anything runs.
+    func checkEmulation() throws {
+        for i in try neededStages().needed.sorted() {
+            let stage = definition.stages[i]
+            guard stage.instructions.contains(where: { if case .run = $0.instruction { return true } else { return false } }) else { continue }
+            var p = platform
+            if let text = stage.from.platform,
+               let expanded = try? lexer.expand(text, env: { self.global.lookup($0) }).word, let q = try? Platform(parsing: expanded) {
+                p = q
+            }
+            guard let arch = Architecture(platform: p.description) else {
+                throw BuildFailure("platform \(p): rbuild cannot run RUN steps for it (known: \(Architecture.allCases.map(\.platform).joined(separator: ", ")))")
+            }
+            do {
+                _ = try Emulation.mode(for: arch)
+            } catch {
+                throw BuildFailure("platform \(p) (stage \(stage.reference)): \(error)")
+            }
+        }
+    }
+
+    func run() throws -> BuiltImage {
+        let (target, needed) = try neededStages()
         let jobs = needed.sorted().map { i in
             let stage = definition.stages[i]
             return Scheduler.Job(name: String(i), dependencies: dependencies(of: stage).map(String.init)) { [self] in
@@ -228,10 +297,11 @@ final class BuildSession: @unchecked Sendable {
         return f.string(from: options.layer.sourceDateEpoch.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? Date())
     }
 
-    /// How buildx names a stage's steps: `[name 2/5]`, or `[2/5]` for an unnamed target.
+    /// How buildx names a stage's steps: `[name 2/5]`, or `[2/5]` for an unnamed target, with
+    /// the platform first when several build at once (`[linux/arm64 name 2/5]`).
     func stepName(_ stage: Stage, _ n: Int, isTarget: Bool, _ text: String) -> String {
         let total = stage.instructions.count + 1
-        let prefix = stage.from.stageName ?? (isTarget ? "" : "stage-\(stage.index)")
+        let prefix = [options.label, stage.from.stageName ?? (isTarget ? nil : "stage-\(stage.index)")].compactMap { $0 }.joined(separator: " ")
         return "[\(prefix.isEmpty ? "" : prefix + " ")\(n)/\(total)] \(text)"
     }
 

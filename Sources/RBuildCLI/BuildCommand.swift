@@ -30,7 +30,7 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .long, help: "The stage to build (default: the last).")
     var target: String?
 
-    @Option(name: .long, help: "Target platform, e.g. linux/arm64 (default: the host's).")
+    @Option(name: .long, help: "Target platforms, comma-separated, e.g. linux/amd64,linux/arm64 (default: the host's); other architectures' RUN steps run under qemu-user-static.")
     var platform: String?
 
     @Option(name: .customLong("label"), help: "KEY=VALUE added to the image's labels.")
@@ -96,11 +96,13 @@ struct BuildCommand: ParsableCommand {
             options.buildContexts[kv[0]] = kv[1]
         }
         if let platform {
-            let p = try Platform(parsing: platform)
-            guard p.os == "linux", Architecture(platform: p.description) != nil else {
-                throw RuntimeError(.badOption, "--platform \(platform): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
+            options.platforms = try platform.split(separator: ",").map { text in
+                let p = try Platform(parsing: text.trimmingCharacters(in: .whitespaces))
+                guard p.os == "linux", Architecture(platform: p.description) != nil else {
+                    throw RuntimeError(.badOption, "--platform \(text): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
+                }
+                return p
             }
-            options.platform = p
         }
         // The Dockerfile: -f FILE, -f - (stdin), CONTEXT - (stdin, no context), CONTEXT/Dockerfile.
         if context == "-" {
@@ -117,6 +119,9 @@ struct BuildCommand: ParsableCommand {
         var specs = try outputs.map(OutputSpec.parse)
         if specs.isEmpty && !tags.isEmpty { specs = [OutputSpec(kind: .image)] }
         for s in specs { _ = try s.compression() }   // checked before building
+        if options.platforms.count > 1, specs.contains(where: { $0.kind == .docker }) {
+            throw ValidationError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
+        }
         if specs.filter({ $0.destination == "-" }).count > 1 {
             throw ValidationError("only one output can go to stdout")
         }
@@ -145,7 +150,7 @@ struct BuildCommand: ParsableCommand {
         let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
         defer { tty?.finish() }
         do {
-            let image = try builder.build(options)
+            let images = try builder.build(platforms: options)
             if specs.isEmpty {
                 reporter.note("WARNING: No output specified: the build result stays in the build cache only (use -t NAME or -o type=…)")
             }
@@ -161,35 +166,39 @@ struct BuildCommand: ParsableCommand {
                 case .registry: title = "pushing to registry"
                 }
                 try reporter.step(title) { step in
-                    let request = ExportRequest(image: image.manifest, names: tags, store: builder.store,
-                                                mapping: builder.snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch,
-                                                rootfs: { SnapshotView(try builder.rootfs(of: image)) },
-                                                compressed: { try builder.exportable(image, compression: $0, level: $1) })
+                    let request = ExportRequest(images: images.map { image in
+                        ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try builder.rootfs(of: image)) },
+                                    compressed: { try builder.exportable(image, compression: $0, level: $1) })
+                    }, names: tags, store: builder.store, mapping: builder.snapshotter.mapping,
+                       sourceDateEpoch: options.layer.sourceDateEpoch)
                     let (summary, written) = try Exporters.export(spec, request)
                     step.output("exporting manifest \(written.digest) done")
                     step.output(summary + " done")
                     if exported == nil { exported = written }
                 }
             }
-            // The image as the first output wrote it (its layers compressed as that output asked).
-            let manifest = exported ?? image.manifest
-            let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(manifest.digest), what: "manifest").config
-            if let iidfile { try Data(config.digest.description.utf8).write(to: URL(fileURLWithPath: iidfile)) }
+            // The image as the first output wrote it (its layers compressed as that output asked):
+            // one manifest, or the index of several platforms'.
+            let top = exported ?? images[0].manifest
+            var id = top.digest
+            var meta: [String: Any] = ["containerimage.digest": top.digest.description]
+            var descriptor: [String: Any] = ["mediaType": top.mediaType, "digest": top.digest.description, "size": top.size]
+            if !MediaType.isIndex(top.mediaType) {
+                let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(top.digest), what: "manifest").config
+                id = config.digest   // docker's image id
+                meta["containerimage.config.digest"] = config.digest.description
+                let c = images[0].config
+                descriptor["platform"] = ["os": c.os, "architecture": c.architecture].merging(c.variant.map { ["variant": $0] } ?? [:]) { a, _ in a }
+            }
+            meta["containerimage.descriptor"] = descriptor
+            if let iidfile { try Data(id.description.utf8).write(to: URL(fileURLWithPath: iidfile)) }
             if let metadataFile {
-                var meta: [String: Any] = [
-                    "containerimage.digest": manifest.digest.description,
-                    "containerimage.config.digest": config.digest.description,
-                    "containerimage.descriptor": ["mediaType": manifest.mediaType, "digest": manifest.digest.description,
-                                                  "size": manifest.size,
-                                                  "platform": ["os": image.config.os, "architecture": image.config.architecture]
-                                                      .merging(image.config.variant.map { ["variant": $0] } ?? [:]) { a, _ in a }],
-                ]
                 let names = specs.flatMap { $0.names(tags: tags) }
                 if !names.isEmpty { meta["image.name"] = Array(Set(names)).sorted().joined(separator: ",") }
                 let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
                 try data.write(to: URL(fileURLWithPath: metadataFile))
             }
-            if mode == "quiet" { print(config.digest.description) }
+            if mode == "quiet" { print(id.description) }
         } catch {
             tty?.finish()
             tty = nil
@@ -204,7 +213,7 @@ struct BuildCommand: ParsableCommand {
     func runCheck() throws {
         var targetPlatform: PlatformSpec?
         if let platform {
-            guard let p = PlatformSpec(platform) else {
+            guard let p = PlatformSpec(String(platform.split(separator: ",").first ?? "")) else {
                 throw RuntimeError(.badOption, "--platform \(platform): expected os/architecture[/variant], e.g. linux/arm64")
             }
             targetPlatform = p

@@ -95,28 +95,53 @@ public struct ExportError: Error, CustomStringConvertible, Sendable {
     public init(_ message: String) { description = message }
 }
 
-/// What the exporters are given: the image in the content store, its names, and (for the
-/// outputs that write files) a way to get its root filesystem.
+/// One platform's image as the exporters see it.
+public struct ExportImage {
+    /// Its manifest (layers as built), with its platform.
+    public var manifest: Descriptor
+    /// The root filesystem, made on demand (type=local and type=tar only).
+    public var rootfs: () throws -> SnapshotView
+    /// The manifest with its layers compressed so (builds make them uncompressed).
+    public var compressed: (Compression, Int?) throws -> Descriptor
+
+    public init(manifest: Descriptor, rootfs: @escaping () throws -> SnapshotView,
+                compressed: @escaping (Compression, Int?) throws -> Descriptor) {
+        self.manifest = manifest
+        self.rootfs = rootfs
+        self.compressed = compressed
+    }
+
+    /// buildx's directory name for a platform in multi-platform local and tar outputs: linux_arm_v7.
+    public var directoryName: String {
+        (manifest.platform?.description ?? "unknown").replacingOccurrences(of: "/", with: "_")
+    }
+}
+
+/// What the exporters are given: the image of each platform built, their names, the store.
 public struct ExportRequest {
-    public var image: Descriptor
+    public var images: [ExportImage]
     public var names: [String]
     public var store: ImageStore
     public var mapping: IDMapping
     public var sourceDateEpoch: Int64?
-    /// The root filesystem, made on demand (type=local and type=tar only).
-    public var rootfs: () throws -> SnapshotView
-    /// The image's manifest with its layers compressed so (builds make them uncompressed).
-    public var compressed: (Compression, Int?) throws -> Descriptor
 
-    public init(image: Descriptor, names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?,
-                rootfs: @escaping () throws -> SnapshotView, compressed: @escaping (Compression, Int?) throws -> Descriptor) {
-        self.image = image
+    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?) {
+        self.images = images
         self.names = names
         self.store = store
         self.mapping = mapping
         self.sourceDateEpoch = sourceDateEpoch
-        self.rootfs = rootfs
-        self.compressed = compressed
+    }
+
+    /// The image to write: the one manifest, or an OCI index of every platform's, each with its
+    /// layers compressed as asked (nil: as built).
+    func top(_ compression: (Compression, Int?)?) throws -> Descriptor {
+        let manifests = try images.map { i in try compression.map { try i.compressed($0.0, $0.1) } ?? i.manifest }
+        if manifests.count == 1 { return manifests[0] }
+        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests)
+        let bytes = try canonicalJSON(index)
+        let d = try store.content.put(bytes)
+        return Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
     }
 }
 
@@ -132,7 +157,7 @@ public enum Exporters {
             }
             guard !names.isEmpty else { throw ExportError("type=image needs a name: -t NAME or name=NAME") }
             // The local store keeps layers as built (uncompressed) unless compression= asks.
-            let image = try spec.compression().map { try request.compressed($0.0, $0.1) } ?? request.image
+            let image = try request.top(try spec.compression())
             for n in names { try request.store.tag(n, image) }
             return ("naming to " + names.joined(separator: ", "), image)
         case .registry:
@@ -142,9 +167,11 @@ public enum Exporters {
             let asDirectory = spec.attributes["tar"] == "false"
             if spec.kind == .docker && asDirectory { throw ExportError("type=docker has no tar=false form") }
             if asDirectory && dest == "-" { throw ExportError("type=oci,tar=false needs a directory as dest") }
+            if spec.kind == .docker && request.images.count > 1 {
+                throw ExportError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
+            }
             let file = dest == "-" ? try stdoutStaging(request) : dest
-            let (compression, level) = try spec.compression() ?? (.gzip, nil)
-            let image = try request.compressed(compression, level)
+            let image = try request.top(try spec.compression() ?? (.gzip, nil))
             try atomically(file, isDirectory: asDirectory) { tmp in
                 let t: ExportTarget = spec.kind == .docker ? .dockerArchive(tmp) : asDirectory ? .ociLayout(tmp) : .ociArchive(tmp)
                 try request.store.export(image, name: names.first, to: t, sourceDateEpoch: request.sourceDateEpoch)
@@ -154,17 +181,21 @@ public enum Exporters {
         case .local:
             let dest = try destination(spec)
             guard dest != "-" else { throw ExportError("type=local needs a directory as dest") }
-            try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
-            try copyRoot(try request.rootfs(), into: dest, mapping: request.mapping)
-            return ("copying files to \(dest)", request.image)
+            // Several platforms: one directory each (linux_amd64/, linux_arm64/), as buildx does.
+            for i in request.images {
+                let dir = request.images.count == 1 ? dest : dest + "/" + i.directoryName
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try copyRoot(try i.rootfs(), into: dir, mapping: request.mapping)
+            }
+            return ("copying files to \(dest)", try request.top(nil))
         case .tar:
             let dest = try destination(spec)
             let file = dest == "-" ? try stdoutStaging(request) : dest
             try atomically(file, isDirectory: false) { tmp in
-                try writeRootTar(try request.rootfs(), to: tmp, request: request)
+                try writeRootTar(request, to: tmp)
             }
             if dest == "-" { try streamToStdout(file) }
-            return ("sending tarball to \(dest == "-" ? "stdout" : dest)", request.image)
+            return ("sending tarball to \(dest == "-" ? "stdout" : dest)", try request.top(nil))
         }
     }
 
@@ -234,21 +265,36 @@ public enum Exporters {
         }
     }
 
-    /// type=tar: the root filesystem as one tar, owners as the image records them.
-    static func writeRootTar(_ view: SnapshotView, to file: String, request: ExportRequest) throws {
+    /// type=tar: the root filesystem as one tar, owners as the image records them (several
+    /// platforms: a directory per platform inside it).
+    static func writeRootTar(_ request: ExportRequest, to file: String) throws {
         let tmp = request.store.root + "/tmp/rootfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw ExportError("cannot open \(tmp)") }
         defer { close(fd) }
-        var copier = ViewCopier(view: view, mapping: request.mapping, destRoot: fd)
-        let root = try view.root()
-        for e in try view.entries(root) {
-            try copier.copy(e, in: root, srcRel: e.name, to: fd, name: e.name, destRel: e.name)
+        var owners: [String: (uid: UInt32, gid: UInt32)] = [:]
+        for i in request.images {
+            let prefix = request.images.count == 1 ? "" : i.directoryName
+            var dirfd = fd
+            if !prefix.isEmpty {
+                mkdirat(fd, prefix, 0o755)
+                dirfd = openat(fd, prefix, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard dirfd >= 0 else { throw ExportError("cannot create \(tmp)/\(prefix)") }
+            }
+            defer { if dirfd != fd { close(dirfd) } }
+            let view = try i.rootfs()
+            var copier = ViewCopier(view: view, mapping: request.mapping, destRoot: fd)
+            let root = try view.root()
+            for e in try view.entries(root) {
+                let rel = prefix.isEmpty ? e.name : prefix + "/" + e.name
+                try copier.copy(e, in: root, srcRel: e.name, to: dirfd, name: e.name, destRel: rel)
+            }
+            for (k, v) in copier.owners { owners[k] = v }
         }
         var options = LayerOptions(compression: .none, sourceDateEpoch: request.sourceDateEpoch)
-        options.owners = copier.owners
+        options.owners = owners
         let layer = try writeLayer(fromDirectory: tmp, store: request.store.content, options: options)
         // A copy, never a hard link: the output must not share an inode with the store's blob.
         try FileManager.default.copyItem(atPath: request.store.content.path(layer.descriptor.digest), toPath: file)

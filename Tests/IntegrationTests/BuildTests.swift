@@ -503,3 +503,90 @@ struct BuildTests {
         #expect(try rbuild(["images"] + b.root).status == 0)
     }
 }
+
+/// Issue 7: several platforms in one build, each RUN step of a foreign platform emulated by qemu
+/// registered in the sandbox's own binfmt_misc.
+@Suite("multi-platform builds, as an unprivileged user", .enabled(if: Env.enabled))
+struct MultiPlatformBuildTests {
+    /// busybox for amd64 and arm64 under one name (an index).
+    func fixture() throws -> BuildFixture {
+        let b = try BuildFixture()
+        let arm = try Rootfs(arch: "arm64")
+        let r = try rbuild(["import"] + b.root + ["--platform", "linux/arm64", arm.path, "busybox:latest"])
+        #expect(r.status == 0, "\(r.stderr)")
+        return b
+    }
+
+    @Test func twoPlatformsOneIndex() throws {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/sys/fs/binfmt_misc")) ?? []
+        #expect(!entries.contains { $0.contains("aarch64") }, "the host must have no aarch64 handler: \(entries)")
+        let b = try fixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox
+            ARG TARGETPLATFORM
+            ARG BUILDPLATFORM
+            RUN uname -m > /arch && echo "$BUILDPLATFORM -> $TARGETPLATFORM" > /platforms
+            RUN echo hi > /tmp/f && cat /tmp/f > /applets
+            """])
+        let out = b.fs.dir + "/multi.tar", local = b.fs.dir + "/local"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64", "-t", "m:1", "-o", "type=oci,dest=\(out)",
+                             "-o", "type=local,dest=\(local)", "-o", "type=image"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("[linux/arm64 4/5] RUN uname -m"), "steps name their platform")
+        #expect(try b.file(local + "/linux_amd64/arch") == "x86_64\n")
+        #expect(try b.file(local + "/linux_arm64/arch") == "aarch64\n")
+        #expect(try b.file(local + "/linux_arm64/platforms") == "linux/amd64 -> linux/arm64\n")
+        #expect(try b.file(local + "/linux_arm64/applets") == "hi\n")
+        // One OCI index, a manifest per platform, as skopeo reads it.
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:" + out])
+        #expect(raw.status == 0, "\(raw.stderr)")
+        let index = try JSONSerialization.jsonObject(with: Data(raw.stdout.utf8)) as! [String: Any]
+        #expect(index["mediaType"] as? String == "application/vnd.oci.image.index.v1+json")
+        let platforms = (index["manifests"] as! [[String: Any]]).compactMap { ($0["platform"] as? [String: Any])?["architecture"] as? String }
+        #expect(platforms == ["amd64", "arm64"])
+        for (arch, uname) in [("arm64", "aarch64\n"), ("amd64", "x86_64\n")] {
+            let run = try rbuild(["run"] + b.root + ["--platform", "linux/\(arch)", "m:1", "--", "uname", "-m"])
+            #expect(run.stdout == uname, "\(run.stderr)")
+        }
+        let docker = try b.build(["--platform", "linux/amd64,linux/arm64", "-o", "type=docker,dest=\(b.fs.dir)/d.tar"], ctx)
+        #expect(docker.status != 0)
+        #expect(docker.stderr.contains("does not currently support exporting manifest lists"))
+    }
+
+    /// FROM --platform=$BUILDPLATFORM: the build stage runs natively for every target; a step
+    /// that does not depend on the target runs once; three platforms, the third from scratch.
+    @Test func crossCompilationPattern() throws {
+        let b = try fixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM --platform=$BUILDPLATFORM busybox AS build
+            RUN uname -m > /build-arch
+            ARG TARGETARCH
+            RUN echo "built on $(cat /build-arch) for $TARGETARCH" > /out
+            FROM scratch
+            COPY --from=build /out /out
+            """])
+        let local = b.fs.dir + "/local"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64,linux/riscv64", "-o", "type=local,dest=\(local)"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        for arch in ["amd64", "arm64", "riscv64"] {
+            #expect(try b.file(local + "/linux_\(arch)/out") == "built on x86_64 for \(arch)\n")
+        }
+        // The target-independent step ran once; the others hit it (in flight or in the cache).
+        let runs = r.stderr.split(separator: "\n").filter { $0.contains("] RUN uname -m > /build-arch") }.count
+        let cached = cachedSteps(r.stderr).filter { $0.contains("RUN uname -m > /build-arch") }.count
+        #expect(runs == 3 && cached == 2, "\(r.stderr)")
+    }
+
+    /// No qemu: the build fails before any step runs, naming the platform and the package.
+    @Test func missingQemu() throws {
+        let b = try fixture()
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN touch /ran\n"])
+        var env = ProcessInfo.processInfo.environment
+        env["RBUILD_QEMU_DIR"] = b.fs.dir + "/no-qemu-here"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64"], ctx, environment: env)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("platform linux/arm64"), "\(r.stderr)")
+        #expect(r.stderr.contains("apt install qemu-user-static"))
+        #expect(!r.stderr.contains("RUN touch"), "nothing ran")
+    }
+}
