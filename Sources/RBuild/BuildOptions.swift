@@ -41,8 +41,8 @@ public struct BuiltImage: Sendable {
     /// The manifest, with its platform.
     public var manifest: Descriptor
     public var config: ImageConfig
-    /// The final snapshot, when the last stage's layers are all applied (nil: not unpacked yet;
-    /// `Builder.rootfs(of:)` makes it).
+    /// The layers as built (uncompressed) and their diffIDs: `Builder.rootfs(of:)` stacks them,
+    /// `Builder.exportable` compresses them.
     var layers: [Descriptor]
     var diffIDs: [Digest]
 }

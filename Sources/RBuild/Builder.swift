@@ -101,12 +101,7 @@ public final class Builder: @unchecked Sendable {
 
     /// The root filesystem of a built image, unpacked in the snapshotter.
     public func rootfs(of image: BuiltImage) throws -> Snapshot {
-        var snap = Snapshot(chainID: nil, directories: [])
-        for (layer, diffID) in zip(image.layers, image.diffIDs) {
-            snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID,
-                                         name: layer.digest.description, on: snap)
-        }
-        return snap
+        try snapshot(layers: image.layers, diffIDs: image.diffIDs, store: store, snapshotter: snapshotter)
     }
 }
 

@@ -60,7 +60,8 @@ extension BuildSession {
                 guard var source = result(i) else { throw BuildFailure("internal: stage \(from) has not been built") }
                 view = SnapshotView(try materialise(&source))
                 key.add("from-stage", source.key.description)
-            } else if let ctx = options.buildContexts[from], !ctx.contains("://") {
+            } else if let named = options.buildContexts[from], !named.contains("://") {
+                let ctx = URL(fileURLWithPath: named).standardizedFileURL.resolvingSymlinksInPath().path
                 keepOwners = false
                 hashed = true
                 view = SnapshotView(directory: ctx)
@@ -75,11 +76,7 @@ extension BuildSession {
                 }
             } else {
                 let (digest, manifest, image) = try resolveImage(from, platform: state.platform)
-                var snap = Snapshot(chainID: nil, directories: [])
-                for (l, d) in zip(manifest.layers, image.rootfs.diff_ids) {
-                    snap = try snapshotter.apply(layer: store.content.path(l.digest), diffID: d, name: l.digest.description, on: snap)
-                }
-                view = SnapshotView(snap)
+                view = SnapshotView(try snapshot(ofImage: manifest, config: image, name: from, store: store, snapshotter: snapshotter))
                 key.add("from-image", digest.description)
             }
             if !hashed {

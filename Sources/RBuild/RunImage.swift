@@ -8,10 +8,14 @@ public func snapshot(ofImage manifest: Manifest, config: ImageConfig, name: Stri
     guard manifest.layers.count == config.rootfs.diff_ids.count else {
         throw OCIError(.corruptBlob, "\(name): \(manifest.layers.count) layers but \(config.rootfs.diff_ids.count) diff_ids")
     }
+    return try snapshot(layers: manifest.layers, diffIDs: config.rootfs.diff_ids, store: store, snapshotter: snapshotter)
+}
+
+/// The snapshot of `layers` (blobs in `store`, with their diffIDs) applied in order.
+public func snapshot(layers: [Descriptor], diffIDs: [Digest], store: ImageStore, snapshotter: any Snapshotter) throws -> Snapshot {
     var snap = Snapshot(chainID: nil, directories: [])
-    for (layer, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
-        snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID,
-                                     name: layer.digest.description, on: snap)
+    for (layer, diffID) in zip(layers, diffIDs) {
+        snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID, name: layer.digest.description, on: snap)
     }
     return snap
 }
