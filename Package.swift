@@ -31,8 +31,9 @@ let package = Package(
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "CSQLite"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
+        .target(name: "RBuildRegistry", dependencies: ["RBuildOCI"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
-                                               "RBuildSolver", "RBuildExporters"]),
+                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,6 +1,7 @@
 import Foundation
 @_exported import RBuildSolver
 @_exported import RBuildExporters
+@_exported import RBuildRegistry
 
 /// Everything `rbuild build` takes, as an embedding program sets it.
 public struct BuildOptions: Sendable {
@@ -19,6 +20,8 @@ public struct BuildOptions: Sendable {
     public var noCache = false
     /// Stages whose steps skip the cache (`--no-cache-filter`).
     public var noCacheFilter: [String] = []
+    /// `--pull`: check the registry for every base image, even one the local store has.
+    public var pull = false
     /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
     public var buildContexts: [String: String] = [:]
     /// The platform to build for (default: the host's).

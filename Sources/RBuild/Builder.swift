@@ -10,6 +10,8 @@ public final class Builder: @unchecked Sendable {
     public let snapshotter: any Snapshotter
     let cache: CacheIndex
     let steps = InFlight<CachedResult>()
+    /// Base images pulled in this process (each once, however many stages name it).
+    let pulls = InFlight<Descriptor>()
 
     /// `stateDirectory` nil: the default (`$XDG_DATA_HOME/rbuild`); `snapshotter` nil: the first
     /// kind that works here.
@@ -80,23 +82,7 @@ public final class Builder: @unchecked Sendable {
     /// The image with its layers compressed as `compression` (each layer converted once, and
     /// remembered in the cache index): the manifest to export.
     public func exportable(_ image: BuiltImage, compression: Compression, level: Int?) throws -> Descriptor {
-        let tag = "\(compression.rawValue):\(level ?? -1)"
-        var converted: [Descriptor] = []
-        for layer in image.layers {
-            if let known = try cache.conversion(of: layer.digest, tag), store.content.contains(known.digest) {
-                converted.append(known)
-                continue
-            }
-            let c = try recompressLayer(layer, to: compression, level: level, store: store.content)
-            if c != layer { try cache.rememberConversion(of: layer.digest, tag, c) }
-            converted.append(c)
-        }
-        if converted == image.layers { return image.manifest }
-        var manifest = try decodeJSON(Manifest.self, from: try store.content.read(image.manifest.digest), what: "manifest")
-        manifest.layers = converted
-        let bytes = try canonicalJSON(manifest)
-        let d = try store.content.put(bytes)
-        return Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: image.manifest.platform)
+        try compressedImage(image.manifest, compression: compression, level: level, store: store, cache: cache)
     }
 
     /// The root filesystem of a built image, unpacked in the snapshotter.
@@ -389,11 +375,16 @@ final class BuildSession: @unchecked Sendable {
         let top: Descriptor
         if ref.hasPrefix("oci-layout://") {
             top = try importLayout(String(ref.dropFirst("oci-layout://".count)))
-        } else {
-            guard let d = try store.lookup(ref) else {
-                throw BuildFailure("\(ref): no such image in the local store (\(store.root)); `rbuild images` lists them, `rbuild load` or `rbuild import` adds one, and `--build-context \(name)=oci-layout://DIR` uses a layout (pulling from registries is not implemented yet)")
-            }
+        } else if !options.pull, let d = try store.lookup(ref) {
             top = d
+        } else {
+            // Not here (or --pull): the registry, for this platform.
+            let reference = try Reference(parsing: ref)
+            top = try builder.pulls.run(CacheKey.of(["pull", reference.description, platform.description])) {
+                try reporter.step("[internal] pull \(reference) (\(platform))") { step in
+                    try Distribution.pull(reference, platforms: [platform], store: store) { step.output($0) }
+                }
+            }
         }
         let (desc, manifest) = try store.manifest(of: top, platform: platform)
         let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(ref)")

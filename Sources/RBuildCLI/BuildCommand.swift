@@ -45,7 +45,7 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("no-cache-filter"), help: "Run the steps of this stage without the cache (repeatable).")
     var noCacheFilter: [String] = []
 
-    @Flag(name: .long, help: "Always check the registry for a newer base image (registries are not supported yet: local images are used).")
+    @Flag(name: .long, help: "Always fetch base images from their registry, even those the local store has.")
     var pull = false
 
     @Option(name: .long, help: "auto, tty, plain, rawjson or quiet.")
@@ -86,6 +86,7 @@ struct BuildCommand: ParsableCommand {
         options.target = target
         options.noCache = noCache
         options.noCacheFilter = noCacheFilter
+        options.pull = pull
         for l in labels {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             options.labels[kv[0]] = kv.count == 2 ? kv[1] : ""
@@ -170,7 +171,11 @@ struct BuildCommand: ParsableCommand {
                         ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try builder.rootfs(of: image)) },
                                     compressed: { try builder.exportable(image, compression: $0, level: $1) })
                     }, names: tags, store: builder.store, mapping: builder.snapshotter.mapping,
-                       sourceDateEpoch: options.layer.sourceDateEpoch)
+                       sourceDateEpoch: options.layer.sourceDateEpoch, push: { image, name in
+                        let ref = try Reference(parsing: name)
+                        _ = try Distribution.push(image, to: ref, store: builder.store) { step.output($0) }
+                        step.output("pushed \(ref)")
+                    })
                     let (summary, written) = try Exporters.export(spec, request)
                     step.output("exporting manifest \(written.digest) done")
                     step.output(summary + " done")

@@ -124,13 +124,17 @@ public struct ExportRequest {
     public var store: ImageStore
     public var mapping: IDMapping
     public var sourceDateEpoch: Int64?
+    /// Pushes an image (in `store`) to a registry under a name (type=registry, push=true).
+    public var push: ((Descriptor, String) throws -> Void)?
 
-    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?) {
+    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?,
+                push: ((Descriptor, String) throws -> Void)? = nil) {
         self.images = images
         self.names = names
         self.store = store
         self.mapping = mapping
         self.sourceDateEpoch = sourceDateEpoch
+        self.push = push
     }
 
     /// The image to write: the one manifest, or an OCI index of every platform's, each with its
@@ -152,16 +156,19 @@ public enum Exporters {
         let names = try spec.names(tags: request.names).map(ImageStore.normalise)
         switch spec.kind {
         case .image:
-            if spec.attributes["push"] == "true" {
-                throw ExportError("type=image,push=true: pushing to a registry is not implemented yet")
-            }
             guard !names.isEmpty else { throw ExportError("type=image needs a name: -t NAME or name=NAME") }
             // The local store keeps layers as built (uncompressed) unless compression= asks.
             let image = try request.top(try spec.compression())
             for n in names { try request.store.tag(n, image) }
+            if spec.attributes["push"] == "true" {
+                _ = try pushAll(spec, request, names)
+                return ("naming to " + names.joined(separator: ", ") + ", pushed", image)
+            }
             return ("naming to " + names.joined(separator: ", "), image)
         case .registry:
-            throw ExportError("type=registry: pushing to a registry is not implemented yet")
+            guard !names.isEmpty else { throw ExportError("type=registry needs a name: -t NAME or name=NAME") }
+            let image = try pushAll(spec, request, names)
+            return ("pushed " + names.joined(separator: ", "), image)
         case .oci, .docker:
             let dest = try destination(spec)
             let asDirectory = spec.attributes["tar"] == "false"
@@ -197,6 +204,14 @@ public enum Exporters {
             if dest == "-" { try streamToStdout(file) }
             return ("sending tarball to \(dest == "-" ? "stdout" : dest)", try request.top(nil))
         }
+    }
+
+    /// Pushes the image, its layers gzip-compressed unless compression= says otherwise.
+    static func pushAll(_ spec: OutputSpec, _ request: ExportRequest, _ names: [String]) throws -> Descriptor {
+        guard let push = request.push else { throw ExportError("this build cannot push (no registry client)") }
+        let image = try request.top(try spec.compression() ?? (.gzip, nil))
+        for n in names { try push(image, n) }
+        return image
     }
 
     static func destination(_ spec: OutputSpec) throws -> String {

@@ -19,6 +19,13 @@ public struct CacheKey: Sendable {
         for v in values { add(name + "[]", v) }
     }
 
+    /// The digest of a few plain fields.
+    public static func of(_ fields: [String]) -> Digest {
+        var k = CacheKey(parent: nil)
+        k.add("fields", fields)
+        return k.digest
+    }
+
     public var digest: Digest {
         let h = SHA256()
         for (name, value) in fields {

@@ -1,0 +1,35 @@
+import Foundation
+
+/// The image `top` (a manifest, or an index of them) with every layer compressed as
+/// `compression`: new manifests (and index) where a layer changed, the same descriptor where
+/// none did. Each conversion is remembered in `cache` (when given), so a layer is compressed once
+/// per compression and level.
+public func compressedImage(_ top: Descriptor, compression: Compression, level: Int?, store: ImageStore,
+                            cache: CacheIndex?) throws -> Descriptor {
+    if MediaType.isIndex(top.mediaType) {
+        var index = try decodeJSON(Index.self, from: try store.content.read(top.digest), what: "index \(top.digest)")
+        let converted = try index.manifests.map { try compressedImage($0, compression: compression, level: level, store: store, cache: cache) }
+        if converted == index.manifests { return top }
+        index.manifests = converted
+        let bytes = try canonicalJSON(index)
+        return Descriptor(mediaType: top.mediaType, digest: try store.content.put(bytes), size: Int64(bytes.count),
+                          annotations: top.annotations, platform: top.platform)
+    }
+    var manifest = try decodeJSON(Manifest.self, from: try store.content.read(top.digest), what: "manifest \(top.digest)")
+    let tag = "\(compression.rawValue):\(level ?? -1)"
+    var layers: [Descriptor] = []
+    for layer in manifest.layers {
+        if let known = try cache?.conversion(of: layer.digest, tag), store.content.contains(known.digest) {
+            layers.append(known)
+            continue
+        }
+        let c = try recompressLayer(layer, to: compression, level: level, store: store.content)
+        if c != layer { try cache?.rememberConversion(of: layer.digest, tag, c) }
+        layers.append(c)
+    }
+    if layers == manifest.layers { return top }
+    manifest.layers = layers
+    let bytes = try canonicalJSON(manifest)
+    return Descriptor(mediaType: MediaType.ociManifest, digest: try store.content.put(bytes), size: Int64(bytes.count),
+                      platform: top.platform)
+}

@@ -1,0 +1,263 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import RBuildOCI
+
+/// The OCI distribution API for one registry: anonymous, basic or bearer-token auth (the
+/// `WWW-Authenticate` challenge is followed, tokens are kept per scope and fetched again when a
+/// request is refused), manifests limited to 4 MiB, blobs verified by digest and size before the
+/// content store takes them.
+public final class RegistryClient: @unchecked Sendable {
+    public let registry: String
+    let base: String
+    let credentials: Credentials?
+    private var tokens: [String: String] = [:]
+    private var basicChallenged = false
+    private let lock = NSLock()
+    let session: URLSession
+    static let maxManifest = 4 << 20
+    static let manifestTypes = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest]
+
+    public init(registry reference: Reference, credentials: Credentials? = nil) throws {
+        registry = reference.registry
+        base = (reference.usesPlainHTTP ? "http://" : "https://") + reference.apiHost
+        self.credentials = try credentials ?? Credentials.lookup(reference.registry)
+        let config = URLSessionConfiguration.ephemeral
+        config.timeoutIntervalForRequest = 60
+        config.httpMaximumConnectionsPerHost = 6
+        session = URLSession(configuration: config)
+    }
+
+    struct Response {
+        var http: HTTPURLResponse
+        var body: Data
+    }
+
+    /// One request, synchronously; `file` uploads a file as the body. 401 answers are met with
+    /// the challenge's auth and the request is sent once more.
+    func send(_ method: String, _ url: String, scope: String, headers: [String: String] = [:],
+              body: Data? = nil, file: URL? = nil, retried: Bool = false) throws -> Response {
+        guard let u = URL(string: url.hasPrefix("http") ? url : base + url) else { throw RegistryError("bad URL \(url)") }
+        var req = URLRequest(url: u)
+        req.httpMethod = method
+        for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
+        if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
+        final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let handler: @Sendable (Data?, URLResponse?, Error?) -> Void = { d, r, e in
+            box.data = d; box.response = r; box.error = e
+            done.signal()
+        }
+        let task: URLSessionTask
+        if let file {
+            task = session.uploadTask(with: req, fromFile: file, completionHandler: handler)
+        } else if let body {
+            task = session.uploadTask(with: req, from: body, completionHandler: handler)
+        } else {
+            task = session.dataTask(with: req, completionHandler: handler)
+        }
+        task.resume()
+        done.wait()
+        if let e = box.error {
+            throw RegistryError("\(method) \(u.absoluteString): \(e.localizedDescription) (is the registry \(registry) up and reachable?)")
+        }
+        guard let http = box.response as? HTTPURLResponse else { throw RegistryError("\(method) \(u.absoluteString): no HTTP response") }
+        if http.statusCode == 401 && !retried {
+            try authenticate(http.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
+            return try send(method, url, scope: scope, headers: headers, body: body, file: file, retried: true)
+        }
+        if http.statusCode == 401 {
+            throw RegistryError("\(registry) refused \(method) \(u.path): 401 unauthorized\(credentials == nil ? " (no credentials: `rbuild login \(registry)`)" : " (check the credentials for \(registry))")")
+        }
+        return Response(http: http, body: box.data ?? Data())
+    }
+
+    func authorization(_ scope: String) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let t = tokens[scope] { return "Bearer " + t }
+        if basicChallenged, let c = credentials {
+            return "Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()
+        }
+        return nil
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: Basic (the credentials are sent from now on) or
+    /// Bearer (a token for `scope` from the realm, with the credentials when there are some).
+    func authenticate(_ challenge: String, scope: String) throws {
+        let scheme = challenge.split(separator: " ", maxSplits: 1).first?.lowercased() ?? ""
+        if scheme == "basic" {
+            guard credentials != nil else {
+                throw RegistryError("\(registry) needs a user name and password (401): `rbuild login \(registry)`")
+            }
+            lock.lock(); basicChallenged = true; lock.unlock()
+            return
+        }
+        guard scheme == "bearer" else { throw RegistryError("\(registry) asks for an auth scheme rbuild does not know: \(challenge)") }
+        var params: [String: String] = [:]
+        let rest = challenge.dropFirst(6)
+        var i = rest.startIndex
+        while i < rest.endIndex {
+            guard let eq = rest[i...].firstIndex(of: "=") else { break }
+            let key = rest[i..<eq].trimmingCharacters(in: CharacterSet(charactersIn: " ,")).lowercased()
+            var j = rest.index(after: eq)
+            var value = ""
+            if j < rest.endIndex && rest[j] == "\"" {
+                j = rest.index(after: j)
+                while j < rest.endIndex && rest[j] != "\"" { value.append(rest[j]); j = rest.index(after: j) }
+                if j < rest.endIndex { j = rest.index(after: j) }
+            } else {
+                while j < rest.endIndex && rest[j] != "," { value.append(rest[j]); j = rest.index(after: j) }
+            }
+            params[key] = value
+            i = j
+        }
+        guard let realm = params["realm"], var comps = URLComponents(string: realm) else {
+            throw RegistryError("\(registry) sent a bearer challenge without a realm: \(challenge)")
+        }
+        var query = comps.queryItems ?? []
+        if let service = params["service"] { query.append(URLQueryItem(name: "service", value: service)) }
+        query.append(URLQueryItem(name: "scope", value: scope))
+        comps.queryItems = query
+        guard let url = comps.url else { throw RegistryError("bad token realm \(realm)") }
+        var req = URLRequest(url: url)
+        if let c = credentials {
+            req.setValue("Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
+        }
+        final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        session.dataTask(with: req) { d, r, e in box.data = d; box.response = r; box.error = e; done.signal() }.resume()
+        done.wait()
+        if let e = box.error { throw RegistryError("token server \(realm): \(e.localizedDescription)") }
+        let status = (box.response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200, let data = box.data,
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let token = (json["token"] as? String) ?? (json["access_token"] as? String) else {
+            throw RegistryError("token server \(realm) refused \(scope) (\(status))\(credentials == nil ? ": no credentials, `rbuild login \(registry)`" : "")")
+        }
+        lock.lock(); tokens[scope] = token; lock.unlock()
+    }
+
+    /// `GET /v2/` with the credentials: what `rbuild login` checks before storing them.
+    public func checkLogin() throws {
+        let r = try send("GET", "/v2/", scope: "registry:catalog:*")
+        guard r.http.statusCode == 200 else { throw fail("logging in", r) }
+    }
+
+    static func pullScope(_ repo: String) -> String { "repository:\(repo):pull" }
+    static func pushScope(_ repo: String) -> String { "repository:\(repo):pull,push" }
+
+    func fail(_ what: String, _ r: Response) -> RegistryError {
+        let body = String(decoding: r.body.prefix(300), as: UTF8.self)
+        return RegistryError("\(what): \(registry) answered \(r.http.statusCode)\(body.isEmpty ? "" : ": " + body)")
+    }
+
+    // MARK: - Pull
+
+    /// The manifest or index `reference` names: its descriptor and bytes (verified against the
+    /// digest when the reference has one; at most 4 MiB).
+    public func manifest(_ repo: String, _ reference: String, expected: Digest? = nil) throws -> (Descriptor, [UInt8]) {
+        let r = try send("GET", "/v2/\(repo)/manifests/\(reference)", scope: Self.pullScope(repo),
+                         headers: ["Accept": Self.manifestTypes.joined(separator: ", ")])
+        guard r.http.statusCode == 200 else { throw fail("manifest \(repo):\(reference)", r) }
+        guard r.body.count <= Self.maxManifest else {
+            throw RegistryError("manifest \(repo):\(reference) is \(r.body.count) bytes: over the 4 MiB limit, refused")
+        }
+        let bytes = [UInt8](r.body)
+        let digest = Digest.of(bytes)
+        if let expected, expected != digest {
+            throw RegistryError("manifest \(repo)@\(expected) is corrupt: expected \(expected), got \(digest)")
+        }
+        var type = r.http.value(forHTTPHeaderField: "Content-Type")?.split(separator: ";").first.map(String.init)
+        if type == nil || !Self.manifestTypes.contains(type!) {
+            type = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["mediaType"] as? String
+                ?? ((try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["manifests"] != nil ? MediaType.ociIndex : MediaType.ociManifest)
+        }
+        return (Descriptor(mediaType: type!, digest: digest, size: Int64(bytes.count)), bytes)
+    }
+
+    /// Downloads a blob into `store`, verified (digest and size) before it is stored; a cut
+    /// connection is retried (three attempts).
+    public func fetchBlob(_ repo: String, _ d: Descriptor, into store: ContentStore) throws {
+        if store.contains(d.digest) { return }
+        var lastError: Error?
+        for attempt in 0..<3 {
+            if attempt > 0 { usleep(useconds_t(200_000 * attempt)) }
+            do {
+                try fetchBlobOnce(repo, d, into: store)
+                return
+            } catch let e as OCIError where e.code == .corruptBlob {
+                throw RegistryError("blob \(d.digest) of \(registry)/\(repo) is corrupt: \(e)")
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    func fetchBlobOnce(_ repo: String, _ d: Descriptor, into store: ContentStore) throws {
+        guard let url = URL(string: base + "/v2/\(repo)/blobs/\(d.digest)") else { throw RegistryError("bad URL") }
+        var req = URLRequest(url: url)
+        let scope = Self.pullScope(repo)
+        if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
+        final class Box: @unchecked Sendable { var error: Error?; var status = 0; var challenge = ""; var ingested: (Digest, Int64)?; var ingestError: Error? }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        session.downloadTask(with: req) { file, response, error in
+            defer { done.signal() }
+            box.error = error
+            let http = response as? HTTPURLResponse
+            box.status = http?.statusCode ?? 0
+            box.challenge = http?.value(forHTTPHeaderField: "WWW-Authenticate") ?? ""
+            guard box.status == 200, let file else { return }
+            let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { box.ingestError = RegistryError("cannot read the download of \(d.digest)"); return }
+            defer { close(fd) }
+            do { box.ingested = try store.ingest(fd: fd, expected: d.digest, expectedSize: d.size) } catch { box.ingestError = error }
+        }.resume()
+        done.wait()
+        if let e = box.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
+        if box.status == 401 {
+            try authenticate(box.challenge, scope: scope)
+            return try fetchBlobOnce(repo, d, into: store)
+        }
+        guard box.status == 200 else { throw RegistryError("blob \(d.digest): \(registry) answered \(box.status)") }
+        if let e = box.ingestError { throw e }
+    }
+
+    // MARK: - Push
+
+    public func blobExists(_ repo: String, _ d: Digest) throws -> Bool {
+        let r = try send("HEAD", "/v2/\(repo)/blobs/\(d)", scope: Self.pushScope(repo))
+        return r.http.statusCode == 200
+    }
+
+    /// Uploads one blob unless the repository has it: a cross-repository mount from `mountFrom`
+    /// when given (the registry may refuse and start an upload instead), else one monolithic PUT
+    /// of the file.
+    public func pushBlob(_ repo: String, _ d: Descriptor, from path: String, mountFrom: String? = nil) throws {
+        if try blobExists(repo, d.digest) { return }
+        var start = "/v2/\(repo)/blobs/uploads/"
+        if let mountFrom { start += "?mount=\(d.digest)&from=\(mountFrom)" }
+        let r = try send("POST", start, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
+        if r.http.statusCode == 201 { return }   // mounted
+        guard r.http.statusCode == 202, let location = r.http.value(forHTTPHeaderField: "Location") else {
+            throw fail("starting the upload of \(d.digest) to \(repo)", r)
+        }
+        var target = location.hasPrefix("/") ? base + location : location
+        target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
+        let put = try send("PUT", target, scope: Self.pushScope(repo),
+                           headers: ["Content-Type": "application/octet-stream", "Content-Length": String(d.size)],
+                           file: URL(fileURLWithPath: path))
+        guard put.http.statusCode == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
+    }
+
+    public func pushManifest(_ repo: String, _ reference: String, _ bytes: [UInt8], mediaType: String) throws {
+        let r = try send("PUT", "/v2/\(repo)/manifests/\(reference)", scope: Self.pushScope(repo),
+                         headers: ["Content-Type": mediaType], body: Data(bytes))
+        guard r.http.statusCode == 201 else { throw fail("pushing the manifest \(repo):\(reference)", r) }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import RBuildOCI
+
+/// Failures talking to a registry: what was asked of which registry, and what came back.
+public struct RegistryError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// An image reference, normalised as Docker does: `busybox` → `docker.io/library/busybox:latest`,
+/// `localhost:5000/app@sha256:…`, `ghcr.io/org/app:1.0`.
+public struct Reference: Sendable, Equatable, CustomStringConvertible {
+    /// `docker.io`, `localhost:5000`, `ghcr.io`.
+    public var registry: String
+    /// `library/busybox`, `org/app`.
+    public var repository: String
+    public var tag: String?
+    public var digest: Digest?
+
+    public init(registry: String, repository: String, tag: String?, digest: Digest?) {
+        self.registry = registry
+        self.repository = repository
+        self.tag = tag
+        self.digest = digest
+    }
+
+    public init(parsing text: String) throws {
+        func bad(_ why: String) -> RegistryError {
+            RegistryError("invalid reference \"\(text)\": \(why)")
+        }
+        guard !text.isEmpty, text.count <= 255 || text.contains("@") else { throw bad("empty or longer than 255 characters") }
+        var rest = Substring(text)
+        var digest: Digest?
+        if let at = rest.firstIndex(of: "@") {
+            do { digest = try Digest(parsing: String(rest[rest.index(after: at)...])) } catch { throw bad("\(error)") }
+            rest = rest[..<at]
+        }
+        var tag: String?
+        if let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
+            tag = String(rest[rest.index(after: colon)...])
+            rest = rest[..<colon]
+        }
+        if let tag {
+            let ok = tag.count <= 128 && tag.first.map { $0.isLetter || $0.isNumber || $0 == "_" } == true
+                && tag.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }
+            guard ok else { throw bad("tag \"\(tag)\" must be up to 128 of [A-Za-z0-9_.-], not starting with . or -") }
+        }
+        var components = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        var registry = "docker.io"
+        // The first component names a registry when it has a dot or a port, or is localhost.
+        if components.count > 1, let first = components.first,
+           first.contains(".") || first.contains(":") || first == "localhost" {
+            registry = first
+            components.removeFirst()
+        }
+        if registry == "index.docker.io" || registry == "registry-1.docker.io" { registry = "docker.io" }
+        if registry == "docker.io" && components.count == 1 { components.insert("library", at: 0) }
+        for c in components {
+            guard !c.isEmpty else { throw bad("empty path component") }
+            guard c.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || "._-".contains($0)) }),
+                  c.first.map({ $0.isLowercase || $0.isNumber }) == true, c.last.map({ $0.isLowercase || $0.isNumber }) == true else {
+                throw bad("repository path component \"\(c)\" must be lowercase letters and digits, separated by '.', '_' or '-'")
+            }
+        }
+        self.registry = registry
+        self.repository = components.joined(separator: "/")
+        self.tag = tag ?? (digest == nil ? "latest" : nil)
+        self.digest = digest
+    }
+
+    /// `docker.io/library/busybox:latest`, `localhost:5000/app@sha256:…`.
+    public var description: String {
+        registry + "/" + repository + (tag.map { ":" + $0 } ?? "") + (digest.map { "@" + $0.description } ?? "")
+    }
+
+    /// What the manifest endpoint takes: the digest when there is one, else the tag.
+    public var manifestReference: String { digest?.description ?? tag ?? "latest" }
+
+    /// The host the API is served from (Docker Hub's API lives on registry-1.docker.io).
+    public var apiHost: String { registry == "docker.io" ? "registry-1.docker.io" : registry }
+
+    /// Plain HTTP for localhost and 127.0.0.1 (any port) and for the registries listed, comma
+    /// separated, in RBUILD_INSECURE_REGISTRIES; HTTPS otherwise.
+    public var usesPlainHTTP: Bool {
+        let host = registry.split(separator: ":").first.map(String.init) ?? registry
+        if ["localhost", "127.0.0.1", "[::1]"].contains(host) { return true }
+        let insecure = ProcessInfo.processInfo.environment["RBUILD_INSECURE_REGISTRIES"]?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+        return insecure.contains(registry) || insecure.contains(host)
+    }
+}
