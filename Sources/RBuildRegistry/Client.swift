@@ -26,7 +26,33 @@ public final class RegistryClient: @unchecked Sendable {
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = 60
         config.httpMaximumConnectionsPerHost = 6
-        session = URLSession(configuration: config)
+        config.urlCredentialStorage = nil
+        session = URLSession(configuration: config, delegate: challenges, delegateQueue: nil)
+    }
+
+    let challenges = ChallengeDelegate()
+
+    /// Auth is done here, from the registry's WWW-Authenticate. URLSession on Linux, left to
+    /// itself with a 401, waits for a credential that never comes; so the task is cancelled and
+    /// the 401 it got is kept for `send` to answer.
+    final class ChallengeDelegate: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+        private var refused: [Int: HTTPURLResponse] = [:]
+        private let lock = NSLock()
+
+        func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
+                        completionHandler: @escaping (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
+            if let r = challenge.failureResponse as? HTTPURLResponse {
+                lock.lock(); refused[task.taskIdentifier] = r; lock.unlock()
+            }
+            completionHandler(.cancelAuthenticationChallenge, nil)
+        }
+
+        /// The 401 that ended `task`, if that is how it ended.
+        func refusal(_ task: URLSessionTask) -> HTTPURLResponse? {
+            lock.lock()
+            defer { lock.unlock() }
+            return refused.removeValue(forKey: task.taskIdentifier)
+        }
     }
 
     struct Response {
@@ -60,6 +86,11 @@ public final class RegistryClient: @unchecked Sendable {
         }
         task.resume()
         done.wait()
+        if let refused = challenges.refusal(task) {
+            box.error = nil
+            box.response = refused
+            box.data = nil
+        }
         if let e = box.error {
             throw RegistryError("\(method) \(u.absoluteString): \(e.localizedDescription) (is the registry \(registry) up and reachable?)")
         }
@@ -206,7 +237,7 @@ public final class RegistryClient: @unchecked Sendable {
         final class Box: @unchecked Sendable { var error: Error?; var status = 0; var challenge = ""; var ingested: (Digest, Int64)?; var ingestError: Error? }
         let box = Box()
         let done = DispatchSemaphore(value: 0)
-        session.downloadTask(with: req) { file, response, error in
+        let task = session.downloadTask(with: req) { file, response, error in
             defer { done.signal() }
             box.error = error
             let http = response as? HTTPURLResponse
@@ -217,8 +248,14 @@ public final class RegistryClient: @unchecked Sendable {
             guard fd >= 0 else { box.ingestError = RegistryError("cannot read the download of \(d.digest)"); return }
             defer { close(fd) }
             do { box.ingested = try store.ingest(fd: fd, expected: d.digest, expectedSize: d.size) } catch { box.ingestError = error }
-        }.resume()
+        }
+        task.resume()
         done.wait()
+        if let refused = challenges.refusal(task) {
+            box.error = nil
+            box.status = 401
+            box.challenge = refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? ""
+        }
         if let e = box.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
         if box.status == 401 {
             try authenticate(box.challenge, scope: scope)

@@ -5,7 +5,9 @@ import RBuildOCI
 public enum Distribution {
     final class FirstError: @unchecked Sendable { var error: Error?; let lock = NSLock() }
 
-    /// Runs `work` over `items`, at most `limit` at once; the first error is thrown.
+    /// Runs `work` over `items`, at most `limit` at once, each on a thread of its own (not a
+    /// dispatch worker: the requests block until URLSession, itself on dispatch's few workers,
+    /// answers). The first error is thrown once all have stopped.
     static func concurrently(_ items: [Descriptor], limit: Int = 4, _ work: @escaping @Sendable (Descriptor) throws -> Void) throws {
         let state = FirstError()
         let slots = DispatchSemaphore(value: limit)
@@ -17,7 +19,7 @@ public enum Distribution {
             state.lock.unlock()
             if failed { slots.signal(); break }
             group.enter()
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 defer { slots.signal(); group.leave() }
                 do { try work(item) } catch {
                     state.lock.lock()

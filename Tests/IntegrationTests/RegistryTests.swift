@@ -1,0 +1,190 @@
+import Foundation
+import Testing
+
+/// The CNCF distribution registry (Debian's docker-registry) on 127.0.0.1, started for one test
+/// as this user, with htpasswd basic auth when `users` is given. Stopped when released.
+final class LocalRegistry {
+    let dir: String
+    let port: Int
+    let process = Process()
+    var host: String { "127.0.0.1:\(port)" }
+
+    init(in dir: String, users: [String: String] = [:]) throws {
+        self.dir = dir
+        port = Int.random(in: 20000..<40000)
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        var config = """
+            version: 0.1
+            log:
+              level: error
+            storage:
+              filesystem:
+                rootdirectory: \(dir)/data
+            http:
+              addr: 127.0.0.1:\(port)
+
+            """
+        if !users.isEmpty {
+            var lines = ""
+            for (user, password) in users {
+                let hash = try runProcess("/usr/bin/python3", ["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password]).stdout.trimmed
+                lines += "\(user):\(hash)\n"
+            }
+            try lines.write(toFile: dir + "/htpasswd", atomically: false, encoding: .utf8)
+            config += "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: \(dir)/htpasswd\n"
+        }
+        try config.write(toFile: dir + "/config.yml", atomically: false, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+        process.arguments = ["serve", dir + "/config.yml"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 {
+            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://\(host)/v2/"]))?.status == 0 { return }
+            usleep(50_000)
+        }
+        throw FixtureError(message: "docker-registry did not start on \(host)")
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}
+
+@Suite("registries: pull and push against docker-registry, as an unprivileged user", .enabled(if: Env.enabled))
+struct RegistryTests {
+    func skopeo(_ args: [String], environment: [String: String]? = nil) throws -> Result {
+        try runProcess("/usr/bin/skopeo", args, environment: environment)
+    }
+
+    /// rbuild pushes a two-platform build and skopeo reads it; skopeo pushes an archive and rbuild
+    /// pulls it: the digests agree both ways. A Dockerfile's FROM finds the pushed image in the
+    /// registry when the local store lacks it.
+    @Test func pushPullInterop() throws {
+        let b = try MultiPlatformBuildTests().fixture()
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
+        let ctx = try b.context(["f": "f\n", "Dockerfile": "FROM busybox\nCOPY f /f\nRUN uname -m > /arch\n"])
+        let ref = "\(registry.host)/rbuild/app:1"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64", "-o", "type=registry,name=\(ref)", "--metadata-file", b.fs.dir + "/meta.json"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        let raw = try skopeo(["inspect", "--tls-verify=false", "--raw", "docker://" + ref])
+        #expect(raw.status == 0, "\(raw.stderr)")
+        let digest = "sha256:" + (try runProcess("/usr/bin/sha256sum", [], stdin: raw.stdout)).stdout.prefix(64)
+        #expect(try b.file(b.fs.dir + "/meta.json").contains(digest), "the registry holds the index rbuild made")
+        #expect(raw.stdout.contains("\"arm64\"") && raw.stdout.contains("\"amd64\""))
+        // Pulled into an empty state dir: the same index, and it runs.
+        let fresh = ["--root", b.fs.dir + "/fresh"]
+        let pull = try rbuild(["pull"] + fresh + ["--platform", "linux/amd64,linux/arm64", ref])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(pull.stdout.contains(digest))
+        let run = try rbuild(["run"] + fresh + ["--platform", "linux/arm64", ref, "--", "cat", "/arch", "/f"])
+        #expect(run.stdout == "aarch64\nf\n", "\(run.stderr)")
+        // skopeo → registry → rbuild.
+        let archive = b.fs.dir + "/busybox.tar"
+        #expect(try rbuild(["save"] + b.root + ["--platform", "linux/amd64", "-o", "type=oci,dest=\(archive)", "busybox:latest"]).status == 0)
+        let copy = try skopeo(["copy", "--dest-tls-verify=false", "oci-archive:" + archive, "docker://\(registry.host)/other/bb:2"])
+        #expect(copy.status == 0, "\(copy.stderr)")
+        let skopeoDigest = try skopeo(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://\(registry.host)/other/bb:2"]).stdout.trimmed
+        let p2 = try rbuild(["pull"] + fresh + ["\(registry.host)/other/bb:2"])
+        #expect(p2.status == 0, "\(p2.stderr)")
+        #expect(p2.stdout.contains(skopeoDigest), "\(p2.stdout) vs \(skopeoDigest)")
+        // rbuild push of a local image: skopeo sees the digest rbuild reports.
+        let push = try rbuild(["push"] + fresh + ["\(registry.host)/other/bb:2", "\(registry.host)/copied/bb:3"])
+        #expect(push.status == 0, "\(push.stderr)")
+        let pushed = try skopeo(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://\(registry.host)/copied/bb:3"]).stdout.trimmed
+        #expect(push.stdout.contains(pushed))
+        // FROM an image only the registry has.
+        let from = try b.context(["Dockerfile": "FROM \(registry.host)/other/bb:2\nRUN echo from-registry > /x\n"], name: "from")
+        let f = try rbuild(["build", "--root", b.fs.dir + "/third", "--progress", "plain", "-t", "fromreg:1", from])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.stderr.contains("[internal] pull \(registry.host)/other/bb:2"))
+        // The registry stopped: a clear error.
+        registry.stop()
+        let down = try rbuild(["pull"] + ["--root", b.fs.dir + "/fourth", "\(registry.host)/other/bb:2"])
+        #expect(down.status == 1)
+        #expect(down.stderr.contains("is the registry \(registry.host) up and reachable?"), "\(down.stderr)")
+    }
+
+    /// htpasswd basic auth: refused without credentials (the message says how to log in), then
+    /// `rbuild login` stores them in $DOCKER_CONFIG/config.json and push and pull work; logout.
+    @Test func basicAuthAndLogin() throws {
+        let b = try BuildFixture()
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry", users: ["alice": "s3cret"])
+        var env = ProcessInfo.processInfo.environment
+        env["DOCKER_CONFIG"] = b.fs.dir + "/docker"
+        let ref = "\(registry.host)/private/bb:1"
+        let denied = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: env)
+        #expect(denied.status == 1)
+        #expect(denied.stderr.contains("rbuild login \(registry.host)"), "\(denied.stderr)")
+        let wrong = try rbuild(["login", "-u", "alice", "--password-stdin", registry.host], stdin: "nope\n", environment: env)
+        #expect(wrong.status != 0)
+        let login = try rbuild(["login", "-u", "alice", "--password-stdin", registry.host], stdin: "s3cret\n", environment: env)
+        #expect(login.status == 0, "\(login.stderr)")
+        #expect(try b.file(b.fs.dir + "/docker/config.json").contains(registry.host))
+        let push = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: env)
+        #expect(push.status == 0, "\(push.stderr)")
+        let pull = try rbuild(["pull", "--root", b.fs.dir + "/fresh", ref], environment: env)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(try rbuild(["logout", registry.host], environment: env).stdout.contains("Removing login credentials"))
+        let after = try rbuild(["pull", "--root", b.fs.dir + "/again", ref], environment: env)
+        #expect(after.status == 1)
+    }
+
+    /// A proxy that flips one byte of every blob: the pull fails naming the digest, and nothing
+    /// unverified is stored.
+    @Test func corruptBlobIsRefused() throws {
+        let b = try BuildFixture()
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
+        let ref = "\(registry.host)/bb:1"
+        #expect(try rbuild(["push"] + b.root + ["busybox:latest", ref]).status == 0)
+        let proxyPort = Int.random(in: 40000..<50000)
+        let script = """
+            import http.server, urllib.request, sys
+            up = sys.argv[1]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    req = urllib.request.Request(up + self.path, headers={k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")})
+                    try:
+                        r = urllib.request.urlopen(req)
+                        body, status, headers = r.read(), r.status, r.headers
+                    except urllib.error.HTTPError as e:
+                        body, status, headers = e.read(), e.code, e.headers
+                    if "/blobs/" in self.path and body:
+                        body = bytes([body[0] ^ 1]) + body[1:]
+                    self.send_response(status)
+                    for k in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate"):
+                        if headers.get(k): self.send_header(k, headers.get(k))
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *a): pass
+            http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+            """
+        let proxy = Process()
+        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        proxy.arguments = ["-c", script, "http://\(registry.host)", String(proxyPort)]
+        proxy.standardOutput = FileHandle.nullDevice
+        proxy.standardError = FileHandle.nullDevice
+        try proxy.run()
+        defer { kill(proxy.processIdentifier, SIGKILL); proxy.waitUntilExit() }
+        for _ in 0..<100 {
+            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(proxyPort)/v2/"]))?.status == 0 { break }
+            usleep(50_000)
+        }
+        let state = b.fs.dir + "/fresh"
+        let r = try rbuild(["pull", "--root", state, "127.0.0.1:\(proxyPort)/bb:1"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("is corrupt"), "\(r.stderr)")
+        let blobs = (try? FileManager.default.contentsOfDirectory(atPath: state + "/blobs/sha256")) ?? []
+        for name in blobs {
+            let sum = try runProcess("/usr/bin/sha256sum", [state + "/blobs/sha256/" + name]).stdout.prefix(64)
+            #expect(String(sum) == name, "only verified blobs are stored")
+        }
+        #expect(try rbuild(["images", "--root", state]).stdout.contains("bb:1") == false)
+    }
+}
