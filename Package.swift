@@ -44,6 +44,7 @@ let package = Package(
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
+        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile"],
                     resources: [.copy("Fixtures")]),

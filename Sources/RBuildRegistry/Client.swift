@@ -34,10 +34,30 @@ public final class RegistryClient: @unchecked Sendable {
 
     /// Auth is done here, from the registry's WWW-Authenticate. URLSession on Linux, left to
     /// itself with a 401, waits for a credential that never comes; so the task is cancelled and
-    /// the 401 it got is kept for `send` to answer.
-    final class ChallengeDelegate: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    /// the 401 it got is kept for `send` to answer. Blob downloads stream through here too, into
+    /// the content store as they arrive (no temporary file to copy afterwards).
+    final class ChallengeDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         private var refused: [Int: HTTPURLResponse] = [:]
+        private var streams: [Int: Stream] = [:]
         private let lock = NSLock()
+
+        /// A download in progress: its status, its bytes handed to `sink` (only on a 200).
+        final class Stream: @unchecked Sendable {
+            let sink: (UnsafeRawBufferPointer) throws -> Void
+            var response: HTTPURLResponse?
+            var error: Error?
+            let done = DispatchSemaphore(value: 0)
+            init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void) { self.sink = sink }
+        }
+
+        func register(_ task: URLSessionTask, _ stream: Stream) {
+            lock.lock(); streams[task.taskIdentifier] = stream; lock.unlock()
+        }
+
+        func stream(_ task: URLSessionTask) -> Stream? {
+            lock.lock(); defer { lock.unlock() }
+            return streams[task.taskIdentifier]
+        }
 
         func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
                         completionHandler: @escaping (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
@@ -45,6 +65,29 @@ public final class RegistryClient: @unchecked Sendable {
                 lock.lock(); refused[task.taskIdentifier] = r; lock.unlock()
             }
             completionHandler(.cancelAuthenticationChallenge, nil)
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+                        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
+            stream(dataTask)?.response = response as? HTTPURLResponse
+            completionHandler(.allow)
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+            guard let s = stream(dataTask), s.error == nil, s.response?.statusCode == 200 else { return }
+            do { try data.withUnsafeBytes { try s.sink($0) } } catch {
+                s.error = error
+                dataTask.cancel()
+            }
+        }
+
+        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+            lock.lock()
+            let s = streams.removeValue(forKey: task.taskIdentifier)
+            lock.unlock()
+            guard let s else { return }
+            if s.error == nil { s.error = error }
+            s.done.signal()
         }
 
         /// The 401 that ended `task`, if that is how it ended.
@@ -234,35 +277,32 @@ public final class RegistryClient: @unchecked Sendable {
         var req = URLRequest(url: url)
         let scope = Self.pullScope(repo)
         if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
-        final class Box: @unchecked Sendable { var error: Error?; var status = 0; var challenge = ""; var ingested: (Digest, Int64)?; var ingestError: Error? }
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        let task = session.downloadTask(with: req) { file, response, error in
-            defer { done.signal() }
-            box.error = error
-            let http = response as? HTTPURLResponse
-            box.status = http?.statusCode ?? 0
-            box.challenge = http?.value(forHTTPHeaderField: "WWW-Authenticate") ?? ""
-            guard box.status == 200, let file else { return }
-            let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { box.ingestError = RegistryError("cannot read the download of \(d.digest)"); return }
-            defer { close(fd) }
-            do { box.ingested = try store.ingest(fd: fd, expected: d.digest, expectedSize: d.size) } catch { box.ingestError = error }
+        let writer = try BlobWriter(store: store)
+        var ok = false
+        defer { if !ok { writer.abort() } }
+        let stream = ChallengeDelegate.Stream { bytes in
+            guard writer.size + Int64(bytes.count) <= d.size else {
+                throw OCIError(.corruptBlob, "expected \(d.size) bytes, got more")
+            }
+            try writer.write(bytes)
         }
+        let task = session.dataTask(with: req)
+        challenges.register(task, stream)
         task.resume()
-        done.wait()
+        stream.done.wait()
         if let refused = challenges.refusal(task) {
-            box.error = nil
-            box.status = 401
-            box.challenge = refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? ""
-        }
-        if let e = box.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
-        if box.status == 401 {
-            try authenticate(box.challenge, scope: scope)
+            try authenticate(refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
             return try fetchBlobOnce(repo, d, into: store)
         }
-        guard box.status == 200 else { throw RegistryError("blob \(d.digest): \(registry) answered \(box.status)") }
-        if let e = box.ingestError { throw e }
+        if let e = stream.error as? OCIError { throw e }
+        if let e = stream.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
+        let status = stream.response?.statusCode ?? 0
+        guard status == 200 else { throw RegistryError("blob \(d.digest): \(registry) answered \(status)") }
+        guard writer.size == d.size else {
+            throw RegistryError("blob \(d.digest) from \(registry) was cut short: \(writer.size) of \(d.size) bytes")
+        }
+        ok = true
+        _ = try writer.commit(expected: d.digest)
     }
 
     // MARK: - Push
