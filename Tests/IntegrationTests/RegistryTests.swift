@@ -9,7 +9,8 @@ final class LocalRegistry {
     let process = Process()
     var host: String { "127.0.0.1:\(port)" }
 
-    init(in dir: String, users: [String: String] = [:]) throws {
+    /// `token`: the realm of a token server (and its certificate) instead of htpasswd.
+    init(in dir: String, users: [String: String] = [:], token: (realm: String, certificate: String)? = nil) throws {
         self.dir = dir
         port = Int.random(in: 20000..<40000)
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
@@ -32,6 +33,9 @@ final class LocalRegistry {
             }
             try lines.write(toFile: dir + "/htpasswd", atomically: false, encoding: .utf8)
             config += "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: \(dir)/htpasswd\n"
+        }
+        if let token {
+            config += "auth:\n  token:\n    realm: \(token.realm)\n    service: rbuild-test\n    issuer: rbuild-test-issuer\n    rootcertbundle: \(token.certificate)\n"
         }
         try config.write(toFile: dir + "/config.yml", atomically: false, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
@@ -187,4 +191,91 @@ struct RegistryTests {
         }
         #expect(try rbuild(["images", "--root", state]).stdout.contains("bb:1") == false)
     }
+
+    /// The bearer-token flow: the registry's challenge names a token server (written for this
+    /// test: ES256 JWTs with an x5c chain the registry trusts); anonymous requests are refused,
+    /// logged-in ones get a token per scope, reused across requests.
+    @Test func bearerTokenAuth() throws {
+        let b = try BuildFixture()
+        let dir = b.fs.dir + "/token"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try RegistryTests.tokenServer.write(toFile: dir + "/token_server.py", atomically: false, encoding: .utf8)
+        let port = Int.random(in: 40000..<50000)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [dir + "/token_server.py", dir, String(port), "alice", "s3cret"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/token.pem") { usleep(50_000) }
+        usleep(200_000)
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry", token: ("http://127.0.0.1:\(port)/token", dir + "/token.pem"))
+        var env = ProcessInfo.processInfo.environment
+        env["DOCKER_CONFIG"] = b.fs.dir + "/docker"
+        let ref = "\(registry.host)/tok/bb:1"
+        let anonymous = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: env)
+        #expect(anonymous.status == 1)
+        #expect(anonymous.stderr.contains("token server") && anonymous.stderr.contains("rbuild login"), "\(anonymous.stderr)")
+        #expect(try rbuild(["login", "-u", "alice", "--password-stdin", registry.host], stdin: "s3cret\n", environment: env).status == 0)
+        let push = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: env)
+        #expect(push.status == 0, "\(push.stderr)")
+        let pull = try rbuild(["pull", "--root", b.fs.dir + "/fresh", ref], environment: env)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        let log = try b.file(dir + "/token.log").split(separator: "\n")
+        let pushTokens = log.filter { $0 == "user repository:tok/bb:pull,push" }.count
+        #expect(pushTokens >= 1 && pushTokens <= 4, "a token per scope, reused for the push's requests: \(log)")
+        #expect(log.contains("user repository:tok/bb:pull"))
+    }
+
+    static let tokenServer = #"""
+import base64, datetime, json, os, sys, time, http.server, urllib.parse
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+dirpath, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rbuild-test-token")])
+now = datetime.datetime.utcnow()
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+open(os.path.join(dirpath, "token.pem"), "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        auth = self.headers.get("Authorization", "")
+        ok = auth == "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        with open(os.path.join(dirpath, "token.log"), "a") as log:
+            log.write("%s %s\n" % ("user" if ok else "anonymous", q.get("scope", [""])[0]))
+        if not ok:
+            self.send_response(401); self.end_headers(); return
+        access = []
+        for scope in q.get("scope", []):
+            kind, repo, actions = scope.split(":")
+            access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+        t = int(time.time())
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [der]}
+        claims = {"iss": "rbuild-test-issuer", "sub": user, "aud": q.get("service", [""])[0], "exp": t + 300,
+                  "nbf": t - 10, "iat": t, "jti": os.urandom(8).hex(), "access": access}
+        signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
+        token = signing + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        body = json.dumps({"token": token, "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""#
 }
