@@ -139,57 +139,93 @@ struct RegistryTests {
         #expect(after.status == 1)
     }
 
-    /// A proxy that flips one byte of every blob: the pull fails naming the digest, and nothing
-    /// unverified is stored.
-    @Test func corruptBlobIsRefused() throws {
-        let b = try BuildFixture()
-        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
-        let ref = "\(registry.host)/bb:1"
-        #expect(try rbuild(["push"] + b.root + ["busybox:latest", ref]).status == 0)
-        let proxyPort = Int.random(in: 40000..<50000)
+    /// A misbehaving proxy in front of `upstream`: `flip` flips one byte of every blob, `cut`
+    /// closes the connection halfway through the first answer for each blob, `huge` answers
+    /// manifests with 5 MiB of JSON. Killed when the returned process is.
+    func proxy(_ mode: String, upstream: String) throws -> (Process, Int) {
         let script = """
             import http.server, urllib.request, sys
-            up = sys.argv[1]
+            up, mode, seen = sys.argv[1], sys.argv[3], set()
             class H(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
+                    if mode == "huge" and "/manifests/" in self.path:
+                        body = b'{"schemaVersion":2,"layers":[],"pad":"' + b"x" * (5 << 20) + b'"}'
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
                     req = urllib.request.Request(up + self.path, headers={k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")})
                     try:
                         r = urllib.request.urlopen(req)
                         body, status, headers = r.read(), r.status, r.headers
                     except urllib.error.HTTPError as e:
                         body, status, headers = e.read(), e.code, e.headers
-                    if "/blobs/" in self.path and body:
+                    blob = "/blobs/" in self.path and len(body) > 1
+                    if mode == "flip" and blob:
                         body = bytes([body[0] ^ 1]) + body[1:]
                     self.send_response(status)
                     for k in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate"):
                         if headers.get(k): self.send_header(k, headers.get(k))
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
+                    if mode == "cut" and blob and self.path not in seen:
+                        seen.add(self.path)
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     self.wfile.write(body)
                 def log_message(self, *a): pass
             http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
             """
-        let proxy = Process()
-        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        proxy.arguments = ["-c", script, "http://\(registry.host)", String(proxyPort)]
-        proxy.standardOutput = FileHandle.nullDevice
-        proxy.standardError = FileHandle.nullDevice
-        try proxy.run()
-        defer { kill(proxy.processIdentifier, SIGKILL); proxy.waitUntilExit() }
+        let port = Int.random(in: 40000..<50000)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script, "http://\(upstream)", String(port), mode]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
         for _ in 0..<100 {
-            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(proxyPort)/v2/"]))?.status == 0 { break }
+            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { break }
             usleep(50_000)
         }
-        let state = b.fs.dir + "/fresh"
-        let r = try rbuild(["pull", "--root", state, "127.0.0.1:\(proxyPort)/bb:1"])
+        return (p, port)
+    }
+
+    /// Bad answers: a flipped byte (the pull fails naming the digest, nothing unverified is
+    /// stored), a connection cut mid-blob (retried: the pull succeeds), a manifest over 4 MiB.
+    @Test func badAnswers() throws {
+        let b = try BuildFixture()
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
+        #expect(try rbuild(["push"] + b.root + ["busybox:latest", "\(registry.host)/bb:1"]).status == 0)
+
+        let (flip, flipPort) = try proxy("flip", upstream: registry.host)
+        defer { kill(flip.processIdentifier, SIGKILL); flip.waitUntilExit() }
+        let state = b.fs.dir + "/flipped"
+        let r = try rbuild(["pull", "--root", state, "127.0.0.1:\(flipPort)/bb:1"])
         #expect(r.status == 1)
         #expect(r.stderr.contains("is corrupt"), "\(r.stderr)")
-        let blobs = (try? FileManager.default.contentsOfDirectory(atPath: state + "/blobs/sha256")) ?? []
-        for name in blobs {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: state + "/blobs/sha256")) ?? [] {
             let sum = try runProcess("/usr/bin/sha256sum", [state + "/blobs/sha256/" + name]).stdout.prefix(64)
             #expect(String(sum) == name, "only verified blobs are stored")
         }
         #expect(try rbuild(["images", "--root", state]).stdout.contains("bb:1") == false)
+
+        let (cut, cutPort) = try proxy("cut", upstream: registry.host)
+        defer { kill(cut.processIdentifier, SIGKILL); cut.waitUntilExit() }
+        let resumed = try rbuild(["pull", "--root", b.fs.dir + "/cut", "127.0.0.1:\(cutPort)/bb:1"])
+        #expect(resumed.status == 0, "a cut connection is retried: \(resumed.stderr)")
+        let run = try rbuild(["run", "--root", b.fs.dir + "/cut", "127.0.0.1:\(cutPort)/bb:1", "--", "echo", "whole"])
+        #expect(run.stdout == "whole\n", "\(run.stderr)")
+
+        let (huge, hugePort) = try proxy("huge", upstream: registry.host)
+        defer { kill(huge.processIdentifier, SIGKILL); huge.waitUntilExit() }
+        let big = try rbuild(["pull", "--root", b.fs.dir + "/huge", "127.0.0.1:\(hugePort)/bb:1"])
+        #expect(big.status == 1)
+        #expect(big.stderr.contains("over the 4 MiB limit"), "\(big.stderr)")
     }
 
     /// The bearer-token flow: the registry's challenge names a token server (written for this
