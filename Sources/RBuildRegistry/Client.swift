@@ -325,11 +325,50 @@ public final class RegistryClient: @unchecked Sendable {
             throw fail("starting the upload of \(d.digest) to \(repo)", r)
         }
         var target = location.hasPrefix("/") ? base + location : location
+        let chunk = Self.chunkSize
+        if d.size > chunk {
+            target = try uploadChunks(repo, d, from: path, to: target, chunk: chunk)
+            target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
+            let put = try send("PUT", target, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
+            guard put.http.statusCode == 201 else { throw fail("finishing the upload of \(d.digest) to \(repo)", put) }
+            return
+        }
         target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
         let put = try send("PUT", target, scope: Self.pushScope(repo),
                            headers: ["Content-Type": "application/octet-stream", "Content-Length": String(d.size)],
                            file: URL(fileURLWithPath: path))
         guard put.http.statusCode == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
+    }
+
+    /// Blobs larger than this go up in PATCHes of this size (`RBUILD_UPLOAD_CHUNK`, bytes; default
+    /// 256 MiB), smaller ones in one PUT.
+    static var chunkSize: Int64 {
+        ProcessInfo.processInfo.environment["RBUILD_UPLOAD_CHUNK"].flatMap { Int64($0) }.map { max($0, 1) } ?? (256 << 20)
+    }
+
+    /// PATCH each chunk with its Content-Range (following the Location each answer gives);
+    /// returns where the closing PUT goes.
+    func uploadChunks(_ repo: String, _ d: Descriptor, from path: String, to start: String, chunk: Int64) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var location = start
+        var offset: Int64 = 0
+        while offset < d.size {
+            let n = Int(min(chunk, d.size - offset))
+            var data = Data(count: n)
+            let got = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, off_t(offset)) }
+            guard got == n else { throw RegistryError("short read of \(path) at \(offset)") }
+            let r = try send("PATCH", location, scope: Self.pushScope(repo),
+                             headers: ["Content-Type": "application/octet-stream", "Content-Length": String(n),
+                                       "Content-Range": "\(offset)-\(offset + Int64(n) - 1)"], body: data)
+            guard r.http.statusCode == 202, let next = r.http.value(forHTTPHeaderField: "Location") else {
+                throw fail("uploading bytes \(offset)-\(offset + Int64(n) - 1) of \(d.digest) to \(repo)", r)
+            }
+            location = next.hasPrefix("/") ? base + next : next
+            offset += Int64(n)
+        }
+        return location
     }
 
     public func pushManifest(_ repo: String, _ reference: String, _ bytes: [UInt8], mediaType: String) throws {

@@ -97,8 +97,10 @@ struct RegistryTests {
         let p2 = try rbuild(["pull"] + fresh + ["\(registry.host)/other/bb:2"])
         #expect(p2.status == 0, "\(p2.stderr)")
         #expect(p2.stdout.contains(skopeoDigest), "\(p2.stdout) vs \(skopeoDigest)")
-        // rbuild push of a local image: skopeo sees the digest rbuild reports.
-        let push = try rbuild(["push"] + fresh + ["\(registry.host)/other/bb:2", "\(registry.host)/copied/bb:3"])
+        // rbuild push of a local image, in 100 KiB chunks (PATCH): skopeo sees the digest rbuild reports.
+        var chunked = ProcessInfo.processInfo.environment
+        chunked["RBUILD_UPLOAD_CHUNK"] = "102400"
+        let push = try rbuild(["push"] + fresh + ["\(registry.host)/other/bb:2", "\(registry.host)/copied/bb:3"], environment: chunked)
         #expect(push.status == 0, "\(push.stderr)")
         let pushed = try skopeo(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://\(registry.host)/copied/bb:3"]).stdout.trimmed
         #expect(push.stdout.contains(pushed))
