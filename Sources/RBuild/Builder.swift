@@ -380,10 +380,15 @@ final class BuildSession: @unchecked Sendable {
         } else {
             // Not here (or --pull): the registry, for this platform.
             let reference = try Reference(parsing: ref)
-            top = try builder.pulls.run(CacheKey.of(["pull", reference.description, platform.description])) {
-                try reporter.step("[internal] pull \(reference) (\(platform))") { step in
-                    try Distribution.pull(reference, platforms: [platform], store: store) { step.output($0) }
+            do {
+                top = try builder.pulls.run(CacheKey.of(["pull", reference.description, platform.description])) {
+                    try reporter.step("[internal] pull \(reference) (\(platform))") { step in
+                        try Distribution.pull(reference, platforms: [platform], store: store) { step.output($0) }
+                    }
                 }
+            } catch {
+                let local = options.pull ? "" : "\(ref) is not in the local store (\(store.root); `rbuild images` lists it, `rbuild load`/`import` add to it, `--build-context \(name)=oci-layout://DIR` uses a layout), and "
+                throw BuildFailure(local + "pulling \(reference) failed: \(error)")
             }
         }
         let (desc, manifest) = try store.manifest(of: top, platform: platform)
