@@ -139,6 +139,27 @@ struct RegistryTests {
         #expect(try rbuild(["logout", registry.host], environment: env).stdout.contains("Removing login credentials"))
         let after = try rbuild(["pull", "--root", b.fs.dir + "/again", ref], environment: env)
         #expect(after.status == 1)
+        // A credential helper named in credHelpers answers instead (docker-credential-NAME get).
+        let bin = b.fs.dir + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "#!/bin/sh\nread server\necho \"$server\" >> \(b.fs.dir)/helper.log\necho '{\"Username\":\"alice\",\"Secret\":\"s3cret\"}'\n"
+            .write(toFile: bin + "/docker-credential-rbtest", atomically: false, encoding: .utf8)
+        chmod(bin + "/docker-credential-rbtest", 0o755)
+        try #"{"credHelpers": {"\#(registry.host)": "rbtest"}}"#.write(toFile: b.fs.dir + "/docker/config.json", atomically: false, encoding: .utf8)
+        env["PATH"] = bin + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+        // type=image,push=true: stored here and pushed, with the helper's credentials.
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN echo pushed > /p\n"])
+        let built = try rbuild(["build"] + b.root + ["--progress", "plain", "-o", "type=image,name=\(registry.host)/private/built:1,push=true", ctx],
+                               environment: env)
+        #expect(built.status == 0, "\(built.stderr)")
+        #expect(try b.file(b.fs.dir + "/helper.log").contains(registry.host))
+        let pulled = try rbuild(["pull", "--root", b.fs.dir + "/helped", "\(registry.host)/private/built:1"], environment: env)
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        // --pull fetches the base from the registry even though the store has one by that name.
+        let pullCtx = try b.context(["Dockerfile": "FROM \(registry.host)/private/built:1\nRUN cat /p\n"], name: "pullctx")
+        let again = try rbuild(["build", "--root", b.fs.dir + "/helped", "--progress", "plain", "--pull", pullCtx], environment: env)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("[internal] pull \(registry.host)/private/built:1"))
     }
 
     /// A misbehaving proxy in front of `upstream`: `flip` flips one byte of every blob, `cut`
