@@ -74,7 +74,7 @@ public final class RegistryClient: @unchecked Sendable {
         }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            guard let s = stream(dataTask), s.error == nil, s.response?.statusCode == 200 else { return }
+            guard let s = stream(dataTask), s.error == nil, let status = s.response?.statusCode, status == 200 || status == 206 else { return }
             do { try data.withUnsafeBytes { try s.sink($0) } } catch {
                 s.error = error
                 dataTask.cancel()
@@ -257,11 +257,13 @@ public final class RegistryClient: @unchecked Sendable {
     /// connection is retried (three attempts).
     public func fetchBlob(_ repo: String, _ d: Descriptor, into store: ContentStore) throws {
         if store.contains(d.digest) { return }
+        let partial = try Partial(store: store)
+        defer { partial.writer.abort() }   // a no-op once committed
         var lastError: Error?
         for attempt in 0..<3 {
             if attempt > 0 { usleep(useconds_t(200_000 * attempt)) }
             do {
-                try fetchBlobOnce(repo, d, into: store)
+                try fetchBlobOnce(repo, d, into: partial)
                 return
             } catch let e as OCIError where e.code == .corruptBlob {
                 throw RegistryError("blob \(d.digest) of \(registry)/\(repo) is corrupt: \(e)")
@@ -272,19 +274,40 @@ public final class RegistryClient: @unchecked Sendable {
         throw lastError!
     }
 
-    func fetchBlobOnce(_ repo: String, _ d: Descriptor, into store: ContentStore) throws {
+    /// A blob being downloaded: what has arrived so far stays across attempts, so a cut
+    /// connection resumes with a Range request (a registry that answers 200 instead restarts it).
+    final class Partial: @unchecked Sendable {
+        let store: ContentStore
+        var writer: BlobWriter
+        init(store: ContentStore) throws {
+            self.store = store
+            writer = try BlobWriter(store: store)
+        }
+        func restart() throws {
+            writer.abort()
+            writer = try BlobWriter(store: store)
+        }
+    }
+
+    func fetchBlobOnce(_ repo: String, _ d: Descriptor, into partial: Partial) throws {
         guard let url = URL(string: base + "/v2/\(repo)/blobs/\(d.digest)") else { throw RegistryError("bad URL") }
         var req = URLRequest(url: url)
         let scope = Self.pullScope(repo)
         if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
-        let writer = try BlobWriter(store: store)
-        var ok = false
-        defer { if !ok { writer.abort() } }
-        let stream = ChallengeDelegate.Stream { bytes in
-            guard writer.size + Int64(bytes.count) <= d.size else {
+        let resumeAt = partial.writer.size
+        if resumeAt > 0 { req.setValue("bytes=\(resumeAt)-", forHTTPHeaderField: "Range") }
+        final class Started: @unchecked Sendable { var checked = false }
+        let started = Started()
+        var stream: ChallengeDelegate.Stream!
+        stream = ChallengeDelegate.Stream { bytes in
+            if !started.checked {
+                started.checked = true
+                if resumeAt > 0 && stream.response?.statusCode == 200 { try partial.restart() }   // the range was ignored
+            }
+            guard partial.writer.size + Int64(bytes.count) <= d.size else {
                 throw OCIError(.corruptBlob, "expected \(d.size) bytes, got more")
             }
-            try writer.write(bytes)
+            try partial.writer.write(bytes)
         }
         let task = session.dataTask(with: req)
         challenges.register(task, stream)
@@ -292,17 +315,16 @@ public final class RegistryClient: @unchecked Sendable {
         stream.done.wait()
         if let refused = challenges.refusal(task) {
             try authenticate(refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
-            return try fetchBlobOnce(repo, d, into: store)
+            return try fetchBlobOnce(repo, d, into: partial)
         }
         if let e = stream.error as? OCIError { throw e }
         if let e = stream.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
         let status = stream.response?.statusCode ?? 0
-        guard status == 200 else { throw RegistryError("blob \(d.digest): \(registry) answered \(status)") }
-        guard writer.size == d.size else {
-            throw RegistryError("blob \(d.digest) from \(registry) was cut short: \(writer.size) of \(d.size) bytes")
+        guard status == 200 || (status == 206 && resumeAt > 0) else { throw RegistryError("blob \(d.digest): \(registry) answered \(status)") }
+        guard partial.writer.size == d.size else {
+            throw RegistryError("blob \(d.digest) from \(registry) was cut short: \(partial.writer.size) of \(d.size) bytes")
         }
-        ok = true
-        _ = try writer.commit(expected: d.digest)
+        _ = try partial.writer.commit(expected: d.digest)
     }
 
     // MARK: - Push

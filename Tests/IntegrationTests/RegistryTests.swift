@@ -165,10 +165,10 @@ struct RegistryTests {
     /// A misbehaving proxy in front of `upstream`: `flip` flips one byte of every blob, `cut`
     /// closes the connection halfway through the first answer for each blob, `huge` answers
     /// manifests with 5 MiB of JSON. Killed when the returned process is.
-    func proxy(_ mode: String, upstream: String) throws -> (Process, Int) {
+    func proxy(_ mode: String, upstream: String, log: String = "/dev/null") throws -> (Process, Int) {
         let script = """
             import http.server, urllib.request, sys
-            up, mode, seen = sys.argv[1], sys.argv[3], set()
+            up, mode, log, seen = sys.argv[1], sys.argv[3], sys.argv[4], set()
             class H(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
                     if mode == "huge" and "/manifests/" in self.path:
@@ -179,7 +179,9 @@ struct RegistryTests {
                         self.end_headers()
                         self.wfile.write(body)
                         return
-                    req = urllib.request.Request(up + self.path, headers={k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")})
+                    if self.headers.get("Range"):
+                        open(log, "a").write(self.path + " " + self.headers.get("Range") + "\\n")
+                    req = urllib.request.Request(up + self.path, headers={k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization", "range")})
                     try:
                         r = urllib.request.urlopen(req)
                         body, status, headers = r.read(), r.status, r.headers
@@ -189,7 +191,7 @@ struct RegistryTests {
                     if mode == "flip" and blob:
                         body = bytes([body[0] ^ 1]) + body[1:]
                     self.send_response(status)
-                    for k in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate"):
+                    for k in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Content-Range"):
                         if headers.get(k): self.send_header(k, headers.get(k))
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
@@ -207,7 +209,7 @@ struct RegistryTests {
         let port = Int.random(in: 40000..<50000)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = ["-c", script, "http://\(upstream)", String(port), mode]
+        p.arguments = ["-c", script, "http://\(upstream)", String(port), mode, log]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -219,7 +221,8 @@ struct RegistryTests {
     }
 
     /// Bad answers: a flipped byte (the pull fails naming the digest, nothing unverified is
-    /// stored), a connection cut mid-blob (retried: the pull succeeds), a manifest over 4 MiB.
+    /// stored), a connection cut mid-blob (resumed with a Range request: the pull succeeds), a
+    /// manifest over 4 MiB.
     @Test func badAnswers() throws {
         let b = try BuildFixture()
         let registry = try LocalRegistry(in: b.fs.dir + "/registry")
@@ -237,10 +240,12 @@ struct RegistryTests {
         }
         #expect(try rbuild(["images", "--root", state]).stdout.contains("bb:1") == false)
 
-        let (cut, cutPort) = try proxy("cut", upstream: registry.host)
+        let ranges = b.fs.dir + "/ranges.log"
+        let (cut, cutPort) = try proxy("cut", upstream: registry.host, log: ranges)
         defer { kill(cut.processIdentifier, SIGKILL); cut.waitUntilExit() }
         let resumed = try rbuild(["pull", "--root", b.fs.dir + "/cut", "127.0.0.1:\(cutPort)/bb:1"])
         #expect(resumed.status == 0, "a cut connection is retried: \(resumed.stderr)")
+        #expect((try? b.file(ranges))?.contains("bytes=") == true, "the retry resumed with a Range request")
         let run = try rbuild(["run", "--root", b.fs.dir + "/cut", "127.0.0.1:\(cutPort)/bb:1", "--", "echo", "whole"])
         #expect(run.stdout == "whole\n", "\(run.stderr)")
 
