@@ -362,10 +362,11 @@ public final class RegistryClient: @unchecked Sendable {
         guard put.http.statusCode == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
     }
 
-    /// Blobs larger than this go up in PATCHes of this size (`RBUILD_UPLOAD_CHUNK`, bytes; default
-    /// 256 MiB), smaller ones in one PUT.
+    /// With `RBUILD_UPLOAD_CHUNK=BYTES`, blobs larger than that go up in PATCHes of that size (for
+    /// registries or proxies that limit a request's body); by default every blob is one PUT
+    /// streamed from its file, which is the fastest (chunks of 256 MiB made a 1 GiB push 1.6x slower).
     static var chunkSize: Int64 {
-        ProcessInfo.processInfo.environment["RBUILD_UPLOAD_CHUNK"].flatMap { Int64($0) }.map { max($0, 1) } ?? (256 << 20)
+        ProcessInfo.processInfo.environment["RBUILD_UPLOAD_CHUNK"].flatMap { Int64($0) }.map { max($0, 1) } ?? .max
     }
 
     /// PATCH each chunk with its Content-Range (following the Location each answer gives);
