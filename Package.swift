@@ -31,7 +31,9 @@ let package = Package(
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "CSQLite"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
-        .target(name: "RBuildRegistry", dependencies: ["RBuildOCI"]),
+        // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
+        .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
                                                "RBuildSolver", "RBuildExporters", "RBuildRegistry"]),
         .target(name: "RBuildCLI", dependencies: [

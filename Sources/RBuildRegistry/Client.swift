@@ -12,6 +12,8 @@ public final class RegistryClient: @unchecked Sendable {
     public let registry: String
     let base: String
     let credentials: Credentials?
+    /// The registry's own CA (see `Curl.caFile`): then requests go through libcurl.
+    let caFile: String?
     private var tokens: [String: String] = [:]
     private var basicChallenged = false
     private let lock = NSLock()
@@ -23,6 +25,7 @@ public final class RegistryClient: @unchecked Sendable {
         registry = reference.registry
         base = (reference.usesPlainHTTP ? "http://" : "https://") + reference.apiHost
         self.credentials = try credentials ?? Credentials.lookup(reference.registry)
+        caFile = reference.usesPlainHTTP ? nil : Curl.caFile(for: reference.registry)
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = 60
         config.httpMaximumConnectionsPerHost = 6
@@ -108,6 +111,12 @@ public final class RegistryClient: @unchecked Sendable {
     func send(_ method: String, _ url: String, scope: String, headers: [String: String] = [:],
               body: Data? = nil, file: URL? = nil, retried: Bool = false) throws -> Response {
         guard let u = URL(string: url.hasPrefix("http") ? url : base + url) else { throw RegistryError("bad URL \(url)") }
+        if let caFile {
+            var all = headers
+            if let auth = authorization(scope) { all["Authorization"] = auth }
+            let (http, data) = try Curl.perform(method, u.absoluteString, headers: all, body: body, file: file?.path, caFile: caFile)
+            return try answered(http, data, method, url, u, scope: scope, headers: headers, body: body, file: file, retried: retried)
+        }
         var req = URLRequest(url: u)
         req.httpMethod = method
         for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
@@ -135,9 +144,19 @@ public final class RegistryClient: @unchecked Sendable {
             box.data = nil
         }
         if let e = box.error {
-            throw RegistryError("\(method) \(u.absoluteString): \(e.localizedDescription) (is the registry \(registry) up and reachable?)")
+            let text = e.localizedDescription
+            let hint = text.contains("SSL") || text.contains("certificate")
+                ? "(a registry with its own CA: put it in ~/.config/containers/certs.d/\(registry)/ca.crt or name it with RBUILD_REGISTRY_CA)"
+                : "(is the registry \(registry) up and reachable?)"
+            throw RegistryError("\(method) \(u.absoluteString): \(text) \(hint)")
         }
         guard let http = box.response as? HTTPURLResponse else { throw RegistryError("\(method) \(u.absoluteString): no HTTP response") }
+        return try answered(http, box.data ?? Data(), method, url, u, scope: scope, headers: headers, body: body, file: file, retried: retried)
+    }
+
+    /// A response, or on a first 401 the challenge answered and the request sent once more.
+    func answered(_ http: HTTPURLResponse, _ data: Data, _ method: String, _ url: String, _ u: URL, scope: String,
+                  headers: [String: String], body: Data?, file: URL?, retried: Bool) throws -> Response {
         if http.statusCode == 401 && !retried {
             try authenticate(http.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
             return try send(method, url, scope: scope, headers: headers, body: body, file: file, retried: true)
@@ -145,7 +164,7 @@ public final class RegistryClient: @unchecked Sendable {
         if http.statusCode == 401 {
             throw RegistryError("\(registry) refused \(method) \(u.path): 401 unauthorized\(credentials == nil ? " (no credentials: `rbuild login \(registry)`)" : " (check the credentials for \(registry))")")
         }
-        return Response(http: http, body: box.data ?? Data())
+        return Response(http: http, body: data)
     }
 
     func authorization(_ scope: String) -> String? {
@@ -202,9 +221,15 @@ public final class RegistryClient: @unchecked Sendable {
         }
         final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
         let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        session.dataTask(with: req) { d, r, e in box.data = d; box.response = r; box.error = e; done.signal() }.resume()
-        done.wait()
+        if let caFile {
+            do {
+                (box.response, box.data) = try Curl.perform("GET", url.absoluteString, headers: req.allHTTPHeaderFields ?? [:], caFile: caFile)
+            } catch { box.error = error }
+        } else {
+            let done = DispatchSemaphore(value: 0)
+            session.dataTask(with: req) { d, r, e in box.data = d; box.response = r; box.error = e; done.signal() }.resume()
+            done.wait()
+        }
         if let e = box.error { throw RegistryError("token server \(realm): \(e.localizedDescription)") }
         let status = (box.response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200, let data = box.data,
@@ -309,13 +334,26 @@ public final class RegistryClient: @unchecked Sendable {
             }
             try partial.writer.write(bytes)
         }
-        let task = session.dataTask(with: req)
-        challenges.register(task, stream)
-        task.resume()
-        stream.done.wait()
-        if let refused = challenges.refusal(task) {
-            try authenticate(refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
-            return try fetchBlobOnce(repo, d, into: partial)
+        if let caFile {
+            do {
+                let (http, _) = try Curl.perform("GET", url.absoluteString, headers: req.allHTTPHeaderFields ?? [:], caFile: caFile) { bytes in
+                    try stream.sink(bytes)
+                }
+                stream.response = http
+            } catch { stream.error = error }
+            if stream.response?.statusCode == 401 {
+                try authenticate(stream.response?.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
+                return try fetchBlobOnce(repo, d, into: partial)
+            }
+        } else {
+            let task = session.dataTask(with: req)
+            challenges.register(task, stream)
+            task.resume()
+            stream.done.wait()
+            if let refused = challenges.refusal(task) {
+                try authenticate(refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
+                return try fetchBlobOnce(repo, d, into: partial)
+            }
         }
         if let e = stream.error as? OCIError { throw e }
         if let e = stream.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }

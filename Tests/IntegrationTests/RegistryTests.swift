@@ -7,11 +7,17 @@ final class LocalRegistry {
     let dir: String
     let port: Int
     let process = Process()
-    var host: String { "127.0.0.1:\(port)" }
+    var host: String { "\(ip):\(port)" }
 
     /// `token`: the realm of a token server (and its certificate) instead of htpasswd.
-    init(in dir: String, users: [String: String] = [:], token: (realm: String, certificate: String)? = nil) throws {
+    let ip: String
+
+    /// `tls`: serve HTTPS with this certificate and key (on `ip`, which must not be 127.0.0.1:
+    /// rbuild talks plain HTTP to localhost).
+    init(in dir: String, users: [String: String] = [:], token: (realm: String, certificate: String)? = nil,
+         tls: (certificate: String, key: String)? = nil, ip: String = "127.0.0.1") throws {
         self.dir = dir
+        self.ip = ip
         port = Int.random(in: 20000..<40000)
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
         var config = """
@@ -22,9 +28,12 @@ final class LocalRegistry {
               filesystem:
                 rootdirectory: \(dir)/data
             http:
-              addr: 127.0.0.1:\(port)
+              addr: \(ip):\(port)
 
             """
+        if let tls {
+            config += "  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n"
+        }
         if !users.isEmpty {
             var lines = ""
             for (user, password) in users {
@@ -44,7 +53,8 @@ final class LocalRegistry {
         process.standardError = FileHandle.nullDevice
         try process.run()
         for _ in 0..<100 {
-            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://\(host)/v2/"]))?.status == 0 { return }
+            let probe = tls == nil ? ["-s", "-o", "/dev/null", "http://\(host)/v2/"] : ["-sk", "-o", "/dev/null", "https://\(host)/v2/"]
+            if (try? runProcess("/usr/bin/curl", probe))?.status == 0 { return }
             usleep(50_000)
         }
         throw FixtureError(message: "docker-registry did not start on \(host)")
@@ -341,5 +351,61 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""#
+
+    /// TLS with the registry's own CA: refused without it (the message says where a CA goes),
+    /// trusted from RBUILD_REGISTRY_CA and from ~/.config/containers/certs.d/HOST/ca.crt (then
+    /// rbuild talks through libcurl with that CA); skopeo, given the same CA, sees the same digest.
+    @Test func tlsWithCustomCA() throws {
+        let b = try BuildFixture()
+        let certs = b.fs.dir + "/certs"
+        try FileManager.default.createDirectory(atPath: certs, withIntermediateDirectories: true)
+        try RegistryTests.makeCertificates.write(toFile: certs + "/mkcerts.py", atomically: false, encoding: .utf8)
+        let made = try runProcess("/usr/bin/python3", [certs + "/mkcerts.py", certs, "127.0.0.2"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let registry = try LocalRegistry(in: b.fs.dir + "/registry", tls: (certs + "/server.pem", certs + "/server.key"), ip: "127.0.0.2")
+        let ref = "\(registry.host)/tls/bb:1"
+        var env = ProcessInfo.processInfo.environment
+        env["HOME"] = b.fs.dir + "/home"
+        env["RBUILD_REGISTRY_CA"] = nil
+        let untrusted = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: env)
+        #expect(untrusted.status == 1)
+        #expect(untrusted.stderr.contains("certs.d/\(registry.host)/ca.crt"), "\(untrusted.stderr)")
+        var withCA = env
+        withCA["RBUILD_REGISTRY_CA"] = certs + "/ca.pem"
+        let push = try rbuild(["push"] + b.root + ["busybox:latest", ref], environment: withCA)
+        #expect(push.status == 0, "\(push.stderr)")
+        let dir = b.fs.dir + "/home/.config/containers/certs.d/" + registry.host
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: certs + "/ca.pem", toPath: dir + "/ca.crt")
+        let pull = try rbuild(["pull", "--root", b.fs.dir + "/fresh", ref], environment: env)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        let skopeoDigest = try runProcess("/usr/bin/skopeo", ["inspect", "--cert-dir", dir, "--format", "{{.Digest}}", "docker://" + ref]).stdout.trimmed
+        #expect(!skopeoDigest.isEmpty && pull.stdout.contains(skopeoDigest), "\(pull.stdout) vs \(skopeoDigest)")
+    }
+
+    static let makeCertificates = #"""
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+d, ip = sys.argv[1], sys.argv[2]
+now = datetime.datetime.utcnow()
+def name(cn): return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("rbuild test CA")).issuer_name(name("rbuild test CA"))
+      .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+      .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+cert = (x509.CertificateBuilder().subject_name(name(ip)).issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+        .sign(ca_key, hashes.SHA256()))
+open(d + "/ca.pem", "wb").write(ca.public_bytes(serialization.Encoding.PEM))
+open(d + "/server.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(d + "/server.key", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
 """#
 }
