@@ -40,7 +40,15 @@ struct PushCommand: ParsableCommand {
         let ref = try Reference(parsing: reference ?? full)
         let cache = try CacheIndex(path: store.root + "/cache.db")
         let image = try compressedImage(top, compression: .gzip, level: nil, store: store, cache: cache)
-        let digest = try Distribution.push(image, to: ref, store: store)
+        // An image named in the same registry (pulled from it, or pushed there before): the
+        // registry is asked to mount its blobs from that repository instead of receiving them.
+        var mountFrom: String?
+        if let source = try? Reference(parsing: full), source.registry == ref.registry, source.repository != ref.repository {
+            mountFrom = source.repository
+        }
+        let digest = try Distribution.push(image, to: ref, store: store, mountFrom: mountFrom) { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
         print("\(ref) \(digest)")
     }
 }

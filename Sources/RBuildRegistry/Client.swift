@@ -375,12 +375,16 @@ public final class RegistryClient: @unchecked Sendable {
     /// Uploads one blob unless the repository has it: a cross-repository mount from `mountFrom`
     /// when given (the registry may refuse and start an upload instead), else one monolithic PUT
     /// of the file.
-    public func pushBlob(_ repo: String, _ d: Descriptor, from path: String, mountFrom: String? = nil) throws {
-        if try blobExists(repo, d.digest) { return }
+    /// How a blob reached the repository.
+    public enum Pushed: Sendable { case existed, mounted, uploaded }
+
+    @discardableResult
+    public func pushBlob(_ repo: String, _ d: Descriptor, from path: String, mountFrom: String? = nil) throws -> Pushed {
+        if try blobExists(repo, d.digest) { return .existed }
         var start = "/v2/\(repo)/blobs/uploads/"
         if let mountFrom { start += "?mount=\(d.digest)&from=\(mountFrom)" }
         let r = try send("POST", start, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
-        if r.http.statusCode == 201 { return }   // mounted
+        if r.http.statusCode == 201 { return .mounted }
         guard r.http.statusCode == 202, let location = r.http.value(forHTTPHeaderField: "Location") else {
             throw fail("starting the upload of \(d.digest) to \(repo)", r)
         }
@@ -391,13 +395,14 @@ public final class RegistryClient: @unchecked Sendable {
             target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
             let put = try send("PUT", target, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
             guard put.http.statusCode == 201 else { throw fail("finishing the upload of \(d.digest) to \(repo)", put) }
-            return
+            return .uploaded
         }
         target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
         let put = try send("PUT", target, scope: Self.pushScope(repo),
                            headers: ["Content-Type": "application/octet-stream", "Content-Length": String(d.size)],
                            file: URL(fileURLWithPath: path))
         guard put.http.statusCode == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
+        return .uploaded
     }
 
     /// With `RBUILD_UPLOAD_CHUNK=BYTES`, blobs larger than that go up in PATCHes of that size (for

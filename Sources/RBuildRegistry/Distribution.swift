@@ -99,8 +99,11 @@ public enum Distribution {
                 guard store.content.contains(d.digest) else {
                     throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store")
                 }
-                try client.pushBlob(repo, d, from: store.content.path(d.digest), mountFrom: mountFrom)
-                progress?("pushed \(d.digest)")
+                switch try client.pushBlob(repo, d, from: store.content.path(d.digest), mountFrom: mountFrom) {
+                case .existed: progress?("\(d.digest) already exists")
+                case .mounted: progress?("\(d.digest) mounted from \(mountFrom ?? "")")
+                case .uploaded: progress?("pushed \(d.digest)")
+                }
             }
             if MediaType.isIndex(top.mediaType) {
                 try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)

@@ -114,6 +114,10 @@ struct RegistryTests {
         #expect(push.status == 0, "\(push.stderr)")
         let pushed = try skopeo(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://\(registry.host)/copied/bb:3"]).stdout.trimmed
         #expect(push.stdout.contains(pushed))
+        // The same registry, another repository: the blobs are mounted, not sent again.
+        let mount = try rbuild(["push"] + fresh + ["\(registry.host)/other/bb:2", "\(registry.host)/mounted/bb:4"])
+        #expect(mount.status == 0, "\(mount.stderr)")
+        #expect(mount.stderr.contains("mounted from other/bb") && !mount.stderr.contains("pushed sha256"), "\(mount.stderr)")
         // FROM an image only the registry has.
         let from = try b.context(["Dockerfile": "FROM \(registry.host)/other/bb:2\nRUN echo from-registry > /x\n"], name: "from")
         let f = try rbuild(["build", "--root", b.fs.dir + "/third", "--progress", "plain", "-t", "fromreg:1", from])
