@@ -41,6 +41,10 @@ long rb_curl_perform(struct rb_curl_request *r) {
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
     if (r->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    int reading = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+    // Registries redirect blob downloads to their storage; libcurl does not send a custom
+    // Authorization header on to another host.
+    if (reading) curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     if (strcmp(r->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     } else if (strcmp(r->method, "GET") != 0) {

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// One source of a COPY or ADD, found: where it is and how the cache key names it.
 struct CopyMatch {
@@ -267,44 +264,44 @@ extension BuildSession {
         return n >= 262 && Array(head[257..<262]) == Array("ustar".utf8)
     }
 
-    /// ADD URL: fetches into `tmp`, named by the URL's last path component, mode 0600 and the
-    /// Last-Modified time as its mtime; `--checksum` is verified.
+    /// ADD URL: fetches into `tmp` (streamed to the file, hashed as it arrives), named by the URL's
+    /// last path component, mode 0600 and the Last-Modified time as its mtime; `--checksum` is
+    /// verified.
     func download(_ url: String, into tmp: LayerStaging, checksum: String?) throws -> (String, Digest) {
         guard let u = URL(string: url) else { throw BuildFailure("ADD \(url): not a valid URL") }
-        final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: u) { d, r, e in
-            box.data = d; box.response = r; box.error = e
-            done.signal()
-        }.resume()
-        done.wait()
-        if let e = box.error { throw BuildFailure("ADD \(url): download failed: \(e.localizedDescription)") }
-        guard let http = box.response as? HTTPURLResponse, let data = box.data else {
-            throw BuildFailure("ADD \(url): no response")
+        var name = u.lastPathComponent
+        if name.isEmpty || name == "/" { name = "__unnamed__" }
+        let fd = openat(tmp.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw BuildFailure("ADD \(url): cannot create \(name): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let hash = SHA256()
+        let r: HTTP.Response
+        do {
+            r = try HTTP.perform("GET", url) { _, bytes in
+                hash.update(bytes)
+                guard write(fd, bytes.baseAddress, bytes.count) == bytes.count else {
+                    throw BuildFailure("ADD \(url): writing \(name) failed: \(String(cString: strerror(errno)))")
+                }
+            }
+        } catch let e as HTTP.TransportError {
+            throw BuildFailure("ADD \(url): download failed: \(e)")
         }
-        guard (200..<300).contains(http.statusCode) else {
-            throw BuildFailure("ADD \(url): the server answered \(http.statusCode)")
-        }
-        let bytes = [UInt8](data)
-        let digest = Digest.of(bytes)
+        guard (200..<300).contains(r.status) else { throw BuildFailure("ADD \(url): the server answered \(r.status)") }
+        let digest = hash.finish()
         if let checksum {
             let want = try Digest(parsing: checksum)
             guard want == digest else {
                 throw BuildFailure("ADD \(url): checksum mismatch: expected \(want), got \(digest)")
             }
         }
-        var name = u.lastPathComponent
-        if name.isEmpty || name == "/" { name = "__unnamed__" }
-        guard writeFileAt(tmp.fd, name, bytes, mode: 0o600) else { throw BuildFailure("cannot store the download of \(url)") }
-        if let lm = http.value(forHTTPHeaderField: "Last-Modified") {
+        if let lm = r.header("Last-Modified") {
             let f = DateFormatter()
             f.locale = Locale(identifier: "en_US_POSIX")
             f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
             if let date = f.date(from: lm) {
                 var times = [timespec(tv_sec: Int(date.timeIntervalSince1970), tv_nsec: 0),
                              timespec(tv_sec: Int(date.timeIntervalSince1970), tv_nsec: 0)]
-                utimensat(tmp.fd, name, &times, 0)
+                futimens(fd, &times)
             }
         }
         return (name, digest)

@@ -1,23 +1,19 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import RBuildOCI
 
-/// The OCI distribution API for one registry: anonymous, basic or bearer-token auth (the
-/// `WWW-Authenticate` challenge is followed, tokens are kept per scope and fetched again when a
-/// request is refused), manifests limited to 4 MiB, blobs verified by digest and size before the
-/// content store takes them.
+/// The OCI distribution API for one registry, over `HTTP` (libcurl): anonymous, basic or
+/// bearer-token auth (the `WWW-Authenticate` challenge is followed, tokens are kept per scope and
+/// fetched again when a request is refused), manifests limited to 4 MiB, blobs verified by digest
+/// and size before the content store takes them.
 public final class RegistryClient: @unchecked Sendable {
     public let registry: String
     let base: String
     let credentials: Credentials?
-    /// The registry's own CA (see `Curl.caFile`): then requests go through libcurl.
+    /// The registry's own CA, when one is configured (see `caFile(for:)`).
     let caFile: String?
     private var tokens: [String: String] = [:]
     private var basicChallenged = false
     private let lock = NSLock()
-    let session: URLSession
     static let maxManifest = 4 << 20
     static let manifestTypes = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest]
 
@@ -25,146 +21,48 @@ public final class RegistryClient: @unchecked Sendable {
         registry = reference.registry
         base = (reference.usesPlainHTTP ? "http://" : "https://") + reference.apiHost
         self.credentials = try credentials ?? Credentials.lookup(reference.registry)
-        caFile = reference.usesPlainHTTP ? nil : Curl.caFile(for: reference.registry)
-        let config = URLSessionConfiguration.ephemeral
-        config.timeoutIntervalForRequest = 60
-        config.httpMaximumConnectionsPerHost = 6
-        config.urlCredentialStorage = nil
-        session = URLSession(configuration: config, delegate: challenges, delegateQueue: nil)
+        caFile = reference.usesPlainHTTP ? nil : Self.caFile(for: reference.registry)
     }
 
-    let challenges = ChallengeDelegate()
-
-    /// Auth is done here, from the registry's WWW-Authenticate. URLSession on Linux, left to
-    /// itself with a 401, waits for a credential that never comes; so the task is cancelled and
-    /// the 401 it got is kept for `send` to answer. Blob downloads stream through here too, into
-    /// the content store as they arrive (no temporary file to copy afterwards).
-    final class ChallengeDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-        private var refused: [Int: HTTPURLResponse] = [:]
-        private var streams: [Int: Stream] = [:]
-        private let lock = NSLock()
-
-        /// A download in progress: its status, its bytes handed to `sink` (only on a 200).
-        final class Stream: @unchecked Sendable {
-            let sink: (UnsafeRawBufferPointer) throws -> Void
-            var response: HTTPURLResponse?
-            var error: Error?
-            let done = DispatchSemaphore(value: 0)
-            init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void) { self.sink = sink }
+    /// A registry's own CA: RBUILD_REGISTRY_CA (a PEM file, for every registry), else `ca.crt` in
+    /// the certs.d directory of its host:port, as docker and podman keep them.
+    static func caFile(for registry: String) -> String? {
+        let env = ProcessInfo.processInfo.environment
+        if let f = env["RBUILD_REGISTRY_CA"], !f.isEmpty { return f }
+        let home = env["HOME"] ?? NSHomeDirectory()
+        for dir in [home + "/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d"] {
+            let f = dir + "/" + registry + "/ca.crt"
+            if access(f, R_OK) == 0 { return f }
         }
-
-        func register(_ task: URLSessionTask, _ stream: Stream) {
-            lock.lock(); streams[task.taskIdentifier] = stream; lock.unlock()
-        }
-
-        func stream(_ task: URLSessionTask) -> Stream? {
-            lock.lock(); defer { lock.unlock() }
-            return streams[task.taskIdentifier]
-        }
-
-        func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
-                        completionHandler: @escaping (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
-            if let r = challenge.failureResponse as? HTTPURLResponse {
-                lock.lock(); refused[task.taskIdentifier] = r; lock.unlock()
-            }
-            completionHandler(.cancelAuthenticationChallenge, nil)
-        }
-
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
-            stream(dataTask)?.response = response as? HTTPURLResponse
-            completionHandler(.allow)
-        }
-
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            guard let s = stream(dataTask), s.error == nil, let status = s.response?.statusCode, status == 200 || status == 206 else { return }
-            do { try data.withUnsafeBytes { try s.sink($0) } } catch {
-                s.error = error
-                dataTask.cancel()
-            }
-        }
-
-        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
-            lock.lock()
-            let s = streams.removeValue(forKey: task.taskIdentifier)
-            lock.unlock()
-            guard let s else { return }
-            if s.error == nil { s.error = error }
-            s.done.signal()
-        }
-
-        /// The 401 that ended `task`, if that is how it ended.
-        func refusal(_ task: URLSessionTask) -> HTTPURLResponse? {
-            lock.lock()
-            defer { lock.unlock() }
-            return refused.removeValue(forKey: task.taskIdentifier)
-        }
+        return nil
     }
 
-    struct Response {
-        var http: HTTPURLResponse
-        var body: Data
-    }
-
-    /// One request, synchronously; `file` uploads a file as the body. 401 answers are met with
-    /// the challenge's auth and the request is sent once more.
-    func send(_ method: String, _ url: String, scope: String, headers: [String: String] = [:],
-              body: Data? = nil, file: URL? = nil, retried: Bool = false) throws -> Response {
-        guard let u = URL(string: url.hasPrefix("http") ? url : base + url) else { throw RegistryError("bad URL \(url)") }
-        if let caFile {
-            var all = headers
-            if let auth = authorization(scope) { all["Authorization"] = auth }
-            let (http, data) = try Curl.perform(method, u.absoluteString, headers: all, body: body, file: file?.path, caFile: caFile)
-            return try answered(http, data, method, url, u, scope: scope, headers: headers, body: body, file: file, retried: retried)
-        }
-        var req = URLRequest(url: u)
-        req.httpMethod = method
-        for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
-        if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
-        final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        let handler: @Sendable (Data?, URLResponse?, Error?) -> Void = { d, r, e in
-            box.data = d; box.response = r; box.error = e
-            done.signal()
-        }
-        let task: URLSessionTask
-        if let file {
-            task = session.uploadTask(with: req, fromFile: file, completionHandler: handler)
-        } else if let body {
-            task = session.uploadTask(with: req, from: body, completionHandler: handler)
-        } else {
-            task = session.dataTask(with: req, completionHandler: handler)
-        }
-        task.resume()
-        done.wait()
-        if let refused = challenges.refusal(task) {
-            box.error = nil
-            box.response = refused
-            box.data = nil
-        }
-        if let e = box.error {
-            let text = e.localizedDescription
-            let hint = text.contains("SSL") || text.contains("certificate")
+    /// One request, synchronously (`file` uploads a file as the body; `sink` takes a success's
+    /// body as it arrives). A 401 is met with the challenge's auth and the request sent once more.
+    func send(_ method: String, _ url: String, scope: String, headers: [String: String] = [:], body: Data? = nil,
+              file: String? = nil, sink: ((Int, UnsafeRawBufferPointer) throws -> Void)? = nil,
+              retried: Bool = false) throws -> HTTP.Response {
+        let full = url.hasPrefix("http") ? url : base + url
+        var all = headers
+        if let auth = authorization(scope) { all["Authorization"] = auth }
+        let r: HTTP.Response
+        do {
+            r = try HTTP.perform(method, full, headers: all, body: body, file: file, caFile: caFile, sink: sink)
+        } catch let e as HTTP.TransportError {
+            let certificate = e.description.contains("SSL") || e.description.contains("certificate")
+            let hint = certificate
                 ? "(a registry with its own CA: put it in ~/.config/containers/certs.d/\(registry)/ca.crt or name it with RBUILD_REGISTRY_CA)"
                 : "(is the registry \(registry) up and reachable?)"
-            throw RegistryError("\(method) \(u.absoluteString): \(text) \(hint)")
+            throw RegistryError("\(e) \(hint)")
         }
-        guard let http = box.response as? HTTPURLResponse else { throw RegistryError("\(method) \(u.absoluteString): no HTTP response") }
-        return try answered(http, box.data ?? Data(), method, url, u, scope: scope, headers: headers, body: body, file: file, retried: retried)
-    }
-
-    /// A response, or on a first 401 the challenge answered and the request sent once more.
-    func answered(_ http: HTTPURLResponse, _ data: Data, _ method: String, _ url: String, _ u: URL, scope: String,
-                  headers: [String: String], body: Data?, file: URL?, retried: Bool) throws -> Response {
-        if http.statusCode == 401 && !retried {
-            try authenticate(http.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
-            return try send(method, url, scope: scope, headers: headers, body: body, file: file, retried: true)
+        if r.status == 401 && !retried {
+            try authenticate(r.header("WWW-Authenticate") ?? "", scope: scope)
+            return try send(method, url, scope: scope, headers: headers, body: body, file: file, sink: sink, retried: true)
         }
-        if http.statusCode == 401 {
-            throw RegistryError("\(registry) refused \(method) \(u.path): 401 unauthorized\(credentials == nil ? " (no credentials: `rbuild login \(registry)`)" : " (check the credentials for \(registry))")")
+        if r.status == 401 {
+            throw RegistryError("\(registry) refused \(method) \(full): 401 unauthorized\(credentials == nil ? " (no credentials: `rbuild login \(registry)`)" : " (check the credentials for \(registry))")")
         }
-        return Response(http: http, body: data)
+        return r
     }
 
     func authorization(_ scope: String) -> String? {
@@ -215,27 +113,19 @@ public final class RegistryClient: @unchecked Sendable {
         query.append(URLQueryItem(name: "scope", value: scope))
         comps.queryItems = query
         guard let url = comps.url else { throw RegistryError("bad token realm \(realm)") }
-        var req = URLRequest(url: url)
+        var headers: [String: String] = [:]
         if let c = credentials {
-            req.setValue("Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
+            headers["Authorization"] = "Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()
         }
-        final class Box: @unchecked Sendable { var data: Data?; var response: URLResponse?; var error: Error? }
-        let box = Box()
-        if let caFile {
-            do {
-                (box.response, box.data) = try Curl.perform("GET", url.absoluteString, headers: req.allHTTPHeaderFields ?? [:], caFile: caFile)
-            } catch { box.error = error }
-        } else {
-            let done = DispatchSemaphore(value: 0)
-            session.dataTask(with: req) { d, r, e in box.data = d; box.response = r; box.error = e; done.signal() }.resume()
-            done.wait()
+        let r: HTTP.Response
+        do {
+            r = try HTTP.perform("GET", url.absoluteString, headers: headers, caFile: caFile)
+        } catch {
+            throw RegistryError("token server \(realm): \(error)")
         }
-        if let e = box.error { throw RegistryError("token server \(realm): \(e.localizedDescription)") }
-        let status = (box.response as? HTTPURLResponse)?.statusCode ?? 0
-        guard status == 200, let data = box.data,
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        guard r.status == 200, let json = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any],
               let token = (json["token"] as? String) ?? (json["access_token"] as? String) else {
-            throw RegistryError("token server \(realm) refused \(scope) (\(status))\(credentials == nil ? ": no credentials, `rbuild login \(registry)`" : "")")
+            throw RegistryError("token server \(realm) refused \(scope) (\(r.status))\(credentials == nil ? ": no credentials, `rbuild login \(registry)`" : "")")
         }
         lock.lock(); tokens[scope] = token; lock.unlock()
     }
@@ -243,15 +133,15 @@ public final class RegistryClient: @unchecked Sendable {
     /// `GET /v2/` with the credentials: what `rbuild login` checks before storing them.
     public func checkLogin() throws {
         let r = try send("GET", "/v2/", scope: "registry:catalog:*")
-        guard r.http.statusCode == 200 else { throw fail("logging in", r) }
+        guard r.status == 200 else { throw fail("logging in", r) }
     }
 
     static func pullScope(_ repo: String) -> String { "repository:\(repo):pull" }
     static func pushScope(_ repo: String) -> String { "repository:\(repo):pull,push" }
 
-    func fail(_ what: String, _ r: Response) -> RegistryError {
+    func fail(_ what: String, _ r: HTTP.Response) -> RegistryError {
         let body = String(decoding: r.body.prefix(300), as: UTF8.self)
-        return RegistryError("\(what): \(registry) answered \(r.http.statusCode)\(body.isEmpty ? "" : ": " + body)")
+        return RegistryError("\(what): \(registry) answered \(r.status)\(body.isEmpty ? "" : ": " + body)")
     }
 
     // MARK: - Pull
@@ -261,7 +151,7 @@ public final class RegistryClient: @unchecked Sendable {
     public func manifest(_ repo: String, _ reference: String, expected: Digest? = nil) throws -> (Descriptor, [UInt8]) {
         let r = try send("GET", "/v2/\(repo)/manifests/\(reference)", scope: Self.pullScope(repo),
                          headers: ["Accept": Self.manifestTypes.joined(separator: ", ")])
-        guard r.http.statusCode == 200 else { throw fail("manifest \(repo):\(reference)", r) }
+        guard r.status == 200 else { throw fail("manifest \(repo):\(reference)", r) }
         guard r.body.count <= Self.maxManifest else {
             throw RegistryError("manifest \(repo):\(reference) is \(r.body.count) bytes: over the 4 MiB limit, refused")
         }
@@ -270,7 +160,7 @@ public final class RegistryClient: @unchecked Sendable {
         if let expected, expected != digest {
             throw RegistryError("manifest \(repo)@\(expected) is corrupt: expected \(expected), got \(digest)")
         }
-        var type = r.http.value(forHTTPHeaderField: "Content-Type")?.split(separator: ";").first.map(String.init)
+        var type = r.header("Content-Type")?.split(separator: ";").first.map(String.init)
         if type == nil || !Self.manifestTypes.contains(type!) {
             type = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["mediaType"] as? String
                 ?? ((try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["manifests"] != nil ? MediaType.ociIndex : MediaType.ociManifest)
@@ -315,50 +205,22 @@ public final class RegistryClient: @unchecked Sendable {
     }
 
     func fetchBlobOnce(_ repo: String, _ d: Descriptor, into partial: Partial) throws {
-        guard let url = URL(string: base + "/v2/\(repo)/blobs/\(d.digest)") else { throw RegistryError("bad URL") }
-        var req = URLRequest(url: url)
-        let scope = Self.pullScope(repo)
-        if let auth = authorization(scope) { req.setValue(auth, forHTTPHeaderField: "Authorization") }
         let resumeAt = partial.writer.size
-        if resumeAt > 0 { req.setValue("bytes=\(resumeAt)-", forHTTPHeaderField: "Range") }
-        final class Started: @unchecked Sendable { var checked = false }
-        let started = Started()
-        var stream: ChallengeDelegate.Stream!
-        stream = ChallengeDelegate.Stream { bytes in
-            if !started.checked {
-                started.checked = true
-                if resumeAt > 0 && stream.response?.statusCode == 200 { try partial.restart() }   // the range was ignored
+        var restarted = false
+        let r = try send("GET", "/v2/\(repo)/blobs/\(d.digest)", scope: Self.pullScope(repo),
+                         headers: resumeAt > 0 ? ["Range": "bytes=\(resumeAt)-"] : [:]) { status, bytes in
+            if status == 200 && resumeAt > 0 && !restarted {   // the range was ignored: start over
+                try partial.restart()
+                restarted = true
             }
             guard partial.writer.size + Int64(bytes.count) <= d.size else {
                 throw OCIError(.corruptBlob, "expected \(d.size) bytes, got more")
             }
             try partial.writer.write(bytes)
         }
-        if let caFile {
-            do {
-                let (http, _) = try Curl.perform("GET", url.absoluteString, headers: req.allHTTPHeaderFields ?? [:], caFile: caFile) { bytes in
-                    try stream.sink(bytes)
-                }
-                stream.response = http
-            } catch { stream.error = error }
-            if stream.response?.statusCode == 401 {
-                try authenticate(stream.response?.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
-                return try fetchBlobOnce(repo, d, into: partial)
-            }
-        } else {
-            let task = session.dataTask(with: req)
-            challenges.register(task, stream)
-            task.resume()
-            stream.done.wait()
-            if let refused = challenges.refusal(task) {
-                try authenticate(refused.value(forHTTPHeaderField: "WWW-Authenticate") ?? "", scope: scope)
-                return try fetchBlobOnce(repo, d, into: partial)
-            }
+        guard r.status == 200 || (r.status == 206 && resumeAt > 0) else {
+            throw RegistryError("blob \(d.digest): \(registry) answered \(r.status)")
         }
-        if let e = stream.error as? OCIError { throw e }
-        if let e = stream.error { throw RegistryError("downloading blob \(d.digest) from \(registry): \(e.localizedDescription)") }
-        let status = stream.response?.statusCode ?? 0
-        guard status == 200 || (status == 206 && resumeAt > 0) else { throw RegistryError("blob \(d.digest): \(registry) answered \(status)") }
         guard partial.writer.size == d.size else {
             throw RegistryError("blob \(d.digest) from \(registry) was cut short: \(partial.writer.size) of \(d.size) bytes")
         }
@@ -369,7 +231,7 @@ public final class RegistryClient: @unchecked Sendable {
 
     public func blobExists(_ repo: String, _ d: Digest) throws -> Bool {
         let r = try send("HEAD", "/v2/\(repo)/blobs/\(d)", scope: Self.pushScope(repo))
-        return r.http.statusCode == 200
+        return r.status == 200
     }
 
     /// Uploads one blob unless the repository has it: a cross-repository mount from `mountFrom`
@@ -384,8 +246,8 @@ public final class RegistryClient: @unchecked Sendable {
         var start = "/v2/\(repo)/blobs/uploads/"
         if let mountFrom { start += "?mount=\(d.digest)&from=\(mountFrom)" }
         let r = try send("POST", start, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
-        if r.http.statusCode == 201 { return .mounted }
-        guard r.http.statusCode == 202, let location = r.http.value(forHTTPHeaderField: "Location") else {
+        if r.status == 201 { return .mounted }
+        guard r.status == 202, let location = r.header("Location") else {
             throw fail("starting the upload of \(d.digest) to \(repo)", r)
         }
         var target = location.hasPrefix("/") ? base + location : location
@@ -394,14 +256,14 @@ public final class RegistryClient: @unchecked Sendable {
             target = try uploadChunks(repo, d, from: path, to: target, chunk: chunk)
             target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
             let put = try send("PUT", target, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
-            guard put.http.statusCode == 201 else { throw fail("finishing the upload of \(d.digest) to \(repo)", put) }
+            guard put.status == 201 else { throw fail("finishing the upload of \(d.digest) to \(repo)", put) }
             return .uploaded
         }
         target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
         let put = try send("PUT", target, scope: Self.pushScope(repo),
                            headers: ["Content-Type": "application/octet-stream", "Content-Length": String(d.size)],
-                           file: URL(fileURLWithPath: path))
-        guard put.http.statusCode == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
+                           file: path)
+        guard put.status == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
         return .uploaded
     }
 
@@ -428,7 +290,7 @@ public final class RegistryClient: @unchecked Sendable {
             let r = try send("PATCH", location, scope: Self.pushScope(repo),
                              headers: ["Content-Type": "application/octet-stream", "Content-Length": String(n),
                                        "Content-Range": "\(offset)-\(offset + Int64(n) - 1)"], body: data)
-            guard r.http.statusCode == 202, let next = r.http.value(forHTTPHeaderField: "Location") else {
+            guard r.status == 202, let next = r.header("Location") else {
                 throw fail("uploading bytes \(offset)-\(offset + Int64(n) - 1) of \(d.digest) to \(repo)", r)
             }
             location = next.hasPrefix("/") ? base + next : next
@@ -440,6 +302,6 @@ public final class RegistryClient: @unchecked Sendable {
     public func pushManifest(_ repo: String, _ reference: String, _ bytes: [UInt8], mediaType: String) throws {
         let r = try send("PUT", "/v2/\(repo)/manifests/\(reference)", scope: Self.pushScope(repo),
                          headers: ["Content-Type": mediaType], body: Data(bytes))
-        guard r.http.statusCode == 201 else { throw fail("pushing the manifest \(repo):\(reference)", r) }
+        guard r.status == 201 else { throw fail("pushing the manifest \(repo):\(reference)", r) }
     }
 }

@@ -5,9 +5,9 @@ import RBuildOCI
 public enum Distribution {
     final class FirstError: @unchecked Sendable { var error: Error?; let lock = NSLock() }
 
-    /// Runs `work` over `items`, at most `limit` at once, each on a thread of its own (not a
-    /// dispatch worker: the requests block until URLSession, itself on dispatch's few workers,
-    /// answers). The first error is thrown once all have stopped.
+    /// Runs `work` over `items`, at most `limit` at once, each on a thread of its own (the
+    /// requests block, and dispatch has few workers to spare on a small machine). The first error
+    /// is thrown once all have stopped.
     static func concurrently(_ items: [Descriptor], limit: Int = 4, _ work: @escaping @Sendable (Descriptor) throws -> Void) throws {
         let state = FirstError()
         let slots = DispatchSemaphore(value: limit)

@@ -12,8 +12,8 @@ typedef size_t (*rb_curl_sink)(const char *data, size_t len, void *ctx);
 /// Fills `buf` with up to `len` bytes of the request body; returns how many (0: the end).
 typedef size_t (*rb_curl_source)(char *buf, size_t len, void *ctx);
 
-/// One HTTP request through libcurl, for what URLSession cannot do here: trusting a registry's own
-/// CA (CURLOPT_CAINFO). libcurl's setopt is variadic, which Swift cannot call: hence this C edge.
+/// One HTTP request through libcurl (RBuildRegistry's HTTP). libcurl's setopt is variadic, which
+/// Swift cannot call: hence this C edge.
 struct rb_curl_request {
     const char *method;
     const char *url;

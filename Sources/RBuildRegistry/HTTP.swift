@@ -1,38 +1,42 @@
 import CRBuildCurl
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
-/// Requests through libcurl, for registries with their own CA: URLSession on Linux cannot be
-/// told to trust one. The CA comes from RBUILD_REGISTRY_CA (a PEM file, for every registry), else
-/// from `ca.crt` in the certs.d directory of the registry's host:port, as docker and podman keep
-/// them (`~/.config/containers/certs.d`, `/etc/containers/certs.d`, `/etc/docker/certs.d`).
-enum Curl {
-    static func caFile(for registry: String) -> String? {
-        let env = ProcessInfo.processInfo.environment
-        if let f = env["RBUILD_REGISTRY_CA"], !f.isEmpty { return f }
-        let home = env["HOME"] ?? NSHomeDirectory()
-        for dir in [home + "/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d"] {
-            let f = dir + "/" + registry + "/ca.crt"
-            if access(f, R_OK) == 0 { return f }
-        }
-        return nil
+/// HTTP through libcurl: what the registry client and ADD's URL downloads use. One blocking
+/// request per call (callers that want several at once use threads); bodies stream to a sink or
+/// come back whole; uploads come from memory or straight from a file; GET and HEAD follow
+/// redirects (registries send blob downloads to their storage). A registry's own CA is trusted
+/// with CURLOPT_CAINFO — which is why this is libcurl and not URLSession, which on Linux can
+/// neither trust an extra CA nor hand a 401 back without waiting for a credential.
+public enum HTTP {
+    public struct Response: Sendable {
+        public var status: Int
+        /// Header names lowercased.
+        public var headers: [String: String]
+        /// The body, unless a sink took it (an error's body is always kept here).
+        public var body: Data
+
+        public func header(_ name: String) -> String? { headers[name.lowercased()] }
+    }
+
+    public struct TransportError: Error, CustomStringConvertible, Sendable {
+        public var description: String
     }
 
     final class Call {
         var headers: [String: String] = [:]
         var body = Data()
-        var sink: ((UnsafeRawBufferPointer) throws -> Void)?
+        var sink: ((Int, UnsafeRawBufferPointer) throws -> Void)?
         var sinkError: Error?
         var upload: Data?
         var uploadFD: Int32 = -1
         var offset = 0
     }
 
-    /// One request; the body goes to `sink` when given (else it is returned).
-    static func perform(_ method: String, _ url: String, headers: [String: String], body: Data? = nil, file: String? = nil,
-                        caFile: String, sink: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> (HTTPURLResponse, Data) {
+    /// One request. `sink` receives the body of a 200 or 206 as it arrives, with the status; `caFile` replaces the
+    /// system's CA bundle. A transfer that fails (connection, TLS, a sink's error) throws.
+    public static func perform(_ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil,
+                               file: String? = nil, caFile: String? = nil,
+                               sink: ((_ status: Int, UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> Response {
         let call = Call()
         call.sink = sink
         call.upload = body
@@ -40,19 +44,19 @@ enum Curl {
         if let body { size = Int64(body.count) }
         if let file {
             call.uploadFD = open(file, O_RDONLY | O_CLOEXEC)
-            guard call.uploadFD >= 0 else { throw RegistryError("cannot read \(file): \(String(cString: strerror(errno)))") }
+            guard call.uploadFD >= 0 else { throw TransportError(description: "cannot read \(file): \(String(cString: strerror(errno)))") }
             var st = stat()
             fstat(call.uploadFD, &st)
             size = Int64(st.st_size)
         }
         defer { if call.uploadFD >= 0 { close(call.uploadFD) } }
-        let lines = headers.map { "\($0.key): \($0.value)" }
-        var cstrings = lines.map { strdup($0) } + [nil]
+        var cstrings = headers.map { strdup("\($0.key): \($0.value)") } + [nil]
         defer { for p in cstrings { free(p) } }
         let owner = Unmanaged.passUnretained(call).toOpaque()
+        var message = ""
         let status: Int = method.withCString { m in
             url.withCString { u in
-                caFile.withCString { ca in
+                withOptionalCString(caFile) { ca in
                     cstrings.withUnsafeMutableBufferPointer { hp in
                         var r = rb_curl_request()
                         r.method = m
@@ -61,14 +65,12 @@ enum Curl {
                         r.headers = UnsafePointer(OpaquePointer(hp.baseAddress))
                         r.body_size = size
                         r.owner = owner
-                        r.timeout_seconds = 0
                         r.body = { data, len, ctx in
                             let req = ctx!.assumingMemoryBound(to: rb_curl_request.self)
                             let call = Unmanaged<Call>.fromOpaque(req.pointee.owner).takeUnretainedValue()
                             let buf = UnsafeRawBufferPointer(start: data, count: len)
-                            // Only a success's body goes to the sink (an error's is kept for the message).
                             if let sink = call.sink, req.pointee.status == 200 || req.pointee.status == 206 {
-                                do { try sink(buf) } catch { call.sinkError = error; return 0 }
+                                do { try sink(req.pointee.status, buf) } catch { call.sinkError = error; return 0 }
                             } else {
                                 call.body.append(contentsOf: buf)
                             }
@@ -78,9 +80,9 @@ enum Curl {
                             let req = ctx!.assumingMemoryBound(to: rb_curl_request.self)
                             let call = Unmanaged<Call>.fromOpaque(req.pointee.owner).takeUnretainedValue()
                             let line = String(decoding: UnsafeRawBufferPointer(start: data, count: len), as: UTF8.self)
-                            if line.hasPrefix("HTTP/") { call.headers = [:] }   // a new response (after 100 Continue)
+                            if line.hasPrefix("HTTP/") { call.headers = [:] }   // a new response (a redirect, 100 Continue)
                             if let colon = line.firstIndex(of: ":") {
-                                call.headers[String(line[..<colon]).trimmingCharacters(in: .whitespaces)] =
+                                call.headers[line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] =
                                     String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespacesAndNewlines)
                             }
                             return len
@@ -99,19 +101,19 @@ enum Curl {
                             return n
                         }
                         let s = withUnsafeMutablePointer(to: &r) { rb_curl_perform($0) }
-                        if s < 0 {
-                            let message = withUnsafeBytes(of: r.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                            call.sinkError = call.sinkError ?? RegistryError("\(method) \(url): \(message)")
-                        }
+                        if s < 0 { message = withUnsafeBytes(of: r.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } }
                         return s
                     }
                 }
             }
         }
         if let e = call.sinkError { throw e }
-        guard let u = URL(string: url), let http = HTTPURLResponse(url: u, statusCode: status, httpVersion: "HTTP/1.1", headerFields: call.headers) else {
-            throw RegistryError("\(method) \(url): no HTTP response")
-        }
-        return (http, call.body)
+        guard status > 0 else { throw TransportError(description: "\(method) \(url): \(message)") }
+        return Response(status: status, headers: call.headers, body: call.body)
+    }
+
+    static func withOptionalCString<T>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
+        guard let s else { return body(nil) }
+        return s.withCString { body($0) }
     }
 }
