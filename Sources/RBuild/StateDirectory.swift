@@ -12,11 +12,7 @@ public enum StateDirectory {
     }
 
     /// Opens (creating) the image store in `path` or the default state directory.
-    /// A relative path is made absolute first: sandboxes (and the fuse-overlayfs they start)
-    /// see the layer paths from another working directory.
     public static func open(_ path: String?) throws -> ImageStore {
-        var root = path ?? defaultPath
-        if !root.hasPrefix("/") { root = FileManager.default.currentDirectoryPath + "/" + root }
-        return try ImageStore(root: root)
+        try ImageStore(root: path ?? defaultPath)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RBuildRuntime
 
 /// Named local images in a state directory: `images.json` maps a name to the descriptor of a
 /// manifest or an index in the content store. Writers hold `images.lock` and replace the file
@@ -8,9 +9,9 @@ public final class ImageStore: @unchecked Sendable {
     public let content: ContentStore
 
     public init(root: String) throws {
-        self.root = root
-        try makeDirectory(root)
-        content = try ContentStore(root: root)
+        self.root = absolutePath(root)
+        try makeDirectory(self.root)
+        content = try ContentStore(root: self.root)
     }
 
     /// `name` with `:latest` when it has neither tag nor digest (as docker names images).

@@ -77,3 +77,12 @@ public func makeTemporaryDirectory(prefix: String) -> String? {
     var template = Array((prefix + "XXXXXX").utf8CString)
     return template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) }
 }
+
+/// `path` made absolute against the working directory. State and snapshot directories are kept
+/// absolute: sandboxes, and the fuse-overlayfs they start, see them from another directory.
+public func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buf, buf.count) != nil else { return path }
+    return String(cString: buf) + "/" + path
+}

@@ -293,7 +293,7 @@ public final class OverlaySnapshotter: Snapshotter {
     public init(stateDirectory: String, fuseProgram: String?, mapping: IDMapping = IDMapping.detect()) throws {
         self.fuseProgram = fuseProgram
         self.mapping = mapping
-        root = stateDirectory + "/snapshots/" + (fuseProgram == nil ? "overlay" : "fuse-overlayfs")
+        root = absolutePath(stateDirectory) + "/snapshots/" + (fuseProgram == nil ? "overlay" : "fuse-overlayfs")
         empty = root + "/empty"
         for d in [root + "/layers", root + "/active", empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -386,7 +386,7 @@ public final class CopySnapshotter: Snapshotter {
 
     public init(stateDirectory: String, mapping: IDMapping = IDMapping.detect()) throws {
         self.mapping = mapping
-        root = stateDirectory + "/snapshots/copy"
+        root = absolutePath(stateDirectory) + "/snapshots/copy"
         empty = root + "/empty"
         for d in [root + "/chains", root + "/active", empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
