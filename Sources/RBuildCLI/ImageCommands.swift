@@ -96,18 +96,14 @@ struct SaveCommand: ParsableCommand {
     @Argument var name: String
 
     func run() throws {
-        var fields: [String: String] = [:]
-        for part in output.split(separator: ",") {
-            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw OCIError(.invalidArgument, "-o \(output): expected key=value pairs, e.g. type=oci,dest=image.tar") }
-            fields[kv[0]] = kv[1]
-        }
-        guard let dest = fields["dest"] else { throw OCIError(.invalidArgument, "-o \(output): missing dest=PATH") }
-        let tar = (fields["tar"] ?? "true") != "false"
+        // The same -o syntax as rbuild build (one parser), for the two image outputs.
+        let spec = try OutputSpec.parse(output)
+        guard let dest = spec.destination else { throw OCIError(.invalidArgument, "-o \(output): missing dest=PATH") }
+        let tar = spec.attributes["tar"] != "false"
         let target: ExportTarget
-        switch fields["type"] {
-        case "oci": target = tar ? .ociArchive(dest) : .ociLayout(dest)
-        case "docker":
+        switch spec.kind {
+        case .oci: target = tar ? .ociArchive(dest) : .ociLayout(dest)
+        case .docker:
             guard tar else { throw OCIError(.invalidArgument, "type=docker is always an archive (tar=false is for type=oci)") }
             target = .dockerArchive(dest)
         default: throw OCIError(.invalidArgument, "-o \(output): type must be oci or docker")
