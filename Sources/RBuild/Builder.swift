@@ -410,37 +410,19 @@ final class BuildSession: @unchecked Sendable {
         return (d.digest, manifest, image)
     }
 
-    /// Copies an OCI layout's blobs into the content store (verified) and returns its top entry.
+    /// `oci-layout://DIR[:TAG]`: the layout's image checked and stored (as `rbuild load` does,
+    /// without naming it); its top entry.
     func importLayout(_ spec: String) throws -> Descriptor {
         var dir = spec, tag: String?
         if let colon = spec.lastIndex(of: ":"), !spec[colon...].contains("/") {
             dir = String(spec[..<colon])
             tag = String(spec[spec.index(after: colon)...])
         }
-        guard let data = FileManager.default.contents(atPath: dir + "/index.json") else {
-            throw BuildFailure("oci-layout://\(spec): \(dir)/index.json cannot be read (is \(dir) an OCI image layout?)")
+        do {
+            return try store.ingest(path: dir, tag: tag)
+        } catch {
+            throw BuildFailure("oci-layout://\(spec): \(error)")
         }
-        let index = try decodeJSON(Index.self, from: Array(data), what: "\(dir)/index.json")
-        let candidates = tag.map { t in index.manifests.filter { $0.annotations?["org.opencontainers.image.ref.name"] == t } } ?? index.manifests
-        guard let top = candidates.first else {
-            throw BuildFailure("oci-layout://\(spec): no manifest\(tag.map { " tagged \($0)" } ?? "") in \(dir)/index.json")
-        }
-        func ingest(_ d: Descriptor) throws {
-            if store.content.contains(d.digest) { return }
-            let path = dir + "/blobs/sha256/" + d.digest.hex
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw BuildFailure("oci-layout://\(spec): blob \(d.digest) is missing (\(path))") }
-            defer { close(fd) }
-            _ = try store.content.ingest(fd: fd, expected: d.digest, expectedSize: d.size)
-        }
-        try ingest(top)
-        for m in MediaType.isIndex(top.mediaType) ? try store.platformManifests(of: top) : [top] {
-            try ingest(m)
-            let manifest = try decodeJSON(Manifest.self, from: try store.content.read(m.digest), what: "manifest \(m.digest)")
-            try ingest(manifest.config)
-            for l in manifest.layers { try ingest(l) }
-        }
-        return top
     }
 
     // MARK: - Instructions

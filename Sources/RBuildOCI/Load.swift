@@ -72,6 +72,16 @@ extension ImageStore {
     /// the store until all of it has been checked.
     @discardableResult
     public func load(path: String, tag: String? = nil, name: String? = nil) throws -> (name: String, descriptor: Descriptor) {
+        try load(path: path, tag: tag, name: name, named: true)
+    }
+
+    /// What `load` does but the naming: the image's blobs checked and stored, its top descriptor
+    /// returned (`FROM oci-layout://DIR[:TAG]`, which must not add a name to the store).
+    public func ingest(path: String, tag: String? = nil) throws -> Descriptor {
+        try load(path: path, tag: tag, name: nil, named: false).descriptor
+    }
+
+    func load(path: String, tag: String?, name: String?, named: Bool) throws -> (name: String, descriptor: Descriptor) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw OCIError(.notFound, "\(path) does not exist")
@@ -135,7 +145,7 @@ extension ImageStore {
             top = pick
             top.annotations = nil
             let ref = pick.annotations?["io.containerd.image.name"] ?? pick.annotations?["org.opencontainers.image.ref.name"]
-            guard let n = name ?? ref else {
+            guard let n = name ?? ref ?? (named ? nil : "") else {
                 throw OCIError(.invalidArgument, "the image in \(path) has no ref name: give it one (rbuild load PATH NAME)")
             }
             localName = n
@@ -181,7 +191,7 @@ extension ImageStore {
             let bytes = try canonicalJSON(manifest)
             let d = try stage.put(bytes)
             top = Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: config.platform)
-            guard let n = name ?? entry.RepoTags?.first else {
+            guard let n = name ?? entry.RepoTags?.first ?? (named ? nil : "") else {
                 throw OCIError(.invalidArgument, "the image in \(path) has no repo tag: give it a name (rbuild load PATH NAME)")
             }
             localName = n
@@ -195,6 +205,7 @@ extension ImageStore {
                 throw OCIError(.io, "cannot move blob \(d) into the store: \(String(cString: strerror(errno)))")
             }
         }
+        guard named else { return ("", top) }
         try self.tag(localName, top)
         return (try ImageStore.normalise(localName), top)
     }
