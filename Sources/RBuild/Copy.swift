@@ -150,8 +150,9 @@ extension BuildSession {
                 defer { close(dfd) }
                 let prefix = dirComps.joined(separator: "/")
                 func join(_ a: String, _ b: String) -> String { a.isEmpty ? b : a + "/" + b }
-                var copiedOwners: [String: (uid: UInt32, gid: UInt32)] = [:]
-                var copiedPaths: [String] = []
+                // Every path written, with the owner its layer records: --chown's, else the
+                // source's (a stage, an image, an archive), else root's (the context).
+                var recorded: [String: (uid: UInt32, gid: UInt32)] = [:]
                 for m in matches {
                     var copier = ViewCopier(view: m.view, mapping: snapshotter.mapping, destRoot: staging.fd)
                     copier.mode = chmod
@@ -165,7 +166,7 @@ extension BuildSession {
                         if isAdd && !m.downloaded && isArchive(e) {
                             let records = try unpackLayer("/proc/self/fd/\(e.dirfd)/\(e.name)", into: staging.dir + "/" + prefix,
                                                           layerName: e.name, whiteouts: .apply)
-                            for r in records { copiedOwners[join(prefix, r.path)] = (r.uid, r.gid) }
+                            for r in records { recorded[join(prefix, r.path)] = owner ?? (r.uid, r.gid) }
                             continue
                         }
                         let target = intoDir ? e.name : destComps.last!
@@ -178,12 +179,9 @@ extension BuildSession {
                     } else {
                         throw BuildFailure("\(kw) failed: \"/\(m.comps.joined(separator: "/"))\" not found")
                     }
-                    copiedPaths += copier.copied
-                    if keepOwners { for (k, v) in copier.owners { copiedOwners[k] = v } }
+                    for p in copier.copied { recorded[p] = owner ?? (keepOwners ? copier.owners[p] : nil) ?? (0, 0) }
                 }
-                for p in copiedPaths { staging.owners[p] = owner ?? copiedOwners[p] ?? (0, 0) }
-                if let owner { for p in copiedOwners.keys { staging.owners[p] = owner } }
-                else { for (p, o) in copiedOwners where staging.owners[p] == nil { staging.owners[p] = o } }
+                for (p, o) in recorded { staging.owners[p] = o }
                 let result = try staging.layer(store: store.content, options: layerOptions)
                 made = try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: baseSnapshot)
                 return result

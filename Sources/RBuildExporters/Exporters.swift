@@ -273,11 +273,19 @@ public enum Exporters {
         let fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw ExportError("cannot open \(dest): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var copier = ViewCopier(view: view, mapping: mapping, destRoot: fd)
-        let root = try view.root()
-        for e in try view.entries(root) {
-            try copier.copy(e, in: root, srcRel: e.name, to: fd, name: e.name, destRel: e.name)
+        _ = try copyView(view, into: fd, prefix: "", root: fd, mapping: mapping)
+    }
+
+    /// Copies a whole view into `dirfd` (`prefix` relative to `root`); returns the owners the
+    /// copied entries had (paths relative to `root`).
+    static func copyView(_ view: SnapshotView, into dirfd: Int32, prefix: String, root: Int32,
+                         mapping: IDMapping) throws -> [String: (uid: UInt32, gid: UInt32)] {
+        var copier = ViewCopier(view: view, mapping: mapping, destRoot: root)
+        let top = try view.root()
+        for e in try view.entries(top) {
+            try copier.copy(e, in: top, srcRel: e.name, to: dirfd, name: e.name, destRel: prefix.isEmpty ? e.name : prefix + "/" + e.name)
         }
+        return copier.owners
     }
 
     /// type=tar: the root filesystem as one tar, owners as the image records them (several
@@ -299,14 +307,9 @@ public enum Exporters {
                 guard dirfd >= 0 else { throw ExportError("cannot create \(tmp)/\(prefix)") }
             }
             defer { if dirfd != fd { close(dirfd) } }
-            let view = try i.rootfs()
-            var copier = ViewCopier(view: view, mapping: request.mapping, destRoot: fd)
-            let root = try view.root()
-            for e in try view.entries(root) {
-                let rel = prefix.isEmpty ? e.name : prefix + "/" + e.name
-                try copier.copy(e, in: root, srcRel: e.name, to: dirfd, name: e.name, destRel: rel)
+            for (k, v) in try copyView(try i.rootfs(), into: dirfd, prefix: prefix, root: fd, mapping: request.mapping) {
+                owners[k] = v
             }
-            for (k, v) in copier.owners { owners[k] = v }
         }
         var options = LayerOptions(compression: .none, sourceDateEpoch: request.sourceDateEpoch)
         options.owners = owners
