@@ -271,12 +271,8 @@ final class BuildSession: @unchecked Sendable {
                           config: image, layers: s.layers, diffIDs: s.diffIDs)
     }
 
-    func timestampNow() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: options.layer.sourceDateEpoch.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? Date())
-    }
+    /// Image and history times: SOURCE_DATE_EPOCH when set, else now.
+    func timestampNow() -> String { timestamp(options.layer.sourceDateEpoch) }
 
     /// How buildx names a stage's steps: `[name 2/5]`, or `[2/5]` for an unnamed target, with
     /// the platform first when several build at once (`[linux/arm64 name 2/5]`).

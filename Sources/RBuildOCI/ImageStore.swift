@@ -170,7 +170,7 @@ func storeSingleLayerImage(layer: LayerResult, platform: Platform, store: ImageS
 }
 
 /// RFC 3339 time: SOURCE_DATE_EPOCH when given, else now.
-func timestamp(_ epoch: Int64?) -> String {
+public func timestamp(_ epoch: Int64?) -> String {
     let f = ISO8601DateFormatter()
     f.formatOptions = [.withInternetDateTime]
     f.timeZone = TimeZone(identifier: "UTC")
