@@ -62,9 +62,28 @@ public final class CacheIndex: @unchecked Sendable {
 
     deinit { sqlite3_close(db) }
 
+    /// SQLite answers BUSY without waiting in a few cases the busy timeout does not cover
+    /// (switching a new database to WAL while another process opens it, a read that must become a
+    /// write): those are retried here, for up to 30 s.
+    static func retryingBusy(_ body: () -> Int32) -> Int32 {
+        var rc = body()
+        var waited = 0
+        while (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && waited < 30_000 {
+            usleep(10_000)
+            waited += 10
+            rc = body()
+        }
+        return rc
+    }
+
     private func exec(_ sql: String) throws {
         var err: UnsafeMutablePointer<CChar>?
-        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+        let rc = CacheIndex.retryingBusy {
+            sqlite3_free(err)
+            err = nil
+            return sqlite3_exec(db, sql, nil, nil, &err)
+        }
+        if rc != SQLITE_OK {
             let msg = err.map { String(cString: $0) } ?? "unknown error"
             sqlite3_free(err)
             throw SolveError("cache index \(path): \(msg)")
@@ -93,7 +112,11 @@ public final class CacheIndex: @unchecked Sendable {
             }
         }
         while true {
-            let rc = sqlite3_step(stmt)
+            let rc = CacheIndex.retryingBusy {
+                let rc = sqlite3_step(stmt)
+                if rc == SQLITE_BUSY || rc == SQLITE_LOCKED { sqlite3_reset(stmt) }
+                return rc
+            }
             if rc == SQLITE_ROW { row?(stmt!); continue }
             if rc == SQLITE_DONE { return }
             throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(db)))")

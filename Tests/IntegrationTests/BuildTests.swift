@@ -465,13 +465,15 @@ struct BuildTests {
             p.executableURL = URL(fileURLWithPath: Env.binary)
             p.arguments = ["build"] + b.root + ["-q", "-t", "conc:\(i)", ctx]
             p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
+            let err = b.fs.dir + "/err\(i)"
+            FileManager.default.createFile(atPath: err, contents: nil)
+            p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
             try p.run()
             procs.append(p)
         }
-        for p in procs {
+        for (i, p) in procs.enumerated() {
             p.waitUntilExit()
-            #expect(p.terminationStatus == 0)
+            #expect(p.terminationStatus == 0, "build \(i): \((try? b.file(b.fs.dir + "/err\(i)")) ?? "")")
         }
         for i in 0..<4 { #expect(try b.sh("conc:\(i)", "cat /shared /g") == "shared\n\(i % 2)\n") }
 
