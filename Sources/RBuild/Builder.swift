@@ -406,16 +406,19 @@ final class BuildSession: @unchecked Sendable {
         return (d.digest, manifest, image)
     }
 
-    /// `oci-layout://DIR[:TAG]`: the layout's image checked and stored (as `rbuild load` does,
-    /// without naming it); its top entry.
+    /// `oci-layout://DIR[:TAG|@sha256:…]`: the layout's image checked and stored (as `rbuild
+    /// load` does, without naming it); its entry for TAG or the digest, else `latest` (buildx).
     func importLayout(_ spec: String) throws -> Descriptor {
-        var dir = spec, tag: String?
-        if let colon = spec.lastIndex(of: ":"), !spec[colon...].contains("/") {
-            dir = String(spec[..<colon])
-            tag = String(spec[spec.index(after: colon)...])
-        }
+        var dir = spec, tag: String?, digest: Digest?
         do {
-            return try store.ingest(path: dir, tag: tag)
+            if let at = spec.range(of: "@sha256:", options: .backwards) {
+                dir = String(spec[..<at.lowerBound])
+                digest = try Digest(parsing: String(spec[spec.index(after: at.lowerBound)...]))
+            } else if let colon = spec.lastIndex(of: ":"), !spec[colon...].contains("/") {
+                dir = String(spec[..<colon])
+                tag = String(spec[spec.index(after: colon)...])
+            }
+            return try store.ingest(path: dir, tag: tag, digest: digest)
         } catch {
             throw BuildFailure("oci-layout://\(spec): \(error)")
         }

@@ -82,7 +82,9 @@ public final class ImageStore: @unchecked Sendable {
     public func add(platformManifest m: Descriptor, as name: String) throws -> Descriptor {
         var manifests = [m]
         if let existing = try lookup(name) {
-            let others = try platformManifests(of: existing).filter { $0.platform != m.platform }
+            let others = try platformManifests(of: existing).filter { o in
+                !(o.platform.map { p in m.platform.map { p.isSame(as: $0) } ?? false } ?? false)
+            }
             manifests = others + [m]
         }
         if manifests.count == 1 {
@@ -107,32 +109,56 @@ public final class ImageStore: @unchecked Sendable {
         if !found { throw OCIError(.notFound, "no such image: \(n) (see `rbuild images`)") }
     }
 
-    /// The per-platform manifest descriptors of an image (itself when it is one manifest).
+    /// The runnable per-platform manifests of an image: itself when it is one manifest, else
+    /// its index's entries with nested indexes flattened and attestation manifests left out. An
+    /// entry that names no platform gets its config's.
     public func platformManifests(of d: Descriptor) throws -> [Descriptor] {
-        if MediaType.isIndex(d.mediaType) {
-            let index = try decodeJSON(Index.self, from: try content.read(d.digest), what: "index \(d.digest)")
-            return index.manifests
-        }
-        var m = d
-        if m.platform == nil {
-            let manifest = try decodeJSON(Manifest.self, from: try content.read(d.digest), what: "manifest \(d.digest)")
-            let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config.digest), what: "config \(manifest.config.digest)")
-            m.platform = config.platform
-        }
-        return [m]
+        try documents(of: d).filter { MediaType.isManifest($0.mediaType) && !$0.isAttestation }
+            .map { try withPlatform($0) }
     }
 
-    /// The manifest for `platform` (or the only one).
+    /// Every manifest and nested index under `d` (not `d` itself), children before the index
+    /// that lists them, attestations included: what copying the image whole has to carry.
+    public func documents(of d: Descriptor) throws -> [Descriptor] {
+        guard MediaType.isIndex(d.mediaType) else { return [d] }
+        var out: [Descriptor] = []
+        var seen: Set<Digest> = [d.digest]
+        func walk(_ index: Descriptor, depth: Int) throws {
+            guard depth < 8 else {
+                throw OCIError(.invalidJSON, "index \(index.digest) nests indexes more than 8 deep")
+            }
+            let parsed = try decodeJSON(Index.self, from: try content.read(index.digest), what: "index \(index.digest)")
+            for m in parsed.manifests where seen.insert(m.digest).inserted {
+                if MediaType.isIndex(m.mediaType) { try walk(m, depth: depth + 1) }
+                out.append(m)
+            }
+        }
+        try walk(d, depth: 0)
+        return out
+    }
+
+    /// `m` with its platform, read from its config when the descriptor names none.
+    func withPlatform(_ m: Descriptor) throws -> Descriptor {
+        guard m.platform == nil else { return m }
+        var m = m
+        let manifest = try decodeJSON(Manifest.self, from: try content.read(m.digest), what: "manifest \(m.digest)")
+        let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config.digest), what: "config \(manifest.config.digest)")
+        m.platform = config.platform
+        return m
+    }
+
+    /// The manifest for `platform` (the best match, as containerd chooses it), or when none is
+    /// asked for: the only one, else the host's.
     public func manifest(of d: Descriptor, platform: Platform?) throws -> (Descriptor, Manifest) {
         let all = try platformManifests(of: d)
         let pick: Descriptor?
         if let platform {
-            pick = all.first { $0.platform == platform }
+            pick = PlatformMatcher(platform).best(all)
         } else {
-            pick = all.count == 1 ? all[0] : all.first { $0.platform == Platform.host } ?? all.first
+            pick = all.count == 1 ? all[0] : PlatformMatcher(Platform.host).best(all) ?? all.first
         }
         guard let chosen = pick else {
-            throw OCIError(.notFound, "the image has no manifest for \(platform!) (it has: \(all.compactMap { $0.platform?.description }.joined(separator: ", ")))")
+            throw OCIError(.notFound, "the image has no manifest for \(platform?.description ?? "any platform") (it has: \(PlatformMatcher.describe(all)))")
         }
         return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen.digest), what: "manifest \(chosen.digest)"))
     }

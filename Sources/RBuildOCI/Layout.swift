@@ -41,8 +41,9 @@ extension ImageStore {
     /// The blobs an image needs, top document first.
     func closure(of d: Descriptor) throws -> [Descriptor] {
         var out: [Descriptor] = [d]
-        for m in MediaType.isIndex(d.mediaType) ? try platformManifests(of: d) : [d] {
+        for m in try documents(of: d) {
             if m != d { out.append(m) }
+            guard MediaType.isManifest(m.mediaType) else { continue }
             let manifest = try decodeJSON(Manifest.self, from: try content.read(m.digest), what: "manifest \(m.digest)")
             out.append(manifest.config)
             out += manifest.layers

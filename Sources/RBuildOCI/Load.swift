@@ -77,11 +77,12 @@ extension ImageStore {
 
     /// What `load` does but the naming: the image's blobs checked and stored, its top descriptor
     /// returned (`FROM oci-layout://DIR[:TAG]`, which must not add a name to the store).
-    public func ingest(path: String, tag: String? = nil) throws -> Descriptor {
-        try load(path: path, tag: tag, name: nil, named: false).descriptor
+    /// `digest` picks a manifest or index by digest instead (`oci-layout://DIR@sha256:…`).
+    public func ingest(path: String, tag: String? = nil, digest: Digest? = nil) throws -> Descriptor {
+        try load(path: path, tag: tag, digest: digest, name: nil, named: false).descriptor
     }
 
-    func load(path: String, tag: String?, name: String?, named: Bool) throws -> (name: String, descriptor: Descriptor) {
+    func load(path: String, tag: String?, digest: Digest? = nil, name: String?, named: Bool) throws -> (name: String, descriptor: Descriptor) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw OCIError(.notFound, "\(path) does not exist")
@@ -138,10 +139,16 @@ extension ImageStore {
         var localName: String
         if let indexBytes = files["index.json"] {
             let index = try decodeJSON(Index.self, from: indexBytes, what: "\(path)/index.json")
-            let candidates = index.manifests.filter { tag == nil || $0.annotations?["org.opencontainers.image.ref.name"] == tag }
-            guard let pick = candidates.first else {
-                throw OCIError(.notFound, tag.map { "\(path) has no image tagged \($0)" } ?? "\(path) holds no image")
+            var pick = try chooseLayoutEntry(index.manifests, tag: tag, digest: digest, path: path)
+            if pick == nil, let digest {
+                // A manifest or index inside the layout but not named in index.json.
+                struct Kind: Decodable { var mediaType: String?; var manifests: [Descriptor]? }
+                let bytes = try read(digest)
+                let kind = try decodeJSON(Kind.self, from: bytes, what: "blob \(digest) of \(path)")
+                pick = Descriptor(mediaType: kind.mediaType ?? (kind.manifests != nil ? MediaType.ociIndex : MediaType.ociManifest),
+                                  digest: digest, size: Int64(bytes.count))
             }
+            guard let pick else { throw OCIError(.notFound, "\(path) holds no image") }
             top = pick
             top.annotations = nil
             let ref = pick.annotations?["io.containerd.image.name"] ?? pick.annotations?["org.opencontainers.image.ref.name"]
@@ -208,6 +215,30 @@ extension ImageStore {
         guard named else { return ("", top) }
         try self.tag(localName, top)
         return (try ImageStore.normalise(localName), top)
+    }
+
+    /// Which entry of a layout's index.json to use: the one with `digest`, else the one whose
+    /// ref name is `tag`, else (as buildx reads `oci-layout://DIR`) the only entry or the one
+    /// named `latest`. nil when `digest` names no entry (it may still be a blob of the layout).
+    func chooseLayoutEntry(_ entries: [Descriptor], tag: String?, digest: Digest?, path: String) throws -> Descriptor? {
+        let refName = "org.opencontainers.image.ref.name"
+        if let digest { return entries.first { $0.digest == digest } }
+        if let tag {
+            guard let e = entries.first(where: { $0.annotations?[refName] == tag }) else {
+                throw OCIError(.notFound, "\(path) has no image tagged \(tag) (it has: \(layoutNames(entries)))")
+            }
+            return e
+        }
+        if entries.count == 1 { return entries[0] }
+        guard let e = entries.first(where: { $0.annotations?[refName] == "latest" }) else {
+            throw OCIError(.notFound, entries.isEmpty ? "\(path) holds no image"
+                : "\(path) holds \(entries.count) images and none is tagged latest: name one with :TAG or @sha256:… (it has: \(layoutNames(entries)))")
+        }
+        return e
+    }
+
+    func layoutNames(_ entries: [Descriptor]) -> String {
+        entries.map { $0.annotations?["org.opencontainers.image.ref.name"] ?? $0.digest.description }.joined(separator: ", ")
     }
 
     func checkDiffIDs(_ layers: [Digest], config: ImageConfig, in stores: [ContentStore]) throws {

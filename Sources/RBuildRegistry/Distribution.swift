@@ -33,43 +33,85 @@ public enum Distribution {
     }
 
     /// Pulls `ref` (the host's platform of an index, or `platforms`) into `store`, every blob
-    /// verified before it is kept, and names it `ref`. Returns what was stored: the platform's
-    /// manifest, the registry's own index when every platform was asked for, else an index of
-    /// those that were.
+    /// verified before it is kept, and names it `ref`. Indexes are taken as registries serve
+    /// them: OCI indexes and Docker manifest lists, nested indexes, entries whose platform only
+    /// their config names, attestation manifests (never chosen as a platform). Each wanted
+    /// platform gets its best match (`PlatformMatcher`: `arm64` takes `arm64/v8`). Returns what
+    /// was stored: the platform's manifest; the registry's own index, attestations and all, when
+    /// every runnable platform was asked for; else an index of those that were.
     public static func pull(_ ref: Reference, platforms: [Platform]? = nil, store: ImageStore,
                             client given: RegistryClient? = nil, progress: (@Sendable (String) -> Void)? = nil) throws -> Descriptor {
         let client = try given ?? RegistryClient(registry: ref)
         let repo = ref.repository
         let (top, bytes) = try client.manifest(repo, ref.manifestReference, expected: ref.digest)
-        var manifests: [Descriptor] = []
+        var documents: [Digest: [UInt8]] = [top.digest: bytes]
+        func document(_ d: Descriptor) throws -> [UInt8] {
+            if let b = documents[d.digest] { return b }
+            let b = try client.manifest(repo, d.digest.description, expected: d.digest).1
+            documents[d.digest] = b
+            return b
+        }
+        var manifests: [Descriptor] = [top]
+        var indexes: [Descriptor] = []
         var stored = top
         if MediaType.isIndex(top.mediaType) {
-            let index = try decodeJSON(Index.self, from: bytes, what: "index of \(ref)")
-            let wanted = platforms ?? [Platform.host]
-            let chosen = index.manifests.filter { m in wanted.contains { $0 == m.platform } }
-            for p in wanted where !chosen.contains(where: { $0.platform == p }) {
-                throw RegistryError("\(ref) has no image for \(p) (it has: \(index.manifests.compactMap { $0.platform?.description }.joined(separator: ", ")))")
+            var leaves: [Descriptor] = [], nested: [Descriptor] = []
+            func walk(_ d: Descriptor, depth: Int) throws {
+                guard depth < 8 else { throw RegistryError("\(ref): index \(d.digest) nests indexes more than 8 deep") }
+                let index = try decodeJSON(Index.self, from: try document(d), what: "index \(d.digest) of \(ref)")
+                for m in index.manifests {
+                    if MediaType.isIndex(m.mediaType) {
+                        try walk(m, depth: depth + 1)
+                        nested.append(m)
+                    } else {
+                        leaves.append(m)
+                    }
+                }
             }
-            manifests = chosen
-            if chosen.count == index.manifests.count {
-                _ = try store.content.put(bytes, expected: top.digest)
+            try walk(top, depth: 0)
+            // An entry without a platform says it in its config (older tools wrote such lists).
+            leaves = try leaves.map { m in
+                guard m.platform == nil, !m.isAttestation else { return m }
+                let manifest = try decodeJSON(Manifest.self, from: try document(m), what: "manifest \(m.digest) of \(ref)")
+                try client.fetchBlob(repo, manifest.config, into: store.content)
+                let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest),
+                                            what: "config \(manifest.config.digest) of \(ref)")
+                var m = m
+                m.platform = config.platform
+                return m
+            }
+            let runnable = leaves.filter { !$0.isAttestation }
+            var chosen: [Descriptor] = []
+            for p in platforms ?? [Platform.host] {
+                guard let m = PlatformMatcher(p).best(runnable) else {
+                    throw RegistryError("\(ref) has no image for \(p) (it has: \(PlatformMatcher.describe(runnable)))")
+                }
+                if !chosen.contains(where: { $0.digest == m.digest }) { chosen.append(m) }
+            }
+            if Set(chosen.map(\.digest)) == Set(runnable.map(\.digest)) {
+                // Every platform: keep the registry's documents as they are, attestations too.
+                manifests = leaves
+                indexes = nested + [top]
             } else if chosen.count == 1 {
+                manifests = chosen
                 stored = chosen[0]
             } else {
+                manifests = chosen
                 let own = try canonicalJSON(Index(mediaType: MediaType.ociIndex, manifests: chosen))
                 stored = Descriptor(mediaType: MediaType.ociIndex, digest: try store.content.put(own), size: Int64(own.count))
             }
-        } else {
-            manifests = [top]
         }
         for m in manifests {
-            let mbytes = m.digest == top.digest ? bytes : try client.manifest(repo, m.digest.description, expected: m.digest).1
+            let mbytes = try document(m)
             let manifest = try decodeJSON(Manifest.self, from: mbytes, what: "manifest \(m.digest) of \(ref)")
             try concurrently([manifest.config] + manifest.layers) { d in
                 try client.fetchBlob(repo, d, into: store.content)
                 progress?("\(d.digest) done")
             }
             _ = try store.content.put(mbytes, expected: m.digest)
+        }
+        for i in indexes {
+            _ = try store.content.put(try document(i), expected: i.digest)
         }
         if stored.platform == nil, !MediaType.isIndex(stored.mediaType) {
             stored = try store.platformManifests(of: stored)[0]
@@ -85,15 +127,20 @@ public enum Distribution {
 
     /// Pushes the image `top` (a manifest or an index) from `store` to `ref`: blobs the
     /// repository lacks (several at once; `mountFrom`, another repository of the same registry, is
-    /// asked to lend them first), then each platform's manifest by digest, then the top one by
-    /// tag. Returns the digest the registry has it under.
+    /// asked to lend them first), then each manifest and nested index by digest, then the top
+    /// one by tag. Returns the digest the registry has it under.
     public static func push(_ top: Descriptor, to ref: Reference, store: ImageStore, client given: RegistryClient? = nil,
                             mountFrom: String? = nil, progress: (@Sendable (String) -> Void)? = nil) throws -> Digest {
         let client = try given ?? RegistryClient(registry: ref)
         let repo = ref.repository
-        let children = MediaType.isIndex(top.mediaType) ? try store.platformManifests(of: top) : []
-        for m in MediaType.isIndex(top.mediaType) ? children : [top] {
+        // Children before the index that lists them (a registry checks that they exist):
+        // attestation manifests and nested indexes travel too.
+        for m in try store.documents(of: top) {
             let bytes = try store.content.read(m.digest)
+            if MediaType.isIndex(m.mediaType) {
+                try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)
+                continue
+            }
             let manifest = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(m.digest)")
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
