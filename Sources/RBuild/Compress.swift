@@ -15,10 +15,16 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
         return Descriptor(mediaType: top.mediaType, digest: try store.content.put(bytes), size: Int64(bytes.count),
                           annotations: top.annotations, platform: top.platform)
     }
+    // An attestation's layers are in-toto statements, not tars: they travel as they are.
+    if top.isAttestation { return top }
     var manifest = try decodeJSON(Manifest.self, from: try store.content.read(top.digest), what: "manifest \(top.digest)")
     let tag = "\(compression.rawValue):\(level ?? -1)"
     var layers: [Descriptor] = []
     for layer in manifest.layers {
+        guard MediaType.isLayer(layer.mediaType) else {
+            layers.append(layer)
+            continue
+        }
         if let known = try cache?.conversion(of: layer.digest, tag), store.content.contains(known.digest) {
             layers.append(known)
             continue
@@ -31,5 +37,5 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
     manifest.layers = layers
     let bytes = try canonicalJSON(manifest)
     return Descriptor(mediaType: MediaType.ociManifest, digest: try store.content.put(bytes), size: Int64(bytes.count),
-                      platform: top.platform)
+                      annotations: top.annotations, platform: top.platform)
 }

@@ -15,6 +15,10 @@ public enum MediaType {
 
     public static func isIndex(_ t: String?) -> Bool { t == ociIndex || t == dockerManifestList }
     public static func isManifest(_ t: String?) -> Bool { t == ociManifest || t == dockerManifest }
+    /// A filesystem layer (a tar, compressed or not), as opposed to an artifact's blob.
+    public static func isLayer(_ t: String) -> Bool {
+        t.hasPrefix("application/vnd.oci.image.layer.") || t.hasPrefix("application/vnd.docker.image.rootfs.")
+    }
 }
 
 /// An OCI platform, normalised the way containerd and buildx do (arm64's v8 is implied,
