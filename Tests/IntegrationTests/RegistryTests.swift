@@ -52,7 +52,9 @@ final class LocalRegistry {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 {
+        // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
+        // take several seconds to listen.
+        for _ in 0..<600 where process.isRunning {
             let probe = tls == nil ? ["-s", "-o", "/dev/null", "http://\(host)/v2/"] : ["-sk", "-o", "/dev/null", "https://\(host)/v2/"]
             if (try? runProcess("/usr/bin/curl", probe))?.status == 0 { return }
             usleep(50_000)
@@ -227,7 +229,9 @@ struct RegistryTests {
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        for _ in 0..<100 {
+        // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
+        // take several seconds to listen.
+        for _ in 0..<600 where process.isRunning {
             if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { break }
             usleep(50_000)
         }
