@@ -673,6 +673,13 @@ static void run_task(struct rb_plan *p, int sfd) {
 
 static void run_probe(struct rb_plan *p, int sfd) {
     if (p->probe == RB_TASK_OWNERS || p->probe == RB_TASK_RECLAIM) run_task(p, sfd);
+    if (p->probe == RB_TASK_EXEC) {
+        // No new root, no fd cleanup: the same program, with the same stdio, one user
+        // namespace down. The status pipe is close-on-exec, so success reads as EOF.
+        reset_signals();
+        execve(p->argv[0], (char *const *)p->argv, (char *const *)p->envp);
+        fail(sfd, RB_STAGE_EXEC, errno, 0);
+    }
     if (p->probe == RB_PROBE_USERNS) _exit(0);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
     for (size_t i = 0; i < p->nmounts; i++) {
@@ -858,6 +865,10 @@ int rb_wifexited(int status) { return WIFEXITED(status); }
 int rb_wexitstatus(int status) { return WEXITSTATUS(status); }
 int rb_wifsignaled(int status) { return WIFSIGNALED(status); }
 int rb_wtermsig(int status) { return WTERMSIG(status); }
+
+int rb_die_with_parent(void) {
+    return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ? -errno : 0;
+}
 
 int rb_memfd(const char *name) {
     int fd = (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */);

@@ -25,6 +25,12 @@ public struct RBuildCommand: ParsableCommand {
         } catch {
             exit(withError: error)
         }
+        // Everything but the commands that read no tree runs in rbuild's own user namespace,
+        // so trees made in a sandbox are read with the sandbox's identity. `info` reports on
+        // the invoking user as they are.
+        if !(command is InfoCommand || command is LoginCommand || command is LogoutCommand) {
+            UserNamespace.enter(arguments: CommandLine.arguments)
+        }
         do {
             try command.run()
             Glibc.exit(0)

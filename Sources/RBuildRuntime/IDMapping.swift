@@ -31,6 +31,11 @@ public struct IDMapping: Sendable {
     public var newgidmap: String?
     /// Why this mode was chosen (shown by `rbuild info`).
     public var reason: String
+    /// rbuild already runs in a user namespace of its own with this mode's map (see
+    /// `UserNamespace.enter`): sandboxes map the ids that exist here onto themselves, written
+    /// directly (we hold CAP_SETUID over them), and `hostUID`/`hostGID` are the builder's own
+    /// ids here, 0.
+    public var nested = false
 
     /// The highest id that exists inside the sandbox.
     public var maxInsideUID: UInt32 {
@@ -56,6 +61,19 @@ public struct IDMapping: Sendable {
                               subuidPath: String = "/etc/subuid",
                               subgidPath: String = "/etc/subgid") -> IDMapping {
         let uid = getuid(), gid = getgid()
+        if let outer = UserNamespace.outer, uid == 0 {
+            var m = IDMapping(mode: outer.mode, hostUID: 0, hostGID: 0,
+                              uidRange: outer.uids > 0 ? SubordinateRange(start: 1, count: outer.uids) : nil,
+                              gidRange: outer.gids > 0 ? SubordinateRange(start: 1, count: outer.gids) : nil,
+                              reason: outer.reason, nested: true)
+            if force == .single && outer.mode != .single {
+                m.mode = .single
+                m.reason = "single-id mode requested"
+            } else if force == .subordinate && outer.mode != .subordinate {
+                m.reason = "subordinate ids requested but unavailable: " + outer.reason
+            }
+            return m
+        }
         let name = userName(uid: uid)
         var m = IDMapping(mode: .single, hostUID: uid, hostGID: gid, reason: "")
         if uid == 0 && force != .single {
@@ -105,6 +123,12 @@ public struct IDMapping: Sendable {
 
     /// The uid_map/gid_map lines for the child (what newuidmap is asked to write, or what we write).
     func mapLines(forUIDs: Bool) -> [(inside: UInt32, outside: UInt32, count: UInt32)] {
+        if nested {
+            // Each id that exists in rbuild's own namespace maps to itself, extent for extent
+            // (the kernel wants each line inside one line of the parent's map): 0, then the range.
+            let top = forUIDs ? maxInsideUID : maxInsideGID
+            return top == 0 ? [(0, 0, 1)] : [(0, 0, 1), (1, 1, top)]
+        }
         switch mode {
         case .single:
             return [(0, forUIDs ? hostUID : hostGID, 1)]
@@ -118,6 +142,12 @@ public struct IDMapping: Sendable {
 
     /// Writes the child's maps. Runs in the parent between clone and the child's go-ahead.
     func apply(to pid: pid_t) throws {
+        if nested {
+            if mode == .single { try writeProcFile(pid, "setgroups", "deny") }
+            try writeProcFile(pid, "uid_map", render(mapLines(forUIDs: true)))
+            try writeProcFile(pid, "gid_map", render(mapLines(forUIDs: false)))
+            return
+        }
         switch mode {
         case .single, .root:
             if mode == .single {

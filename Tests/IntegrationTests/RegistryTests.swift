@@ -229,9 +229,8 @@ struct RegistryTests {
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
-        // take several seconds to listen.
-        for _ in 0..<600 where process.isRunning {
+        // Up to 30 s, as for the registry.
+        for _ in 0..<600 where p.isRunning {
             if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { break }
             usleep(50_000)
         }

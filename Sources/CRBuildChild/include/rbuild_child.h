@@ -121,6 +121,8 @@ enum rb_probe {
     // Not probes but the same shape (a user namespace with the sandbox's id map, then one job):
     RB_TASK_OWNERS,            // apply the ownership records read from `task_fd` under `task_root`
     RB_TASK_RECLAIM,           // give everything under `task_root` back to 0:0 (the invoking user)
+    RB_TASK_EXEC,              // execve `argv` with `envp` in the new user namespace, every fd kept
+                               // (rbuild re-executing itself there: see UserNamespace.swift)
 };
 
 /// One ownership record of RB_TASK_OWNERS, followed by `path_len` bytes of a path relative to
@@ -209,6 +211,9 @@ int rb_read_report(int fd, struct rb_report *report);
 
 /// memfd_create(name, MFD_CLOEXEC). Returns fd or -errno.
 int rb_memfd(const char *name);
+
+/// PR_SET_PDEATHSIG(SIGKILL) for the calling process (prctl is variadic: Swift cannot call it).
+int rb_die_with_parent(void);
 
 /// Small wrappers around macros, for Swift.
 int rb_wifexited(int status);
