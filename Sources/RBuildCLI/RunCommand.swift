@@ -78,6 +78,9 @@ struct RunCommand: ParsableCommand {
             }
             args.removeFirst()
             if args.first == "--" { args.removeFirst() }
+            // Ctrl-C while the image is still being unpacked must still clean up (the deferred
+            // removal above), not kill the process where it stands.
+            Sandbox.killSandboxesOnInterrupt()
             let store = try StateDirectory.open(global.root)
             let dir = try makeScratchDirectory(in: store.root + "/run")
             scratch = dir
@@ -94,6 +97,7 @@ struct RunCommand: ParsableCommand {
             spec = run.spec
         }
         try configure(&spec)
+        if Sandbox.interruptedBy != 0 { throw ExitCode(128 + Sandbox.interruptedBy) }
         let status = try Sandbox.run(spec)
         throw ExitCode(status)
     }

@@ -227,3 +227,38 @@ struct RealWorldImageTests {
         #expect(bad.stderr.contains("linux/arm64") && bad.stderr.contains("linux/amd64"), "\(bad.stderr)")
     }
 }
+
+/// Issue 13: trees a RUN step leaves that the invoking user cannot read (mode 000, or 0700 under
+/// a subordinate id as apt's `_apt` partial directory) are diffed, copied with `COPY --from`
+/// and exported all the same, on every snapshotter.
+@Suite("unreadable trees left by RUN steps, as an unprivileged user", .enabled(if: Env.enabled))
+struct UnreadableTreeTests {
+    @Test(arguments: ["overlay", "fuse-overlayfs", "copy"])
+    func diffCopyAndExport(snapshotter: String) throws {
+        let b = try BuildFixture()
+        // Only a user with a range has ids other than 0 inside.
+        let foreign = Env.hasRange
+            ? "mkdir -p /p/apt/partial && echo part > /p/apt/partial/f && chown -R 42:42 /p/apt/partial && chmod 700 /p/apt/partial && chmod 600 /p/apt/partial/f"
+            : "true"
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox AS a
+            RUN mkdir -p /p/d && echo secret > /p/d/f && chmod 000 /p/d/f /p/d
+            RUN \(foreign)
+            FROM busybox
+            COPY --from=a /p /p
+            RUN cat /p/d/f \(Env.hasRange ? "/p/apt/partial/f" : "") > /read
+            """])
+        let out = b.fs.dir + "/out"
+        defer { _ = try? runProcess("/bin/chmod", ["-R", "u+rwX", out]) }
+        let r = try b.build(["--snapshotter", snapshotter, "-o", "type=local,dest=\(out)/local", "-o", "type=tar,dest=\(out)/fs.tar"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try b.file(out + "/local/read") == (Env.hasRange ? "secret\npart\n" : "secret\n"))
+        var st = stat()
+        #expect(stat(out + "/local/p/d", &st) == 0 && st.st_mode & 0o777 == 0, "the mode travels to type=local")
+        let list = try runProcess("/bin/tar", ["-tvf", out + "/fs.tar", "--numeric-owner"]).stdout
+        #expect(list.contains("d--------- 0/0") && list.contains("---------- 0/0"), "\(list)")
+        if Env.hasRange {
+            #expect(list.contains("drwx------ 42/42") && list.contains("-rw------- 42/42"), "\(list)")
+        }
+    }
+}
