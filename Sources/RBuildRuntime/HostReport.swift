@@ -149,7 +149,7 @@ public struct HostReport: Codable, Sendable {
         plan.mounts = arena.mounts(mounts)
         plan.nmounts = mounts.count
         var mapping = IDMapping.detect(force: .single)
-        if getuid() == 0 { mapping.mode = .root }
+        if getuid() == 0 && !mapping.nested { mapping.mode = .root }
         do {
             let outcome = try Sandbox.spawnAndWait(&plan, mapping: mapping)
             withExtendedLifetime(arena) {}
