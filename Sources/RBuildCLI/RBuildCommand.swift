@@ -25,10 +25,10 @@ public struct RBuildCommand: ParsableCommand {
         } catch {
             exit(withError: error)
         }
-        // Everything but the commands that read no tree runs in rbuild's own user namespace,
-        // so trees made in a sandbox are read with the sandbox's identity. `info` reports on
-        // the invoking user as they are.
-        if !(command is InfoCommand || command is LoginCommand || command is LogoutCommand) {
+        // The commands that read or remove trees made in sandboxes run in rbuild's own user
+        // namespace, so they do it with the sandboxes' identity (see UserNamespace). The others
+        // only move blobs the user owns and skip the extra process.
+        if command is BuildCommand || command is RunCommand || command is PruneCommand {
             UserNamespace.enter(arguments: CommandLine.arguments)
         }
         do {
