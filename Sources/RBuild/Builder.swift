@@ -595,7 +595,7 @@ final class BuildSession: @unchecked Sendable {
     func materialise(_ state: inout StageState) throws -> Snapshot {
         while state.appliedCount < state.layers.count {
             let i = state.appliedCount
-            state.applied = try snapshotter.apply(layer: store.content.path(state.layers[i].digest), diffID: state.diffIDs[i],
+            state.applied = try snapshotter.apply(layer: store.content.blob(state.layers[i]), diffID: state.diffIDs[i],
                                                   name: state.layers[i].digest.description, on: state.applied)
             state.appliedCount += 1
         }

@@ -15,7 +15,7 @@ public func snapshot(ofImage manifest: Manifest, config: ImageConfig, name: Stri
 public func snapshot(layers: [Descriptor], diffIDs: [Digest], store: ImageStore, snapshotter: any Snapshotter) throws -> Snapshot {
     var snap = Snapshot(chainID: nil, directories: [])
     for (layer, diffID) in zip(layers, diffIDs) {
-        snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID, name: layer.digest.description, on: snap)
+        snap = try snapshotter.apply(layer: store.content.blob(layer), diffID: diffID, name: layer.digest.description, on: snap)
     }
     return snap
 }

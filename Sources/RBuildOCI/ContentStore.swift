@@ -50,38 +50,60 @@ public final class ContentStore: @unchecked Sendable {
         return (r.digest, r.size)
     }
 
-    /// The whole blob, verified against its digest (for manifests and configs).
-    public func read(_ d: Digest, limit: Int = 4 << 20) throws -> [UInt8] {
-        guard let fh = FileHandle(forReadingAtPath: path(d)) else {
-            throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)")
-        }
-        defer { try? fh.close() }
-        let data = try fh.read(upToCount: limit + 1) ?? Data()
-        if data.count > limit {
+    /// The whole blob, verified against its digest (and `size` when the caller knows it): for
+    /// manifests and configs, small enough to hold.
+    public func read(_ d: Digest, size: Int64? = nil, limit: Int = 4 << 20) throws -> [UInt8] {
+        let reader = try BlobReader(blob(d, size: size))
+        if reader.fileSize > limit {
             throw OCIError(.unsupported, "blob \(d) is larger than \(limit) bytes; a manifest or config that big is refused")
         }
-        let bytes = [UInt8](data)
-        let got = Digest.of(bytes)
-        guard got == d else {
-            throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)")
+        var bytes = [UInt8](repeating: 0, count: Int(reader.fileSize))
+        var off = 0
+        while off < bytes.count {
+            let n = try bytes.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[off...])) }
+            if n == 0 { break }
+            off += n
         }
+        try reader.finish()
         return bytes
     }
 
-    /// Re-hashes a blob of any size.
-    public func verify(_ d: Digest) throws {
-        let fd = open(path(d), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)") }
-        defer { close(fd) }
-        let h = SHA256()
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            buf.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+    /// Re-hashes a blob of any size; throws `corruptBlob` or `missingBlob`.
+    public func verify(_ d: Digest, size: Int64? = nil) throws {
+        try BlobReader(blob(d, size: size)).finish()
+    }
+
+    /// A blob whose bytes do not hash to its name.
+    public struct BadBlob: Sendable, Equatable {
+        public var digest: Digest
+        /// What its bytes hash to (nil when it could not be read at all).
+        public var actual: Digest?
+        public var size: Int64
+        public var problem: String
+        /// Removed by `check(repair: true)`.
+        public var removed: Bool
+    }
+
+    /// Re-hashes every blob (`rbuild check`); with `repair`, removes the bad ones so that the
+    /// images naming them say they are incomplete instead of handing out wrong bytes.
+    public func check(repair: Bool, progress: ((Digest) -> Void)? = nil) -> [BadBlob] {
+        var bad: [BadBlob] = []
+        for d in allBlobs() {
+            progress?(d)
+            var reader: BlobReader?
+            do {
+                reader = try BlobReader(blob(d))
+                try reader?.finish()
+                continue
+            } catch let e as OCIError where e.code == .missingBlob {
+                continue   // removed meanwhile (a concurrent prune)
+            } catch {
+                var b = BadBlob(digest: d, actual: reader?.actual, size: size(d) ?? 0, problem: "\(error)", removed: false)
+                if repair { b.removed = unlink(path(d)) == 0 || errno == ENOENT }
+                bad.append(b)
+            }
         }
-        let got = h.finish()
-        guard got == d else { throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)") }
+        return bad
     }
 
     public func size(_ d: Digest) -> Int64? {
@@ -223,14 +245,6 @@ func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        off += n
-    }
+    try bytes.withUnsafeBytes { try writeFully(fd, $0, what: path) }
     fsync(fd)
 }

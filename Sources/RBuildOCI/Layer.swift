@@ -597,7 +597,7 @@ public func recompressLayer(_ layer: Descriptor, to compression: Compression, le
         || (compression == .gzip && layer.mediaType == MediaType.dockerLayerGzip)
     if same { return layer }
     let sink = try LayerSink(store: store, compression: compression, level: level)
-    try decompressLayer(store.path(layer.digest)) { try sink.write($0) }
+    try decompressLayer(store.blob(layer)) { try sink.write($0) }
     let (digest, size, _, _) = try sink.finish()
     return Descriptor(mediaType: compression.mediaType, digest: digest, size: size)
 }

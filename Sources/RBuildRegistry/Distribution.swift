@@ -97,9 +97,15 @@ public enum Distribution {
             let manifest = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(m.digest)")
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
-                    throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store")
+                    throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store: the image is incomplete; pull, import or build it again")
                 }
-                switch try client.pushBlob(repo, d, from: store.content.path(d.digest), mountFrom: mountFrom) {
+                let pushed: RegistryClient.Pushed
+                do {
+                    pushed = try client.pushBlob(repo, d, from: store.content.blob(d), mountFrom: mountFrom)
+                } catch let e as OCIError {
+                    throw e.context("cannot push \(ref)")
+                }
+                switch pushed {
                 case .existed: progress?("\(d.digest) already exists")
                 case .mounted: progress?("\(d.digest) mounted from \(mountFrom ?? "")")
                 case .uploaded: progress?("pushed \(d.digest)")
