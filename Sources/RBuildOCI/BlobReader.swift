@@ -47,6 +47,16 @@ extension OCIError {
     }
 }
 
+/// `body`, a corrupt or missing blob in it reported with `what` was being done ("cannot save
+/// NAME"): the blob's digest alone does not tell a user which image to fetch again.
+public func namingBlobErrors<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as OCIError where e.code == .corruptBlob || e.code == .missingBlob {
+        throw e.context(what())
+    }
+}
+
 /// Reads a blob and checks it as it goes: the size against the file's at open (a truncated or
 /// extended blob fails before a byte is handed out) and the sha256 of every byte read, compared
 /// the moment the last expected byte is read — so a consumer that sends bytes on (an upload)

@@ -73,39 +73,6 @@ public final class ContentStore: @unchecked Sendable {
         try BlobReader(blob(d, size: size)).finish()
     }
 
-    /// A blob whose bytes do not hash to its name.
-    public struct BadBlob: Sendable, Equatable {
-        public var digest: Digest
-        /// What its bytes hash to (nil when it could not be read at all).
-        public var actual: Digest?
-        public var size: Int64
-        public var problem: String
-        /// Removed by `check(repair: true)`.
-        public var removed: Bool
-    }
-
-    /// Re-hashes every blob (`rbuild check`); with `repair`, removes the bad ones so that the
-    /// images naming them say they are incomplete instead of handing out wrong bytes.
-    public func check(repair: Bool, progress: ((Digest) -> Void)? = nil) -> [BadBlob] {
-        var bad: [BadBlob] = []
-        for d in allBlobs() {
-            progress?(d)
-            var reader: BlobReader?
-            do {
-                reader = try BlobReader(blob(d))
-                try reader?.finish()
-                continue
-            } catch let e as OCIError where e.code == .missingBlob {
-                continue   // removed meanwhile (a concurrent prune)
-            } catch {
-                var b = BadBlob(digest: d, actual: reader?.actual, size: size(d) ?? 0, problem: "\(error)", removed: false)
-                if repair { b.removed = unlink(path(d)) == 0 || errno == ENOENT }
-                bad.append(b)
-            }
-        }
-        return bad
-    }
-
     public func size(_ d: Digest) -> Int64? {
         var st = stat()
         return stat(path(d), &st) == 0 ? Int64(st.st_size) : nil

@@ -53,10 +53,8 @@ extension ImageStore {
         if let platform {
             top = try manifest(of: top, platform: platform).0
         }
-        do {
+        try namingBlobErrors("cannot save \(full)") {
             try export(top, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
-        } catch let e as OCIError where e.code == .corruptBlob || e.code == .missingBlob {
-            throw e.context("cannot save \(full)")
         }
     }
 

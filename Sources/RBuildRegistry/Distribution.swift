@@ -99,13 +99,7 @@ public enum Distribution {
                 guard store.content.contains(d.digest) else {
                     throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store: the image is incomplete; pull, import or build it again")
                 }
-                let pushed: RegistryClient.Pushed
-                do {
-                    pushed = try client.pushBlob(repo, d, from: store.content.blob(d), mountFrom: mountFrom)
-                } catch let e as OCIError {
-                    throw e.context("cannot push \(ref)")
-                }
-                switch pushed {
+                switch try namingBlobErrors("cannot push \(ref)", { try client.pushBlob(repo, d, from: store.content.blob(d), mountFrom: mountFrom) }) {
                 case .existed: progress?("\(d.digest) already exists")
                 case .mounted: progress?("\(d.digest) mounted from \(mountFrom ?? "")")
                 case .uploaded: progress?("pushed \(d.digest)")
