@@ -182,7 +182,7 @@ func render(_ report: StoreCheck) {
     }
     let removed = report.bad.filter(\.removed).count
     print("Checked \(report.checked) blobs: \(report.bad.isEmpty ? "all good" : "\(report.bad.count) corrupt")\(removed > 0 ? ", \(removed) removed" : "")")
-    fflush(stdout)   // before an error line on stderr
+    fflush(nil)   // stdout (print buffers it) before an error line on stderr
 }
 
 struct LoadCommand: ParsableCommand {
