@@ -190,8 +190,9 @@ func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: String) thro
     while off < bytes.count {
         let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
         if n < 0 {
-            if errno == EINTR { continue }
-            throw OCIError(.io, "cannot write \(what): \(String(cString: strerror(errno)))")
+            let e = errno
+            if e == EINTR { continue }
+            throw OCIError(.io, "cannot write \(what): \(String(cString: strerror(e)))\(e == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
         }
         off += n
     }

@@ -148,16 +148,11 @@ public final class BlobWriter {
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         if hashing { hasher.update(bytes) }
-        var off = 0
-        while off < bytes.count {
-            let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                abort()
-                throw OCIError(.io, "writing to the content store failed: \(String(cString: strerror(e)))\(e == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
-            }
-            off += n
+        do {
+            try writeFully(fd, bytes, what: "a new blob in the content store \(store.root)")
+        } catch {
+            abort()
+            throw error
         }
         size += Int64(bytes.count)
     }

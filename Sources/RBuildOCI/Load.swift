@@ -299,65 +299,65 @@ public func decompressLayer(_ blob: StoredBlob, _ each: (UnsafeRawBufferPointer)
     }
 
     func decode() throws {
-    switch type {
-    case MediaType.ociLayerGzip:
-        var zs = z_stream()
-        // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
-        guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
-        defer { inflateEnd(&zs) }
-        var ended = false
-        while true {
-            let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-            if n == 0 { break }
-            try input.withUnsafeMutableBytes { inBuf in
-                zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                zs.avail_in = UInt32(n)
-                while zs.avail_in > 0 {
-                    if ended { inflateReset(&zs); ended = false }
-                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                        zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                        zs.avail_out = UInt32(outBuf.count)
-                        let rc = inflate(&zs, Z_NO_FLUSH)
-                        if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
-                            throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
+        switch type {
+        case MediaType.ociLayerGzip:
+            var zs = z_stream()
+            // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
+            guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
+            defer { inflateEnd(&zs) }
+            var ended = false
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeMutableBytes { inBuf in
+                    zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    zs.avail_in = UInt32(n)
+                    while zs.avail_in > 0 {
+                        if ended { inflateReset(&zs); ended = false }
+                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                            zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                            zs.avail_out = UInt32(outBuf.count)
+                            let rc = inflate(&zs, Z_NO_FLUSH)
+                            if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
+                                throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
+                            }
+                            return outBuf.count - Int(zs.avail_out)
                         }
-                        return outBuf.count - Int(zs.avail_out)
+                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                        if produced == 0 && !ended && zs.avail_in > 0 { continue }
                     }
-                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
-                    if produced == 0 && !ended && zs.avail_in > 0 { continue }
                 }
             }
-        }
-        guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
-    case MediaType.ociLayerZstd:
-        let dctx = ZSTD_createDCtx()
-        defer { ZSTD_freeDCtx(dctx) }
-        var lastHint = 0
-        while true {
-            let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-            if n == 0 { break }
-            try input.withUnsafeBytes { inBuf in
-                var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
-                while zin.pos < zin.size {
-                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                        var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
-                        let rc = ZSTD_decompressStream(dctx, &zout, &zin)
-                        if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
-                        lastHint = rc
-                        return zout.pos
+            guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
+        case MediaType.ociLayerZstd:
+            let dctx = ZSTD_createDCtx()
+            defer { ZSTD_freeDCtx(dctx) }
+            var lastHint = 0
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeBytes { inBuf in
+                    var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
+                    while zin.pos < zin.size {
+                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                            var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
+                            let rc = ZSTD_decompressStream(dctx, &zout, &zin)
+                            if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
+                            lastHint = rc
+                            return zout.pos
+                        }
+                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                     }
-                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                 }
             }
+            guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
+        default:
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            }
         }
-        guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
-    default:
-        while true {
-            let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-            if n == 0 { break }
-            try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
-    }
     }
 }
 
