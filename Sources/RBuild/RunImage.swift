@@ -45,7 +45,7 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     }
     let (manifest, config) = try namingBlobErrors("cannot run \(full)") {
         let (_, manifest) = try store.manifest(of: top, platform: platform)
-        return (manifest, try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(full)"))
+        return (manifest, try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(full)"))
     }
     let c = config.config
     let argv = (c?.Entrypoint ?? []) + (command.isEmpty ? (c?.Cmd ?? []) : command)

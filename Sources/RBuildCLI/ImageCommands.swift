@@ -67,7 +67,7 @@ struct InspectCommand: ParsableCommand {
         let full = try ImageStore.normalise(name)
         guard let d = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
         let (m, manifest) = try store.manifest(of: d, platform: try platform.map(Platform.init(parsing:)))
-        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config")
+        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config")
         struct Out: Encodable {
             var name: String
             var digest: Digest

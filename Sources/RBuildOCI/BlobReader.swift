@@ -26,6 +26,10 @@ extension ContentStore {
     }
 
     public func blob(_ d: Descriptor) -> StoredBlob { blob(d.digest, size: d.size) }
+
+    /// The document `d` names (a manifest, an index, a config), checked against its digest and
+    /// the size the descriptor gives.
+    public func read(_ d: Descriptor) throws -> [UInt8] { try read(d.digest, size: d.size) }
 }
 
 extension OCIError {

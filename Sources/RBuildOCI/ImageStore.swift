@@ -110,13 +110,13 @@ public final class ImageStore: @unchecked Sendable {
     /// The per-platform manifest descriptors of an image (itself when it is one manifest).
     public func platformManifests(of d: Descriptor) throws -> [Descriptor] {
         if MediaType.isIndex(d.mediaType) {
-            let index = try decodeJSON(Index.self, from: try content.read(d.digest), what: "index \(d.digest)")
+            let index = try decodeJSON(Index.self, from: try content.read(d), what: "index \(d.digest)")
             return index.manifests
         }
         var m = d
         if m.platform == nil {
-            let manifest = try decodeJSON(Manifest.self, from: try content.read(d.digest), what: "manifest \(d.digest)")
-            let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config.digest), what: "config \(manifest.config.digest)")
+            let manifest = try decodeJSON(Manifest.self, from: try content.read(d), what: "manifest \(d.digest)")
+            let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
             m.platform = config.platform
         }
         return [m]
@@ -134,7 +134,7 @@ public final class ImageStore: @unchecked Sendable {
         guard let chosen = pick else {
             throw OCIError(.notFound, "the image has no manifest for \(platform!) (it has: \(all.compactMap { $0.platform?.description }.joined(separator: ", ")))")
         }
-        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen.digest), what: "manifest \(chosen.digest)"))
+        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen), what: "manifest \(chosen.digest)"))
     }
 
     /// Removes blobs no named image uses.

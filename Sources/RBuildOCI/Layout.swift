@@ -38,7 +38,7 @@ extension ImageStore {
         var out: [Descriptor] = [d]
         for m in MediaType.isIndex(d.mediaType) ? try platformManifests(of: d) : [d] {
             if m != d { out.append(m) }
-            let manifest = try decodeJSON(Manifest.self, from: try content.read(m.digest), what: "manifest \(m.digest)")
+            let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
             out.append(manifest.config)
             out += manifest.layers
         }

@@ -93,7 +93,7 @@ public enum Distribution {
         let repo = ref.repository
         let children = MediaType.isIndex(top.mediaType) ? try store.platformManifests(of: top) : []
         for m in MediaType.isIndex(top.mediaType) ? children : [top] {
-            let bytes = try store.content.read(m.digest)
+            let bytes = try store.content.read(m)
             let manifest = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(m.digest)")
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
@@ -109,7 +109,7 @@ public enum Distribution {
                 try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)
             }
         }
-        try client.pushManifest(repo, ref.digest?.description ?? ref.tag ?? "latest", try store.content.read(top.digest),
+        try client.pushManifest(repo, ref.digest?.description ?? ref.tag ?? "latest", try store.content.read(top),
                                 mediaType: top.mediaType)
         return top.digest
     }
