@@ -103,7 +103,8 @@ public final class BlobReader {
         var n: Int
         repeat { n = Foundation.read(fd, buffer.baseAddress, buffer.count) } while n < 0 && errno == EINTR
         guard n >= 0 else {
-            throw OCIError(.io, "reading \(blob.digest.map(\.description) ?? blob.path) failed: \(String(cString: strerror(errno)))")
+            let e = errno
+            throw OCIError(.io, "reading \(blob.digest.map(\.description) ?? blob.path) failed: \(String(cString: strerror(e)))")
         }
         hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         count += Int64(n)

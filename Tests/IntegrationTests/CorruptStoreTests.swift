@@ -87,15 +87,19 @@ struct CorruptStoreTests {
         let c = try CorruptImage()
         let registry = try LocalRegistry(in: c.fs.dir + "/registry")
         defer { registry.stop() }
-        let ref = "\(registry.host)/corrupt/bb:1"
-        let push = try rbuild(["push"] + c.root + ["bb:1", ref])
-        c.expectClearFailure(push, naming: "rbuild check --repair", "push")
-        let head = try runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I",
-                                                    "http://\(registry.host)/v2/corrupt/bb/blobs/\(c.layer)"])
-        #expect(head.stdout == "404", "the registry has the corrupt blob: \(head.stdout)")
-        let manifest = try runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                                        "http://\(registry.host)/v2/corrupt/bb/manifests/1"])
-        #expect(manifest.stdout == "404", "\(manifest.stdout)")
+        // One streamed PUT, and PATCHes of 64 KiB (RBUILD_UPLOAD_CHUNK): neither sends it all.
+        for (repo, chunk) in [("corrupt/bb", nil), ("chunked/bb", "65536")] as [(String, String?)] {
+            var env = ProcessInfo.processInfo.environment
+            env["RBUILD_UPLOAD_CHUNK"] = chunk
+            let push = try rbuild(["push"] + c.root + ["bb:1", "\(registry.host)/\(repo):1"], environment: env)
+            c.expectClearFailure(push, naming: "rbuild check --repair", "push \(repo)")
+            #expect(push.stderr.contains("cannot push"), "\(push.stderr)")
+            for path in ["blobs/\(c.layer)", "manifests/1"] {
+                let head = try runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I",
+                                                            "http://\(registry.host)/v2/\(repo)/\(path)"])
+                #expect(head.stdout == "404", "the registry has \(repo)/\(path): \(head.stdout)")
+            }
+        }
     }
 
     @Test func checkReportsRepairRemovesAndReimportRestores() throws {
