@@ -230,7 +230,7 @@ final class TarWriter {
                 return -1
             }
         }, nil, nil)
-        guard rc == ARCHIVE_OK else { throw OCIError(.io, "libarchive: \(String(cString: archive_error_string(a)))") }
+        guard rc == ARCHIVE_OK else { throw OCIError(.io, "libarchive: \(archiveError(a))") }
     }
 
     deinit { archive_write_free(a) }
@@ -238,7 +238,7 @@ final class TarWriter {
     func check(_ rc: Int32, _ what: String) throws {
         if rc < ARCHIVE_WARN {
             if let f = sink.failure { throw f }
-            throw OCIError(.io, "writing the layer failed at \(what): \(String(cString: archive_error_string(a)))")
+            throw OCIError(.io, "writing the layer failed at \(what): \(archiveError(a))")
         }
     }
 

@@ -61,7 +61,7 @@ public final class TarReader {
     func failure(_ what: String) -> Error {
         if let sourceError { return sourceError }
         do { try source.finish() } catch { return error }
-        return OCIError(.io, "\(what): \(archive_error_string(a).map { String(cString: $0) } ?? "unknown libarchive error")")
+        return OCIError(.io, "\(what): \(archiveError(a))")
     }
 
     /// The next entry (a libarchive `archive_entry`, valid until the next call), or nil at the
@@ -87,6 +87,12 @@ public final class TarReader {
             try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
     }
+}
+
+/// libarchive's message for the last failure; it may have none (a callback's -1 sets no
+/// string), and String(cString:) of NULL would crash.
+func archiveError(_ a: OpaquePointer) -> String {
+    archive_error_string(a).map { String(cString: $0) } ?? "unknown libarchive error"
 }
 
 /// An entry name made relative (leading `/` and `./` dropped), refusing `..` components.
