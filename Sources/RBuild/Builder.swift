@@ -388,7 +388,7 @@ final class BuildSession: @unchecked Sendable {
             }
         }
         let (desc, manifest) = try store.manifest(of: top, platform: platform)
-        let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(ref)")
+        let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(ref)")
         guard manifest.layers.count == image.rootfs.diff_ids.count else {
             throw BuildFailure("\(ref): its manifest lists \(manifest.layers.count) layers but its config \(image.rootfs.diff_ids.count) diff_ids")
         }
@@ -401,8 +401,8 @@ final class BuildSession: @unchecked Sendable {
         let uid = getuid(), gid = getgid()
         opts.ownership = { u, g in (u == uid ? 0 : u, g == gid ? 0 : g) }
         let d = try importDirectory(dir, platform: platform, store: store, options: opts)
-        let manifest = try decodeJSON(Manifest.self, from: try store.content.read(d.digest), what: "manifest of \(dir)")
-        let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(dir)")
+        let manifest = try decodeJSON(Manifest.self, from: try store.content.read(d), what: "manifest of \(dir)")
+        let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(dir)")
         return (d.digest, manifest, image)
     }
 
@@ -598,7 +598,7 @@ final class BuildSession: @unchecked Sendable {
     func materialise(_ state: inout StageState) throws -> Snapshot {
         while state.appliedCount < state.layers.count {
             let i = state.appliedCount
-            state.applied = try snapshotter.apply(layer: store.content.path(state.layers[i].digest), diffID: state.diffIDs[i],
+            state.applied = try snapshotter.apply(layer: store.content.blob(state.layers[i]), diffID: state.diffIDs[i],
                                                   name: state.layers[i].digest.description, on: state.applied)
             state.appliedCount += 1
         }

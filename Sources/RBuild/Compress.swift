@@ -7,7 +7,7 @@ import Foundation
 public func compressedImage(_ top: Descriptor, compression: Compression, level: Int?, store: ImageStore,
                             cache: CacheIndex?) throws -> Descriptor {
     if MediaType.isIndex(top.mediaType) {
-        var index = try decodeJSON(Index.self, from: try store.content.read(top.digest), what: "index \(top.digest)")
+        var index = try decodeJSON(Index.self, from: try store.content.read(top), what: "index \(top.digest)")
         let converted = try index.manifests.map { try compressedImage($0, compression: compression, level: level, store: store, cache: cache) }
         if converted == index.manifests { return top }
         index.manifests = converted
@@ -17,7 +17,7 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
     }
     // An attestation's layers are in-toto statements, not tars: they travel as they are.
     if top.isAttestation { return top }
-    var manifest = try decodeJSON(Manifest.self, from: try store.content.read(top.digest), what: "manifest \(top.digest)")
+    var manifest = try decodeJSON(Manifest.self, from: try store.content.read(top), what: "manifest \(top.digest)")
     let tag = "\(compression.rawValue):\(level ?? -1)"
     var layers: [Descriptor] = []
     for layer in manifest.layers {

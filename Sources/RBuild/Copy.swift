@@ -164,7 +164,7 @@ extension BuildSession {
                     }
                     if let (parent, e) = try m.view.lookup(m.comps), e.type != S_IFDIR {
                         if isAdd && !m.downloaded && isArchive(e) {
-                            let records = try unpackLayer("/proc/self/fd/\(e.dirfd)/\(e.name)", into: staging.dir + "/" + prefix,
+                            let records = try unpackLayer(StoredBlob(path: "/proc/self/fd/\(e.dirfd)/\(e.name)"), into: staging.dir + "/" + prefix,
                                                           layerName: e.name, whiteouts: .apply)
                             for r in records { recorded[join(prefix, r.path)] = owner ?? (r.uid, r.gid) }
                             continue

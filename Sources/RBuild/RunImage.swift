@@ -15,7 +15,7 @@ public func snapshot(ofImage manifest: Manifest, config: ImageConfig, name: Stri
 public func snapshot(layers: [Descriptor], diffIDs: [Digest], store: ImageStore, snapshotter: any Snapshotter) throws -> Snapshot {
     var snap = Snapshot(chainID: nil, directories: [])
     for (layer, diffID) in zip(layers, diffIDs) {
-        snap = try snapshotter.apply(layer: store.content.path(layer.digest), diffID: diffID, name: layer.digest.description, on: snap)
+        snap = try snapshotter.apply(layer: store.content.blob(layer), diffID: diffID, name: layer.digest.description, on: snap)
     }
     return snap
 }
@@ -43,14 +43,18 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     guard let top = try store.lookup(full) else {
         throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`; `rbuild import` or `rbuild load` make one)")
     }
-    let (_, manifest) = try store.manifest(of: top, platform: platform)
-    let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config of \(full)")
+    let (manifest, config) = try namingBlobErrors("cannot run \(full)") {
+        let (_, manifest) = try store.manifest(of: top, platform: platform)
+        return (manifest, try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(full)"))
+    }
     let c = config.config
     let argv = (c?.Entrypoint ?? []) + (command.isEmpty ? (c?.Cmd ?? []) : command)
     guard !argv.isEmpty else {
         throw OCIError(.invalidArgument, "no command given, and \(full) has no ENTRYPOINT or CMD: rbuild run \(name) -- CMD…")
     }
-    let snap = try snapshot(ofImage: manifest, config: config, name: full, store: store, snapshotter: snapshotter)
+    let snap = try namingBlobErrors("cannot run \(full)") {
+        try snapshot(ofImage: manifest, config: config, name: full, store: store, snapshotter: snapshotter)
+    }
     var spec = SandboxSpec(rootfs: scratch, argv: argv)
     let active = try snapshotter.mountThrowaway(snap, scratch: scratch, into: &spec)
     spec.env = c?.Env ?? []

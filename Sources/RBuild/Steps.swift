@@ -61,7 +61,7 @@ final class LayerStaging {
             guard lstat(dir + "/" + path, &st) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { continue }
             records.append(Ownership.Record(path: path, uid: o.uid, gid: o.gid, mode: UInt32(st.st_mode & 0o7777)))
         }
-        return try snapshotter.adopt(dir, layer: store.path(layer.digest), diffID: diffID, name: layer.digest.description,
+        return try snapshotter.adopt(dir, layer: store.blob(layer), diffID: diffID, name: layer.digest.description,
                                      owners: records, on: base)
     }
 

@@ -189,7 +189,7 @@ struct BuildCommand: ParsableCommand {
             var meta: [String: Any] = ["containerimage.digest": top.digest.description]
             var descriptor: [String: Any] = ["mediaType": top.mediaType, "digest": top.digest.description, "size": top.size]
             if !MediaType.isIndex(top.mediaType) {
-                let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(top.digest), what: "manifest").config
+                let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(top), what: "manifest").config
                 id = config.digest   // docker's image id
                 meta["containerimage.config.digest"] = config.digest.description
                 let c = images[0].config

@@ -67,7 +67,7 @@ struct InspectCommand: ParsableCommand {
         let full = try ImageStore.normalise(name)
         guard let d = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
         let (m, manifest) = try store.manifest(of: d, platform: try platform.map(Platform.init(parsing:)))
-        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest), what: "config")
+        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config")
         struct Out: Encodable {
             var name: String
             var digest: Digest
@@ -137,8 +137,12 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, help: "Forget the build cache too, delete its layers and every unpacked snapshot (not while a build runs).")
     var all = false
 
+    @Flag(name: .long, help: "First re-hash every blob and remove the corrupt ones (`rbuild check --repair`).")
+    var verify = false
+
     func run() throws {
         let store = try StateDirectory.open(global.root)
+        if verify { render(try store.check(repair: true)) }
         let cache = try CacheIndex(path: store.root + "/cache.db")
         if all { try cache.clearSteps() }
         let roots = try store.list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
@@ -148,6 +152,37 @@ struct PruneCommand: ParsableCommand {
         if swept > 0 { print("Removed \(swept) leftover or unpacked snapshot directories") }
         print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
     }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Re-hash every blob in the store and report the corrupt ones; exits 1 when there are any (unless --repair).")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(name: .long, help: "Remove the corrupt blobs: the images that use them then say they are incomplete (pull, import or build them again).")
+    var repair = false
+
+    func run() throws {
+        let store = try StateDirectory.open(global.root)
+        let report = try store.check(repair: repair)
+        render(report)
+        if !report.bad.isEmpty && !repair {
+            throw OCIError(.corruptBlob, "\(report.bad.count) corrupt blob\(report.bad.count == 1 ? "" : "s") in \(store.root): run `rbuild check --repair`, then pull, import or build the images that used \(report.bad.count == 1 ? "it" : "them") again")
+        }
+    }
+}
+
+/// One line per bad blob, then a summary (`check` and `prune --verify`).
+func render(_ report: StoreCheck) {
+    for b in report.bad {
+        let used = b.images.isEmpty ? "" : ", used by " + b.images.joined(separator: ", ")
+        print("corrupt \(b.digest): actual \(b.actual.map(\.description) ?? "unreadable"), \(b.size) bytes\(used)\(b.removed ? " (removed)" : "")")
+    }
+    let removed = report.bad.filter(\.removed).count
+    print("Checked \(report.checked) blobs: \(report.bad.isEmpty ? "all good" : "\(report.bad.count) corrupt")\(removed > 0 ? ", \(removed) removed" : "")")
+    fflush(nil)   // stdout (print buffers it) before an error line on stderr
 }
 
 struct LoadCommand: ParsableCommand {

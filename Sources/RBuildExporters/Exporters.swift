@@ -179,7 +179,7 @@ public enum Exporters {
             }
             let file = dest == "-" ? try stdoutStaging(request) : dest
             let image = try request.top(try spec.compression() ?? (.gzip, nil))
-            try atomically(file, isDirectory: asDirectory) { tmp in
+            try replaceAtomically(file, isDirectory: asDirectory) { tmp in
                 let t: ExportTarget = spec.kind == .docker ? .dockerArchive(tmp) : asDirectory ? .ociLayout(tmp) : .ociArchive(tmp)
                 try request.store.export(image, name: names.first, to: t, sourceDateEpoch: request.sourceDateEpoch)
             }
@@ -198,7 +198,7 @@ public enum Exporters {
         case .tar:
             let dest = try destination(spec)
             let file = dest == "-" ? try stdoutStaging(request) : dest
-            try atomically(file, isDirectory: false) { tmp in
+            try replaceAtomically(file, isDirectory: false) { tmp in
                 try writeRootTar(request, to: tmp)
             }
             if dest == "-" { try streamToStdout(file) }
@@ -244,26 +244,6 @@ public enum Exporters {
                 guard w > 0 else { throw ExportError("writing to stdout failed: \(String(cString: strerror(errno)))") }
                 off += w
             }
-        }
-    }
-
-    /// Writes `final` through a temporary sibling renamed into place: an output appears whole
-    /// or not at all (an existing directory output is replaced).
-    static func atomically(_ final: String, isDirectory: Bool, _ body: (String) throws -> Void) throws {
-        let parent = (final as NSString).deletingLastPathComponent
-        let base = (final as NSString).lastPathComponent
-        let tmp = (parent.isEmpty ? "." : parent) + "/.\(base).rbuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        do {
-            try body(tmp)
-            if isDirectory, FileManager.default.fileExists(atPath: final) {
-                try FileManager.default.removeItem(atPath: final)
-            }
-            guard rename(tmp, final) == 0 else {
-                throw ExportError("cannot move the output into \(final): \(String(cString: strerror(errno)))")
-            }
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw error
         }
     }
 
@@ -315,6 +295,6 @@ public enum Exporters {
         options.owners = owners
         let layer = try writeLayer(fromDirectory: tmp, store: request.store.content, options: options)
         // A copy, never a hard link: the output must not share an inode with the store's blob.
-        try FileManager.default.copyItem(atPath: request.store.content.path(layer.descriptor.digest), toPath: file)
+        try request.store.content.copy(request.store.content.blob(layer.descriptor), to: file)
     }
 }

@@ -50,38 +50,27 @@ public final class ContentStore: @unchecked Sendable {
         return (r.digest, r.size)
     }
 
-    /// The whole blob, verified against its digest (for manifests and configs).
-    public func read(_ d: Digest, limit: Int = 4 << 20) throws -> [UInt8] {
-        guard let fh = FileHandle(forReadingAtPath: path(d)) else {
-            throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)")
-        }
-        defer { try? fh.close() }
-        let data = try fh.read(upToCount: limit + 1) ?? Data()
-        if data.count > limit {
+    /// The whole blob, verified against its digest (and `size` when the caller knows it): for
+    /// manifests and configs, small enough to hold.
+    public func read(_ d: Digest, size: Int64? = nil, limit: Int = 4 << 20) throws -> [UInt8] {
+        let reader = try BlobReader(blob(d, size: size))
+        if reader.fileSize > limit {
             throw OCIError(.unsupported, "blob \(d) is larger than \(limit) bytes; a manifest or config that big is refused")
         }
-        let bytes = [UInt8](data)
-        let got = Digest.of(bytes)
-        guard got == d else {
-            throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)")
+        var bytes = [UInt8](repeating: 0, count: Int(reader.fileSize))
+        var off = 0
+        while off < bytes.count {
+            let n = try bytes.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[off...])) }
+            if n == 0 { break }
+            off += n
         }
+        try reader.finish()
         return bytes
     }
 
-    /// Re-hashes a blob of any size.
-    public func verify(_ d: Digest) throws {
-        let fd = open(path(d), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OCIError(.missingBlob, "blob \(d) is missing from the content store \(root)") }
-        defer { close(fd) }
-        let h = SHA256()
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            buf.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
-        let got = h.finish()
-        guard got == d else { throw OCIError(.corruptBlob, "blob \(d) is corrupt: expected \(d), got \(got)") }
+    /// Re-hashes a blob of any size; throws `corruptBlob` or `missingBlob`.
+    public func verify(_ d: Digest, size: Int64? = nil) throws {
+        try BlobReader(blob(d, size: size)).finish()
     }
 
     public func size(_ d: Digest) -> Int64? {
@@ -159,16 +148,11 @@ public final class BlobWriter {
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         if hashing { hasher.update(bytes) }
-        var off = 0
-        while off < bytes.count {
-            let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                abort()
-                throw OCIError(.io, "writing to the content store failed: \(String(cString: strerror(e)))\(e == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
-            }
-            off += n
+        do {
+            try writeFully(fd, bytes, what: "a new blob in the content store \(store.root)")
+        } catch {
+            abort()
+            throw error
         }
         size += Int64(bytes.count)
     }
@@ -223,14 +207,6 @@ func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        off += n
-    }
+    try bytes.withUnsafeBytes { try writeFully(fd, $0, what: path) }
     fsync(fd)
 }

@@ -127,7 +127,7 @@ public final class ImageStore: @unchecked Sendable {
             guard depth < 8 else {
                 throw OCIError(.invalidJSON, "index \(index.digest) nests indexes more than 8 deep")
             }
-            let parsed = try decodeJSON(Index.self, from: try content.read(index.digest), what: "index \(index.digest)")
+            let parsed = try decodeJSON(Index.self, from: try content.read(index), what: "index \(index.digest)")
             for m in parsed.manifests where seen.insert(m.digest).inserted {
                 if MediaType.isIndex(m.mediaType) { try walk(m, depth: depth + 1) }
                 out.append(m)
@@ -141,8 +141,8 @@ public final class ImageStore: @unchecked Sendable {
     func withPlatform(_ m: Descriptor) throws -> Descriptor {
         guard m.platform == nil else { return m }
         var m = m
-        let manifest = try decodeJSON(Manifest.self, from: try content.read(m.digest), what: "manifest \(m.digest)")
-        let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config.digest), what: "config \(manifest.config.digest)")
+        let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
+        let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
         m.platform = config.platform
         return m
     }
@@ -160,7 +160,7 @@ public final class ImageStore: @unchecked Sendable {
         guard let chosen = pick else {
             throw OCIError(.notFound, "the image has no manifest for \(platform?.description ?? "any platform") (it has: \(PlatformMatcher.describe(all)))")
         }
-        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen.digest), what: "manifest \(chosen.digest)"))
+        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen), what: "manifest \(chosen.digest)"))
     }
 
     /// Removes blobs no named image uses.

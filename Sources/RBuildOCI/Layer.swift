@@ -230,7 +230,7 @@ final class TarWriter {
                 return -1
             }
         }, nil, nil)
-        guard rc == ARCHIVE_OK else { throw OCIError(.io, "libarchive: \(String(cString: archive_error_string(a)))") }
+        guard rc == ARCHIVE_OK else { throw OCIError(.io, "libarchive: \(archiveError(a))") }
     }
 
     deinit { archive_write_free(a) }
@@ -238,7 +238,7 @@ final class TarWriter {
     func check(_ rc: Int32, _ what: String) throws {
         if rc < ARCHIVE_WARN {
             if let f = sink.failure { throw f }
-            throw OCIError(.io, "writing the layer failed at \(what): \(String(cString: archive_error_string(a)))")
+            throw OCIError(.io, "writing the layer failed at \(what): \(archiveError(a))")
         }
     }
 
@@ -597,7 +597,7 @@ public func recompressLayer(_ layer: Descriptor, to compression: Compression, le
         || (compression == .gzip && layer.mediaType == MediaType.dockerLayerGzip)
     if same { return layer }
     let sink = try LayerSink(store: store, compression: compression, level: level)
-    try decompressLayer(store.path(layer.digest)) { try sink.write($0) }
+    try decompressLayer(store.blob(layer)) { try sink.write($0) }
     let (digest, size, _, _) = try sink.finish()
     return Descriptor(mediaType: compression.mediaType, digest: digest, size: size)
 }

@@ -15,25 +15,20 @@ public enum ExportTarget: Sendable {
 /// Writes bytes to a file descriptor (for archives that are not blobs).
 final class FileSink: TarSink {
     let fd: Int32
+    let what: String
     var failure: Error?
 
+    /// The sink owns the file: it is closed when the TarWriter holding the sink has finished.
     init(path: String) throws {
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw OCIError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        what = path
     }
 
     deinit { close(fd) }
 
     func write(_ data: UnsafeRawBufferPointer) throws {
-        var off = 0
-        while off < data.count {
-            let n = Foundation.write(fd, data.baseAddress! + off, data.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw OCIError(.io, "writing the archive failed: \(String(cString: strerror(errno)))")
-            }
-            off += n
-        }
+        try writeFully(fd, data, what: what)
     }
 }
 
@@ -44,7 +39,7 @@ extension ImageStore {
         for m in try documents(of: d) {
             if m != d { out.append(m) }
             guard MediaType.isManifest(m.mediaType) else { continue }
-            let manifest = try decodeJSON(Manifest.self, from: try content.read(m.digest), what: "manifest \(m.digest)")
+            let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
             out.append(manifest.config)
             out += manifest.layers
         }
@@ -59,64 +54,100 @@ extension ImageStore {
         if let platform {
             top = try manifest(of: top, platform: platform).0
         }
-        try export(top, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+        try namingBlobErrors("cannot save \(full)") {
+            try export(top, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+        }
     }
 
     /// Exports the image whose manifest or index is `top`, named `name` in the output (the
-    /// layout's ref annotation, the Docker archive's RepoTags) when given.
+    /// layout's ref annotation, the Docker archive's RepoTags) when given. Every blob is checked
+    /// as it is copied out of the store; an archive, or a layout directory that did not exist,
+    /// appears only once complete, and a failure leaves nothing behind.
     public func export(_ top: Descriptor, name: String?, to target: ExportTarget, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) throws {
         switch target {
         case .ociLayout(let dir):
-            try writeLayout(top, name: name, to: dir)
+            if access(dir, F_OK) == 0 {
+                // Into an existing directory: each blob lands whole (temp file + rename), the
+                // index is written last.
+                try writeLayout(top, name: name, to: dir)
+            } else {
+                try replaceAtomically(dir, isDirectory: true) { try writeLayout(top, name: name, to: $0) }
+            }
         case .ociArchive(let file):
-            let tmp = try temporaryDirectory(near: file)
-            defer { try? FileManager.default.removeItem(atPath: tmp) }
-            try writeLayout(top, name: name, to: tmp)
-            try tarDirectory(tmp, to: file, mtime: sourceDateEpoch ?? 0)
+            let files = ["oci-layout": layoutMarker, "index.json": try layoutIndex(top, name: name)]
+            try writeArchive(file, files: files, blobs: try closure(of: top), mtime: sourceDateEpoch ?? 0)
         case .dockerArchive(let file):
             let manifests = try platformManifests(of: top)
             guard manifests.count == 1 else {
                 throw OCIError(.unsupported, "docker archives hold one platform, and \(name ?? top.digest.description) has \(manifests.count) (\(manifests.compactMap { $0.platform?.description }.joined(separator: ", "))): pass --platform, or save as type=oci")
             }
             let (_, manifest) = try self.manifest(of: manifests[0], platform: nil)
-            let tmp = try temporaryDirectory(near: file)
-            defer { try? FileManager.default.removeItem(atPath: tmp) }
-            try makeDirectory(tmp + "/blobs/sha256")
-            for d in [manifest.config] + manifest.layers { try copyBlob(d.digest, to: tmp + "/blobs/sha256/" + d.digest.hex) }
             struct Entry: Encodable { var Config: String; var RepoTags: [String]; var Layers: [String] }
             let entry = Entry(Config: "blobs/sha256/" + manifest.config.digest.hex, RepoTags: name.map { [$0] } ?? [],
                               Layers: manifest.layers.map { "blobs/sha256/" + $0.digest.hex })
-            try writeFile(tmp + "/manifest.json", try canonicalJSON([entry]))
+            var files = ["manifest.json": try canonicalJSON([entry])]
             if let name {
                 let (repo, tag) = splitName(name)
-                try writeFile(tmp + "/repositories", try canonicalJSON([repo: [tag: manifest.layers.last?.digest.hex ?? manifest.config.digest.hex]]))
+                files["repositories"] = try canonicalJSON([repo: [tag: manifest.layers.last?.digest.hex ?? manifest.config.digest.hex]])
             }
-            try tarDirectory(tmp, to: file, mtime: sourceDateEpoch ?? 0)
+            try writeArchive(file, files: files, blobs: [manifest.config] + manifest.layers, mtime: sourceDateEpoch ?? 0)
         }
     }
 
-    func writeLayout(_ top: Descriptor, name: String?, to dir: String) throws {
-        try makeDirectory(dir + "/blobs/sha256")
-        for d in try closure(of: top) {
-            try copyBlob(d.digest, to: dir + "/blobs/sha256/" + d.digest.hex)
-        }
-        try writeFile(dir + "/oci-layout", Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
+    var layoutMarker: [UInt8] { Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8) }
+
+    /// A layout's index.json: the one image, with its name as ref annotations.
+    func layoutIndex(_ top: Descriptor, name: String?) throws -> [UInt8] {
         var entry = top
         if let name {
             let (_, tag) = splitName(name)
             entry.annotations = ["org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name]
         }
-        try writeFile(dir + "/index.json", try canonicalJSON(Index(mediaType: MediaType.ociIndex, manifests: [entry])))
+        return try canonicalJSON(Index(mediaType: MediaType.ociIndex, manifests: [entry]))
     }
 
-    func copyBlob(_ d: Digest, to path: String) throws {
-        if access(path, F_OK) == 0 { return }
-        // A hard link costs nothing on the same filesystem; otherwise copy.
-        if link(content.path(d), path) == 0 { return }
-        do {
-            try FileManager.default.copyItem(atPath: content.path(d), toPath: path)
-        } catch {
-            throw OCIError(.io, "cannot copy blob \(d) to \(path): \(error.localizedDescription)")
+    func writeLayout(_ top: Descriptor, name: String?, to dir: String) throws {
+        try makeDirectory(dir + "/blobs/sha256")
+        for d in try closure(of: top) where access(dir + "/blobs/sha256/" + d.digest.hex, F_OK) != 0 {
+            // A copy, never a hard link: the output must not share an inode with the store (an
+            // edit of one would corrupt the other), and the bytes are checked on the way.
+            try content.copy(content.blob(d), to: dir + "/blobs/sha256/" + d.digest.hex)
+        }
+        try writeFile(dir + "/oci-layout", layoutMarker)
+        try writeFile(dir + "/index.json", try layoutIndex(top, name: name))
+    }
+
+    /// A deterministic tar of an image layout (or Docker archive): `blobs/sha256/…` streamed from
+    /// the store through their checks, then `files`, sorted, owner 0:0, every mtime `mtime`.
+    func writeArchive(_ file: String, files: [String: [UInt8]], blobs: [Descriptor], mtime: Int64) throws {
+        try replaceAtomically(file, isDirectory: false) { tmp in
+            let tar = try TarWriter(sink: FileSink(path: tmp))
+            func header(_ name: String, directory: Bool, size: Int64) throws {
+                let e = archive_entry_new()!
+                defer { archive_entry_free(e) }
+                archive_entry_set_uid(e, 0)
+                archive_entry_set_gid(e, 0)
+                archive_entry_set_mtime(e, time_t(mtime), 0)
+                archive_entry_set_pathname(e, name)
+                archive_entry_set_filetype(e, directory ? AE_IFDIR : AE_IFREG)
+                archive_entry_set_perm(e, directory ? 0o755 : 0o644)
+                if !directory { archive_entry_set_size(e, la_int64_t(size)) }
+                try tar.header(e, name)
+            }
+            try header("blobs/", directory: true, size: 0)
+            try header("blobs/sha256/", directory: true, size: 0)
+            var seen = Set<Digest>()
+            for d in blobs.sorted(by: { $0.digest < $1.digest }) where seen.insert(d.digest).inserted {
+                let name = "blobs/sha256/" + d.digest.hex
+                let reader = try BlobReader(content.blob(d))
+                try header(name, directory: false, size: reader.fileSize)
+                try reader.forEach { try tar.data($0, name) }
+            }
+            for (name, bytes) in files.sorted(by: { $0.key < $1.key }) {
+                try header(name, directory: false, size: Int64(bytes.count))
+                try bytes.withUnsafeBytes { try tar.data($0, name) }
+            }
+            try tar.close()
         }
     }
 }
@@ -136,53 +167,4 @@ func temporaryDirectory(near file: String) throws -> String {
         throw OCIError(.io, "cannot create a temporary directory beside \(file): \(String(cString: strerror(errno)))")
     }
     return p
-}
-
-/// A deterministic tar of a directory: sorted entries, fixed owner 0:0 and mtime.
-func tarDirectory(_ dir: String, to file: String, mtime: Int64) throws {
-    let sink = try FileSink(path: file)
-    let tar = try TarWriter(sink: sink)
-    let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard rootfd >= 0 else { throw OCIError(.io, "cannot open \(dir)") }
-    defer { close(rootfd) }
-    var buf = [UInt8](repeating: 0, count: 1 << 20)
-    func walk(_ dirfd: Int32, _ prefix: String) throws {
-        for name in try sortedNames(dirfd) {
-            let rel = prefix.isEmpty ? name : prefix + "/" + name
-            var st = stat()
-            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-            let e = archive_entry_new()!
-            defer { archive_entry_free(e) }
-            archive_entry_set_uid(e, 0)
-            archive_entry_set_gid(e, 0)
-            archive_entry_set_mtime(e, time_t(mtime), 0)
-            if st.st_mode & S_IFMT == S_IFDIR {
-                archive_entry_set_pathname(e, rel + "/")
-                archive_entry_set_filetype(e, AE_IFDIR)
-                archive_entry_set_perm(e, 0o755)
-                try tar.header(e, rel)
-                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard sub >= 0 else { throw OCIError(.io, "cannot open \(dir)/\(rel)") }
-                defer { close(sub) }
-                try walk(sub, rel)
-            } else if st.st_mode & S_IFMT == S_IFREG {
-                archive_entry_set_pathname(e, rel)
-                archive_entry_set_filetype(e, AE_IFREG)
-                archive_entry_set_perm(e, 0o644)
-                archive_entry_set_size(e, la_int64_t(st.st_size))
-                try tar.header(e, rel)
-                let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { throw OCIError(.io, "cannot open \(dir)/\(rel)") }
-                defer { close(fd) }
-                while true {
-                    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                    if n < 0 && errno == EINTR { continue }
-                    if n <= 0 { break }
-                    try buf.withUnsafeBytes { try tar.data(UnsafeRawBufferPointer(rebasing: $0[0..<n]), rel) }
-                }
-            }
-        }
-    }
-    try walk(rootfd, "")
-    try tar.close()
 }

@@ -3,15 +3,30 @@ import CZlib
 import CZstd
 import Foundation
 
-/// Reads tar archives (plain, gzip or zstd) with libarchive, one entry at a time.
+/// Reads tar archives (plain, gzip or zstd) with libarchive, one entry at a time. The archive's
+/// (compressed) bytes come through a `BlobReader`: a store blob is hashed as libarchive reads
+/// it, and checked when the archive ends (`next` returning nil) or fails, before the caller
+/// commits what it unpacked.
 public final class TarReader {
     let a: OpaquePointer
     let path: String
+    let source: BlobReader
     /// One buffer for every entry's data (not a fresh, zeroed megabyte per file).
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    let buffer: UnsafeMutableRawBufferPointer
+    /// What libarchive reads the compressed stream into.
+    let input: UnsafeMutableRawBufferPointer
+    /// The source's failure (a corrupt blob, a read error), which libarchive only sees as -1.
+    var sourceError: Error?
 
-    public init(path: String) throws {
-        self.path = path
+    public convenience init(path: String) throws {
+        try self.init(StoredBlob(path: path))
+    }
+
+    public init(_ blob: StoredBlob) throws {
+        path = blob.digest.map { "blob \($0)" } ?? blob.path
+        source = try BlobReader(blob)
+        buffer = .allocate(byteCount: 1 << 20, alignment: 16)
+        input = .allocate(byteCount: 1 << 20, alignment: 16)
         a = archive_read_new()
         archive_read_support_format_tar(a)
         archive_read_support_filter_gzip(a)
@@ -19,26 +34,47 @@ public final class TarReader {
         archive_read_support_filter_bzip2(a)
         archive_read_support_filter_xz(a)
         archive_read_support_filter_none(a)
-        guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK else {
-            let msg = String(cString: archive_error_string(a))
-            archive_read_free(a)
-            throw OCIError(.io, "cannot read \(path) as a tar archive: \(msg)")
-        }
+        // Every stored property is set: a throw from here on runs deinit, which frees `a` (it
+        // must not be freed here as well: libarchive aborts on a second archive_read_free).
+        let rc = archive_read_open(a, Unmanaged.passUnretained(self).toOpaque(), nil, { _, client, out in
+            let r = Unmanaged<TarReader>.fromOpaque(client!).takeUnretainedValue()
+            do {
+                let n = try r.source.read(into: r.input)
+                out?.pointee = UnsafeRawPointer(r.input.baseAddress)
+                return n
+            } catch {
+                r.sourceError = error
+                return -1
+            }
+        }, nil)
+        guard rc == ARCHIVE_OK else { throw failure("cannot read \(path) as a tar archive") }
     }
 
     deinit {
         archive_read_free(a)
         buffer.deallocate()
+        input.deallocate()
     }
 
-    /// The next entry (a libarchive `archive_entry`, valid until the next call), or nil at the end.
+    /// The error to throw when libarchive failed: the blob's own (corrupt, unreadable) when it
+    /// has one — a damaged stream is checked to the end to tell — else libarchive's message.
+    func failure(_ what: String) -> Error {
+        if let sourceError { return sourceError }
+        do { try source.finish() } catch { return error }
+        return OCIError(.io, "\(what): \(archiveError(a))")
+    }
+
+    /// The next entry (a libarchive `archive_entry`, valid until the next call), or nil at the
+    /// end, once the whole source has been read and checked.
     public func next() throws -> OpaquePointer? {
         var e: OpaquePointer?
         let rc = archive_read_next_header(a, &e)
-        if rc == ARCHIVE_EOF { return nil }
-        if rc < ARCHIVE_WARN {
-            throw OCIError(.io, "\(path) is damaged: \(String(cString: archive_error_string(a)))")
+        if rc == ARCHIVE_EOF {
+            try source.finish()
+            return nil
         }
+        // A damaged stream can decode to a header without a name (callers need one).
+        if rc < ARCHIVE_WARN || e.map({ archive_entry_pathname($0) == nil }) ?? true { throw failure("\(path) is damaged") }
         return e
     }
 
@@ -46,11 +82,17 @@ public final class TarReader {
     public func data(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         while true {
             let n = archive_read_data(a, buffer.baseAddress, buffer.count)
-            if n < 0 { throw OCIError(.io, "\(path) is damaged (truncated?): \(String(cString: archive_error_string(a)))") }
+            if n < 0 { throw failure("\(path) is damaged (truncated?)") }
             if n == 0 { return }
             try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
     }
+}
+
+/// libarchive's message for the last failure; it may have none (a callback's -1 sets no
+/// string), and String(cString:) of NULL would crash.
+func archiveError(_ a: OpaquePointer) -> String {
+    archive_error_string(a).map { String(cString: $0) } ?? "unknown libarchive error"
 }
 
 /// An entry name made relative (leading `/` and `./` dropped), refusing `..` components.
@@ -247,7 +289,7 @@ extension ImageStore {
         }
         for (layer, want) in zip(layers, config.rootfs.diff_ids) {
             guard let store = stores.first(where: { $0.contains(layer) }) else { continue }
-            let got = try uncompressedDigest(store.path(layer))
+            let got = try uncompressedDigest(store.blob(layer))
             guard got == want else {
                 throw OCIError(.corruptBlob, "layer \(layer) does not unpack to its diff_id: expected \(want), got \(got)")
             }
@@ -269,79 +311,89 @@ func detectLayerMediaType(_ path: String) throws -> String {
 
 /// The sha256 of a layer's uncompressed tar (gzip and zstd recognised). A truncated or corrupt
 /// stream is an error, not a short digest.
-func uncompressedDigest(_ path: String) throws -> Digest {
+func uncompressedDigest(_ blob: StoredBlob) throws -> Digest {
     let h = SHA256()
-    try decompressLayer(path) { h.update($0) }
+    try decompressLayer(blob) { h.update($0) }
     return h.finish()
 }
 
-/// Streams a layer blob's uncompressed tar (gzip, zstd or plain) to `each`. A truncated or
-/// corrupt stream is an error.
-public func decompressLayer(_ path: String, _ each: (UnsafeRawBufferPointer) throws -> Void) throws {
-    let type = try detectLayerMediaType(path)
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw OCIError(.io, "cannot open \(path)") }
-    defer { close(fd) }
+/// Streams a layer blob's uncompressed tar (gzip, zstd or plain) to `each`, the blob checked
+/// against its digest as it is read. A truncated or corrupt stream is an error.
+public func decompressLayer(_ blob: StoredBlob, _ each: (UnsafeRawBufferPointer) throws -> Void) throws {
+    let type = try detectLayerMediaType(blob.path)
+    let source = try BlobReader(blob)
+    let path = blob.path
     var input = [UInt8](repeating: 0, count: 1 << 20)
     var output = [UInt8](repeating: 0, count: 1 << 20)
     let name = (path as NSString).lastPathComponent
-    switch type {
-    case MediaType.ociLayerGzip:
-        var zs = z_stream()
-        // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
-        guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
-        defer { inflateEnd(&zs) }
-        var ended = false
-        while true {
-            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            try input.withUnsafeMutableBytes { inBuf in
-                zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                zs.avail_in = UInt32(n)
-                while zs.avail_in > 0 {
-                    if ended { inflateReset(&zs); ended = false }
-                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                        zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                        zs.avail_out = UInt32(outBuf.count)
-                        let rc = inflate(&zs, Z_NO_FLUSH)
-                        if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
-                            throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
+    do {
+        try decode()
+    } catch let e as OCIError where e.code == .corruptBlob {
+        // A stream that does not decode may be a blob that is not what its digest says: read
+        // it to the end to tell, and report that first (it says what to do).
+        try source.finish()
+        throw e
+    }
+
+    func decode() throws {
+        switch type {
+        case MediaType.ociLayerGzip:
+            var zs = z_stream()
+            // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
+            guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
+            defer { inflateEnd(&zs) }
+            var ended = false
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeMutableBytes { inBuf in
+                    zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    zs.avail_in = UInt32(n)
+                    while zs.avail_in > 0 {
+                        if ended { inflateReset(&zs); ended = false }
+                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                            zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                            zs.avail_out = UInt32(outBuf.count)
+                            let rc = inflate(&zs, Z_NO_FLUSH)
+                            if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
+                                throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
+                            }
+                            return outBuf.count - Int(zs.avail_out)
                         }
-                        return outBuf.count - Int(zs.avail_out)
+                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
+                        if produced == 0 && !ended && zs.avail_in > 0 { continue }
                     }
-                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
-                    if produced == 0 && !ended && zs.avail_in > 0 { continue }
                 }
             }
-        }
-        guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
-    case MediaType.ociLayerZstd:
-        let dctx = ZSTD_createDCtx()
-        defer { ZSTD_freeDCtx(dctx) }
-        var lastHint = 0
-        while true {
-            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            try input.withUnsafeBytes { inBuf in
-                var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
-                while zin.pos < zin.size {
-                    let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                        var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
-                        let rc = ZSTD_decompressStream(dctx, &zout, &zin)
-                        if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
-                        lastHint = rc
-                        return zout.pos
+            guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
+        case MediaType.ociLayerZstd:
+            let dctx = ZSTD_createDCtx()
+            defer { ZSTD_freeDCtx(dctx) }
+            var lastHint = 0
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeBytes { inBuf in
+                    var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
+                    while zin.pos < zin.size {
+                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
+                            var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
+                            let rc = ZSTD_decompressStream(dctx, &zout, &zin)
+                            if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
+                            lastHint = rc
+                            return zout.pos
+                        }
+                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                     }
-                    try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
                 }
             }
-        }
-        guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
-    default:
-        while true {
-            let n = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
+        default:
+            while true {
+                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
+                if n == 0 { break }
+                try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            }
         }
     }
 }

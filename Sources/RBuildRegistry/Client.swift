@@ -40,7 +40,7 @@ public final class RegistryClient: @unchecked Sendable {
     /// One request, synchronously (`file` uploads a file as the body; `sink` takes a success's
     /// body as it arrives). A 401 is met with the challenge's auth and the request sent once more.
     func send(_ method: String, _ url: String, scope: String, headers: [String: String] = [:], body: Data? = nil,
-              file: String? = nil, sink: ((Int, UnsafeRawBufferPointer) throws -> Void)? = nil,
+              file: StoredBlob? = nil, sink: ((Int, UnsafeRawBufferPointer) throws -> Void)? = nil,
               retried: Bool = false) throws -> HTTP.Response {
         let full = url.hasPrefix("http") ? url : base + url
         var all = headers
@@ -241,7 +241,7 @@ public final class RegistryClient: @unchecked Sendable {
     public enum Pushed: Sendable { case existed, mounted, uploaded }
 
     @discardableResult
-    public func pushBlob(_ repo: String, _ d: Descriptor, from path: String, mountFrom: String? = nil) throws -> Pushed {
+    public func pushBlob(_ repo: String, _ d: Descriptor, from blob: StoredBlob, mountFrom: String? = nil) throws -> Pushed {
         if try blobExists(repo, d.digest) { return .existed }
         var start = "/v2/\(repo)/blobs/uploads/"
         if let mountFrom { start += "?mount=\(d.digest)&from=\(mountFrom)" }
@@ -253,7 +253,7 @@ public final class RegistryClient: @unchecked Sendable {
         var target = location.hasPrefix("/") ? base + location : location
         let chunk = Self.chunkSize
         if d.size > chunk {
-            target = try uploadChunks(repo, d, from: path, to: target, chunk: chunk)
+            target = try uploadChunks(repo, d, from: blob, to: target, chunk: chunk)
             target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
             let put = try send("PUT", target, scope: Self.pushScope(repo), headers: ["Content-Length": "0"], body: Data())
             guard put.status == 201 else { throw fail("finishing the upload of \(d.digest) to \(repo)", put) }
@@ -262,7 +262,7 @@ public final class RegistryClient: @unchecked Sendable {
         target += (target.contains("?") ? "&" : "?") + "digest=\(d.digest)"
         let put = try send("PUT", target, scope: Self.pushScope(repo),
                            headers: ["Content-Type": "application/octet-stream", "Content-Length": String(d.size)],
-                           file: path)
+                           file: blob)
         guard put.status == 201 else { throw fail("uploading \(d.digest) to \(repo)", put) }
         return .uploaded
     }
@@ -276,17 +276,21 @@ public final class RegistryClient: @unchecked Sendable {
 
     /// PATCH each chunk with its Content-Range (following the Location each answer gives);
     /// returns where the closing PUT goes.
-    func uploadChunks(_ repo: String, _ d: Descriptor, from path: String, to start: String, chunk: Int64) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RegistryError("cannot read \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+    func uploadChunks(_ repo: String, _ d: Descriptor, from blob: StoredBlob, to start: String, chunk: Int64) throws -> String {
+        // Read in order through the blob's check: the chunk holding the last byte is checked
+        // before it is sent.
+        let reader = try BlobReader(blob)
         var location = start
         var offset: Int64 = 0
         while offset < d.size {
             let n = Int(min(chunk, d.size - offset))
             var data = Data(count: n)
-            let got = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, off_t(offset)) }
-            guard got == n else { throw RegistryError("short read of \(path) at \(offset)") }
+            var got = 0
+            while got < n {
+                let r = try data.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+                guard r > 0 else { throw RegistryError("short read of \(d.digest) at \(offset + Int64(got))") }
+                got += r
+            }
             let r = try send("PATCH", location, scope: Self.pushScope(repo),
                              headers: ["Content-Type": "application/octet-stream", "Content-Length": String(n),
                                        "Content-Range": "\(offset)-\(offset + Int64(n) - 1)"], body: data)

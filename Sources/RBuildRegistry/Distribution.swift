@@ -74,7 +74,7 @@ public enum Distribution {
                 guard m.platform == nil, !m.isAttestation else { return m }
                 let manifest = try decodeJSON(Manifest.self, from: try document(m), what: "manifest \(m.digest) of \(ref)")
                 try client.fetchBlob(repo, manifest.config, into: store.content)
-                let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config.digest),
+                let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config),
                                             what: "config \(manifest.config.digest) of \(ref)")
                 var m = m
                 m.platform = config.platform
@@ -136,7 +136,7 @@ public enum Distribution {
         // Children before the index that lists them (a registry checks that they exist):
         // attestation manifests and nested indexes travel too.
         for m in try store.documents(of: top) {
-            let bytes = try store.content.read(m.digest)
+            let bytes = try store.content.read(m)
             if MediaType.isIndex(m.mediaType) {
                 try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)
                 continue
@@ -144,9 +144,9 @@ public enum Distribution {
             let manifest = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(m.digest)")
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
-                    throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store")
+                    throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store: the image is incomplete; pull, import or build it again")
                 }
-                switch try client.pushBlob(repo, d, from: store.content.path(d.digest), mountFrom: mountFrom) {
+                switch try namingBlobErrors("cannot push \(ref)", { try client.pushBlob(repo, d, from: store.content.blob(d), mountFrom: mountFrom) }) {
                 case .existed: progress?("\(d.digest) already exists")
                 case .mounted: progress?("\(d.digest) mounted from \(mountFrom ?? "")")
                 case .uploaded: progress?("pushed \(d.digest)")
@@ -156,7 +156,7 @@ public enum Distribution {
                 try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)
             }
         }
-        try client.pushManifest(repo, ref.digest?.description ?? ref.tag ?? "latest", try store.content.read(top.digest),
+        try client.pushManifest(repo, ref.digest?.description ?? ref.tag ?? "latest", try store.content.read(top),
                                 mediaType: top.mediaType)
         return top.digest
     }

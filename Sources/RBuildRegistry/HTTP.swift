@@ -1,5 +1,6 @@
 import CRBuildCurl
 import Foundation
+import RBuildOCI
 
 /// HTTP through libcurl: what the registry client and ADD's URL downloads use. One blocking
 /// request per call (callers that want several at once use threads); bodies stream to a sink or
@@ -28,14 +29,20 @@ public enum HTTP {
         var sink: ((Int, UnsafeRawBufferPointer) throws -> Void)?
         var sinkError: Error?
         var upload: Data?
-        var uploadFD: Int32 = -1
+        var uploadBlob: BlobReader?
+        /// Why the upload source stopped the transfer (a corrupt blob).
+        var sourceError: Error?
         var offset = 0
     }
 
-    /// One request. `sink` receives the body of a 200 or 206 as it arrives, with the status; `caFile` replaces the
+    /// libcurl's CURL_READFUNC_ABORT (curl.h, not visible to Swift): stops the transfer.
+    static let readAbort = 0x1000_0000
+
+    /// One request. `file` is the body, read through its check: a blob that turns out not to
+    /// be what its digest says aborts the transfer before its last byte is sent. `sink` receives the body of a 200 or 206 as it arrives, with the status; `caFile` replaces the
     /// system's CA bundle. A transfer that fails (connection, TLS, a sink's error) throws.
     public static func perform(_ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil,
-                               file: String? = nil, caFile: String? = nil,
+                               file: StoredBlob? = nil, caFile: String? = nil,
                                sink: ((_ status: Int, UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> Response {
         let call = Call()
         call.sink = sink
@@ -43,13 +50,10 @@ public enum HTTP {
         var size: Int64 = -1
         if let body { size = Int64(body.count) }
         if let file {
-            call.uploadFD = open(file, O_RDONLY | O_CLOEXEC)
-            guard call.uploadFD >= 0 else { throw TransportError(description: "cannot read \(file): \(String(cString: strerror(errno)))") }
-            var st = stat()
-            fstat(call.uploadFD, &st)
-            size = Int64(st.st_size)
+            let reader = try BlobReader(file)
+            call.uploadBlob = reader
+            size = reader.fileSize
         }
-        defer { if call.uploadFD >= 0 { close(call.uploadFD) } }
         var cstrings = headers.map { strdup("\($0.key): \($0.value)") } + [nil]
         defer { for p in cstrings { free(p) } }
         let owner = Unmanaged.passUnretained(call).toOpaque()
@@ -90,9 +94,13 @@ public enum HTTP {
                         r.source = { buf, len, ctx in
                             let req = ctx!.assumingMemoryBound(to: rb_curl_request.self)
                             let call = Unmanaged<Call>.fromOpaque(req.pointee.owner).takeUnretainedValue()
-                            if call.uploadFD >= 0 {
-                                let n = read(call.uploadFD, buf!, len)
-                                return n > 0 ? n : 0
+                            if let blob = call.uploadBlob {
+                                do {
+                                    return try blob.read(into: UnsafeMutableRawBufferPointer(start: buf, count: len))
+                                } catch {
+                                    call.sourceError = error
+                                    return HTTP.readAbort
+                                }
                             }
                             guard let data = call.upload, call.offset < data.count else { return 0 }
                             let n = min(len, data.count - call.offset)
@@ -107,7 +115,7 @@ public enum HTTP {
                 }
             }
         }
-        if let e = call.sinkError { throw e }
+        if let e = call.sinkError ?? call.sourceError { throw e }
         guard status > 0 else { throw TransportError(description: "\(method) \(url): \(message)") }
         return Response(status: status, headers: call.headers, body: call.body)
     }

@@ -61,12 +61,12 @@ public protocol Snapshotter: Sendable {
     var mapping: IDMapping { get }
     /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
     /// once and then shared.
-    func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
+    func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
     /// The snapshot of a layer whose files the caller has made in `directory` (without deletion
     /// marks) and written as `blob`: the overlay kinds take the directory over (it is moved,
     /// after `owners` — entries not owned by root inside — are given their ids); the copy kind
     /// applies the blob. `directory` may be gone afterwards.
-    func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+    func adopt(_ directory: String, layer blob: StoredBlob, diffID: Digest, name: String, owners: [Ownership.Record],
                on parent: Snapshot) throws -> Snapshot
     /// A new writable snapshot on top of `parent`.
     func prepare(_ parent: Snapshot) throws -> ActiveSnapshot
@@ -302,7 +302,7 @@ public final class OverlaySnapshotter: Snapshotter {
 
     func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
 
-    public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
+    public func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
         let dir = try materialise(layerDirectory(diffID), in: root + "/layers", mapping: mapping) { tmp in
             try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
             let owners = try unpackLayer(blob, into: tmp + "/fs", layerName: name,
@@ -312,7 +312,7 @@ public final class OverlaySnapshotter: Snapshotter {
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
     }
 
-    public func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+    public func adopt(_ directory: String, layer blob: StoredBlob, diffID: Digest, name: String, owners: [Ownership.Record],
                       on parent: Snapshot) throws -> Snapshot {
         // The topmost layer's root directory is the sandbox's "/": give it the parent's mode.
         var st = stat()
@@ -395,7 +395,7 @@ public final class CopySnapshotter: Snapshotter {
 
     func tree(_ s: Snapshot) -> String { s.directories.last ?? empty }
 
-    public func apply(layer blob: String, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
+    public func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
         let chainID = parent.chainID(adding: diffID)
         let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains", mapping: mapping) { tmp in
             var owners = try copyTree(from: tree(parent), to: tmp + "/fs", mapping: mapping)
@@ -409,7 +409,7 @@ public final class CopySnapshotter: Snapshotter {
     }
 
     /// A copy snapshot is a full tree: the layer is applied onto a copy of the parent's.
-    public func adopt(_ directory: String, layer blob: String, diffID: Digest, name: String, owners: [Ownership.Record],
+    public func adopt(_ directory: String, layer blob: StoredBlob, diffID: Digest, name: String, owners: [Ownership.Record],
                       on parent: Snapshot) throws -> Snapshot {
         try apply(layer: blob, diffID: diffID, name: name, on: parent)
     }

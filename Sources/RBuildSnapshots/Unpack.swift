@@ -36,14 +36,16 @@ public enum WhiteoutStyle: Sendable {
 /// Returns the entries whose owner is not 0:0 (ids as recorded in the layer) for the caller to
 /// chown from inside the user namespace (`Ownership.apply`); nothing here changes owners.
 @discardableResult
-public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
+public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
                         whiteouts style: WhiteoutStyle = .overlayXattr) throws -> [Ownership.Record] {
     let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
     defer { close(rootfd) }
     let reader: TarReader
     do {
-        reader = try TarReader(path: blobPath)
+        reader = try TarReader(blob)
+    } catch let e as OCIError where e.code == .corruptBlob || e.code == .missingBlob {
+        throw e
     } catch {
         throw SnapshotError("layer \(layerName) cannot be read: \(error)")
     }
@@ -92,6 +94,8 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
         let next: OpaquePointer?
         do {
             next = try reader.next()
+        } catch let e as OCIError where e.code == .corruptBlob {
+            throw e   // names the blob and says what to do
         } catch {
             throw SnapshotError("layer \(layerName) is damaged: \(error)")
         }
@@ -210,6 +214,8 @@ public func unpackLayer(_ blobPath: String, into dir: String, layerName: String,
                     }
                 }
             } catch let e as SnapshotError {
+                throw e
+            } catch let e as OCIError where e.code == .corruptBlob {
                 throw e
             } catch {
                 throw fail(raw, "is damaged (truncated layer?): \(error)")

@@ -68,7 +68,7 @@ if args.count == 5, args[1] == "snapshot", let kind = SnapshotterKind(rawValue: 
         close(fd)
         let s = try Snapshotters.make(kind, stateDirectory: args[4])
         let t0 = now()
-        let snap = try s.apply(layer: args[2], diffID: diffID, name: "bench", on: Snapshot(chainID: nil, directories: []))
+        let snap = try s.apply(layer: StoredBlob(path: args[2]), diffID: diffID, name: "bench", on: Snapshot(chainID: nil, directories: []))
         let t1 = now()
         let r = try writeLayer(fromDirectory: snap.directories.last!, store: store,
                                options: LayerOptions(compression: .none, sourceDateEpoch: 0))

@@ -94,7 +94,7 @@ struct SnapshotterTests {
         let store = try ImageStore(root: state)
         let base = try writeLayer(fromDirectory: try baseTree(fs), store: store.content)
         let s = try Snapshotters.make(kind, stateDirectory: state)
-        let s0 = try s.apply(layer: store.content.path(base.descriptor.digest), diffID: base.diffID, name: "base",
+        let s0 = try s.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                              on: Snapshot(chainID: nil, directories: []))
         #expect(s0.chainID == base.diffID)
 
@@ -130,9 +130,9 @@ struct SnapshotterTests {
 
         // The same two layers applied from their blobs into a fresh store give the same root.
         let fresh = try Snapshotters.make(kind, stateDirectory: fs.dir + "/state2")
-        var chain = try fresh.apply(layer: store.content.path(base.descriptor.digest), diffID: base.diffID, name: "base",
+        var chain = try fresh.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                                     on: Snapshot(chainID: nil, directories: []))
-        chain = try fresh.apply(layer: store.content.path(layer.descriptor.digest), diffID: layer.diffID, name: "change", on: chain)
+        chain = try fresh.apply(layer: store.content.blob(layer.descriptor), diffID: layer.diffID, name: "change", on: chain)
         #expect(chain.chainID == s1.chainID)
         let view = try fresh.prepare(chain)
         #expect(try run(fresh, view, Self.inspect, dir: fs.dir) == expected)
@@ -155,7 +155,7 @@ struct SnapshotterTests {
         let store = try ImageStore(root: state)
         let s = try Snapshotters.make(kind, stateDirectory: state)
         let base = try writeLayer(fromDirectory: fs.path, store: store.content)
-        var chain = try s.apply(layer: store.content.path(base.descriptor.digest), diffID: base.diffID, name: "base",
+        var chain = try s.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                                 on: Snapshot(chainID: nil, directories: []))
         let script = """
         import io, sys, tarfile
@@ -170,7 +170,7 @@ struct SnapshotterTests {
             let fd = open(path, O_RDONLY)
             let (digest, _) = try store.content.ingest(fd: fd)
             close(fd)
-            chain = try s.apply(layer: path, diffID: digest, name: "l\(i)", on: chain)
+            chain = try s.apply(layer: StoredBlob(path: path), diffID: digest, name: "l\(i)", on: chain)
         }
         #expect(kind == .copy ? chain.directories.count == 1 : chain.directories.count == 51)
         let active = try s.prepare(chain)

@@ -45,7 +45,9 @@ struct ContentStoreTests {
                 try check()
                 Issue.record("corruption not found")
             } catch let e as OCIError {
-                #expect(e.message == "blob \(d) is corrupt: expected \(d), got \(actual)")
+                #expect(e.code == .corruptBlob)
+                #expect(e.message.contains("blob \(d) in \(tmp.path) is corrupt (its bytes hash to \(actual), 1000 bytes)"), "\(e.message)")
+                #expect(e.message.contains("rbuild check --repair"))
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import CArchive
+import RBuildOCI
 import RBuildSnapshots
 import Testing
 
@@ -50,7 +51,7 @@ struct UnpackTests {
         ])
         let dir = s.path + "/fs"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try unpackLayer(s.path + "/l.tar", into: dir, layerName: "test")
+        try unpackLayer(StoredBlob(path: s.path + "/l.tar"), into: dir, layerName: "test")
         #expect(try String(contentsOfFile: dir + "/etc/hostname", encoding: .utf8) == "box\n")
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/etc/link") == "hostname")
         var a = stat(), b = stat()
@@ -83,7 +84,7 @@ struct UnpackTests {
             try "keep".write(toFile: victim, atomically: false, encoding: .utf8)
         }
         do {
-            try unpackLayer(s.path + "/evil.tar", into: dir, layerName: "evil", whiteouts: style)
+            try unpackLayer(StoredBlob(path: s.path + "/evil.tar"), into: dir, layerName: "evil", whiteouts: style)
         } catch let e as SnapshotError {
             #expect(e.message.hasPrefix("layer evil: entry \""), "\(e.message)")
         }
@@ -103,8 +104,8 @@ struct UnpackTests {
         try makeTar(s.path + "/l1.tar", [("etc/a", "file", "1"), ("etc/b", "file", "2"), ("var/x/y", "file", "3"), ("gone", "file", "4")])
         try makeTar(s.path + "/l2.tar", [("etc/new", "file", "5"), ("etc/.wh..wh..opq", "file", ""), ("var/.wh.x", "file", ""),
                                          (".wh.gone", "file", ""), ("gone2", "file", "6")])
-        try unpackLayer(s.path + "/l1.tar", into: dir, layerName: "l1", whiteouts: .apply)
-        try unpackLayer(s.path + "/l2.tar", into: dir, layerName: "l2", whiteouts: .apply)
+        try unpackLayer(StoredBlob(path: s.path + "/l1.tar"), into: dir, layerName: "l1", whiteouts: .apply)
+        try unpackLayer(StoredBlob(path: s.path + "/l2.tar"), into: dir, layerName: "l2", whiteouts: .apply)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/etc") == ["new"], "this layer's entry stays")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/var").isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["etc", "gone2", "var"])
@@ -126,7 +127,7 @@ struct UnpackTests {
         p.arguments = ["-c", script, s.path + "/m.tar"]
         try p.run()
         p.waitUntilExit()
-        try unpackLayer(s.path + "/m.tar", into: dir, layerName: "modes", whiteouts: .apply)
+        try unpackLayer(StoredBlob(path: s.path + "/m.tar"), into: dir, layerName: "modes", whiteouts: .apply)
         for (name, mode) in [("suid", 0o4755), ("sgid", 0o2711), ("plain", 0o644), ("ro", 0o444), ("group-w", 0o664)] {
             var st = stat()
             stat(dir + "/" + name, &st)
@@ -139,7 +140,7 @@ struct UnpackTests {
         let dir = s.path + "/fs"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try makeTar(s.path + "/l.tar", [("etc/.wh..wh..opq", "file", ""), ("bin/.wh.vi", "file", "")])
-        try unpackLayer(s.path + "/l.tar", into: dir, layerName: "l", whiteouts: .ociFiles)
+        try unpackLayer(StoredBlob(path: s.path + "/l.tar"), into: dir, layerName: "l", whiteouts: .ociFiles)
         #expect(FileManager.default.fileExists(atPath: dir + "/etc/.wh..wh..opq"))
         #expect(FileManager.default.fileExists(atPath: dir + "/bin/.wh.vi"))
     }
