@@ -60,10 +60,11 @@ public final class ImageStore: @unchecked Sendable {
     /// The image named `name`; `busybox` also finds `docker.io/library/busybox:latest` and
     /// `user/app` finds `docker.io/user/app:latest`, as docker spells them.
     public func lookup(_ name: String) throws -> Descriptor? {
-        let n = try ImageStore.normalise(name)
-        let entries = try load()
-        let candidates = [n, "docker.io/" + n, "docker.io/library/" + n]
-        for c in candidates {
+        find(try ImageStore.normalise(name), in: try load())
+    }
+
+    func find(_ n: String, in entries: [Entry]) -> Descriptor? {
+        for c in [n, "docker.io/" + n, "docker.io/library/" + n] {
             if let e = entries.first(where: { $0.name == c }) { return e.descriptor }
         }
         return nil
@@ -71,32 +72,38 @@ public final class ImageStore: @unchecked Sendable {
 
     public func tag(_ name: String, _ descriptor: Descriptor) throws {
         let n = try ImageStore.normalise(name)
-        try update { entries in
-            entries.removeAll { $0.name == n }
-            entries.append(Entry(name: n, descriptor: descriptor, created: ISO8601DateFormatter().string(from: Date())))
-        }
+        try update { entries in Self.replace(n, descriptor, in: &entries) }
+    }
+
+    static func replace(_ n: String, _ descriptor: Descriptor, in entries: inout [Entry]) {
+        entries.removeAll { $0.name == n }
+        entries.append(Entry(name: n, descriptor: descriptor, created: ISO8601DateFormatter().string(from: Date())))
     }
 
     /// Adds a single-platform manifest under `name`: a new image, or one more platform of an
-    /// existing one (which then becomes an index; the same platform is replaced).
+    /// existing one (which then becomes an index; the same platform is replaced). Read, merge
+    /// and write happen under the list's lock: a multi-platform build pulls each platform of a
+    /// base at once, and neither may lose the other's.
     public func add(platformManifest m: Descriptor, as name: String) throws -> Descriptor {
-        var manifests = [m]
-        if let existing = try lookup(name) {
-            let others = try platformManifests(of: existing).filter { o in
-                !(o.platform.map { p in m.platform.map { p.isSame(as: $0) } ?? false } ?? false)
+        let n = try ImageStore.normalise(name)
+        var result = m
+        try update { entries in
+            var manifests = [m]
+            if let existing = find(n, in: entries) {
+                let others = try platformManifests(of: existing).filter { o in
+                    !(o.platform.map { p in m.platform.map { p.isSame(as: $0) } ?? false } ?? false)
+                }
+                manifests = others + [m]
             }
-            manifests = others + [m]
+            if manifests.count > 1 {
+                let index = Index(mediaType: MediaType.ociIndex,
+                                  manifests: manifests.sorted { $0.platform?.description ?? "" < $1.platform?.description ?? "" })
+                let bytes = try canonicalJSON(index)
+                result = Descriptor(mediaType: MediaType.ociIndex, digest: try content.put(bytes), size: Int64(bytes.count))
+            }
+            Self.replace(n, result, in: &entries)
         }
-        if manifests.count == 1 {
-            try tag(name, m)
-            return m
-        }
-        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests.sorted { $0.platform?.description ?? "" < $1.platform?.description ?? "" })
-        let bytes = try canonicalJSON(index)
-        let d = try content.put(bytes)
-        let desc = Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
-        try tag(name, desc)
-        return desc
+        return result
     }
 
     public func remove(_ name: String) throws {
