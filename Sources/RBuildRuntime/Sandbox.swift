@@ -49,11 +49,14 @@ public enum Sandbox {
         let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
                                     binfmtRegistration: registration)
 
+        // Only id 0 exists in single-id mode: id changes a package manager makes are faked (see
+        // SeccompProfile.idChangingSyscalls); with a range they are real.
+        let fakeIDs = mapping.mode == .single
         let program: SeccompProgram?
         switch spec.seccomp {
         case .unconfined: program = nil
-        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities)
-        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities)
+        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
+        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
         }
 
         var env = spec.env

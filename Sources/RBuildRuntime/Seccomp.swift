@@ -63,10 +63,24 @@ public struct SeccompProfile: Sendable, Decodable {
         }
     }
 
+    /// The calls that change a process's ids or a file's owner (with the 32-bit ABI's names).
+    /// In single-id mode only id 0 exists in the sandbox, so the kernel refuses every change to
+    /// another id with EINVAL: apt's drop to `_apt` (seteuid 42) and dpkg's chown to a package's
+    /// owners fail. Like Apptainer's fakeroot fallback, `fakeIDChanges` makes them return 0
+    /// without doing anything: files stay owned by 0:0 and the process stays uid 0.
+    public static let idChangingSyscalls = [
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+        "setgroups", "chown", "fchown", "lchown", "fchownat",
+        "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
+        "setfsuid32", "setfsgid32", "setgroups32", "chown32", "fchown32", "lchown32",
+    ]
+
     /// Compiles the profile to a BPF program for `capabilities` on `architecture` (its compat
-    /// ABIs from archMap included), applying includes/excludes as moby does.
+    /// ABIs from archMap included), applying includes/excludes as moby does. With
+    /// `fakeIDChanges`, `idChangingSyscalls` return 0 and do nothing (single-id mode), whatever
+    /// the profile says about them.
     public func compile(capabilities: CapabilitySet, kernel: KernelVersion? = nil,
-                        architecture: Architecture = .host) throws -> SeccompProgram {
+                        architecture: Architecture = .host, fakeIDChanges: Bool = false) throws -> SeccompProgram {
         let native = architecture.seccompArch
         guard let ctx = seccomp_init(try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")) else {
             throw RuntimeError(.seccomp, "libseccomp could not create a filter")
@@ -92,6 +106,14 @@ public struct SeccompProfile: Sendable, Decodable {
 
         let defaultAct = try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")
         let goArch = architecture.goArch
+        // libseccomp refuses a second rule with another action for the same syscall (EEXIST), so
+        // the profile's rules for the faked calls are left out rather than overridden.
+        let faked = Set(fakeIDChanges ? SeccompProfile.idChangingSyscalls : [])
+        for name in faked.sorted() {
+            let nr = seccomp_syscall_resolve_name(name)
+            if nr == __NR_SCMP_ERROR { continue }
+            try check(seccomp_rule_add_array(ctx, rb_scmp_act_errno(0), nr, 0, nil), "adding the no-op rule for \(name)")
+        }
         for (i, rule) in syscalls.enumerated() {
             guard applies(rule, capabilities: capabilities, goArch: goArch, kernel: kernel) else { continue }
             let act = try SeccompProfile.action(rule.action, errno: rule.errnoRet ?? defaultErrnoRet, rule: "syscalls[\(i)]")
@@ -103,7 +125,7 @@ public struct SeccompProfile: Sendable, Decodable {
             // Conditions on the same argument cannot be ANDed by libseccomp: moby adds one rule each.
             let sameIndexTwice = Set(conditions.map(\.arg)).count != conditions.count
             let groups: [[scmp_arg_cmp]] = sameIndexTwice ? conditions.map { [$0] } : [conditions]
-            for name in rule.names {
+            for name in rule.names where !faked.contains(name) {
                 let nr = seccomp_syscall_resolve_name(name)
                 if nr == __NR_SCMP_ERROR { continue }   // unknown to this libseccomp: skipped, as Docker does
                 for group in groups {
@@ -232,12 +254,13 @@ extension Architecture {
 /// so the built-in profile's program is kept in memory and in `$XDG_CACHE_HOME/rbuild/seccomp/`
 /// under a key of everything that shapes it (profile text, capabilities, architecture, kernel,
 /// libseccomp version). A cached file that is not a whole number of instructions is ignored.
-public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet) throws -> SeccompProgram {
+public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet,
+                                     fakeIDChanges: Bool = false) throws -> SeccompProgram {
     guard profile == nil else {
-        return try profile!.compile(capabilities: capabilities)
+        return try profile!.compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
     }
     let v = seccomp_version()!.pointee
-    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)")
+    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges)")
     if let cached = defaultProgramCache.value, cached.key == key { return cached.program }
     let file = seccompCacheDirectory().map { "\($0)/\(String(key, radix: 16)).bpf" }
     if let file, let bytes = FileManager.default.contents(atPath: file), !bytes.isEmpty, bytes.count % 8 == 0 {
@@ -245,7 +268,7 @@ public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: Cap
         defaultProgramCache.value = (key, program)
         return program
     }
-    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities)
+    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
     defaultProgramCache.value = (key, program)
     if let file {
         // Best effort: temp file + rename, so a reader never sees half a program.

@@ -244,6 +244,25 @@ struct SandboxTests {
         #expect(nobody.stdout.trimmed == "65534")
     }
 
+    @Test("no subordinate range: id changes and chown succeed and change nothing (only uid 0 exists)",
+          .enabled(if: !Env.hasRange))
+    func idChangesAreNoOpsWithoutRange() throws {
+        let fs = try Rootfs()
+        let r = try fs.sh("touch /tmp/f && /bin/probe setids /tmp/f")
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n") == ["chown ok", "setgroups ok", "setresgid ok", "setresuid ok",
+                                                    "uid=0 euid=0 gid=0 owner=0:0"], "\(r.stdout)")
+    }
+
+    @Test("subordinate range: id changes and chown are real", .enabled(if: Env.hasRange))
+    func idChangesAreRealWithRange() throws {
+        let fs = try Rootfs()
+        let r = try fs.sh("touch /tmp/f && /bin/probe setids /tmp/f")
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n") == ["chown ok", "setgroups ok", "setresgid ok", "setresuid ok",
+                                                    "uid=42 euid=42 gid=42 owner=42:42"], "\(r.stdout)")
+    }
+
     @Test("no subordinate range: --user 1000 fails and says how to add a range",
           .enabled(if: !Env.hasRange))
     func userWithoutRange() throws {

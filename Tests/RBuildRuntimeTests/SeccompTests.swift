@@ -124,3 +124,22 @@ struct SeccompTests {
         #expect(try p.compile(capabilities: .dockerDefault).instructionCount > 0)
     }
 }
+
+struct FakeIDChangeTests {
+    // The profile allows every id-changing call; the no-op rule must replace those rules, since
+    // libseccomp refuses a second action for one syscall.
+    @Test(arguments: [Architecture.x86_64, .aarch64])
+    func replacesTheProfilesAllowRules(_ arch: Architecture) throws {
+        let p = try SeccompProfile.builtinDefault()
+        let real = try p.compile(capabilities: .dockerDefault, architecture: arch)
+        let faked = try p.compile(capabilities: .dockerDefault, architecture: arch, fakeIDChanges: true)
+        #expect(faked.bytes != real.bytes)
+        #expect(faked.instructionCount > 100)
+    }
+
+    @Test func conditionalRulesForFakedCallsAreLeftOut() throws {
+        let json = #"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","setresuid"],"action":"SCMP_ACT_ALLOW"},{"names":["chown"],"action":"SCMP_ACT_ALLOW","args":[{"index":1,"value":0,"op":"SCMP_CMP_EQ"}]}]}"#
+        let p = try SeccompProfile.decode(Data(json.utf8), source: "t")
+        #expect(try p.compile(capabilities: .dockerDefault, fakeIDChanges: true).instructionCount > 0)
+    }
+}
