@@ -264,6 +264,23 @@ static void mount_overlay_tmpfs(struct rb_plan *p, int sfd) {
             fail(sfd, RB_STAGE_OVERLAY, errno, -9);
         if (mkdir(p->overlay_upper, 0755) < 0 || mkdir(p->overlay_work, 0755) < 0)
             fail(sfd, RB_STAGE_OVERLAY, errno, -10);
+        // Made in the upper, not through the overlay: creating them there would copy up their
+        // parents, which fails for a lower owned by ids outside the user namespace.
+        if (!p->overlay_skeleton) return;
+        int ufd = open(p->overlay_upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (ufd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+        for (size_t i = 0; p->overlay_skeleton[i]; i++) {
+            const char *e = p->overlay_skeleton[i];
+            size_t n = strlen(e);
+            if (n > 0 && e[n - 1] == '/') {
+                if (mkdirat(ufd, e, 0755) < 0 && errno != EEXIST) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+            } else {
+                int f = openat(ufd, e, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (f < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+                close(f);
+            }
+        }
+        close(ufd);
     }
 }
 

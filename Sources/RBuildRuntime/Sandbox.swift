@@ -48,6 +48,15 @@ public enum Sandbox {
         let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network)
         let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
                                     binfmtRegistration: registration)
+        // A root the user cannot write that lacks a mount point runs as a throw-away overlay.
+        var overlay = spec.overlay
+        var mountRoot = rootfs
+        var skeleton: [String]?
+        if overlay == nil, let entries = MountPlan.readOnlyRootSkeleton(rootfs: rootfs, steps: steps, workdir: spec.workdir) {
+            mountRoot = try scratch.makeDirectory("root")
+            overlay = .throwaway(lowerDirs: [rootfs], scratch: try scratch.makeDirectory("upper"))
+            skeleton = entries
+        }
 
         // Only id 0 exists in single-id mode: id changes a package manager makes are faked (see
         // SeccompProfile.idChangingSyscalls); with a range they are real.
@@ -75,7 +84,7 @@ public enum Sandbox {
 
         let arena = CArena()
         var plan = rb_plan()
-        plan.rootfs = arena.string(rootfs)
+        plan.rootfs = arena.string(mountRoot)
         plan.argv = arena.stringArray(spec.argv)
         plan.envp = arena.stringArray(env)
         plan.path_search = arena.string(pathSearch)
@@ -103,7 +112,8 @@ public enum Sandbox {
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
-        if let overlay = spec.overlay {
+        if let overlay {
+            plan.overlay_skeleton = skeleton.map(arena.stringArray)
             plan.overlay_lowers = arena.stringArray(overlay.lowerDirs)
             plan.overlay_upper = overlay.upperDir.map(arena.string)
             plan.overlay_work = overlay.workDir.map(arena.string)
@@ -120,9 +130,9 @@ public enum Sandbox {
                     options += ",upperdir=\(upper),workdir=\(work)"
                 }
                 // allow_other: in subuid mode a RUN step's USER is another uid than the mounter.
-                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", rootfs])
+                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", mountRoot])
                 plan.fuse_hostroot = arena.string(hostRoot)
-                plan.fuse_rootfs = arena.string(hostRoot + rootfs)
+                plan.fuse_rootfs = arena.string(hostRoot + mountRoot)
             }
         }
 
@@ -290,7 +300,8 @@ public enum Sandbox {
             }
         case RB_STAGE_OVERLAY.rawValue:
             let layer = item >= 0 ? " (lower directory \(spec.overlay?.lowerDirs[safe: item] ?? String(item)))" : ""
-            stage = "mounting the overlay root\(layer)"
+            stage = item == -11 ? "making the mount points \(rootfs) lacks in its throw-away overlay (it is not writable)"
+                : "mounting the overlay root\(layer)"
         case RB_STAGE_BINFMT.rawValue:
             stage = "registering the \(spec.architecture.platform) emulator in the sandbox's binfmt_misc"
         default: stage = "stage \(r.stage)"
@@ -353,7 +364,18 @@ final class ScratchDir {
 
     deinit {
         for name in ["hosts", "hostname", "resolv.conf"] { unlink(path + "/" + name) }
+        // Mount points only: what is mounted on them lives in the sandbox's mount namespace.
+        for name in ["root", "upper"] { rmdir(path + "/" + name) }
         rmdir(path)
+    }
+
+    /// An empty directory in the scratch directory.
+    func makeDirectory(_ name: String) throws -> String {
+        let dir = path + "/" + name
+        guard mkdir(dir, 0o700) == 0 else {
+            throw RuntimeError(.spawnFailed, "cannot create \(dir): \(errnoText(errno))")
+        }
+        return dir
     }
 
     func writeEtcFiles(hostname: String, network: NetworkMode) throws -> [(target: String, source: String)] {

@@ -263,6 +263,33 @@ struct SandboxTests {
                                                     "uid=42 euid=42 gid=42 owner=42:42"], "\(r.stdout)")
     }
 
+    @Test("a root the user cannot write: mount points come from a throw-away overlay, the directory is untouched")
+    func unwritableRootfs() throws {
+        let fs = try Rootfs()
+        let dir = fs.path
+        #expect(!FileManager.default.fileExists(atPath: dir + "/etc/hosts"), "the fixture has no /etc/hosts")
+        #expect(try runProcess("/bin/chmod", ["-R", "a-w", dir]).status == 0)
+        defer { _ = try? runProcess("/bin/chmod", ["-R", "u+w", dir]) }
+        func listing() throws -> String {
+            try runProcess("/bin/sh", ["-c", "cd \"$0\" && find . -printf '%p %m %U:%G %s %T@\\n' | sort", dir]).stdout
+        }
+        let before = try listing()
+        let r = try rbuild(["run", "--rootfs", dir, "--workdir", "/srv/app", "--", "cat", "/etc/hosts", "/etc/resolv.conf"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("localhost"), "\(r.stdout)")
+        let w = try rbuild(["run", "--rootfs", dir, "--", "/bin/sh", "-c", "echo x > /new && cat /new"])
+        #expect(w.stdout.trimmed == "x", "writes land in the overlay: \(w.stderr)")
+        #expect(try listing() == before)
+
+        // scripts/test stages the fixtures as root: a root-owned 0755 tree, the shared-root case.
+        let shared = Env.fixtures + "/rootfs-amd64"
+        if access(shared, W_OK) != 0 {
+            let s = try rbuild(["run", "--rootfs", shared, "--", "cat", "/etc/hosts", "/etc/resolv.conf"])
+            #expect(s.status == 0 && s.stdout.contains("localhost"), "\(s.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: shared + "/etc/hosts"))
+        }
+    }
+
     @Test("no subordinate range: --user 1000 fails and says how to add a range",
           .enabled(if: !Env.hasRange))
     func userWithoutRange() throws {

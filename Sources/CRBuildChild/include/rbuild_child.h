@@ -164,6 +164,9 @@ struct rb_plan {
     const char *overlay_lowerdir;      // the joined, escaped form for older kernels
     const char *overlay_tmpfs;         // non-NULL: mount a tmpfs here first (upper and work live in
                                        // it and vanish with the sandbox: a throw-away root)
+    const char *const *overlay_skeleton; // NULL or NULL-terminated paths made in the tmpfs upper
+                                       // before the overlay is mounted: "a/b/" a directory, "a/f"
+                                       // an empty file (mount points a read-only lower lacks)
     // With fuse_argv set, the root is a fuse-overlayfs mount instead. The program is started
     // in the sandbox's namespaces (so it dies with the sandbox's pid namespace), chrooted into
     // a recursive bind of the host root on `fuse_hostroot`: pivot_root moves only processes
