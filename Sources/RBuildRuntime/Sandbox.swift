@@ -109,6 +109,7 @@ public enum Sandbox {
         if let program, !program.bytes.isEmpty {
             plan.bpf = UnsafeRawPointer(arena.array(program.bytes))
             plan.bpf_len = UInt16(program.instructionCount)
+            plan.fake_ids = program.notifies ? 1 : 0
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
@@ -159,12 +160,15 @@ public enum Sandbox {
                 ? " (are unprivileged user namespaces enabled? see `rbuild info`)" : ""
             throw RuntimeError(.spawnFailed, "cannot create the sandbox namespaces: clone: \(errnoText(-rc))\(hint)")
         }
+        // Answers the id calls from the moment the child loads its filter (single-id mode).
+        let fakeIDs = child.notify_fd >= 0 ? FakeIDs(socket: child.notify_fd) : nil
         do {
             try mapping.apply(to: child.pid)
         } catch {
             kill(child.pid, SIGKILL)
             close(child.sync_fd)
             close(child.status_fd)
+            fakeIDs?.stop()
             var status: Int32 = 0
             _ = rb_waitpid(child.pid, &status)
             throw error
@@ -180,6 +184,7 @@ public enum Sandbox {
         close(child.status_fd)
         var status: Int32 = 0
         let w = rb_waitpid(child.pid, &status)
+        fakeIDs?.stop()
         if w < 0 {
             throw RuntimeError(.spawnFailed, "waiting for the sandbox failed: \(errnoText(-w))")
         }

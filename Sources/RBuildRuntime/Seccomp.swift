@@ -66,14 +66,25 @@ public struct SeccompProfile: Sendable, Decodable {
     /// The calls that change a process's ids or a file's owner (with the 32-bit ABI's names).
     /// In single-id mode only id 0 exists in the sandbox, so the kernel refuses every change to
     /// another id with EINVAL: apt's drop to `_apt` (seteuid 42) and dpkg's chown to a package's
-    /// owners fail. Like Apptainer's fakeroot fallback, `fakeIDChanges` makes them return 0
-    /// without doing anything: files stay owned by 0:0 and the process stays uid 0.
-    public static let idChangingSyscalls = [
-        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-        "setgroups", "chown", "fchown", "lchown", "fchownat",
+    /// owners fail. Like Apptainer's fakeroot fallback, `fakeIDChanges` makes them succeed
+    /// without doing anything: files stay owned by 0:0.
+    public static let idChangingSyscalls = idSetters + ownerChanges
+    static let idSetters = [
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups",
         "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
-        "setfsuid32", "setfsgid32", "setgroups32", "chown32", "fchown32", "lchown32",
+        "setfsuid32", "setfsgid32", "setgroups32",
     ]
+    static let ownerChanges = ["chown", "fchown", "lchown", "fchownat", "chown32", "fchown32", "lchown32"]
+    /// What a process reads back after changing ids. apt checks that its drop took
+    /// (getgid() == _apt's group), so with a listener (`SeccompProgram.notifies`) the setters and
+    /// these are answered by `FakeIDs` from ids it keeps per process, as fakeroot does.
+    static let idGetters = [
+        "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+        "getuid32", "geteuid32", "getgid32", "getegid32", "getresuid32", "getresgid32", "getgroups32",
+    ]
+
+    /// Whether this kernel and libseccomp support SCMP_ACT_NOTIFY (Linux 5.0, API level 5).
+    static var canNotify: Bool { seccomp_api_get() >= 5 }
 
     /// Compiles the profile to a BPF program for `capabilities` on `architecture` (its compat
     /// ABIs from archMap included), applying includes/excludes as moby does. With
@@ -108,11 +119,18 @@ public struct SeccompProfile: Sendable, Decodable {
         let goArch = architecture.goArch
         // libseccomp refuses a second rule with another action for the same syscall (EEXIST), so
         // the profile's rules for the faked calls are left out rather than overridden.
-        let faked = Set(fakeIDChanges ? SeccompProfile.idChangingSyscalls : [])
-        for name in faked.sorted() {
+        let notifies = fakeIDChanges && SeccompProfile.canNotify
+        var fakeActions: [String: UInt32] = [:]
+        if fakeIDChanges {
+            for name in SeccompProfile.ownerChanges { fakeActions[name] = rb_scmp_act_errno(0) }
+            for name in SeccompProfile.idSetters { fakeActions[name] = notifies ? SCMP_ACT_NOTIFY : rb_scmp_act_errno(0) }
+            if notifies { for name in SeccompProfile.idGetters { fakeActions[name] = SCMP_ACT_NOTIFY } }
+        }
+        let faked = Set(fakeActions.keys)
+        for (name, act) in fakeActions.sorted(by: { $0.key < $1.key }) {
             let nr = seccomp_syscall_resolve_name(name)
             if nr == __NR_SCMP_ERROR { continue }
-            try check(seccomp_rule_add_array(ctx, rb_scmp_act_errno(0), nr, 0, nil), "adding the no-op rule for \(name)")
+            try check(seccomp_rule_add_array(ctx, act, nr, 0, nil), "adding the fake-id rule for \(name)")
         }
         for (i, rule) in syscalls.enumerated() {
             guard applies(rule, capabilities: capabilities, goArch: goArch, kernel: kernel) else { continue }
@@ -136,7 +154,7 @@ public struct SeccompProfile: Sendable, Decodable {
                 }
             }
         }
-        return SeccompProgram(bytes: try export(ctx))
+        return SeccompProgram(bytes: try export(ctx), notifies: notifies)
     }
 
     func applies(_ rule: Rule, capabilities: CapabilitySet, goArch: String, kernel: KernelVersion?) -> Bool {
@@ -217,6 +235,9 @@ public struct SeccompProfile: Sendable, Decodable {
 /// A compiled filter: `struct sock_filter` instructions, as prctl(PR_SET_SECCOMP) wants them.
 public struct SeccompProgram: Sendable {
     public let bytes: [UInt8]
+    /// Some rules are SCMP_ACT_NOTIFY: the filter must be loaded with a listener that someone
+    /// answers (`FakeIDs`), or those calls block.
+    public var notifies = false
     public var instructionCount: Int { bytes.count / 8 }
 }
 
@@ -260,11 +281,11 @@ public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: Cap
         return try profile!.compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
     }
     let v = seccomp_version()!.pointee
-    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges)")
+    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges && SeccompProfile.canNotify ? "notify" : String(fakeIDChanges))")
     if let cached = defaultProgramCache.value, cached.key == key { return cached.program }
     let file = seccompCacheDirectory().map { "\($0)/\(String(key, radix: 16)).bpf" }
     if let file, let bytes = FileManager.default.contents(atPath: file), !bytes.isEmpty, bytes.count % 8 == 0 {
-        let program = SeccompProgram(bytes: [UInt8](bytes))
+        let program = SeccompProgram(bytes: [UInt8](bytes), notifies: fakeIDChanges && SeccompProfile.canNotify)
         defaultProgramCache.value = (key, program)
         return program
     }

@@ -4,7 +4,7 @@ import Testing
 /// A real package manager in a real Debian root (fixtures/debian-bookworm-amd64.tar, which
 /// scripts/make-fixtures makes with debootstrap when run as root). apt drops to `_apt` (uid 42)
 /// and dpkg chowns files to their packages' owners: with a subordinate range those ids exist;
-/// in single-id mode the sandbox makes those calls no-ops (see SeccompProfile.idChangingSyscalls).
+/// in single-id mode the sandbox fakes those calls (FakeIDs, SeccompProfile.idChangingSyscalls).
 @Suite("Debian package managers, as an unprivileged user", .enabled(if: Env.enabled))
 struct DebianTests {
     static let tarball = Env.fixtures + "/debian-bookworm-amd64.tar"
@@ -41,8 +41,7 @@ struct DebianTests {
         try buildHello("apt-get")
     }
 
-    // apt checks that its drop to _apt took (getgid() == 65534), which no-op id calls cannot
-    // satisfy; with its sandbox off, what remains is dpkg's chowns, which must be no-ops here.
+    // With apt's drop to _apt off, what remains is dpkg's chowns, which must be no-ops here.
     @Test("no subordinate range: apt with its sandbox off installs hello (dpkg's chowns are no-ops)",
           .enabled(if: !Env.hasRange), .timeLimit(.minutes(10)))
     func aptGetInstallWithoutSandboxUser() throws {

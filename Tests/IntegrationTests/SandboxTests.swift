@@ -244,14 +244,14 @@ struct SandboxTests {
         #expect(nobody.stdout.trimmed == "65534")
     }
 
-    // Without a range only uid 0 exists: the calls succeed and change nothing (apt and dpkg
-    // need them not to fail). With a range they are real.
-    @Test("id changes and chown succeed: real with a range, no-ops without")
+    // Without a range only uid 0 exists: the calls succeed, the process reads back the ids it
+    // asked for (FakeIDs) and files stay 0:0 (apt and dpkg need this). With a range they are real.
+    @Test("id changes and chown succeed: real with a range, faked without")
     func idChanges() throws {
         let fs = try Rootfs()
         let r = try fs.sh("touch /tmp/f && /bin/probe setids /tmp/f")
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        let ids = Env.hasRange ? "uid=42 euid=42 gid=42 owner=42:42" : "uid=0 euid=0 gid=0 owner=0:0"
+        let ids = Env.hasRange ? "uid=42 euid=42 gid=42 owner=42:42" : "uid=42 euid=42 gid=42 owner=0:0"
         #expect(r.stdout.split(separator: "\n") == ["chown ok", "setgroups ok", "setresgid ok", "setresuid ok", ids[...]],
                 "\(r.stdout)")
     }
