@@ -67,7 +67,8 @@ public struct SeccompProfile: Sendable, Decodable {
     /// In single-id mode only id 0 exists in the sandbox, so the kernel refuses every change to
     /// another id with EINVAL: apt's drop to `_apt` (seteuid 42) and dpkg's chown to a package's
     /// owners fail. Like Apptainer's fakeroot fallback, `fakeIDChanges` makes them succeed
-    /// without doing anything: files stay owned by 0:0.
+    /// without changing anything: files stay owned by 0:0, and the ids a process asked for are
+    /// only what `FakeIDs` answers it.
     public static let idChangingSyscalls = idSetters + ownerChanges
     static let idSetters = [
         "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups",
@@ -88,8 +89,9 @@ public struct SeccompProfile: Sendable, Decodable {
 
     /// Compiles the profile to a BPF program for `capabilities` on `architecture` (its compat
     /// ABIs from archMap included), applying includes/excludes as moby does. With
-    /// `fakeIDChanges`, `idChangingSyscalls` return 0 and do nothing (single-id mode), whatever
-    /// the profile says about them.
+    /// `fakeIDChanges` (single-id mode), whatever the profile says about them, the owner changes
+    /// return 0 and the id setters and getters notify a listener (`SeccompProgram.notifies`),
+    /// or, where the kernel cannot, the setters return 0.
     public func compile(capabilities: CapabilitySet, kernel: KernelVersion? = nil,
                         architecture: Architecture = .host, fakeIDChanges: Bool = false) throws -> SeccompProgram {
         let native = architecture.seccompArch
