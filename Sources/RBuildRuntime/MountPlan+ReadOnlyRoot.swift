@@ -7,11 +7,12 @@ import Glibc
 /// the workdir). Such a root is run as a throw-away overlay, as podman's `:O` volumes are: the
 /// directory is the only lower layer and a tmpfs in the sandbox is the upper, with the missing
 /// mount points made in that upper up front (see rb_plan.overlay_skeleton). Nothing in the
-/// directory changes.
+/// directory changes. A root the sandbox can write (its owners are mapped) is used as it is.
 extension MountPlan {
     /// The skeleton for `rootfs`: upper-relative paths, parents first, "dir/" for directories;
     /// nil when every mount point exists or the user can create it where it is missing.
-    static func readOnlyRootSkeleton(rootfs: String, steps: [MountStep], workdir: String) -> [String]? {
+    static func readOnlyRootSkeleton(rootfs: String, steps: [MountStep], workdir: String,
+                                     mapping: IDMapping) -> [String]? {
         var targets: [(path: String, isDirectory: Bool)] = []
         var fresh: [String] = []   // file systems the plan mounts: what lies below them is not the image's
         for s in steps where [.bindHost, .fs, .fsEarly].contains(s.kind) && !s.options.contains(.noCreate) {
@@ -25,7 +26,7 @@ extension MountPlan {
         var needed = false
         for t in targets {
             guard let r = resolveInRoot(rootfs, t.path), !r.missing.isEmpty else { continue }
-            if access(rootfs + "/" + r.existing.joined(separator: "/"), W_OK) == 0 { continue }
+            if sandboxCanWrite(rootfs + "/" + r.existing.joined(separator: "/"), mapping: mapping) { continue }
             needed = true
             let all = r.existing + r.missing
             for i in all.indices {
@@ -35,6 +36,19 @@ extension MountPlan {
             }
         }
         return needed ? entries : nil
+    }
+
+    /// Whether the sandbox's root may create entries in `dir`: we may write it, or it maps the
+    /// directory's owner and group, over which it holds CAP_DAC_OVERRIDE (a snapshot's
+    /// /home/u1234 under a subordinate range is not ours to write, but the sandbox's).
+    static func sandboxCanWrite(_ dir: String, mapping: IDMapping) -> Bool {
+        if access(dir, W_OK) == 0 { return true }
+        var st = stat()
+        guard stat(dir, &st) == 0 else { return false }
+        func mapped(_ id: UInt32, _ forUIDs: Bool) -> Bool {
+            mapping.mapLines(forUIDs: forUIDs).contains { id >= $0.outside && UInt64(id) < UInt64($0.outside) + UInt64($0.count) }
+        }
+        return mapped(st.st_uid, true) && mapped(st.st_gid, false)
     }
 
     /// `path` looked up inside `root` as the sandbox will see it (symlinks followed, absolute ones

@@ -52,7 +52,8 @@ public enum Sandbox {
         var overlay = spec.overlay
         var mountRoot = rootfs
         var skeleton: [String]?
-        if overlay == nil, let entries = MountPlan.readOnlyRootSkeleton(rootfs: rootfs, steps: steps, workdir: spec.workdir) {
+        if overlay == nil, let entries = MountPlan.readOnlyRootSkeleton(rootfs: rootfs, steps: steps, workdir: spec.workdir,
+                                                                                mapping: mapping) {
             mountRoot = try scratch.makeDirectory("root")
             overlay = .throwaway(lowerDirs: [rootfs], scratch: try scratch.makeDirectory("upper"))
             skeleton = entries

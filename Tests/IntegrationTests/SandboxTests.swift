@@ -256,13 +256,18 @@ struct SandboxTests {
                 "\(r.stdout)")
     }
 
-    @Test("a root the user cannot write: mount points come from a throw-away overlay, the directory is untouched")
+    // scripts/test stages the fixtures as root: a root-owned 0755 tree whose owner the sandbox
+    // does not map, the shared-root case. (A tree of our own with its write bits removed is no
+    // such case: root in the sandbox owns it and writes it, as before.)
+    @Test("a root nobody in the sandbox may write: mount points come from a throw-away overlay, the directory is untouched")
     func unwritableRootfs() throws {
-        let fs = try Rootfs()
-        let dir = fs.path
+        let dir = Env.fixtures + "/rootfs-amd64"
+        var st = stat()
+        guard stat(dir, &st) == 0, st.st_uid == 0, access(dir, W_OK) != 0 else {
+            print("unwritableRootfs: skipped: \(dir) is not a root-owned tree we cannot write (scripts/test as root stages one)")
+            return
+        }
         #expect(!FileManager.default.fileExists(atPath: dir + "/etc/hosts"), "the fixture has no /etc/hosts")
-        #expect(try runProcess("/bin/chmod", ["-R", "a-w", dir]).status == 0)
-        defer { _ = try? runProcess("/bin/chmod", ["-R", "u+w", dir]) }
         func listing() throws -> String {
             try runProcess("/bin/sh", ["-c", "cd \"$0\" && find . -printf '%p %m %U:%G %s %T@\\n' | sort", dir]).stdout
         }
@@ -273,14 +278,6 @@ struct SandboxTests {
         let w = try rbuild(["run", "--rootfs", dir, "--", "/bin/sh", "-c", "echo x > /new && cat /new"])
         #expect(w.stdout.trimmed == "x", "writes land in the overlay: \(w.stderr)")
         #expect(try listing() == before)
-
-        // scripts/test stages the fixtures as root: a root-owned 0755 tree, the shared-root case.
-        let shared = Env.fixtures + "/rootfs-amd64"
-        if access(shared, W_OK) != 0 {
-            let s = try rbuild(["run", "--rootfs", shared, "--", "cat", "/etc/hosts", "/etc/resolv.conf"])
-            #expect(s.status == 0 && s.stdout.contains("localhost"), "\(s.stderr)")
-            #expect(!FileManager.default.fileExists(atPath: shared + "/etc/hosts"))
-        }
     }
 
     @Test("no subordinate range: --user 1000 fails and says how to add a range",
