@@ -264,6 +264,23 @@ static void mount_overlay_tmpfs(struct rb_plan *p, int sfd) {
             fail(sfd, RB_STAGE_OVERLAY, errno, -9);
         if (mkdir(p->overlay_upper, 0755) < 0 || mkdir(p->overlay_work, 0755) < 0)
             fail(sfd, RB_STAGE_OVERLAY, errno, -10);
+        // Made in the upper, not through the overlay: creating them there would copy up their
+        // parents, which fails for a lower owned by ids outside the user namespace.
+        if (!p->overlay_skeleton) return;
+        int ufd = open(p->overlay_upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (ufd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+        for (size_t i = 0; p->overlay_skeleton[i]; i++) {
+            const char *e = p->overlay_skeleton[i];
+            size_t n = strlen(e);
+            if (n > 0 && e[n - 1] == '/') {
+                if (mkdirat(ufd, e, 0755) < 0 && errno != EEXIST) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+            } else {
+                int f = openat(ufd, e, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (f < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
+                close(f);
+            }
+        }
+        close(ufd);
     }
 }
 
@@ -692,7 +709,7 @@ static void run_probe(struct rb_plan *p, int sfd) {
     _exit(0);
 }
 
-__attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, int sfd) {
+__attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, int sfd, int notify_sock) {
     char c;
     ssize_t n;
     do {
@@ -744,11 +761,28 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 
     // Only 0-2 and the status pipe survive; the status pipe is close-on-exec, so a successful
     // exec closes it and the parent sees EOF.
-    if (sfd > 3 && sys_close_range(3, (unsigned)sfd - 1, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 0);
-    if (sys_close_range((unsigned)sfd + 1, ~0U, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 1);
+    // (and, until the filter is loaded, the socket that takes its listener to the parent).
+    int keep[2] = { sfd, notify_sock };
+    if (keep[1] >= 0 && keep[1] < keep[0]) { keep[0] = notify_sock; keep[1] = sfd; }
+    unsigned next = 3;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < 3) continue;
+        if ((unsigned)keep[i] > next && sys_close_range(next, (unsigned)keep[i] - 1, 0) < 0)
+            fail(sfd, RB_STAGE_CLOSE_FDS, errno, i);
+        next = (unsigned)keep[i] + 1;
+    }
+    if (sys_close_range(next, ~0U, 0) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 2);
 
     // Seccomp last: from here on even the init runs under the filter.
-    if (p->bpf) {
+    if (p->bpf && notify_sock >= 0) {
+        struct sock_fprog prog = { .len = p->bpf_len, .filter = (struct sock_filter *)p->bpf };
+        int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+        if (listener < 0) fail(sfd, RB_STAGE_SECCOMP, errno, 1);
+        int rc = rb_send_fd(notify_sock, listener);
+        if (rc < 0) fail(sfd, RB_STAGE_SECCOMP, -rc, 2);
+        close(listener);
+        close(notify_sock);
+    } else if (p->bpf) {
         struct sock_fprog prog = { .len = p->bpf_len, .filter = (struct sock_filter *)p->bpf };
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) fail(sfd, RB_STAGE_SECCOMP, errno, 0);
     }
@@ -774,12 +808,20 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 // ---- parent side ----------------------------------------------------------------------------
 
 int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
-    int syncp[2], statusp[2];
+    int syncp[2], statusp[2], notifyp[2] = { -1, -1 };
     if (pipe2(syncp, O_CLOEXEC) < 0) return -errno;
     if (pipe2(statusp, O_CLOEXEC) < 0) {
         int e = errno;
         close(syncp[0]);
         close(syncp[1]);
+        return -e;
+    }
+    if (plan->fake_ids && plan->bpf && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, notifyp) < 0) {
+        int e = errno;
+        close(syncp[0]);
+        close(syncp[1]);
+        close(statusp[0]);
+        close(statusp[1]);
         return -e;
     }
     sigset_t all, old;
@@ -791,20 +833,24 @@ int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         close(syncp[1]);
         close(statusp[0]);
-        child_main(plan, syncp[0], statusp[1]);
+        if (notifyp[0] >= 0) close(notifyp[0]);
+        child_main(plan, syncp[0], statusp[1], notifyp[1]);
     }
     int e = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(syncp[0]);
     close(statusp[1]);
+    if (notifyp[1] >= 0) close(notifyp[1]);
     if (pid < 0) {
         close(syncp[1]);
         close(statusp[0]);
+        if (notifyp[0] >= 0) close(notifyp[0]);
         return -e;
     }
     out->pid = pid;
     out->sync_fd = syncp[1];
     out->status_fd = statusp[0];
+    out->notify_fd = notifyp[0];
     return 0;
 }
 

@@ -48,12 +48,25 @@ public enum Sandbox {
         let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network)
         let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
                                     binfmtRegistration: registration)
+        // A root the user cannot write that lacks a mount point runs as a throw-away overlay.
+        var overlay = spec.overlay
+        var mountRoot = rootfs
+        var skeleton: [String]?
+        if overlay == nil, let entries = MountPlan.readOnlyRootSkeleton(rootfs: rootfs, steps: steps, workdir: spec.workdir,
+                                                                                mapping: mapping) {
+            mountRoot = try scratch.makeDirectory("root")
+            overlay = .throwaway(lowerDirs: [rootfs], scratch: try scratch.makeDirectory("upper"))
+            skeleton = entries
+        }
 
+        // Only id 0 exists in single-id mode: id changes a package manager makes are faked (see
+        // SeccompProfile.idChangingSyscalls); with a range they are real.
+        let fakeIDs = mapping.mode == .single
         let program: SeccompProgram?
         switch spec.seccomp {
         case .unconfined: program = nil
-        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities)
-        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities)
+        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
+        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
         }
 
         var env = spec.env
@@ -72,7 +85,7 @@ public enum Sandbox {
 
         let arena = CArena()
         var plan = rb_plan()
-        plan.rootfs = arena.string(rootfs)
+        plan.rootfs = arena.string(mountRoot)
         plan.argv = arena.stringArray(spec.argv)
         plan.envp = arena.stringArray(env)
         plan.path_search = arena.string(pathSearch)
@@ -97,10 +110,12 @@ public enum Sandbox {
         if let program, !program.bytes.isEmpty {
             plan.bpf = UnsafeRawPointer(arena.array(program.bytes))
             plan.bpf_len = UInt16(program.instructionCount)
+            plan.fake_ids = program.notifies ? 1 : 0
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
-        if let overlay = spec.overlay {
+        if let overlay {
+            plan.overlay_skeleton = skeleton.map(arena.stringArray)
             plan.overlay_lowers = arena.stringArray(overlay.lowerDirs)
             plan.overlay_upper = overlay.upperDir.map(arena.string)
             plan.overlay_work = overlay.workDir.map(arena.string)
@@ -117,9 +132,9 @@ public enum Sandbox {
                     options += ",upperdir=\(upper),workdir=\(work)"
                 }
                 // allow_other: in subuid mode a RUN step's USER is another uid than the mounter.
-                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", rootfs])
+                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", mountRoot])
                 plan.fuse_hostroot = arena.string(hostRoot)
-                plan.fuse_rootfs = arena.string(hostRoot + rootfs)
+                plan.fuse_rootfs = arena.string(hostRoot + mountRoot)
             }
         }
 
@@ -146,12 +161,15 @@ public enum Sandbox {
                 ? " (are unprivileged user namespaces enabled? see `rbuild info`)" : ""
             throw RuntimeError(.spawnFailed, "cannot create the sandbox namespaces: clone: \(errnoText(-rc))\(hint)")
         }
+        // Answers the id calls from the moment the child loads its filter (single-id mode).
+        let fakeIDs = child.notify_fd >= 0 ? FakeIDs(socket: child.notify_fd) : nil
         do {
             try mapping.apply(to: child.pid)
         } catch {
             kill(child.pid, SIGKILL)
             close(child.sync_fd)
             close(child.status_fd)
+            fakeIDs?.stop()
             var status: Int32 = 0
             _ = rb_waitpid(child.pid, &status)
             throw error
@@ -167,6 +185,7 @@ public enum Sandbox {
         close(child.status_fd)
         var status: Int32 = 0
         let w = rb_waitpid(child.pid, &status)
+        fakeIDs?.stop()
         if w < 0 {
             throw RuntimeError(.spawnFailed, "waiting for the sandbox failed: \(errnoText(-w))")
         }
@@ -287,7 +306,8 @@ public enum Sandbox {
             }
         case RB_STAGE_OVERLAY.rawValue:
             let layer = item >= 0 ? " (lower directory \(spec.overlay?.lowerDirs[safe: item] ?? String(item)))" : ""
-            stage = "mounting the overlay root\(layer)"
+            stage = item == -11 ? "making the mount points \(rootfs) lacks in its throw-away overlay (it is not writable)"
+                : "mounting the overlay root\(layer)"
         case RB_STAGE_BINFMT.rawValue:
             stage = "registering the \(spec.architecture.platform) emulator in the sandbox's binfmt_misc"
         default: stage = "stage \(r.stage)"
@@ -350,7 +370,18 @@ final class ScratchDir {
 
     deinit {
         for name in ["hosts", "hostname", "resolv.conf"] { unlink(path + "/" + name) }
+        // Mount points only: what is mounted on them lives in the sandbox's mount namespace.
+        for name in ["root", "upper"] { rmdir(path + "/" + name) }
         rmdir(path)
+    }
+
+    /// An empty directory in the scratch directory.
+    func makeDirectory(_ name: String) throws -> String {
+        let dir = path + "/" + name
+        guard mkdir(dir, 0o700) == 0 else {
+            throw RuntimeError(.spawnFailed, "cannot create \(dir): \(errnoText(errno))")
+        }
+        return dir
     }
 
     func writeEtcFiles(hostname: String, network: NetworkMode) throws -> [(target: String, source: String)] {

@@ -63,10 +63,37 @@ public struct SeccompProfile: Sendable, Decodable {
         }
     }
 
+    /// The calls that change a process's ids or a file's owner (with the 32-bit ABI's names).
+    /// In single-id mode only id 0 exists in the sandbox, so the kernel refuses every change to
+    /// another id with EINVAL: apt's drop to `_apt` (seteuid 42) and dpkg's chown to a package's
+    /// owners fail. Like Apptainer's fakeroot fallback, `fakeIDChanges` makes them succeed
+    /// without changing anything: files stay owned by 0:0, and the ids a process asked for are
+    /// only what `FakeIDs` answers it.
+    public static let idChangingSyscalls = idSetters + ownerChanges
+    static let idSetters = [
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups",
+        "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
+        "setfsuid32", "setfsgid32", "setgroups32",
+    ]
+    static let ownerChanges = ["chown", "fchown", "lchown", "fchownat", "chown32", "fchown32", "lchown32"]
+    /// What a process reads back after changing ids. apt checks that its drop took
+    /// (getgid() == _apt's group), so with a listener (`SeccompProgram.notifies`) the setters and
+    /// these are answered by `FakeIDs` from ids it keeps per process, as fakeroot does.
+    static let idGetters = [
+        "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+        "getuid32", "geteuid32", "getgid32", "getegid32", "getresuid32", "getresgid32", "getgroups32",
+    ]
+
+    /// Whether this kernel and libseccomp support SCMP_ACT_NOTIFY (Linux 5.0, API level 5).
+    static var canNotify: Bool { seccomp_api_get() >= 5 }
+
     /// Compiles the profile to a BPF program for `capabilities` on `architecture` (its compat
-    /// ABIs from archMap included), applying includes/excludes as moby does.
+    /// ABIs from archMap included), applying includes/excludes as moby does. With
+    /// `fakeIDChanges` (single-id mode), whatever the profile says about them, the owner changes
+    /// return 0 and the id setters and getters notify a listener (`SeccompProgram.notifies`),
+    /// or, where the kernel cannot, the setters return 0.
     public func compile(capabilities: CapabilitySet, kernel: KernelVersion? = nil,
-                        architecture: Architecture = .host) throws -> SeccompProgram {
+                        architecture: Architecture = .host, fakeIDChanges: Bool = false) throws -> SeccompProgram {
         let native = architecture.seccompArch
         guard let ctx = seccomp_init(try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")) else {
             throw RuntimeError(.seccomp, "libseccomp could not create a filter")
@@ -92,6 +119,21 @@ public struct SeccompProfile: Sendable, Decodable {
 
         let defaultAct = try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")
         let goArch = architecture.goArch
+        // libseccomp refuses a second rule with another action for the same syscall (EEXIST), so
+        // the profile's rules for the faked calls are left out rather than overridden.
+        let notifies = fakeIDChanges && SeccompProfile.canNotify
+        var fakeActions: [String: UInt32] = [:]
+        if fakeIDChanges {
+            for name in SeccompProfile.ownerChanges { fakeActions[name] = rb_scmp_act_errno(0) }
+            for name in SeccompProfile.idSetters { fakeActions[name] = notifies ? SCMP_ACT_NOTIFY : rb_scmp_act_errno(0) }
+            if notifies { for name in SeccompProfile.idGetters { fakeActions[name] = SCMP_ACT_NOTIFY } }
+        }
+        let faked = Set(fakeActions.keys)
+        for (name, act) in fakeActions.sorted(by: { $0.key < $1.key }) {
+            let nr = seccomp_syscall_resolve_name(name)
+            if nr == __NR_SCMP_ERROR { continue }
+            try check(seccomp_rule_add_array(ctx, act, nr, 0, nil), "adding the fake-id rule for \(name)")
+        }
         for (i, rule) in syscalls.enumerated() {
             guard applies(rule, capabilities: capabilities, goArch: goArch, kernel: kernel) else { continue }
             let act = try SeccompProfile.action(rule.action, errno: rule.errnoRet ?? defaultErrnoRet, rule: "syscalls[\(i)]")
@@ -103,7 +145,7 @@ public struct SeccompProfile: Sendable, Decodable {
             // Conditions on the same argument cannot be ANDed by libseccomp: moby adds one rule each.
             let sameIndexTwice = Set(conditions.map(\.arg)).count != conditions.count
             let groups: [[scmp_arg_cmp]] = sameIndexTwice ? conditions.map { [$0] } : [conditions]
-            for name in rule.names {
+            for name in rule.names where !faked.contains(name) {
                 let nr = seccomp_syscall_resolve_name(name)
                 if nr == __NR_SCMP_ERROR { continue }   // unknown to this libseccomp: skipped, as Docker does
                 for group in groups {
@@ -114,7 +156,7 @@ public struct SeccompProfile: Sendable, Decodable {
                 }
             }
         }
-        return SeccompProgram(bytes: try export(ctx))
+        return SeccompProgram(bytes: try export(ctx), notifies: notifies)
     }
 
     func applies(_ rule: Rule, capabilities: CapabilitySet, goArch: String, kernel: KernelVersion?) -> Bool {
@@ -195,6 +237,9 @@ public struct SeccompProfile: Sendable, Decodable {
 /// A compiled filter: `struct sock_filter` instructions, as prctl(PR_SET_SECCOMP) wants them.
 public struct SeccompProgram: Sendable {
     public let bytes: [UInt8]
+    /// Some rules are SCMP_ACT_NOTIFY: the filter must be loaded with a listener that someone
+    /// answers (`FakeIDs`), or those calls block.
+    public var notifies = false
     public var instructionCount: Int { bytes.count / 8 }
 }
 
@@ -232,20 +277,21 @@ extension Architecture {
 /// so the built-in profile's program is kept in memory and in `$XDG_CACHE_HOME/rbuild/seccomp/`
 /// under a key of everything that shapes it (profile text, capabilities, architecture, kernel,
 /// libseccomp version). A cached file that is not a whole number of instructions is ignored.
-public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet) throws -> SeccompProgram {
+public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet,
+                                     fakeIDChanges: Bool = false) throws -> SeccompProgram {
     guard profile == nil else {
-        return try profile!.compile(capabilities: capabilities)
+        return try profile!.compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
     }
     let v = seccomp_version()!.pointee
-    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)")
+    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges && SeccompProfile.canNotify ? "notify" : String(fakeIDChanges))")
     if let cached = defaultProgramCache.value, cached.key == key { return cached.program }
     let file = seccompCacheDirectory().map { "\($0)/\(String(key, radix: 16)).bpf" }
     if let file, let bytes = FileManager.default.contents(atPath: file), !bytes.isEmpty, bytes.count % 8 == 0 {
-        let program = SeccompProgram(bytes: [UInt8](bytes))
+        let program = SeccompProgram(bytes: [UInt8](bytes), notifies: fakeIDChanges && SeccompProfile.canNotify)
         defaultProgramCache.value = (key, program)
         return program
     }
-    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities)
+    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
     defaultProgramCache.value = (key, program)
     if let file {
         // Best effort: temp file + rename, so a reader never sees half a program.

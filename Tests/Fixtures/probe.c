@@ -3,12 +3,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <dirent.h>
@@ -24,7 +26,7 @@ static int result(long rc) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: probe unshare-user|mount|keyctl|ptrace PID|write FILE|fds\n");
+        fprintf(stderr, "usage: probe unshare-user|mount|keyctl|ptrace PID|write FILE|fds|setids FILE\n");
         return 2;
     }
     const char *what = argv[1];
@@ -48,6 +50,19 @@ int main(int argc, char **argv) {
         }
         printf("\n");
         return 0;
+    }
+    if (!strcmp(what, "setids") && argc > 2) {
+        // What a package manager does to drop to _apt (42) and to give a file its owner; prints
+        // each call's result, then the ids the process and the file really have.
+        int fail = 0;
+        printf("chown "); fail |= result(chown(argv[2], 42, 42));
+        printf("setgroups "); fail |= result(setgroups(1, (gid_t[]){42}));
+        printf("setresgid "); fail |= result(setresgid(42, 42, 42));
+        printf("setresuid "); fail |= result(setresuid(42, 42, 42));
+        struct stat st;
+        if (stat(argv[2], &st) < 0) return result(-1);
+        printf("uid=%u euid=%u gid=%u owner=%u:%u\n", getuid(), geteuid(), getgid(), st.st_uid, st.st_gid);
+        return fail;
     }
     fprintf(stderr, "probe: unknown test %s\n", what);
     return 2;

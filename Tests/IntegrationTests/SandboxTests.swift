@@ -244,6 +244,42 @@ struct SandboxTests {
         #expect(nobody.stdout.trimmed == "65534")
     }
 
+    // Without a range only uid 0 exists: the calls succeed, the process reads back the ids it
+    // asked for (FakeIDs) and files stay 0:0 (apt and dpkg need this). With a range they are real.
+    @Test("id changes and chown succeed: real with a range, faked without")
+    func idChanges() throws {
+        let fs = try Rootfs()
+        let r = try fs.sh("touch /tmp/f && /bin/probe setids /tmp/f")
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let ids = Env.hasRange ? "uid=42 euid=42 gid=42 owner=42:42" : "uid=42 euid=42 gid=42 owner=0:0"
+        #expect(r.stdout.split(separator: "\n") == ["chown ok", "setgroups ok", "setresgid ok", "setresuid ok", ids[...]],
+                "\(r.stdout)")
+    }
+
+    // scripts/test stages the fixtures as root: a root-owned 0755 tree whose owner the sandbox
+    // does not map, the shared-root case. (A tree of our own with its write bits removed is no
+    // such case: root in the sandbox owns it and writes it, as before.)
+    @Test("a root nobody in the sandbox may write: mount points come from a throw-away overlay, the directory is untouched")
+    func unwritableRootfs() throws {
+        let dir = Env.fixtures + "/rootfs-amd64"
+        var st = stat()
+        guard stat(dir, &st) == 0, st.st_uid == 0, access(dir, W_OK) != 0 else {
+            print("unwritableRootfs: skipped: \(dir) is not a root-owned tree we cannot write (scripts/test as root stages one)")
+            return
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/etc/hosts"), "the fixture has no /etc/hosts")
+        func listing() throws -> String {
+            try runProcess("/bin/sh", ["-c", "cd \"$0\" && find . -printf '%p %m %U:%G %s %T@\\n' | sort", dir]).stdout
+        }
+        let before = try listing()
+        let r = try rbuild(["run", "--rootfs", dir, "--workdir", "/srv/app", "--", "cat", "/etc/hosts", "/etc/resolv.conf"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("localhost"), "\(r.stdout)")
+        let w = try rbuild(["run", "--rootfs", dir, "--", "/bin/sh", "-c", "echo x > /new && cat /new"])
+        #expect(w.stdout.trimmed == "x", "writes land in the overlay: \(w.stderr)")
+        #expect(try listing() == before)
+    }
+
     @Test("no subordinate range: --user 1000 fails and says how to add a range",
           .enabled(if: !Env.hasRange))
     func userWithoutRange() throws {

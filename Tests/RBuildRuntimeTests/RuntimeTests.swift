@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import RBuildRuntime
 
@@ -213,5 +214,21 @@ struct ArchitectureTests {
             _ = try Emulation.mode(for: .riscv64, host: .x86_64, kernel: KernelVersion(5, 15))
         }
         #expect(try Emulation.mode(for: .x86_64, host: .x86_64) == .native)
+    }
+}
+
+struct ReadOnlyRootTests {
+    @Test func resolvesInsideTheRootAndSplitsWhatIsMissing() throws {
+        let root = makeTemporaryDirectory(prefix: NSTemporaryDirectory() + "rbuild-ro-")!
+        defer { _ = try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
+        symlink("../run/systemd/resolv.conf", root + "/etc/resolv.conf")
+        symlink("/etc", root + "/conf")
+        symlink("/loop", root + "/loop")
+        #expect(MountPlan.resolveInRoot(root, "/etc/hosts")! == (["etc"], ["hosts"]))
+        #expect(MountPlan.resolveInRoot(root, "/etc/resolv.conf")! == ([], ["run", "systemd", "resolv.conf"]))
+        #expect(MountPlan.resolveInRoot(root, "/conf/../../etc")! == (["etc"], []))
+        #expect(MountPlan.resolveInRoot(root, "/srv/a/../b")! == ([], ["srv", "b"]))
+        #expect(MountPlan.resolveInRoot(root, "/loop/x") == nil)
     }
 }

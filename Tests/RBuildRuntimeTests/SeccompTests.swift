@@ -1,6 +1,11 @@
 import Foundation
 import Testing
 @testable import RBuildRuntime
+import CRBuildChild
+import CSeccomp
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct CapabilityTests {
     @Test func dockerDefaultIsTheWellKnownMask() {
@@ -122,5 +127,69 @@ struct SeccompTests {
         let json = #"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","no_such_call_42"],"action":"SCMP_ACT_ALLOW"}]}"#
         let p = try SeccompProfile.decode(Data(json.utf8), source: "t")
         #expect(try p.compile(capabilities: .dockerDefault).instructionCount > 0)
+    }
+}
+
+struct FakeIDChangeTests {
+    // The profile allows every id-changing call; the no-op rule must replace those rules, since
+    // libseccomp refuses a second action for one syscall.
+    @Test(arguments: [Architecture.x86_64, .aarch64])
+    func replacesTheProfilesAllowRules(_ arch: Architecture) throws {
+        let p = try SeccompProfile.builtinDefault()
+        let real = try p.compile(capabilities: .dockerDefault, architecture: arch)
+        let faked = try p.compile(capabilities: .dockerDefault, architecture: arch, fakeIDChanges: true)
+        #expect(faked.bytes != real.bytes)
+        #expect(faked.instructionCount > 100)
+    }
+
+    @Test func conditionalRulesForFakedCallsAreLeftOut() throws {
+        let json = #"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","setresuid"],"action":"SCMP_ACT_ALLOW"},{"names":["chown"],"action":"SCMP_ACT_ALLOW","args":[{"index":1,"value":0,"op":"SCMP_CMP_EQ"}]}]}"#
+        let p = try SeccompProfile.decode(Data(json.utf8), source: "t")
+        #expect(try p.compile(capabilities: .dockerDefault, fakeIDChanges: true).instructionCount > 0)
+    }
+}
+
+struct FakeIDsTests {
+    /// A notification from this test process for `name` on the host ABI.
+    func notif(_ name: String, _ args: [UInt64] = []) -> rb_notif {
+        var n = rb_notif()
+        n.pid = UInt32(getpid())
+        n.arch = seccomp_arch_native()
+        n.nr = seccomp_syscall_resolve_name(name)
+        withUnsafeMutableBytes(of: &n.args) { raw in
+            for (i, a) in args.enumerated() { raw.storeBytes(of: a, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        return n
+    }
+
+    @Test func answersGettersFromTheIdsSet() throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        close(pair[1])   // no child: the serving thread ends at once
+        let fake = FakeIDs(socket: pair[0])
+        defer { fake.stop() }
+        let minus1 = UInt64(UInt32.max)
+        #expect(fake.answer(notif("getuid")) == (0, 0))
+        #expect(fake.answer(notif("setresuid", [42, 42, 42])) == (0, 0))
+        var groups: [UInt32] = [65534]
+        #expect(groups.withUnsafeBufferPointer { fake.answer(notif("setgroups", [1, UInt64(UInt(bitPattern: $0.baseAddress))])) } == (0, 0))
+        #expect(fake.answer(notif("setresgid", [65534, 65534, minus1])) == (0, 0))
+        #expect(fake.answer(notif("geteuid")) == (42, 0))
+        #expect(fake.answer(notif("getgid")) == (65534, 0))
+        #expect(fake.answer(notif("getgroups", [0, 0])) == (1, 0))
+        groups = [0, 0]
+        #expect(groups.withUnsafeMutableBufferPointer { fake.answer(notif("getgroups", [2, UInt64(UInt(bitPattern: $0.baseAddress))])) } == (1, 0))
+        #expect(groups[0] == 65534)
+        var three: [UInt32] = [9, 9, 9]
+        let rc = three.withUnsafeMutableBufferPointer { p in
+            fake.answer(notif("getresgid", (0..<3).map { UInt64(UInt(bitPattern: p.baseAddress! + $0)) }))
+        }
+        #expect(rc == (0, 0))
+        #expect(three == [65534, 65534, 0])
+        // apt's check after the drop, then its way back (seteuid 0 keeps the saved id).
+        #expect(fake.answer(notif("setreuid", [minus1, 0])) == (0, 0))
+        #expect(fake.answer(notif("getuid")) == (42, 0))
+        #expect(fake.answer(notif("geteuid")) == (0, 0))
+        #expect(fake.answer(notif("setfsuid", [minus1])) == (0, 0))
     }
 }

@@ -157,6 +157,8 @@ struct rb_plan {
     int probe;                         // enum rb_probe; RB_PROBE_NONE runs argv (probes mount `mounts` only)
     unsigned long clone_flags;         // CLONE_NEW* set chosen by the parent
     int stdio[3];                      // fds to become the command's 0, 1, 2; -1 keeps ours
+    int fake_ids;                      // 1: load the filter with a listener (its SCMP_ACT_NOTIFY
+                                       // rules) and send it to the parent (rb_child.notify_fd)
     // With overlay_lowers set, the root is a kernel overlayfs mounted (in the sandbox's user
     // namespace, with userxattr) on `rootfs`, which is then only an empty mount point.
     const char *const *overlay_lowers; // NULL-terminated, topmost first
@@ -166,6 +168,9 @@ struct rb_plan {
     const char *overlay_lowerdir;      // the joined, escaped form for older kernels
     const char *overlay_tmpfs;         // non-NULL: mount a tmpfs here first (upper and work live in
                                        // it and vanish with the sandbox: a throw-away root)
+    const char *const *overlay_skeleton; // NULL or NULL-terminated paths made in the tmpfs upper
+                                       // before the overlay is mounted: "a/b/" a directory, "a/f"
+                                       // an empty file (mount points a read-only lower lacks)
     // With fuse_argv set, the root is a fuse-overlayfs mount instead. The program is started
     // in the sandbox's namespaces (so it dies with the sandbox's pid namespace), chrooted into
     // a recursive bind of the host root on `fuse_hostroot`: pivot_root moves only processes
@@ -192,7 +197,30 @@ struct rb_child {
     pid_t pid;                 // the sandbox's init (pid 1 inside)
     int sync_fd;               // write one byte after the id maps are in place, then close
     int status_fd;             // read rb_report records until EOF (EOF with none: exec succeeded)
+    int notify_fd;             // with plan->fake_ids: rb_recv_fd() gives the seccomp listener; else -1
 };
+
+/// One seccomp user notification (struct seccomp_notif, flattened for Swift).
+struct rb_notif {
+    uint64_t id;
+    uint32_t pid;              // the calling thread, in our pid namespace
+    uint32_t arch;             // AUDIT_ARCH_*
+    int32_t nr;
+    uint64_t args[6];
+};
+
+/// SCM_RIGHTS over a socket. rb_send_fd is async-signal-safe. Return 0 / the fd, or -errno.
+int rb_send_fd(int sock, int fd);
+int rb_recv_fd(int sock);
+/// Waits until the listener has a notification (1), or `stop_fd` is readable or no task uses
+/// the filter any more (0); -errno on error.
+int rb_notif_wait(int listener, int stop_fd);
+int rb_notif_recv(int listener, struct rb_notif *out);
+/// Answers notification `id`: the call returns `val`, or fails with `err` (a positive errno).
+int rb_notif_respond(int listener, uint64_t id, int64_t val, int32_t err);
+/// process_vm_readv/writev of exactly `len` bytes. 0 or -errno.
+long rb_mem_read(pid_t pid, uint64_t addr, void *buf, size_t len);
+long rb_mem_write(pid_t pid, uint64_t addr, const void *buf, size_t len);
 
 /// Clones the sandbox init with `plan->clone_flags`. All signals are blocked across the
 /// clone so that the child starts with no handler able to run. Returns 0, or -errno.
