@@ -18,7 +18,7 @@ final class LocalRegistry {
          tls: (certificate: String, key: String)? = nil, ip: String = "127.0.0.1") throws {
         self.dir = dir
         self.ip = ip
-        port = Int.random(in: 20000..<40000)
+        port = Int.random(in: 20000..<32000)
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
         var config = """
             version: 0.1
@@ -222,19 +222,27 @@ struct RegistryTests {
                 def log_message(self, *a): pass
             http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
             """
-        let port = Int.random(in: 40000..<50000)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = ["-c", script, "http://\(upstream)", String(port), mode, log]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        // Up to 30 s, as for the registry.
-        for _ in 0..<600 where p.isRunning {
-            if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { break }
-            usleep(50_000)
+        // Below the kernel's ephemeral range (32768+), and again on another port if this one was
+        // taken (the server then exits at once).
+        for _ in 0..<5 {
+            let port = Int.random(in: 10000..<20000)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            p.arguments = ["-c", script, "http://\(upstream)", String(port), mode, log]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            // Up to 30 s, as for the registry.
+            for _ in 0..<600 where p.isRunning {
+                if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 {
+                    return (p, port)
+                }
+                usleep(50_000)
+            }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
         }
-        return (p, port)
+        throw FixtureError(message: "the \(mode) proxy did not start")
     }
 
     /// Bad answers: a flipped byte (the pull fails naming the digest, nothing unverified is
