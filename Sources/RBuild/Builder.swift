@@ -438,11 +438,10 @@ final class BuildSession: @unchecked Sendable {
         state.image.history = h
     }
 
-    /// A metadata instruction: the config changes, and the key chain records it.
+    /// A metadata instruction: the config changes, the key chain does not. As in BuildKit, a
+    /// LABEL, CMD, EXPOSE… edit keeps every later step cached; what a later step does depend on
+    /// (its environment, user, working directory, shell) is in that step's own key.
     func meta(_ state: inout StageState, _ text: String) {
-        var key = CacheKey(parent: state.key)
-        key.add("meta", text)
-        state.key = key.digest
         history(&state, text, empty: true)
     }
 
