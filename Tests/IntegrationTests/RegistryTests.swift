@@ -5,8 +5,8 @@ import Testing
 /// as this user, with htpasswd basic auth when `users` is given. Stopped when released.
 final class LocalRegistry {
     let dir: String
-    let port: Int
-    let process = Process()
+    var port = 0
+    var process = Process()
     var host: String { "\(ip):\(port)" }
 
     /// `token`: the realm of a token server (and its certificate) instead of htpasswd.
@@ -18,46 +18,53 @@ final class LocalRegistry {
          tls: (certificate: String, key: String)? = nil, ip: String = "127.0.0.1") throws {
         self.dir = dir
         self.ip = ip
-        port = Int.random(in: 20000..<32000)
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        var config = """
-            version: 0.1
-            log:
-              level: error
-            storage:
-              filesystem:
-                rootdirectory: \(dir)/data
-            http:
-              addr: \(ip):\(port)
+        // A port below the kernel's ephemeral range (32768+); another one if it was taken (the
+        // registry then exits at once).
+        for _ in 0..<5 {
+            port = Int.random(in: 20000..<32000)
+            process = Process()
+            var config = """
+                version: 0.1
+                log:
+                  level: error
+                storage:
+                  filesystem:
+                    rootdirectory: \(dir)/data
+                http:
+                  addr: \(ip):\(port)
 
-            """
-        if let tls {
-            config += "  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n"
-        }
-        if !users.isEmpty {
-            var lines = ""
-            for (user, password) in users {
-                let hash = try runProcess("/usr/bin/python3", ["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password]).stdout.trimmed
-                lines += "\(user):\(hash)\n"
+                """
+            if let tls {
+                config += "  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n"
             }
-            try lines.write(toFile: dir + "/htpasswd", atomically: false, encoding: .utf8)
-            config += "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: \(dir)/htpasswd\n"
-        }
-        if let token {
-            config += "auth:\n  token:\n    realm: \(token.realm)\n    service: rbuild-test\n    issuer: rbuild-test-issuer\n    rootcertbundle: \(token.certificate)\n"
-        }
-        try config.write(toFile: dir + "/config.yml", atomically: false, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
-        process.arguments = ["serve", dir + "/config.yml"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
-        // take several seconds to listen.
-        for _ in 0..<600 where process.isRunning {
-            let probe = tls == nil ? ["-s", "-o", "/dev/null", "http://\(host)/v2/"] : ["-sk", "-o", "/dev/null", "https://\(host)/v2/"]
-            if (try? runProcess("/usr/bin/curl", probe))?.status == 0 { return }
-            usleep(50_000)
+            if !users.isEmpty {
+                var lines = ""
+                for (user, password) in users {
+                    let hash = try runProcess("/usr/bin/python3", ["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password]).stdout.trimmed
+                    lines += "\(user):\(hash)\n"
+                }
+                try lines.write(toFile: dir + "/htpasswd", atomically: false, encoding: .utf8)
+                config += "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: \(dir)/htpasswd\n"
+            }
+            if let token {
+                config += "auth:\n  token:\n    realm: \(token.realm)\n    service: rbuild-test\n    issuer: rbuild-test-issuer\n    rootcertbundle: \(token.certificate)\n"
+            }
+            try config.write(toFile: dir + "/config.yml", atomically: false, encoding: .utf8)
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+            process.arguments = ["serve", dir + "/config.yml"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
+            // take several seconds to listen.
+            for _ in 0..<600 where process.isRunning {
+                let probe = tls == nil ? ["-s", "-o", "/dev/null", "http://\(host)/v2/"] : ["-sk", "-o", "/dev/null", "https://\(host)/v2/"]
+                if (try? runProcess("/usr/bin/curl", probe))?.status == 0 { return }
+                usleep(50_000)
+            }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
         }
         throw FixtureError(message: "docker-registry did not start on \(host)")
     }
