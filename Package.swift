@@ -25,9 +25,11 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
-        .target(name: "RBuildRuntime", dependencies: ["CRBuildChild", "CSeccomp", "CCap"]),
-        .target(name: "RBuildDockerfile"),
-        .target(name: "RBuildOCI", dependencies: ["RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
+        // The bottom: vocabulary types every layer shares (the platform), no dependencies.
+        .target(name: "RBuildSystem"),
+        .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap"]),
+        .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem"]),
+        .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "CSQLite"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
@@ -44,11 +46,11 @@ let package = Package(
         .executableTarget(name: "rbuild-bench", dependencies: ["RBuild"], path: "Sources/rbuild-bench"),
 
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
-        .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI"]),
+        .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
-        .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile"],
+        .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
         .testTarget(name: "IntegrationTests", dependencies: ["RBuild"]),

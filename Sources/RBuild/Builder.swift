@@ -145,8 +145,7 @@ final class BuildSession: @unchecked Sendable {
         load?.finish()
         lexer = ShellLexer(escape: dockerfile.escapeToken)
         platform = options.platform ?? Platform.host
-        let spec = { (p: Platform) in PlatformSpec(os: p.os, architecture: p.architecture, variant: p.variant) }
-        context = ExpansionContext(buildArgs: options.buildArgs, buildPlatform: spec(Platform.host), targetPlatform: spec(platform))
+        context = ExpansionContext(buildArgs: options.buildArgs, buildPlatform: Platform.host, targetPlatform: platform)
         global = try GlobalScope(definition, context: context, lexer: lexer)
         if let dir = options.contextDirectory {
             var st = stat()

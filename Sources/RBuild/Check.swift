@@ -13,13 +13,13 @@ public struct CheckReport: Sendable {
 /// Parses, types and lints the Dockerfile at `path`. Parse and typing errors are thrown as
 /// `DockerfileError`s naming the file and line.
 public func checkDockerfile(at path: String, buildArgs: [String: String] = [:],
-                            targetPlatform: PlatformSpec? = nil) throws -> CheckReport {
+                            targetPlatform: Platform? = nil) throws -> CheckReport {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw DockerfileError(file: path, line: 0, "cannot read the Dockerfile: \(path) does not exist or is not readable")
     }
     let name = (path as NSString).lastPathComponent
     let dockerfile = try Dockerfile.parse(String(decoding: data, as: UTF8.self), fileName: name)
-    let host = PlatformSpec("linux/" + Architecture.host.platform.split(separator: "/").dropFirst().joined(separator: "/"))!
+    let host = Platform.host
     let context = ExpansionContext(buildArgs: buildArgs, buildPlatform: host, targetPlatform: targetPlatform ?? host)
     let warnings = try Linter.check(dockerfile, context: context)
     return CheckReport(dockerfilePath: path, warnings: warnings, stages: try dockerfile.definition().stages.count)

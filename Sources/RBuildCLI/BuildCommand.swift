@@ -216,12 +216,9 @@ struct BuildCommand: ParsableCommand {
     }
 
     func runCheck() throws {
-        var targetPlatform: PlatformSpec?
+        var targetPlatform: Platform?
         if let platform {
-            guard let p = PlatformSpec(String(platform.split(separator: ",").first ?? "")) else {
-                throw RuntimeError(.badOption, "--platform \(platform): expected os/architecture[/variant], e.g. linux/arm64")
-            }
-            targetPlatform = p
+            targetPlatform = try Platform(parsing: String(platform.split(separator: ",").first ?? ""))
         }
         let path = file ?? context + "/Dockerfile"
         let report = try checkDockerfile(at: path, buildArgs: parseArgs(), targetPlatform: targetPlatform)

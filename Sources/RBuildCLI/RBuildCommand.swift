@@ -68,6 +68,10 @@ func printError(_ message: String) {
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
+extension PlatformError: RenderableError {
+    var exitStatus: Int32 { 1 }
+}
+
 extension SnapshotError: RenderableError {
     var exitStatus: Int32 { 1 }
 }

@@ -1,3 +1,4 @@
+import RBuildSystem
 /// ARG and ENV scoping, as BuildKit does it:
 /// - ARGs before the first FROM are global: they (and the platform ARGs) expand FROM lines only;
 /// - a stage sees a global ARG only after redeclaring it (`ARG NAME`), and the platform ARGs only
@@ -5,45 +6,13 @@
 /// - `--build-arg` overrides any declared ARG's default; ENV wins over an ARG of the same name;
 /// - the proxy ARGs need no declaration: they reach RUN steps' environment when given.
 
-/// An OCI platform as `os/architecture[/variant]`.
-public struct PlatformSpec: Sendable, Equatable, CustomStringConvertible {
-    public var os: String
-    public var architecture: String
-    public var variant: String?
-
-    public init(os: String, architecture: String, variant: String? = nil) {
-        self.os = os
-        self.architecture = architecture
-        self.variant = variant
-    }
-
-    /// Parses `linux/arm64`, `linux/arm/v7`, `linux/amd64`; normalises arm64's default variant away
-    /// and fills arm's (v7) as buildx does.
-    public init?(_ text: String) {
-        let parts = text.lowercased().split(separator: "/").map(String.init)
-        guard parts.count >= 2, parts.count <= 3, parts.allSatisfy({ !$0.isEmpty }) else { return nil }
-        os = parts[0]
-        switch parts[1] {
-        case "x86_64", "x86-64": architecture = "amd64"
-        case "aarch64": architecture = "arm64"
-        case "i386": architecture = "386"
-        default: architecture = parts[1]
-        }
-        variant = parts.count == 3 ? parts[2] : nil
-        if architecture == "arm64" && variant == "v8" { variant = nil }
-        if architecture == "arm" && variant == nil { variant = "v7" }
-    }
-
-    public var description: String { [os, architecture, variant].compactMap { $0 }.joined(separator: "/") }
-}
-
 /// What the build supplies: `--build-arg`s and the platforms.
 public struct ExpansionContext: Sendable {
     public var buildArgs: [String: String]
-    public var buildPlatform: PlatformSpec
-    public var targetPlatform: PlatformSpec
+    public var buildPlatform: Platform
+    public var targetPlatform: Platform
 
-    public init(buildArgs: [String: String] = [:], buildPlatform: PlatformSpec, targetPlatform: PlatformSpec? = nil) {
+    public init(buildArgs: [String: String] = [:], buildPlatform: Platform, targetPlatform: Platform? = nil) {
         self.buildArgs = buildArgs
         self.buildPlatform = buildPlatform
         self.targetPlatform = targetPlatform ?? buildPlatform

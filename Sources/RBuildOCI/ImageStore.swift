@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 import RBuildRuntime
 
 /// Named local images in a state directory: `images.json` maps a name to the descriptor of a

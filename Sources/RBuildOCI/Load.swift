@@ -2,6 +2,7 @@ import CArchive
 import CZlib
 import CZstd
 import Foundation
+import RBuildSystem
 
 /// Reads tar archives (plain, gzip or zstd) with libarchive, one entry at a time. The archive's
 /// (compressed) bytes come through a `BlobReader`: a store blob is hashed as libarchive reads

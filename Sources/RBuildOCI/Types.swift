@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 
 /// Media types of the OCI image spec 1.1 and Docker's schema 2.
 public enum MediaType {
@@ -18,69 +19,6 @@ public enum MediaType {
     /// A filesystem layer (a tar, compressed or not), as opposed to an artifact's blob.
     public static func isLayer(_ t: String) -> Bool {
         t.hasPrefix("application/vnd.oci.image.layer.") || t.hasPrefix("application/vnd.docker.image.rootfs.")
-    }
-}
-
-/// An OCI platform, normalised the way containerd and buildx do (arm64's v8 is implied,
-/// arm is v7 unless said otherwise, x86_64 is amd64).
-public struct Platform: Codable, Hashable, Sendable, CustomStringConvertible {
-    public var architecture: String
-    public var os: String
-    public var variant: String?
-    public var osVersion: String?
-    public var osFeatures: [String]?
-
-    enum CodingKeys: String, CodingKey {
-        case architecture, os, variant
-        case osVersion = "os.version"
-        case osFeatures = "os.features"
-    }
-
-    public init(os: String = "linux", architecture: String, variant: String? = nil) {
-        self.os = os
-        self.architecture = architecture
-        self.variant = variant
-        normalise()
-    }
-
-    /// `linux/arm64`, `linux/arm/v7`, `arm64`, `amd64`…
-    public init(parsing text: String) throws {
-        var parts = text.lowercased().split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        if parts.count == 1 { parts.insert("linux", at: 0) }
-        guard (2...3).contains(parts.count), parts.allSatisfy({ !$0.isEmpty }) else {
-            throw OCIError(.invalidArgument, "invalid platform \"\(text)\": expected os/architecture[/variant], e.g. linux/arm64")
-        }
-        self.init(os: parts[0], architecture: parts[1], variant: parts.count == 3 ? parts[2] : nil)
-        let known = ["amd64", "arm64", "arm", "386", "riscv64", "ppc64le", "s390x", "mips64le", "loong64"]
-        guard known.contains(architecture) else {
-            throw OCIError(.invalidArgument, "unknown architecture \"\(parts[1])\" in platform \(text) (known: \(known.joined(separator: ", ")))")
-        }
-    }
-
-    mutating func normalise() {
-        switch architecture {
-        case "x86_64", "x86-64": architecture = "amd64"
-        case "aarch64": architecture = "arm64"
-        case "i386", "i686": architecture = "386"
-        case "armhf", "armv7l": architecture = "arm"; if variant == nil { variant = "v7" }
-        case "armel", "armv6l": architecture = "arm"; if variant == nil { variant = "v6" }
-        default: break
-        }
-        if architecture == "arm64" && (variant == "v8" || variant == "8") { variant = nil }
-        if architecture == "arm" {
-            if variant == nil { variant = "v7" }
-            if let v = variant, !v.hasPrefix("v") { variant = "v" + v }
-        }
-    }
-
-    public var description: String { [os, architecture, variant].compactMap { $0 }.joined(separator: "/") }
-
-    /// The machine's own platform.
-    public static var host: Platform {
-        var u = utsname()
-        uname(&u)
-        let m = withUnsafeBytes(of: &u.machine) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        return Platform(architecture: m)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 import RBuildOCI
 
 /// Pulling and pushing whole images between a registry and the local store.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import RBuildSystem
 
 /// A CPU architecture whose Linux binaries rbuild can run, named as qemu names it.
 public enum Architecture: String, CaseIterable, Sendable, Codable {
@@ -29,15 +30,20 @@ public enum Architecture: String, CaseIterable, Sendable, Codable {
         }
     }
 
-    /// From an OCI platform such as `linux/arm64`, `linux/arm/v7`, `linux/386` (or just `arm64`).
+    /// From an OCI platform such as `linux/arm64`, `linux/arm/v7`, `linux/386` (or just `arm64`),
+    /// read with the one platform parser (its aliases: x86_64, aarch64, armhf…).
     public init?(platform: String) {
-        var parts = platform.lowercased().split(separator: "/").map(String.init)
-        if parts.first == "linux" { parts.removeFirst() } else if parts.count > 1 { return nil }
-        guard let arch = parts.first else { return nil }
-        switch arch {
-        case "amd64", "x86_64", "x86-64": self = .x86_64
-        case "386", "i386": self = .i386
-        case "arm64", "aarch64": self = .aarch64
+        guard let p = try? Platform(parsing: platform) else { return nil }
+        self.init(platform: p)
+    }
+
+    public init?(platform p: Platform) {
+        let n = p.normalized
+        guard n.os == "linux" else { return nil }
+        switch n.architecture {
+        case "amd64": self = .x86_64
+        case "386": self = .i386
+        case "arm64": self = .aarch64
         case "arm": self = .arm
         case "riscv64": self = .riscv64
         case "ppc64le": self = .ppc64le

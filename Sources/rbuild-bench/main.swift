@@ -27,7 +27,7 @@ if args.count == 4, args[1] == "parse", let n = Int(args[3]) {
     }
     fclose(fd)
     let text = String(decoding: bytes, as: UTF8.self)
-    let context = ExpansionContext(buildPlatform: PlatformSpec("linux/amd64")!)
+    let context = ExpansionContext(buildPlatform: Platform(architecture: "amd64"))
     var best = Double.infinity, bestParse = Double.infinity
     var warnings = 0
     for _ in 0..<n {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import RBuildSystem
 @testable import RBuildDockerfile
 
 func parse(_ text: String) throws -> BuildDefinition {
@@ -178,18 +179,23 @@ struct TypedInstructionTests {
 }
 
 struct VariableScopeTests {
-    let host = PlatformSpec("linux/amd64")!
+    let host = try! Platform(parsing: "linux/amd64")
 
     @Test func platformArgs() {
-        let c = ExpansionContext(buildPlatform: host, targetPlatform: PlatformSpec("linux/arm/v7")!)
+        let c = ExpansionContext(buildPlatform: host, targetPlatform: try! Platform(parsing: "linux/arm/v7"))
         #expect(c.platformArgs["BUILDPLATFORM"] == "linux/amd64")
         #expect(c.platformArgs["TARGETPLATFORM"] == "linux/arm/v7")
         #expect(c.platformArgs["TARGETARCH"] == "arm")
         #expect(c.platformArgs["TARGETVARIANT"] == "v7")
         #expect(c.platformArgs["BUILDVARIANT"] == "")
-        #expect(PlatformSpec("linux/arm64/v8")?.description == "linux/arm64")
-        #expect(PlatformSpec("linux/arm")?.description == "linux/arm/v7")
-        #expect(PlatformSpec("amd64") == nil)
+        // One parser for the frontend and the images: the same aliases everywhere.
+        for (text, normal) in [("linux/arm64/v8", "linux/arm64"), ("linux/arm", "linux/arm/v7"), ("amd64", "linux/amd64"),
+                               ("linux/armhf", "linux/arm/v7"), ("linux/x86_64", "linux/amd64"), ("linux/aarch64", "linux/arm64")] {
+            #expect((try? Platform(parsing: text))?.description == normal, "\(text)")
+            let args = ExpansionContext(buildPlatform: host, targetPlatform: try? Platform(parsing: text)).platformArgs
+            #expect(args["TARGETPLATFORM"] == normal)
+        }
+        #expect((try? Platform(parsing: "linux")) == nil)
     }
 
     @Test func globalArgsBuildArgsAndRedeclaration() throws {
@@ -226,7 +232,7 @@ struct VariableScopeTests {
 
 struct LinterTests {
     func warnings(_ text: String, buildArgs: [String: String] = [:]) throws -> [String] {
-        try Linter.check(Dockerfile.parse(text), context: ExpansionContext(buildArgs: buildArgs, buildPlatform: PlatformSpec("linux/amd64")!))
+        try Linter.check(Dockerfile.parse(text), context: ExpansionContext(buildArgs: buildArgs, buildPlatform: try! Platform(parsing: "linux/amd64")))
             .map { "\($0.rule)@\($0.range.startLine)" }
     }
 
@@ -275,10 +281,10 @@ struct LinterTests {
         #expect(try warnings("# check=skip=JSONArgsRecommended\nFROM a\nCMD echo\n") == [])
         #expect(try warnings("# check=skip=all\nFROM a as B\nCMD echo\n") == [])
         let promoted = try Linter.check(Dockerfile.parse("# check=error=true\nFROM a\nCMD echo\n"),
-                                        context: ExpansionContext(buildPlatform: PlatformSpec("linux/amd64")!))
+                                        context: ExpansionContext(buildPlatform: try! Platform(parsing: "linux/amd64")))
         #expect(promoted.allSatisfy(\.isError) && promoted.count == 1)
         #expect(throws: DockerfileError.self) {
-            try Linter.check(Dockerfile.parse("# check=bogus\nFROM a\n"), context: ExpansionContext(buildPlatform: PlatformSpec("linux/amd64")!))
+            try Linter.check(Dockerfile.parse("# check=bogus\nFROM a\n"), context: ExpansionContext(buildPlatform: try! Platform(parsing: "linux/amd64")))
         }
     }
 

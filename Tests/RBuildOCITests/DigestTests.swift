@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import RBuildSystem
 @testable import RBuildOCI
 
 struct DigestTests {
@@ -45,6 +46,6 @@ struct PlatformTests {
 
     @Test(arguments: ["linux/", "linux/pdp11", "a/b/c/d", ""])
     func rejects(_ text: String) {
-        #expect(throws: OCIError.self) { try Platform(parsing: text) }
+        #expect(throws: PlatformError.self) { try Platform(parsing: text) }
     }
 }

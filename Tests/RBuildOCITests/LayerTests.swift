@@ -1,6 +1,7 @@
 import CArchive
 import Foundation
 import Testing
+import RBuildSystem
 @testable import RBuildOCI
 
 func run(_ tool: String, _ args: [String]) throws -> (Int32, String) {

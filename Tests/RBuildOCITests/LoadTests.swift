@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import RBuildSystem
 @testable import RBuildOCI
 
 /// The index and first manifest of an OCI layout directory.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import RBuildOCI
+import RBuildSystem
 
 struct PlatformMatchingTests {
     static func p(_ s: String) -> Platform {

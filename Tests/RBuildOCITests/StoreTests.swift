@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import RBuildSystem
 @testable import RBuildOCI
 
 final class TempDir: @unchecked Sendable {
