@@ -151,58 +151,13 @@ struct BuildCommand: ParsableCommand {
         let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
         defer { tty?.finish() }
         do {
-            let images = try builder.build(platforms: options)
+            let result = try builder.build(options, outputs: specs, tags: tags)
             if specs.isEmpty {
                 reporter.note("WARNING: No output specified: the build result stays in the build cache only (use -t NAME or -o type=…)")
             }
-            var exported: Descriptor?
-            for spec in specs {
-                let title: String
-                switch spec.kind {
-                case .image: title = "exporting to image"
-                case .oci: title = "exporting to oci image format"
-                case .docker: title = "exporting to docker image format"
-                case .local: title = "copying files"
-                case .tar: title = "sending tarball"
-                case .registry: title = "pushing to registry"
-                }
-                try reporter.step(title) { step in
-                    let request = ExportRequest(images: images.map { image in
-                        ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try builder.rootfs(of: image)) },
-                                    compressed: { try builder.exportable(image, compression: $0, level: $1) })
-                    }, names: tags, store: builder.store, mapping: builder.snapshotter.mapping,
-                       sourceDateEpoch: options.layer.sourceDateEpoch, push: { image, name in
-                        let ref = try Reference(parsing: name)
-                        _ = try Distribution.push(image, to: ref, store: builder.store) { step.output($0) }
-                        step.output("pushed \(ref)")
-                    })
-                    let (summary, written) = try Exporters.export(spec, request)
-                    step.output("exporting manifest \(written.digest) done")
-                    step.output(summary + " done")
-                    if exported == nil { exported = written }
-                }
-            }
-            // The image as the first output wrote it (its layers compressed as that output asked):
-            // one manifest, or the index of several platforms'.
-            let top = exported ?? images[0].manifest
-            var id = top.digest
-            var meta: [String: Any] = ["containerimage.digest": top.digest.description]
-            var descriptor: [String: Any] = ["mediaType": top.mediaType, "digest": top.digest.description, "size": top.size]
-            if !MediaType.isIndex(top.mediaType) {
-                let config = try decodeJSON(Manifest.self, from: try builder.store.content.read(top), what: "manifest").config
-                id = config.digest   // docker's image id
-                meta["containerimage.config.digest"] = config.digest.description
-                let c = images[0].config
-                descriptor["platform"] = ["os": c.os, "architecture": c.architecture].merging(c.variant.map { ["variant": $0] } ?? [:]) { a, _ in a }
-            }
-            meta["containerimage.descriptor"] = descriptor
+            let id = result.imageID
             if let iidfile { try Data(id.description.utf8).write(to: URL(fileURLWithPath: iidfile)) }
-            if let metadataFile {
-                let names = specs.flatMap { $0.names(tags: tags) }
-                if !names.isEmpty { meta["image.name"] = Array(Set(names)).sorted().joined(separator: ",") }
-                let data = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
-                try data.write(to: URL(fileURLWithPath: metadataFile))
-            }
+            if let metadataFile { try result.metadataJSON().write(to: URL(fileURLWithPath: metadataFile)) }
             if mode == "quiet" { print(id.description) }
         } catch {
             tty?.finish()

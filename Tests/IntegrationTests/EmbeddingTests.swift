@@ -27,6 +27,32 @@ struct EmbeddingTests {
         }
     }
 
+    @Test("Builder.build builds and exports an OCI layout through the library alone")
+    func buildAndExport() throws {
+        let fs = try Rootfs()
+        let state = fs.dir + "/state"
+        let store = try StateDirectory.open(state)
+        _ = try store.add(platformManifest: try importDirectory(fs.path, platform: Platform.host, store: store), as: "busybox:latest")
+        let ctx = fs.dir + "/ctx"
+        try FileManager.default.createDirectory(atPath: ctx, withIntermediateDirectories: true)
+        try "FROM busybox\nLABEL made=embedded\nRUN echo embedded > /e\n".write(toFile: ctx + "/Dockerfile", atomically: false, encoding: .utf8)
+        var options = BuildOptions()
+        options.contextDirectory = ctx
+        try Builder.load(dockerfile: ctx + "/Dockerfile", into: &options)
+        let out = fs.dir + "/layout"
+        let result = try Builder(stateDirectory: state).build(options, outputs: [try OutputSpec.parse("type=oci,tar=false,dest=\(out)")],
+                                                              tags: ["emb:1"])
+        #expect(result.images.count == 1 && result.names == ["emb:1"])
+        // Tools nobody here wrote read what the library wrote.
+        let digest = try runProcess("/usr/bin/skopeo", ["inspect", "--format", "{{.Digest}}", "oci:\(out):1"])
+        #expect(digest.stdout.trimmed == result.descriptor.digest.description, "\(digest.stderr)")
+        let validate = try runProcess("/usr/bin/oci-image-tool", ["validate", "--type", "image", "--ref", "name=1", out])
+        #expect(validate.status == 0, "validate: \(validate.stdout) \(validate.stderr)")
+        let meta = String(decoding: try result.metadataJSON(), as: UTF8.self)
+        #expect(meta.contains(result.descriptor.digest.description) && meta.contains(result.imageID.description), "\(meta)")
+        #expect(result.configDigest == result.imageID)
+    }
+
     @Test("a missing executable is a typed error with exit code 127")
     func typedErrors() throws {
         let fs = try Rootfs()
