@@ -141,16 +141,10 @@ struct PruneCommand: ParsableCommand {
     var verify = false
 
     func run() throws {
-        let store = try StateDirectory.open(global.root)
-        if verify { render(try store.check(repair: true)) }
-        let cache = try CacheIndex(path: store.root + "/cache.db")
-        if all { try cache.clearSteps() }
-        let roots = try store.list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
-        let (n, bytes) = try store.content.collectGarbage(roots: roots)
-        // Leftovers of builds that were killed (an hour old at least), and with --all the snapshots.
-        let swept = removeLeftovers(stateDirectory: store.root, olderThan: all ? 0 : 3600, snapshots: all)
-        if swept > 0 { print("Removed \(swept) leftover or unpacked snapshot directories") }
-        print("Deleted \(n) blobs, \(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) reclaimed")
+        let result = try StateDirectory.open(global.root).prune(all: all, verify: verify)
+        if let check = result.check { render(check) }
+        if result.sweptDirectories > 0 { print("Removed \(result.sweptDirectories) leftover or unpacked snapshot directories") }
+        print("Deleted \(result.blobs) blobs, \(ByteCountFormatter.string(fromByteCount: result.bytes, countStyle: .binary)) reclaimed")
     }
 }
 

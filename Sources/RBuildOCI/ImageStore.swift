@@ -172,7 +172,7 @@ public final class ImageStore: @unchecked Sendable {
     }
 
     /// Removes blobs no named image uses.
-    public func prune() throws -> (blobs: Int, bytes: Int64) {
+    public func pruneBlobs() throws -> (blobs: Int, bytes: Int64) {
         try content.collectGarbage(roots: try list().map(\.descriptor.digest))
     }
 }

@@ -81,7 +81,7 @@ struct ContentStoreTests {
         let m = try importDirectory(rootfs.path, platform: Platform(architecture: "amd64"), store: images)
         _ = try images.add(platformManifest: m, as: "keep")
         let stray = try images.content.put([1, 2, 3])
-        let (n, _) = try images.prune()
+        let (n, _) = try images.pruneBlobs()
         #expect(n == 1)
         #expect(!images.content.contains(stray))
         #expect(images.content.allBlobs().count == 3, "manifest, config and layer stay")

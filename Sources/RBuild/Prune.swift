@@ -1,0 +1,27 @@
+import Foundation
+
+/// What `prune` removed.
+public struct PruneResult: Sendable {
+    /// With `verify`: the store check that ran first (its corrupt blobs removed).
+    public var check: StoreCheck?
+    public var blobs: Int
+    public var bytes: Int64
+    /// Directories of killed builds (an hour old or more) and, with `all`, unpacked snapshots.
+    public var sweptDirectories: Int
+}
+
+extension ImageStore {
+    /// The state dir's garbage collection, as `rbuild prune` runs it: blobs that no named image
+    /// and (unless `all`) no cached build step uses, the leftovers of builds killed an hour ago or
+    /// more; with `all` the build cache and every unpacked snapshot too (not while a build runs);
+    /// with `verify`, corrupt blobs first (`check(repair: true)`).
+    public func prune(all: Bool = false, verify: Bool = false) throws -> PruneResult {
+        let check = verify ? try self.check(repair: true) : nil
+        let cache = try CacheIndex(path: root + "/cache.db")
+        if all { try cache.clearSteps() }
+        let roots = try list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
+        let (n, bytes) = try content.collectGarbage(roots: roots)
+        let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all)
+        return PruneResult(check: check, blobs: n, bytes: bytes, sweptDirectories: swept)
+    }
+}
