@@ -50,6 +50,9 @@ public enum UserNamespace {
     /// namespace can be made here: the caller then goes on as before.
     public static func enter(arguments: [String]) {
         if let outer {
+            // Read once (above); nothing this process starts may take itself for the inner one.
+            unsetenv(variable)
+            unsetenv(reasonVariable)
             // Die with the outer process, as a sandbox does: `kill -9 rbuild` must not leave
             // a builder running. (A parent gone before this line is caught by the ppid test.)
             _ = rb_die_with_parent()
