@@ -326,9 +326,8 @@ final class BuildSession: @unchecked Sendable {
             if let i = stageIndex(named: name, before: stage.index) {
                 guard var base = result(i) else { throw BuildFailure("internal: stage \(name) has not been built") }
                 base.scope = scopeFor(base.config.Env ?? [])
-                var key = CacheKey(parent: base.key)
-                key.add("stage", name)
-                base.key = key.digest
+                // The base's key as it is (no stage name in it): the same step on the same base
+                // in two stages is one step, run once.
                 return base
             }
             let step = reporter.start(stepName(stage, 1, isTarget: isTarget, "FROM " + name))

@@ -42,4 +42,25 @@ struct CacheKeyTests {
         #expect(!cachedSteps(third.stderr).contains { $0.contains("RUN") }, "\(third.stderr)")
         #expect(try b.file(b.fs.dir + "/out/g") == "f\nrun 2\n")
     }
+
+    /// The same step on the same base in two stages has one key: it runs once (the stages run
+    /// at once, the second waits for the first's result) and both stages get its layer.
+    @Test func sameStepInTwoStagesRunsOnce() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox AS base
+            RUN echo base > /base
+            FROM base AS a
+            RUN sleep 1; cat /proc/sys/kernel/random/uuid > /t
+            FROM base AS b
+            RUN sleep 1; cat /proc/sys/kernel/random/uuid > /t
+            FROM busybox
+            COPY --from=a /t /a
+            COPY --from=b /t /b
+            """], name: "twostages")
+        let r = try b.build(["-o", "type=local,dest=\(b.fs.dir)/two"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        let a = try b.file(b.fs.dir + "/two/a"), bb = try b.file(b.fs.dir + "/two/b")
+        #expect(!a.isEmpty && a == bb, "one run for both stages: \(a) vs \(bb)")
+    }
 }
