@@ -178,7 +178,15 @@ public enum Sandbox {
         _ = write(child.sync_fd, &one, 1)
         close(child.sync_fd)
 
-        if forwardSignals { rb_forward_signals(child.pid) } else { rb_track_sandbox(child.pid, 1) }
+        if forwardSignals {
+            rb_forward_signals(child.pid)
+            // A Ctrl-C that came while the sandbox was being prepared (recorded by
+            // `killSandboxesOnInterrupt`'s handler) is passed on now, not lost.
+            let pending = rb_interrupted()
+            if pending != 0 { kill(child.pid, pending) }
+        } else {
+            rb_track_sandbox(child.pid, 1)
+        }
         defer { if forwardSignals { rb_forward_signals(0) } else { rb_track_sandbox(child.pid, 0) } }
         var report = rb_report()
         let got = rb_read_report(child.status_fd, &report)
