@@ -209,7 +209,7 @@ extension ImageStore {
                     let m = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(d.digest)")
                     let config = try decodeJSON(ImageConfig.self, from: try read(m.config.digest), what: "config \(m.config.digest)")
                     for l in m.layers { try blob(l.digest, size: l.size) }
-                    try checkDiffIDs(m.layers.map(\.digest), config: config, in: [stage, content])
+                    try checkDiffIDs(m.layers.map(\.digest), config: config, staged: stage)
                 }
             }
         } else if let manifestBytes = files["manifest.json"] {
@@ -234,7 +234,7 @@ extension ImageStore {
                 let store = stage.contains(d) ? stage : content
                 layers.append(Descriptor(mediaType: try detectLayerMediaType(store.path(d)), digest: d, size: store.size(d) ?? 0))
             }
-            try checkDiffIDs(layers.map(\.digest), config: config, in: [stage, content])
+            try checkDiffIDs(layers.map(\.digest), config: config, staged: stage)
             let manifest = Manifest(mediaType: MediaType.ociManifest,
                                     config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
                                     layers: layers)
@@ -284,13 +284,23 @@ extension ImageStore {
         entries.map { $0.annotations?["org.opencontainers.image.ref.name"] ?? $0.digest.description }.joined(separator: ", ")
     }
 
-    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, in stores: [ContentStore]) throws {
+    /// Each layer (staged by this load, else already in the store) unpacks to its diff_id. A staged
+    /// blob was hashed on its way in, so it is decompressed without hashing its bytes a second
+    /// time; one already in the store is checked as it is read.
+    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, staged: ContentStore) throws {
         guard layers.count == config.rootfs.diff_ids.count else {
             throw OCIError(.corruptBlob, "the image has \(layers.count) layers but its config lists \(config.rootfs.diff_ids.count) diff_ids")
         }
         for (layer, want) in zip(layers, config.rootfs.diff_ids) {
-            guard let store = stores.first(where: { $0.contains(layer) }) else { continue }
-            let got = try uncompressedDigest(store.blob(layer))
+            let blob: StoredBlob
+            if staged.contains(layer) {
+                blob = StoredBlob(path: staged.path(layer))
+            } else if content.contains(layer) {
+                blob = content.blob(layer)
+            } else {
+                continue
+            }
+            let got = try uncompressedDigest(blob)
             guard got == want else {
                 throw OCIError(.corruptBlob, "layer \(layer) does not unpack to its diff_id: expected \(want), got \(got)")
             }
