@@ -19,8 +19,7 @@ extension ImageStore {
         let check = verify ? try self.check(repair: true) : nil
         let cache = try CacheIndex(path: root + "/cache.db")
         if all { try cache.clearSteps() }
-        let roots = try list().map(\.descriptor.digest) + (all ? [] : try cache.layerDigests())
-        let (n, bytes) = try content.collectGarbage(roots: roots)
+        let (n, bytes) = try pruneBlobs(keeping: all ? [] : try cache.layerDigests())
         let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all)
         return PruneResult(check: check, blobs: n, bytes: bytes, sweptDirectories: swept)
     }

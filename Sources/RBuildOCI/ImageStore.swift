@@ -171,9 +171,9 @@ public final class ImageStore: @unchecked Sendable {
         return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen), what: "manifest \(chosen.digest)"))
     }
 
-    /// Removes blobs no named image uses.
-    public func pruneBlobs() throws -> (blobs: Int, bytes: Int64) {
-        try content.collectGarbage(roots: try list().map(\.descriptor.digest))
+    /// Removes blobs that neither a named image nor `extra` (a build cache's layers) uses.
+    public func pruneBlobs(keeping extra: [Digest] = []) throws -> (blobs: Int, bytes: Int64) {
+        try content.collectGarbage(roots: try list().map(\.descriptor.digest) + extra)
     }
 }
 
