@@ -28,10 +28,10 @@ let package = Package(
         // The bottom: vocabulary types every layer shares (the platform), no dependencies.
         .target(name: "RBuildSystem"),
         .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap"]),
-        .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem"]),
+        .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem", "RBuildSolver"]),
         .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
-        .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "CSQLite"]),
+        .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
@@ -50,7 +50,8 @@ let package = Package(
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
-        .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem"],
+        .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",
+                                                                 "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
         .testTarget(name: "IntegrationTests", dependencies: ["RBuild"]),

@@ -46,25 +46,6 @@ public struct BuiltImage: Sendable {
     public var config: ImageConfig
     /// The layers as built (uncompressed) and their diffIDs: `Builder.rootfs(of:)` stacks them,
     /// `Builder.exportable` compresses them.
-    var layers: [Descriptor]
-    var diffIDs: [Digest]
-}
-
-/// A failed build step, located in the Dockerfile, with the tail of its output.
-public struct BuildError: Error, CustomStringConvertible, Sendable {
-    public var file: String
-    public var line: Int
-    /// The instruction as written.
-    public var instruction: String
-    public var message: String
-    /// The last lines the step printed (RUN).
-    public var outputTail: [String] = []
-
-    public var description: String {
-        var s = message + "\n\n" + "\(file):\(line)\n" + "--------------------\n" + "  \(line) | >>> \(instruction)\n" + "--------------------"
-        if !outputTail.isEmpty {
-            s += "\nlast output:\n" + outputTail.map { "  " + $0 }.joined(separator: "\n")
-        }
-        return s
-    }
+    public internal(set) var layers: [Descriptor]
+    public internal(set) var diffIDs: [Digest]
 }

@@ -1,7 +1,9 @@
 import Foundation
+import RBuild
 import Testing
 
-/// Issue 14 (in part): image-config-only instructions stay out of the cache keys, as in BuildKit.
+/// The cache keys of the op graph: image-config-only instructions stay out (as in BuildKit), cached
+/// steps leave what they read alone, and no key depends on who builds or where.
 @Suite("cache keys leave image-config instructions out", .enabled(if: Env.enabled))
 struct CacheKeyTests {
     func dockerfile(version: String, port: String, env: String) -> String {
@@ -63,4 +65,52 @@ struct CacheKeyTests {
         let a = try b.file(b.fs.dir + "/two/a"), bb = try b.file(b.fs.dir + "/two/b")
         #expect(!a.isEmpty && a == bb, "one run for both stages: \(a) vs \(bb)")
     }
+
+    /// A cached step needs nothing it reads: on a warm rebuild whose `COPY --from=build` hits the
+    /// cache, the build stage is never visited — none of its steps shows, nothing of it is
+    /// unpacked, pulled or run.
+    @Test func cachedCopyFromAStageLeavesTheStageAlone() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox AS build
+            RUN echo built > /out
+            FROM busybox
+            COPY --from=build /out /out
+            RUN cat /out > /copy
+            """], name: "lazy")
+        let first = try b.build(["-o", "type=local,dest=\(b.fs.dir)/lazy1"], ctx)
+        #expect(first.status == 0 && first.stderr.contains("RUN echo built"), "\(first.stderr)")
+        let second = try b.build(["-o", "type=local,dest=\(b.fs.dir)/lazy2"], ctx)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(!second.stderr.contains("RUN echo built"), "the build stage was visited: \(second.stderr)")
+        #expect(cachedSteps(second.stderr).contains { $0.contains("COPY --from=build /out /out") }, "\(second.stderr)")
+        #expect(try b.file(b.fs.dir + "/lazy2/copy") == "built\n")
+    }
+
+    /// Keys hold no trace of who builds, where the state dir or the context is, or how ids are
+    /// mapped: the same Dockerfile and files give these keys in every state dir, as rbuild-sub
+    /// (subordinate ids) and as rbuild-nosub (one id) alike. If the canonical encoding changes
+    /// on purpose, every cache is cold once: update the constants then.
+    @Test func keysAreTheSameForEveryUserAndStateDir() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM scratch
+            LABEL any=thing
+            COPY f /f
+            WORKDIR /app
+            RUN echo not run
+            """, "f": "the same bytes\n"], name: "keys")
+        chmod(ctx + "/f", 0o644)
+        var options = BuildOptions()
+        options.contextDirectory = ctx
+        try Builder.load(dockerfile: ctx + "/Dockerfile", into: &options)
+        options.platform = try Platform(parsing: "linux/amd64")
+        for state in ["one", "two"] {
+            let keys = try Builder(stateDirectory: b.fs.dir + "/keys-state-" + state).cacheKeys(options)
+            #expect(keys.map(\.step) == ["[3/5] COPY f /f", "[4/5] WORKDIR /app", "[5/5] RUN echo not run"])
+            #expect(keys.map { String($0.key.hex.prefix(16)) } == Self.goldenKeys, "\(keys)")
+        }
+    }
+
+    static let goldenKeys = ["8bef1db465cbd362", "18df05432101fae0", "e6bc702f3b07dde1"]
 }

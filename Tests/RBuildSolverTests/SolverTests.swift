@@ -74,36 +74,11 @@ func scratchDirectory() throws -> String {
     }
 }
 
-@Suite struct SchedulerTests {
+@Suite struct InFlightTests {
     final class Log: @unchecked Sendable {
         let lock = NSLock()
         var events: [String] = []
         func add(_ e: String) { lock.lock(); events.append(e); lock.unlock() }
-    }
-
-    @Test func dependenciesFirstIndependentTogether() throws {
-        let log = Log()
-        let start = Date()
-        try Scheduler(parallelism: 4).run([
-            .init(name: "a", dependencies: []) { usleep(200_000); log.add("a") },
-            .init(name: "b", dependencies: []) { usleep(200_000); log.add("b") },
-            .init(name: "c", dependencies: ["a", "b"]) { log.add("c") },
-        ])
-        #expect(log.events.last == "c")
-        #expect(Date().timeIntervalSince(start) < 0.35, "a and b ran at the same time")
-    }
-
-    @Test func aFailureStopsWhatDependsOnIt() {
-        let log = Log()
-        struct Boom: Error {}
-        #expect(throws: Boom.self) {
-            try Scheduler().run([
-                .init(name: "a", dependencies: []) { throw Boom() },
-                .init(name: "b", dependencies: ["a"]) { log.add("b") },
-            ])
-        }
-        #expect(log.events.isEmpty)
-        #expect(throws: SolveError.self) { try Scheduler().run([.init(name: "a", dependencies: ["zz"]) {}]) }
     }
 
     @Test func identicalWorkRunsOnce() throws {

@@ -8,6 +8,8 @@ public struct DockerIgnore: Sendable, Equatable {
         public var text: String
         public var exclusion: Bool
         var segments: [String]
+        /// The line as it would be written back (`!` first for an exception).
+        public var line: String { (exclusion ? "!" : "") + text }
     }
 
     public private(set) var patterns: [Pattern]
@@ -25,21 +27,6 @@ public struct DockerIgnore: Sendable, Equatable {
             if cleaned.isEmpty { return nil }
             return Pattern(text: cleaned, exclusion: exclusion, segments: cleaned.split(separator: "/").map(String.init))
         }
-    }
-
-    /// Reads `<Dockerfile>.dockerignore` beside the Dockerfile when it exists, else
-    /// `<context>/.dockerignore`; no file means nothing is ignored.
-    public static func load(contextDirectory: String, dockerfilePath: String?) throws -> DockerIgnore {
-        var candidates: [String] = []
-        if let dockerfilePath { candidates.append(dockerfilePath + ".dockerignore") }
-        candidates.append(contextDirectory + "/.dockerignore")
-        for path in candidates where FileManager.default.fileExists(atPath: path) {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw DockerfileError(file: path, line: 0, "cannot read \(path)")
-            }
-            return DockerIgnore(String(decoding: data, as: UTF8.self))
-        }
-        return DockerIgnore("")
     }
 
     /// filepath.Clean plus removing a leading `/` or `./`.
