@@ -1,6 +1,7 @@
 import CSQLite
 import Foundation
 import RBuildOCI
+import Synchronization
 
 /// Failures of the solver: a step that failed, a cache index that cannot be used.
 public struct SolveError: Error, CustomStringConvertible, Sendable {
@@ -26,9 +27,11 @@ public struct CachedResult: Sendable, Equatable {
 /// reads no unchanged file again. SQLite in WAL mode with a busy timeout: several rbuild
 /// processes may build on one state dir at once, and a process killed mid-write leaves the
 /// database as it was before the write (SQLite's journal).
-public final class CacheIndex: @unchecked Sendable {
-    private var db: OpaquePointer?
-    private let lock = NSLock()
+public final class CacheIndex: Sendable {
+    /// A sqlite3 connection (opened NOMUTEX): only ever used inside `connection`'s lock, which
+    /// is what makes handing it between threads sound.
+    private struct Handle: @unchecked Sendable { let raw: OpaquePointer }
+    private let connection: Mutex<Handle>
     public let path: String
 
     public init(path: String) throws {
@@ -40,12 +43,11 @@ public final class CacheIndex: @unchecked Sendable {
             sqlite3_close(handle)
             throw SolveError("cannot open the cache index \(path): \(msg) (remove it to start with an empty cache)")
         }
-        db = handle
         sqlite3_busy_timeout(handle, 30_000)
         do {
-            try exec("PRAGMA journal_mode=WAL")
-            try exec("PRAGMA synchronous=NORMAL")
-            try exec("""
+            try CacheIndex.exec(handle, path, "PRAGMA journal_mode=WAL")
+            try CacheIndex.exec(handle, path, "PRAGMA synchronous=NORMAL")
+            try CacheIndex.exec(handle, path, """
                 CREATE TABLE IF NOT EXISTS steps(key TEXT PRIMARY KEY, layer TEXT, media_type TEXT,
                     size INTEGER, diff_id TEXT, created INTEGER NOT NULL);
                 CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER,
@@ -55,12 +57,12 @@ public final class CacheIndex: @unchecked Sendable {
                 """)
         } catch {
             sqlite3_close(handle)
-            db = nil
             throw error
         }
+        connection = Mutex(Handle(raw: handle))
     }
 
-    deinit { sqlite3_close(db) }
+    deinit { connection.withLock { _ = sqlite3_close($0.raw) } }
 
     /// SQLite answers BUSY without waiting in a few cases the busy timeout does not cover
     /// (switching a new database to WAL while another process opens it, a read that must become a
@@ -76,7 +78,7 @@ public final class CacheIndex: @unchecked Sendable {
         return rc
     }
 
-    private func exec(_ sql: String) throws {
+    private static func exec(_ db: OpaquePointer, _ path: String, _ sql: String) throws {
         var err: UnsafeMutablePointer<CChar>?
         let rc = CacheIndex.retryingBusy {
             sqlite3_free(err)
@@ -94,8 +96,11 @@ public final class CacheIndex: @unchecked Sendable {
 
     /// Runs one statement with text/integer bindings; `row` sees each result row.
     private func query(_ sql: String, _ binds: [Any?], row: ((OpaquePointer) -> Void)? = nil) throws {
-        lock.lock()
-        defer { lock.unlock() }
+        try connection.withLock { db in try CacheIndex.query(db.raw, path, sql, binds, row: row) }
+    }
+
+    private static func query(_ db: OpaquePointer?, _ path: String, _ sql: String, _ binds: [Any?],
+                              row: ((OpaquePointer) -> Void)?) throws {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
             throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(db)))")

@@ -1,20 +1,27 @@
 import Foundation
 import RBuildOCI
+import Synchronization
 
 /// Content digests of build-context files for cache keys. Each file's sha256 is remembered in
 /// the cache index with its identity (device, inode, size, mtime and ctime to the nanosecond),
 /// so a warm build reads no unchanged file. A file whose ctime is within 100 ms of the build's
 /// start (many clock ticks) is hashed but not remembered: a write in the same tick as the hash
 /// could otherwise leave the same identity over different bytes (moby/buildkit#4950).
-public final class ContextHasher: @unchecked Sendable {
+public final class ContextHasher: Sendable {
     public let root: String
     let index: CacheIndex?
-    private var known: [String: (CacheIndex.FileIdentity, Digest)]?
-    private var fresh: [(path: String, identity: CacheIndex.FileIdentity, digest: Digest)] = []
-    private let lock = NSLock()
     private let started = Date().timeIntervalSince1970
+
+    /// What the hasher has learnt; one digest computation at a time holds it.
+    struct State {
+        var known: [String: (CacheIndex.FileIdentity, Digest)]?
+        var fresh: [(path: String, identity: CacheIndex.FileIdentity, digest: Digest)] = []
+        var filesRead = 0
+    }
+    private let state = Mutex(State())
+
     /// Files read (not found in the index) so far: what a warm build should keep at zero.
-    public private(set) var filesRead = 0
+    public var filesRead: Int { state.withLock { $0.filesRead } }
 
     public init(root: String, index: CacheIndex?) {
         self.root = root
@@ -26,24 +33,27 @@ public final class ContextHasher: @unchecked Sendable {
     /// paths relative to the context root). Names, types, modes, sizes, link targets and file
     /// bytes count; owners and mtimes do not.
     public func digest(of rel: String, include: ((String) -> Bool)? = nil) throws -> Digest {
-        lock.lock()
-        defer { lock.unlock() }
-        if known == nil { known = (try? index?.fileDigests(under: root)) ?? [:] }
+        try state.withLock { st in try digest(of: rel, include: include, &st) }
+    }
+
+    private func digest(of rel: String, include: ((String) -> Bool)?, _ st: inout State) throws -> Digest {
+        if st.known == nil { st.known = (try? index?.fileDigests(under: root)) ?? [:] }
         let h = SHA256()
         let parent = rel.isEmpty ? root : root + "/" + (rel.split(separator: "/").dropLast().joined(separator: "/"))
         let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirfd >= 0 else { throw SolveError("cannot open \(parent): \(String(cString: strerror(errno)))") }
         defer { close(dirfd) }
         if rel.isEmpty {
-            try walk(dirfd, prefix: "", include: include, into: h)
+            try walk(dirfd, prefix: "", include: include, into: h, &st)
         } else {
             let name = String(rel.split(separator: "/").last!)
-            try entry(dirfd, name: name, rel: rel, include: include, into: h)
+            try entry(dirfd, name: name, rel: rel, include: include, into: h, &st)
         }
         return h.finish()
     }
 
-    private func entry(_ dirfd: Int32, name: String, rel: String, include: ((String) -> Bool)?, into h: SHA256) throws {
+    private func entry(_ dirfd: Int32, name: String, rel: String, include: ((String) -> Bool)?, into h: SHA256,
+                       _ state: inout State) throws {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
             throw SolveError("cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
@@ -54,7 +64,7 @@ public final class ContextHasher: @unchecked Sendable {
         var line = "\(rel)\u{0}\(st.st_mode)\u{0}"
         switch type {
         case S_IFREG:
-            line += "\(st.st_size)\u{0}" + (try fileDigest(dirfd, name, rel: rel, st: st)).hex
+            line += "\(st.st_size)\u{0}" + (try fileDigest(dirfd, name, rel: rel, st: st, &state)).hex
         case S_IFLNK:
             line += linkTarget(dirfd, name) ?? ""
         default:
@@ -65,24 +75,24 @@ public final class ContextHasher: @unchecked Sendable {
             let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard sub >= 0 else { throw SolveError("cannot open \(root)/\(rel): \(String(cString: strerror(errno)))") }
             defer { close(sub) }
-            try walk(sub, prefix: rel, include: include, into: h)
+            try walk(sub, prefix: rel, include: include, into: h, &state)
         }
     }
 
-    private func walk(_ dirfd: Int32, prefix: String, include: ((String) -> Bool)?, into h: SHA256) throws {
+    private func walk(_ dirfd: Int32, prefix: String, include: ((String) -> Bool)?, into h: SHA256, _ state: inout State) throws {
         for name in try sortedNames(dirfd) {
             let rel = prefix.isEmpty ? name : prefix + "/" + name
             if let include, !include(rel) { continue }
-            try entry(dirfd, name: name, rel: rel, include: include, into: h)
+            try entry(dirfd, name: name, rel: rel, include: include, into: h, &state)
         }
     }
 
-    private func fileDigest(_ dirfd: Int32, _ name: String, rel: String, st: stat) throws -> Digest {
+    private func fileDigest(_ dirfd: Int32, _ name: String, rel: String, st: stat, _ state: inout State) throws -> Digest {
         let path = root + "/" + rel
         let id = CacheIndex.FileIdentity(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino), size: Int64(st.st_size),
                                          mtime: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
                                          ctime: Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec))
-        if let (old, d) = known?[path], old == id { return d }
+        if let (old, d) = state.known?[path], old == id { return d }
         let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw SolveError("cannot read \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -96,20 +106,20 @@ public final class ContextHasher: @unchecked Sendable {
             buf.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
         let d = h.finish()
-        filesRead += 1
+        state.filesRead += 1
         if Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9 < started - 0.1 {
-            fresh.append((path, id, d))
-            known?[path] = (id, d)
+            state.fresh.append((path, id, d))
+            state.known?[path] = (id, d)
         }
         return d
     }
 
     /// Writes the digests learnt in this build to the index.
     public func save() {
-        lock.lock()
-        let entries = fresh
-        fresh = []
-        lock.unlock()
+        let entries = state.withLock { st in
+            defer { st.fresh = [] }
+            return st.fresh
+        }
         try? index?.rememberFiles(entries)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What a build reports as it goes, one event at a time, for the CLI's displays (tty, plain,
 /// rawjson) or an embedding program. Steps are numbered from 1 in the order they start, as
@@ -22,18 +23,17 @@ public protocol ProgressSink: Sendable {
 }
 
 /// Hands out step numbers and times steps.
-public final class ProgressReporter: @unchecked Sendable {
+public final class ProgressReporter: Sendable {
     let sink: ProgressSink?
-    private var next = 1
-    private let lock = NSLock()
+    private let next = Mutex(1)
 
     public init(sink: ProgressSink?) { self.sink = sink }
 
-    public final class Step: @unchecked Sendable {
+    public final class Step: Sendable {
         public let number: Int
         let reporter: ProgressReporter
         let start = Date()
-        private var ended = false
+        private let ended = Mutex(false)
 
         init(number: Int, reporter: ProgressReporter) {
             self.number = number
@@ -46,24 +46,30 @@ public final class ProgressReporter: @unchecked Sendable {
 
         public func cached() { reporter.sink?.handle(.cached(step: number)) }
 
+        /// Marks the step ended; false when it already was.
+        private func end() -> Bool {
+            ended.withLock { e in
+                defer { e = true }
+                return !e
+            }
+        }
+
         public func finish() {
-            guard !ended else { return }
-            ended = true
+            guard end() else { return }
             reporter.sink?.handle(.finished(step: number, seconds: Date().timeIntervalSince(start)))
         }
 
         public func fail(_ message: String) {
-            guard !ended else { return }
-            ended = true
+            guard end() else { return }
             reporter.sink?.handle(.failed(step: number, seconds: Date().timeIntervalSince(start), message: message))
         }
     }
 
     public func start(_ name: String) -> Step {
-        lock.lock()
-        let n = next
-        next += 1
-        lock.unlock()
+        let n = next.withLock { n in
+            defer { n += 1 }
+            return n
+        }
         sink?.handle(.started(step: n, name: name))
         return Step(number: n, reporter: self)
     }
