@@ -1,0 +1,68 @@
+import Foundation
+import RBuildOCI
+
+/// `type=oci`: an OCI image layout, as a tar archive (or a directory with `tar=false`), named by
+/// its first name in the layout's ref annotation; several platforms make an index.
+public struct OCIExporter: Exporter {
+    /// A path, or `-` for stdout (archives only).
+    public var dest: String
+    /// false: a layout directory instead of an archive.
+    public var tar: Bool
+    public var names: [String]
+    /// The layers' compression (`.none`: uncompressed) and its level (nil: the default).
+    public var compression: Compression
+    public var level: Int?
+
+    public init(dest: String, tar: Bool = true, names: [String] = [], compression: Compression = .gzip, level: Int? = nil) {
+        self.dest = dest
+        self.tar = tar
+        self.names = names
+        self.compression = compression
+        self.level = level
+    }
+
+    public var title: String { "exporting to oci image format" }
+
+    public func export(_ request: ExportRequest, progress: @escaping @Sendable (String) -> Void) throws -> ExportResult {
+        let names = try request.names(self.names)
+        let dest = try requireDestination(dest, "oci")
+        if !tar && dest == "-" { throw ExportError("type=oci,tar=false needs a directory as dest") }
+        let image = try request.image(compression: compression, level: level)
+        try request.output(to: dest, isDirectory: !tar) { tmp in
+            try request.store.export(image, name: names.normalised.first, to: tar ? .ociArchive(tmp) : .ociLayout(tmp),
+                                     sourceDateEpoch: request.sourceDateEpoch)
+        }
+        return ExportResult(descriptor: image, summary: "exporting to \(dest == "-" ? "stdout" : dest)", names: names.given)
+    }
+}
+
+/// `type=docker`: a `docker load` archive of one platform, its first name in RepoTags.
+public struct DockerExporter: Exporter {
+    /// A path, or `-` for stdout.
+    public var dest: String
+    public var names: [String]
+    public var compression: Compression
+    public var level: Int?
+
+    public init(dest: String, names: [String] = [], compression: Compression = .gzip, level: Int? = nil) {
+        self.dest = dest
+        self.names = names
+        self.compression = compression
+        self.level = level
+    }
+
+    public var title: String { "exporting to docker image format" }
+
+    public func export(_ request: ExportRequest, progress: @escaping @Sendable (String) -> Void) throws -> ExportResult {
+        let names = try request.names(self.names)
+        let dest = try requireDestination(dest, "docker")
+        if request.images.count > 1 {
+            throw ExportError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
+        }
+        let image = try request.image(compression: compression, level: level)
+        try request.output(to: dest, isDirectory: false) { tmp in
+            try request.store.export(image, name: names.normalised.first, to: .dockerArchive(tmp), sourceDateEpoch: request.sourceDateEpoch)
+        }
+        return ExportResult(descriptor: image, summary: "exporting to \(dest == "-" ? "stdout" : dest)", names: names.given)
+    }
+}
