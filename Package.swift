@@ -51,6 +51,7 @@ let package = Package(
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
+        .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildRuntime"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
