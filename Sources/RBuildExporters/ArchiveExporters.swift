@@ -24,15 +24,9 @@ public struct OCIExporter: Exporter {
     public var title: String { "exporting to oci image format" }
 
     public func export(_ request: ExportRequest, progress: @escaping @Sendable (String) -> Void) throws -> ExportResult {
-        let names = try request.names(self.names)
-        let dest = try requireDestination(dest, "oci")
-        if !tar && dest == "-" { throw ExportError("type=oci,tar=false needs a directory as dest") }
-        let image = try request.image(compression: compression, level: level)
-        try request.output(to: dest, isDirectory: !tar) { tmp in
-            try request.store.export(image, name: names.normalised.first, to: tar ? .ociArchive(tmp) : .ociLayout(tmp),
-                                     sourceDateEpoch: request.sourceDateEpoch)
-        }
-        return ExportResult(descriptor: image, summary: "exporting to \(dest == "-" ? "stdout" : dest)", names: names.given)
+        try writeImage(request, kind: "oci", dest: dest, names: names, compression: compression, level: level, isDirectory: !tar,
+                       check: { if !tar && $0 == "-" { throw ExportError("type=oci,tar=false needs a directory as dest") } },
+                       target: { tar ? .ociArchive($0) : .ociLayout($0) })
     }
 }
 
@@ -54,15 +48,26 @@ public struct DockerExporter: Exporter {
     public var title: String { "exporting to docker image format" }
 
     public func export(_ request: ExportRequest, progress: @escaping @Sendable (String) -> Void) throws -> ExportResult {
-        let names = try request.names(self.names)
-        let dest = try requireDestination(dest, "docker")
-        if request.images.count > 1 {
-            throw ExportError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
-        }
-        let image = try request.image(compression: compression, level: level)
-        try request.output(to: dest, isDirectory: false) { tmp in
-            try request.store.export(image, name: names.normalised.first, to: .dockerArchive(tmp), sourceDateEpoch: request.sourceDateEpoch)
-        }
-        return ExportResult(descriptor: image, summary: "exporting to \(dest == "-" ? "stdout" : dest)", names: names.given)
+        try writeImage(request, kind: "docker", dest: dest, names: names, compression: compression, level: level, isDirectory: false,
+                       check: { _ in
+                           if request.images.count > 1 {
+                               throw ExportError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
+                           }
+                       },
+                       target: { .dockerArchive($0) })
     }
+}
+
+/// The image, its layers compressed so, written to `dest` (`-`: stdout) as `target` says, named
+/// by its first name; `check` sees the destination before anything is written.
+func writeImage(_ request: ExportRequest, kind: String, dest: String, names: [String], compression: Compression, level: Int?,
+                isDirectory: Bool, check: (String) throws -> Void, target: (String) -> ExportTarget) throws -> ExportResult {
+    let names = try request.names(names)
+    let dest = try requireDestination(dest, kind)
+    try check(dest)
+    let image = try request.image(compression: compression, level: level)
+    try request.output(to: dest, isDirectory: isDirectory) { tmp in
+        try request.store.export(image, name: names.normalised.first, to: target(tmp), sourceDateEpoch: request.sourceDateEpoch)
+    }
+    return ExportResult(descriptor: image, summary: "exporting to \(dest == "-" ? "stdout" : dest)", names: names.given)
 }
