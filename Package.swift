@@ -32,7 +32,8 @@ let package = Package(
         .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite"]),
-        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots"]),
+        // Above the registry client (DESIGN.md's layers): type=registry and push=true push themselves.
+        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
@@ -50,6 +51,7 @@ let package = Package(
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
+        .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildRuntime"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",
                                                                  "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),

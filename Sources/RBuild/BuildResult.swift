@@ -1,6 +1,6 @@
 import Foundation
 
-/// What `Builder.build(_:outputs:tags:)` leaves: the images, what the first output wrote, the
+/// What `Builder.build(_:exporters:tags:)` leaves: the images, what the first exporter wrote, the
 /// image id and buildx's metadata. An embedder gets what `rbuild build` gets, with no CLI code.
 public struct BuildResult: Sendable {
     /// One image per platform, as built (layers uncompressed, in the local store).
@@ -32,46 +32,37 @@ public struct BuildResult: Sendable {
 }
 
 extension Builder {
-    /// Builds every platform `options` asks for, then writes each output in turn (each a progress
-    /// step; `type=registry` and `push=true` push), as `rbuild build -o … -t …` does.
-    public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = []) throws -> BuildResult {
+    /// Builds every platform `options` asks for, then runs each exporter in turn, each a progress
+    /// step: `try builder.build(options, exporters: [OCIExporter(dest: "app.tar")], tags: ["app:1"])`.
+    /// `tags` name the image in every exporter after its own names, as `-t` does.
+    public func build(_ options: BuildOptions, exporters: [any Exporter], tags: [String] = []) throws -> BuildResult {
         let reporter = options.reporter ?? ProgressReporter(sink: nil)
         let images = try build(platforms: options)
-        var exported: Descriptor?
-        for spec in outputs {
-            try reporter.step(Self.title(spec.kind)) { step in
-                let request = ExportRequest(images: images.map { image in
-                    ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
-                                compressed: { try self.exportable(image, compression: $0, level: $1) })
-                }, names: tags, store: store, mapping: snapshotter.mapping,
-                   sourceDateEpoch: options.layer.sourceDateEpoch, push: { image, name in
-                    let ref = try Reference(parsing: name)
-                    _ = try Distribution.push(image, to: ref, store: self.store) { step.output($0) }
-                    step.output("pushed \(ref)")
-                })
-                let (summary, written) = try Exporters.export(spec, request)
-                step.output("exporting manifest \(written.digest) done")
-                step.output(summary + " done")
-                if exported == nil { exported = written }
+        let request = ExportRequest(images: images.map { image in
+            ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
+                        compressed: { try self.exportable(image, compression: $0, level: $1) })
+        }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch)
+        var results: [ExportResult] = []
+        for exporter in exporters {
+            try reporter.step(exporter.title) { step in
+                let result = try exporter.export(request) { step.output($0) }
+                step.output("exporting manifest \(result.descriptor.digest) done")
+                step.output(result.summary + " done")
+                results.append(result)
             }
         }
-        let top = exported ?? images[0].manifest
+        let top = results.first?.descriptor ?? images[0].manifest
         var config: Digest?
         if !MediaType.isIndex(top.mediaType) {
             config = try decodeJSON(Manifest.self, from: try store.content.read(top), what: "manifest").config.digest
         }
-        let names = Array(Set(outputs.flatMap { $0.names(tags: tags) })).sorted()
+        let names = Array(Set(results.flatMap(\.names))).sorted()
         return BuildResult(images: images, descriptor: top, imageID: config ?? top.digest, configDigest: config, names: names)
     }
 
-    static func title(_ kind: OutputSpec.Kind) -> String {
-        switch kind {
-        case .image: return "exporting to image"
-        case .oci: return "exporting to oci image format"
-        case .docker: return "exporting to docker image format"
-        case .local: return "copying files"
-        case .tar: return "sending tarball"
-        case .registry: return "pushing to registry"
-        }
+    /// `rbuild build -o … -t …`: each output mapped to its exporter (`OutputSpec.exporter()`,
+    /// which checks what it can before anything is built), then `build(_:exporters:tags:)`.
+    public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = []) throws -> BuildResult {
+        try build(options, exporters: try outputs.map { try $0.exporter() }, tags: tags)
     }
 }

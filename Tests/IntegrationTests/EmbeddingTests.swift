@@ -27,7 +27,7 @@ struct EmbeddingTests {
         }
     }
 
-    @Test("Builder.build builds and exports an OCI layout through the library alone")
+    @Test("Builder.build builds and exports an OCI layout and a local image through the library alone")
     func buildAndExport() throws {
         let fs = try Rootfs()
         let state = fs.dir + "/state"
@@ -40,9 +40,10 @@ struct EmbeddingTests {
         options.contextDirectory = ctx
         try Builder.load(dockerfile: ctx + "/Dockerfile", into: &options)
         let out = fs.dir + "/layout"
-        let result = try Builder(stateDirectory: state).build(options, outputs: [try OutputSpec.parse("type=oci,tar=false,dest=\(out)")],
+        let result = try Builder(stateDirectory: state).build(options, exporters: [OCIExporter(dest: out, tar: false), ImageExporter()],
                                                               tags: ["emb:1"])
         #expect(result.images.count == 1 && result.names == ["emb:1"])
+        #expect(try store.lookup("emb:1")?.digest == result.images[0].manifest.digest, "type=image keeps the layers as built")
         // Tools nobody here wrote read what the library wrote.
         let digest = try runProcess("/usr/bin/skopeo", ["inspect", "--format", "{{.Digest}}", "oci:\(out):1"])
         #expect(digest.stdout.trimmed == result.descriptor.digest.description, "\(digest.stderr)")

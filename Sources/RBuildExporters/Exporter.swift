@@ -1,0 +1,146 @@
+import Foundation
+import RBuildOCI
+import RBuildRuntime
+import RBuildSnapshots
+
+/// Writes a built image somewhere: an archive or layout, a directory, a tarball, the local
+/// store, a registry — one type per kind of `-o` (buildkit's `exporter/` has the same split).
+/// `OutputSpec.exporter()` maps a parsed `-o` to one; an embedder can make them directly.
+public protocol Exporter: Sendable {
+    /// The name of its progress step, as buildx shows it (`exporting to oci image format`).
+    var title: String { get }
+    /// Writes `request`'s images. `progress` gets lines for the step's log (blobs pushed).
+    func export(_ request: ExportRequest, progress: @escaping @Sendable (String) -> Void) throws -> ExportResult
+}
+
+extension Exporter {
+    public func export(_ request: ExportRequest) throws -> ExportResult {
+        try export(request, progress: { _ in })
+    }
+}
+
+/// What one exporter wrote.
+public struct ExportResult: Sendable {
+    /// The image as written: one manifest, or the index of several platforms' (layers
+    /// compressed as the exporter asked). type=local and type=tar: the image as built.
+    public var descriptor: Descriptor
+    /// The step's last line (`exporting to app.tar`).
+    public var summary: String
+    /// The names the image was given: the exporter's own, then the request's, as written.
+    public var names: [String]
+
+    public init(descriptor: Descriptor, summary: String, names: [String]) {
+        self.descriptor = descriptor
+        self.summary = summary
+        self.names = names
+    }
+}
+
+public struct ExportError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ message: String) { description = message }
+}
+
+/// One platform's image as the exporters see it.
+public struct ExportImage {
+    /// Its manifest (layers as built), with its platform.
+    public var manifest: Descriptor
+    /// The root filesystem, made on demand (type=local and type=tar only).
+    public var rootfs: () throws -> SnapshotView
+    /// The manifest with its layers compressed so (builds make them uncompressed).
+    public var compressed: (Compression, Int?) throws -> Descriptor
+
+    public init(manifest: Descriptor, rootfs: @escaping () throws -> SnapshotView,
+                compressed: @escaping (Compression, Int?) throws -> Descriptor) {
+        self.manifest = manifest
+        self.rootfs = rootfs
+        self.compressed = compressed
+    }
+
+    /// buildx's directory name for a platform in multi-platform local and tar outputs: linux_arm_v7.
+    public var directoryName: String {
+        (manifest.platform?.description ?? "unknown").replacingOccurrences(of: "/", with: "_")
+    }
+}
+
+/// What the exporters are given: the image of each platform built, their names, the store.
+public struct ExportRequest {
+    public var images: [ExportImage]
+    /// Names every exporter that names the image adds after its own (`-t`).
+    public var names: [String]
+    public var store: ImageStore
+    public var mapping: IDMapping
+    public var sourceDateEpoch: Int64?
+
+    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?) {
+        self.images = images
+        self.names = names
+        self.store = store
+        self.mapping = mapping
+        self.sourceDateEpoch = sourceDateEpoch
+    }
+
+    /// The image to write: the one manifest, or an OCI index of every platform's, each with its
+    /// layers compressed as asked (nil: as built).
+    public func image(compression: Compression?, level: Int? = nil) throws -> Descriptor {
+        let manifests = try images.map { i in try compression.map { try i.compressed($0, level) } ?? i.manifest }
+        if manifests.count == 1 { return manifests[0] }
+        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests)
+        let bytes = try canonicalJSON(index)
+        let d = try store.content.put(bytes)
+        return Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
+    }
+
+    /// An exporter's names followed by the request's: as written, and in the store's normal form
+    /// (which rejects a name that is not one).
+    func names(_ own: [String]) throws -> (given: [String], normalised: [String]) {
+        let given = joinNames(own, names)
+        return (given, try given.map(ImageStore.normalise))
+    }
+
+    /// Writes `dest` whole or not at all (`body` fills a temporary path that is then renamed);
+    /// `-` is a file in the state dir that is then copied to stdout.
+    func output(to dest: String, isDirectory: Bool, _ body: (String) throws -> Void) throws {
+        let file = dest == "-" ? try stdoutStaging() : dest
+        try replaceAtomically(file, isDirectory: isDirectory, body)
+        if dest == "-" { try streamToStdout(file) }
+    }
+
+    /// A file beside nothing in particular that stands in for stdout.
+    func stdoutStaging() throws -> String {
+        try FileManager.default.createDirectory(atPath: store.root + "/tmp", withIntermediateDirectories: true)
+        return store.root + "/tmp/stdout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tar"
+    }
+
+    func streamToStdout(_ file: String) throws {
+        defer { unlink(file) }
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ExportError("cannot read \(file)") }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            var off = 0
+            while off < n {
+                let w = buf.withUnsafeBytes { write(1, $0.baseAddress! + off, n - off) }
+                if w < 0 && errno == EINTR { continue }
+                guard w > 0 else { throw ExportError("writing to stdout failed: \(String(cString: strerror(errno)))") }
+                off += w
+            }
+        }
+    }
+}
+
+/// `own` then `more`, each name once.
+func joinNames(_ own: [String], _ more: [String]) -> [String] {
+    var seen = Set<String>()
+    return (own + more).filter { seen.insert($0).inserted }
+}
+
+/// A destination the exporter cannot go without.
+func requireDestination(_ dest: String, _ kind: String) throws -> String {
+    guard !dest.isEmpty else { throw ExportError("type=\(kind) needs dest=PATH") }
+    return dest
+}
