@@ -28,8 +28,6 @@ public struct BuildOptions: Sendable {
     public var platform: Platform?
     /// Several platforms built at once (`--platform a,b`): `Builder.build(platforms:)`.
     public var platforms: [Platform] = []
-    /// Shown in step names when several platforms build at once (`[linux/arm64 build 2/5]`).
-    var label: String?
     /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
     public var layer = LayerOptions()
     public var progress: ProgressSink?

@@ -123,7 +123,7 @@ public final class Builder: Sendable {
         return try platforms.map { p in
             var o = base
             o.platform = p
-            o.label = options.label ?? (platforms.count > 1 ? p.description : nil)
+            o.label = platforms.count > 1 ? p.description : nil
             return try dockerfile.lower(o, graph: graph, resolver: resolver)
         }
     }

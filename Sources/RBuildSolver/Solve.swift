@@ -264,12 +264,6 @@ public final class Solver: Sendable {
         return snap
     }
 
-    /// The snapshot of a vertex's root (solving it first): what `rbuild run` and the exports read.
-    public func snapshot(of vertex: Vertex) async throws -> Snapshot {
-        let s = try await stack(vertex)
-        return try await blocking { try self.materialise(s) }
-    }
-
     /// Runs `work` on a thread of its own, at most `parallelism` such at once.
     package func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
