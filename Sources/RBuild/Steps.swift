@@ -87,7 +87,7 @@ func cleanPath(_ path: String) -> String {
 }
 
 extension BuildSession {
-    var tmpRoot: String { store.root + "/tmp" }
+    var tmpRoot: String { store.layout.tmp }
 
     // MARK: - RUN
 
@@ -152,8 +152,7 @@ extension BuildSession {
                 let active = try snapshotter.prepare(base)
                 var kept = false
                 defer { if !kept { try? snapshotter.remove(active) } }
-                var spec = SandboxSpec(rootfs: "", argv: argv)
-                snapshotter.mount(active, into: &spec)
+                var spec = SandboxSpec(root: snapshotter.mounts(active), argv: argv)
                 spec.env = env
                 spec.user = try UserSpec.parse(user)
                 spec.workdir = workdir

@@ -1,6 +1,6 @@
 import Foundation
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 import RBuildSnapshots
 
 /// An `-o` / `--output` value as docker buildx takes it: `type=oci,dest=out.tar`, or the
@@ -223,8 +223,8 @@ public enum Exporters {
 
     /// A file beside nothing in particular that stands in for stdout.
     static func stdoutStaging(_ request: ExportRequest) throws -> String {
-        try FileManager.default.createDirectory(atPath: request.store.root + "/tmp", withIntermediateDirectories: true)
-        return request.store.root + "/tmp/stdout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tar"
+        try FileManager.default.createDirectory(atPath: request.store.layout.tmp, withIntermediateDirectories: true)
+        return request.store.layout.tmp + "/stdout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tar"
     }
 
     static func streamToStdout(_ file: String) throws {
@@ -271,7 +271,7 @@ public enum Exporters {
     /// type=tar: the root filesystem as one tar, owners as the image records them (several
     /// platforms: a directory per platform inside it).
     static func writeRootTar(_ request: ExportRequest, to file: String) throws {
-        let tmp = request.store.root + "/tmp/rootfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let tmp = request.store.layout.tmp + "/rootfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

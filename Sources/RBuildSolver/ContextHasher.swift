@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 import RBuildOCI
 
 /// Content digests of build-context files for cache keys. Each file's sha256 is remembered in
