@@ -37,7 +37,7 @@ public func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
 }
 
 /// What `fd` is open on, for messages ("fd N" when /proc cannot say).
-public func descriptorPath(_ fd: Int32) -> String {
+package func descriptorPath(_ fd: Int32) -> String {
     linkTarget(AT_FDCWD, "/proc/self/fd/\(fd)") ?? "fd \(fd)"
 }
 

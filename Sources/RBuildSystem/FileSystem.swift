@@ -4,13 +4,13 @@ import Glibc
 import CRBuildSys
 
 /// Whether a host path is a directory (following symlinks, as a bind mount does).
-public func isDirectory(_ path: String) -> Bool {
+package func isDirectory(_ path: String) -> Bool {
     var st = stat()
     return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
 }
 
 /// Whether anything (even a dangling symlink) is at `path`.
-public func pathExists(_ path: String) -> Bool {
+package func pathExists(_ path: String) -> Bool {
     var st = stat()
     return lstat(path, &st) == 0
 }
@@ -48,7 +48,7 @@ public func readFileInRoot(root: String, path: String, limit: Int = 4 << 20) thr
 /// Creates `path` (which must not exist) with `bytes`; nothing is left behind when writing
 /// fails. Plain open/write: FileManager's atomic writes leave TemporaryDirectory.* directories
 /// behind in the temp dir on Linux.
-public func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+package func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
     let fd = try FileDescriptor(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
     do {
         try fd.writeAll(bytes)
@@ -60,7 +60,7 @@ public func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644)
 
 /// Copies a regular file's bytes: a reflink (FICLONE) while the filesystem allows one (the first
 /// refusal turns `canClone` off), else copy_file_range. On failure errno says why.
-public func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout Bool) -> Bool {
+package func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout Bool) -> Bool {
     if canClone && rb_ficlone(fo, fi) == 0 { return true }
     canClone = false
     var left = size

@@ -150,7 +150,7 @@ public struct IDMapping: Sendable {
 }
 
 /// The login name for a uid, or the number as text.
-public func userName(uid: uid_t) -> String {
+package func userName(uid: uid_t) -> String {
     var pwd = passwd()
     var result: UnsafeMutablePointer<passwd>?
     var buf = [CChar](repeating: 0, count: 4096)
@@ -161,7 +161,7 @@ public func userName(uid: uid_t) -> String {
 }
 
 /// Finds a program on PATH, then in the sbin/bin directories uidmap installs to.
-public func findExecutable(_ name: String) -> String? {
+package func findExecutable(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
     let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
     for d in dirs where !d.isEmpty {

@@ -29,14 +29,14 @@ public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
 }
 
 /// The text of an errno value, e.g. "Operation not permitted".
-public func errnoText(_ code: Int32) -> String {
+package func errnoText(_ code: Int32) -> String {
     String(cString: strerror(code))
 }
 
 /// Runs a system call again while it fails with EINTR (a signal arrived before it did anything).
 /// `body` returns -1 and sets errno on failure, as libc's wrappers do.
 @inline(__always)
-public func retryingOnInterrupt<T: FixedWidthInteger>(_ body: () -> T) -> T {
+package func retryingOnInterrupt<T: FixedWidthInteger>(_ body: () -> T) -> T {
     while true {
         let r = body()
         if r >= 0 || errno != EINTR { return r }
