@@ -14,7 +14,9 @@ let package = Package(
     ],
     targets: [
         // C at the edge: what must run between clone() and execve(), and library bindings.
-        .target(name: "CRBuildChild"),
+        .target(name: "CRBuildChild", dependencies: ["CRBuildSys"]),
+        // System calls Swift cannot make itself (variadic, or _GNU_SOURCE-only), for RBuildSystem.
+        .target(name: "CRBuildSys"),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
@@ -25,15 +27,18 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
-        // The bottom: vocabulary types every layer shares (the platform), no dependencies.
-        .target(name: "RBuildSystem"),
+        // The bottom: errno-carrying errors, fds, fd-relative walks, xattrs, temp dirs, the
+        // state-dir layout, the id map, and the vocabulary types every layer shares (the platform).
+        .target(name: "RBuildSystem", dependencies: ["CRBuildSys"]),
         .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap"]),
         .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem", "RBuildSolver"]),
-        .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "RBuildRuntime", "CArchive", "CZlib", "CZstd", "CCrypto"]),
-        .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildRuntime", "CArchive"]),
+        .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "CArchive", "CZlib", "CZstd", "CCrypto"]),
+        // OCI and Snapshots never import the runtime or the C child (what they need done in a user
+        // namespace reaches them as RBuildSystem's `UserNamespaceTasks`).
+        .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildSystem", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite"]),
         // Above the registry client (DESIGN.md's layers): type=registry and push=true push themselves.
-        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry"]),
+        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry", "RBuildSystem"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
@@ -46,12 +51,13 @@ let package = Package(
         .executableTarget(name: "rbuild", dependencies: ["RBuildCLI"]),
         .executableTarget(name: "rbuild-bench", dependencies: ["RBuild"], path: "Sources/rbuild-bench"),
 
+        .testTarget(name: "RBuildSystemTests", dependencies: ["RBuildSystem"]),
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
-        .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "CArchive"]),
+        .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
-        .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildRuntime"]),
+        .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",
                                                                  "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),

@@ -5,6 +5,7 @@
 // only uses raw syscalls and async-signal-safe libc functions, on memory the parent prepared.
 #define _GNU_SOURCE
 #include "rbuild_child.h"
+#include "rbuild_sys.h"   // rb_open_in_root: openat2 is async-signal-safe
 
 #include <dirent.h>
 #include <errno.h>
@@ -55,8 +56,6 @@
 #define RB_MOUNT_ATTR_NOEXEC 0x00000008
 #define RB_MOUNT_ATTR_NOATIME 0x00000010
 #define RB_MOUNT_ATTR_STRICTATIME 0x00000020
-#define RB_RESOLVE_NO_MAGICLINKS 0x02
-#define RB_RESOLVE_IN_ROOT 0x10
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -72,13 +71,6 @@ struct rb_mount_attr {
     uint64_t userns_fd;
 };
 _Static_assert(sizeof(struct rb_mount_attr) == 32, "struct mount_attr is MOUNT_ATTR_SIZE_VER0 bytes");
-
-struct rb_open_how {
-    uint64_t flags;
-    uint64_t mode;
-    uint64_t resolve;
-};
-_Static_assert(sizeof(struct rb_open_how) == 24, "struct open_how is OPEN_HOW_SIZE_VER0 bytes");
 
 // One wrapper per syscall, so the call sites read like the man pages.
 static int sys_open_tree(int dfd, const char *path, unsigned flags) {
@@ -104,19 +96,6 @@ static int sys_pivot_root(const char *new_root, const char *put_old) {
 }
 static int sys_close_range(unsigned first, unsigned last, unsigned flags) {
     return (int)syscall(SYS_close_range, first, last, flags);
-}
-
-int rb_open_in_root(int dirfd, const char *path, int flags, int mode) {
-    struct rb_open_how how = {
-        .flags = (uint64_t)(unsigned)flags,
-        .mode = (uint64_t)(unsigned)mode,
-        .resolve = RB_RESOLVE_IN_ROOT | RB_RESOLVE_NO_MAGICLINKS,
-    };
-    int fd;
-    do {
-        fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-    } while (fd < 0 && errno == EINTR);
-    return fd < 0 ? -errno : fd;
 }
 
 // ---- reporting ------------------------------------------------------------------------------
@@ -919,15 +898,6 @@ int rb_die_with_parent(void) {
 int rb_memfd(const char *name) {
     int fd = (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */);
     return fd < 0 ? -errno : fd;
-}
-
-long rb_copy_file_range(int in, int out, size_t len) {
-    long n = (long)syscall(SYS_copy_file_range, in, NULL, out, NULL, len, 0);
-    return n < 0 ? -errno : n;
-}
-
-int rb_ficlone(int out, int in) {
-    return ioctl(out, FICLONE, in) < 0 ? -errno : 0;
 }
 
 /* Builds run several sandboxes at once: on SIGINT or SIGTERM every one of them is killed (each

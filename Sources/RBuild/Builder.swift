@@ -19,9 +19,10 @@ public final class Builder: Sendable {
     /// kind that works here.
     public init(stateDirectory: String? = nil, snapshotter kind: SnapshotterKind? = nil) throws {
         store = try StateDirectory.open(stateDirectory)
-        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind).kind, stateDirectory: store.root)
-        cache = try CacheIndex(path: store.root + "/cache.db")
-        try FileManager.default.createDirectory(atPath: store.root + "/tmp", withIntermediateDirectories: true)
+        let tasks = SandboxTasks()
+        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind, tasks: tasks).kind, stateDirectory: store.root, tasks: tasks)
+        cache = try CacheIndex(path: store.layout.cacheIndex)
+        try FileManager.default.createDirectory(atPath: store.layout.tmp, withIntermediateDirectories: true)
     }
 
     /// Reads the Dockerfile at `path` (or `CONTEXT/Dockerfile`) into `options`.

@@ -17,10 +17,10 @@ extension ImageStore {
     /// with `verify`, corrupt blobs first (`check(repair: true)`).
     public func prune(all: Bool = false, verify: Bool = false) throws -> PruneResult {
         let check = verify ? try self.check(repair: true) : nil
-        let cache = try CacheIndex(path: root + "/cache.db")
+        let cache = try CacheIndex(path: layout.cacheIndex)
         if all { try cache.clearSteps() }
         let (n, bytes) = try pruneBlobs(keeping: all ? [] : try cache.layerDigests())
-        let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all)
+        let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all, tasks: SandboxTasks())
         return PruneResult(check: check, blobs: n, bytes: bytes, sweptDirectories: swept)
     }
 }

@@ -55,8 +55,8 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     let snap = try namingBlobErrors("cannot run \(full)") {
         try snapshot(ofImage: manifest, config: config, name: full, store: store, snapshotter: snapshotter)
     }
-    var spec = SandboxSpec(rootfs: scratch, argv: argv)
-    let active = try snapshotter.mountThrowaway(snap, scratch: scratch, into: &spec)
+    let (root, active) = try snapshotter.throwawayMounts(snap, scratch: scratch)
+    var spec = SandboxSpec(root: root, argv: argv)
     spec.env = c?.Env ?? []
     if let wd = c?.WorkingDir, !wd.isEmpty { spec.workdir = wd }
     if let user = c?.User, !user.isEmpty { spec.user = try UserSpec.parse(user) }

@@ -27,11 +27,12 @@ struct InfoCommand: ParsableCommand {
                 print("  \(name)  \(c.ok ? "yes" : "no ")  \(c.detail)")
             }
             print("snapshotters:")
-            let snapshotters = Snapshotters.availability()
+            let tasks = SandboxTasks()
+            let snapshotters = Snapshotters.availability(tasks: tasks)
             for a in snapshotters {
                 print("  \(a.kind.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(a.available ? "yes" : "no ")  \(a.detail)")
             }
-            if let chosen = try? Snapshotters.choose(nil, known: snapshotters) {
+            if let chosen = try? Snapshotters.choose(nil, known: snapshotters, tasks: tasks) {
                 print("  used: \(chosen.kind) (\(chosen.reason))")
             }
             print("platforms:")

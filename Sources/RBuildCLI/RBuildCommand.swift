@@ -75,3 +75,7 @@ extension PlatformError: RenderableError {
 extension SnapshotError: RenderableError {
     var exitStatus: Int32 { 1 }
 }
+
+extension SystemError: RenderableError {
+    var exitStatus: Int32 { 1 }
+}

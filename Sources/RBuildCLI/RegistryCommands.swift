@@ -38,7 +38,7 @@ struct PushCommand: ParsableCommand {
         let full = try ImageStore.normalise(name)
         guard let top = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
         let ref = try Reference(parsing: reference ?? full)
-        let cache = try CacheIndex(path: store.root + "/cache.db")
+        let cache = try CacheIndex(path: store.layout.cacheIndex)
         let image = try compressedImage(top, compression: .gzip, level: nil, store: store, cache: cache)
         // An image named in the same registry (pulled from it, or pushed there before): the
         // registry is asked to mount its blobs from that repository instead of receiving them.

@@ -82,16 +82,17 @@ struct RunCommand: ParsableCommand {
             // removal above), not kill the process where it stands.
             Sandbox.killSandboxesOnInterrupt()
             let store = try StateDirectory.open(global.root)
-            let dir = try makeScratchDirectory(in: store.root + "/run")
+            let dir = try makeScratchDirectory(in: store.layout.run)
             scratch = dir
+            let tasks = SandboxTasks()
             let kind = try Snapshotters.choose(try snapshotter.map { name in
                 guard let k = SnapshotterKind(rawValue: name) else {
                     throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
                 }
                 return k
-            }).kind
+            }, tasks: tasks).kind
             let run = try prepareImageRun(image, platform: try platform.map(Platform.init(parsing:)), store: store,
-                                          command: args, snapshotter: try Snapshotters.make(kind, stateDirectory: store.root),
+                                          command: args, snapshotter: try Snapshotters.make(kind, stateDirectory: store.root, tasks: tasks),
                                           scratch: dir)
             imageRun = run
             spec = run.spec

@@ -1,6 +1,6 @@
 import Foundation
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 import RBuildSnapshots
 
 /// Writes a built image somewhere: an archive or layout, a directory, a tarball, the local
@@ -108,8 +108,8 @@ public struct ExportRequest {
 
     /// A file beside nothing in particular that stands in for stdout.
     func stdoutStaging() throws -> String {
-        try FileManager.default.createDirectory(atPath: store.root + "/tmp", withIntermediateDirectories: true)
-        return store.root + "/tmp/stdout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tar"
+        try FileManager.default.createDirectory(atPath: store.layout.tmp, withIntermediateDirectories: true)
+        return store.layout.tmp + "/stdout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tar"
     }
 
     func streamToStdout(_ file: String) throws {

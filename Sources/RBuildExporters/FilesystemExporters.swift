@@ -1,6 +1,6 @@
 import Foundation
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 import RBuildSnapshots
 
 /// `type=local`: the root filesystem's files into a directory, owned by the invoking user as
@@ -59,7 +59,7 @@ public struct TarExporter: Exporter {
     }
 
     func writeRootTar(_ request: ExportRequest, to file: String) throws {
-        let tmp = request.store.root + "/tmp/rootfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let tmp = request.store.layout.tmp + "/rootfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

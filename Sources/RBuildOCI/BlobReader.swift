@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 
 /// A blob on disk and what it must be: the digest and size every reader checks as the bytes
 /// stream past (the content store never trusts its own files: a disk, a crash or another tool
@@ -191,14 +192,9 @@ public func replaceAtomically(_ final: String, isDirectory: Bool, _ body: (Strin
 
 /// Writes all of `bytes` to `fd` (retrying short writes and EINTR).
 func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: String) throws {
-    var off = 0
-    while off < bytes.count {
-        let n = Foundation.write(fd, bytes.baseAddress! + off, bytes.count - off)
-        if n < 0 {
-            let e = errno
-            if e == EINTR { continue }
-            throw OCIError(.io, "cannot write \(what): \(String(cString: strerror(e)))\(e == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
-        }
-        off += n
+    do {
+        try writeAll(fd, bytes)
+    } catch let e as SystemError {
+        throw OCIError(.io, "cannot write \(what): \(e.text)\(e.errno == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 
 /// A content-addressed blob store: `ROOT/blobs/sha256/<hex>`.
 ///
@@ -8,15 +9,19 @@ import Foundation
 /// replaces identical bytes). Blobs that rbuild did not write itself are verified as they are read.
 public final class ContentStore: @unchecked Sendable {
     public let root: String
+    /// Where blobs and temp files are under `root` (a state directory's layout; a staging store
+    /// or an image layout has the same `blobs/sha256`).
+    let layout: StateLayout
 
     public init(root: String) throws {
         self.root = root
-        for dir in ["blobs/sha256", "ingest"] {
-            try makeDirectory(root + "/" + dir)
+        layout = StateLayout(root: root)
+        for dir in [layout.sha256Blobs, layout.ingest] {
+            try makeDirectory(dir)
         }
     }
 
-    public func path(_ d: Digest) -> String { "\(root)/blobs/sha256/\(d.hex)" }
+    public func path(_ d: Digest) -> String { layout.sha256Blobs + "/" + d.hex }
 
     public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }
 
@@ -79,7 +84,7 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     public func allBlobs() -> [Digest] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: root + "/blobs/sha256")) ?? [])
+        ((try? FileManager.default.contentsOfDirectory(atPath: layout.sha256Blobs)) ?? [])
             .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
     }
 
@@ -105,7 +110,7 @@ public final class ContentStore: @unchecked Sendable {
             if unlink(path(d)) == 0 { removed += 1 }
         }
         // Temp files of writers that died (older than an hour) go too.
-        let ingest = root + "/ingest"
+        let ingest = layout.ingest
         for name in (try? FileManager.default.contentsOfDirectory(atPath: ingest)) ?? [] {
             var st = stat()
             if stat(ingest + "/" + name, &st) == 0, time(nil) - st.st_mtim.tv_sec > 3600 { unlink(ingest + "/" + name) }
@@ -127,10 +132,10 @@ public final class BlobWriter {
 
     public init(store: ContentStore) throws {
         self.store = store
-        var template = Array("\(store.root)/ingest/blob-XXXXXX".utf8CString)
+        var template = Array("\(store.layout.ingest)/blob-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {
-            throw OCIError(.io, "cannot create a temp file in \(store.root)/ingest: \(String(cString: strerror(errno)))")
+            throw OCIError(.io, "cannot create a temp file in \(store.layout.ingest): \(String(cString: strerror(errno)))")
         }
         // mkstemp makes 0600 files; blobs are ordinary readable files (exports link to them).
         fchmod(fd, 0o644)

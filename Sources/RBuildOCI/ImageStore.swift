@@ -1,6 +1,5 @@
 import Foundation
 import RBuildSystem
-import RBuildRuntime
 
 /// Named local images in a state directory: `images.json` maps a name to the descriptor of a
 /// manifest or an index in the content store. Writers hold `images.lock` and replace the file
@@ -32,7 +31,10 @@ public final class ImageStore: @unchecked Sendable {
         var created: String?
     }
 
-    var listPath: String { root + "/images.json" }
+    /// Where everything is in the state directory.
+    public var layout: StateLayout { StateLayout(root: root) }
+
+    var listPath: String { layout.images }
 
     func load() throws -> [Entry] {
         guard let data = FileManager.default.contents(atPath: listPath) else { return [] }
@@ -41,8 +43,8 @@ public final class ImageStore: @unchecked Sendable {
 
     /// Runs `body` with the exclusive lock; what it returns is written back.
     func update(_ body: (inout [Entry]) throws -> Void) throws {
-        let lockfd = open(root + "/images.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard lockfd >= 0 else { throw OCIError(.io, "cannot open \(root)/images.lock: \(String(cString: strerror(errno)))") }
+        let lockfd = open(layout.imagesLock, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockfd >= 0 else { throw OCIError(.io, "cannot open \(layout.imagesLock): \(String(cString: strerror(errno)))") }
         defer { close(lockfd) }
         while flock(lockfd, LOCK_EX) != 0 && errno == EINTR {}
         var entries = try load()

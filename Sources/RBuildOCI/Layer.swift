@@ -2,6 +2,7 @@ import CArchive
 import CZlib
 import CZstd
 import Foundation
+import RBuildSystem
 
 /// Layer compression.
 public enum Compression: String, Sendable, CaseIterable {
@@ -479,15 +480,6 @@ func sameMetadata(_ a: stat, _ b: stat) -> Bool {
         && a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec
 }
 
-/// The target of the symlink `name` in `dirfd`, or nil when it is not one.
-public func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
-    var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlinkat(dirfd, name, &target, target.count - 1)
-    guard n >= 0 else { return nil }
-    target[n] = 0
-    return String(cString: target)
-}
-
 /// Whether two regular files of the same size hold the same bytes.
 func sameBytes(_ dirA: Int32, _ dirB: Int32, _ name: String) -> Bool {
     let a = openat(dirA, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
@@ -501,58 +493,6 @@ func sameBytes(_ dirA: Int32, _ dirB: Int32, _ name: String) -> Bool {
         if n == 0 { return true }
         if memcmp(x, y, n) != 0 { return false }
     }
-}
-
-/// Directory entries in byte order, without . and .. (`dirfd` may be an O_PATH descriptor).
-public func sortedNames(_ dirfd: Int32) throws -> [String] {
-    let fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard fd >= 0, let dir = fdopendir(fd) else { throw OCIError(.io, "cannot read a directory: \(String(cString: strerror(errno)))") }
-    defer { closedir(dir) }
-    var names: [[UInt8]] = []
-    while let ent = readdir(dir) {
-        let name = withUnsafeBytes(of: ent.pointee.d_name) { raw -> [UInt8] in
-            Array(raw.prefix(while: { $0 != 0 }))
-        }
-        if name == [0x2E] || name == [0x2E, 0x2E] { continue }
-        names.append(name)
-    }
-    return names.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) }
-}
-
-/// Whether a layer carries this extended attribute: security.capability and user.*, but not the
-/// marks overlayfs and fuse-overlayfs keep for themselves.
-public func isLayerXattr(_ name: String) -> Bool {
-    name == "security.capability"
-        || (name.hasPrefix("user.") && !name.hasPrefix("user.overlay.") && !name.hasPrefix("user.fuseoverlayfs."))
-}
-
-/// The layer-carried extended attributes of `path` (not following a symlink), sorted by name.
-public func layerXattrs(path: String) -> [(name: String, value: [UInt8])] {
-    layerXattrs(list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) })
-}
-
-public func layerXattrs(fd: Int32) -> [(name: String, value: [UInt8])] {
-    layerXattrs(list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
-}
-
-private func layerXattrs(list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
-                         get: (String, UnsafeMutableRawPointer?, Int) -> Int) -> [(name: String, value: [UInt8])] {
-    let size = list(nil, 0)
-    guard size > 0 else { return [] }
-    var buf = [CChar](repeating: 0, count: size)
-    let n = list(&buf, size)
-    guard n > 0 else { return [] }
-    let names = buf[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }
-    var out: [(name: String, value: [UInt8])] = []
-    for name in names.sorted() where isLayerXattr(name) {
-        let vsize = get(name, nil, 0)
-        guard vsize >= 0 else { continue }
-        var value = [UInt8](repeating: 0, count: max(vsize, 1))
-        let got = get(name, &value, vsize)
-        guard got >= 0 else { continue }
-        out.append((name, Array(value[0..<got])))
-    }
-    return out
 }
 
 func addXattrs(_ e: OpaquePointer, _ xattrs: [(name: String, value: [UInt8])]) {

@@ -1,7 +1,6 @@
 import CArchive
 import Foundation
 import RBuildSystem
-import RBuildRuntime
 
 /// Where `rbuild save` writes an image.
 public enum ExportTarget: Sendable {

@@ -130,7 +130,7 @@ extension ImageStore {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw OCIError(.notFound, "\(path) does not exist")
         }
-        let staging = try temporaryDirectory(near: root + "/ingest/x")
+        let staging = try temporaryDirectory(near: layout.ingest + "/x")
         defer { try? FileManager.default.removeItem(atPath: staging) }
         let stage = try ContentStore(root: staging)
         var files: [String: [UInt8]] = [:]      // small metadata files by name

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import RBuildSystem
 
 /// A root filesystem the user may read but not write (a shared root, root-owned 0755) cannot
 /// take the mount points a sandbox needs when the image lacks them (/etc/hosts, a bind target,

@@ -1,4 +1,5 @@
 import CRBuildChild
+import RBuildSystem
 
 /// One step of the sandbox's mount plan. The C child executes steps in order; building the list
 /// is plain Swift so that the policy can be read and unit-tested without any privilege.

@@ -3,25 +3,11 @@ import Glibc
 #endif
 import CRBuildChild
 import Foundation
+import RBuildSystem
 
-/// Ownership work that needs the sandbox's user namespace: an unprivileged user can neither
-/// give a file a subordinate id nor delete a directory that one owns, but root inside a user
-/// namespace with that id map can do both (CAP_CHOWN over the ids it maps).
-public enum Ownership {
-    /// One entry to own by `uid:gid` (ids inside the sandbox), with its permission bits.
-    public struct Record: Sendable {
-        public var path: String
-        public var uid: UInt32
-        public var gid: UInt32
-        public var mode: UInt32
-        public init(path: String, uid: UInt32, gid: UInt32, mode: UInt32) {
-            self.path = path
-            self.uid = uid
-            self.gid = gid
-            self.mode = mode
-        }
-    }
-
+/// Ownership work done from a user namespace with the sandboxes' id map (see RBuildSystem's
+/// `Ownership`): a helper is cloned into one (CRBuildChild's RB_TASK_OWNERS and RB_TASK_RECLAIM).
+extension Ownership {
     /// chown (and chmod, since chown clears set-id bits) each record's path, resolved inside
     /// `root` (never through a symlink out of it), from a user namespace with `mapping`.
     public static func apply(_ records: [Record], under root: String, mapping: IDMapping) throws {
@@ -35,7 +21,12 @@ public enum Ownership {
             withUnsafeBytes(of: &rec) { bytes += $0 }
             bytes += Array(r.path.utf8)
         }
-        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count, lseek(fd, 0, SEEK_SET) == 0 else {
+        do {
+            try writeAll(fd, bytes)
+        } catch let e as SystemError {
+            throw RuntimeError(.spawnFailed, "cannot write the ownership list: \(e.text)")
+        }
+        guard lseek(fd, 0, SEEK_SET) == 0 else {
             throw RuntimeError(.spawnFailed, "cannot write the ownership list: \(errnoText(errno))")
         }
         try run(.owners, root: root, fd: fd, mapping: mapping) { item in
@@ -70,12 +61,24 @@ public enum Ownership {
     }
 }
 
-extension IDMapping {
-    /// The id inside the sandbox that a host id stands for; nil when the map has none.
-    public func insideID(host: UInt32, uid: Bool) -> UInt32? {
-        for l in mapLines(forUIDs: uid) where host >= l.outside && host - l.outside < l.count {
-            return l.inside + (host - l.outside)
-        }
-        return nil
+/// The runtime's `UserNamespaceTasks`: what Snapshots needs done in the sandboxes' user
+/// namespace, done with the same helpers and probes the sandboxes use.
+public struct SandboxTasks: UserNamespaceTasks {
+    public let mapping: IDMapping
+
+    public init(mapping: IDMapping = IDMapping.detect()) {
+        self.mapping = mapping
+    }
+
+    public func setOwners(_ records: [Ownership.Record], under root: String) throws {
+        try Ownership.apply(records, under: root, mapping: mapping)
+    }
+
+    public func reclaim(_ root: String) throws {
+        try Ownership.reclaim(root, mapping: mapping)
+    }
+
+    public func overlayMountProblem() -> String? {
+        HostReport.probeOverlayInUserNamespace()
     }
 }

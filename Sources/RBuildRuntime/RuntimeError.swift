@@ -36,8 +36,3 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 }
-
-/// The text of an errno value, e.g. "Operation not permitted".
-func errnoText(_ code: Int32) -> String {
-    String(cString: strerror(code))
-}

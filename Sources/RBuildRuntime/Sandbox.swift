@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CRBuildChild
 import Foundation
+import RBuildSystem
 
 /// Runs one process in new user, mount, pid, ipc, uts and cgroup namespaces (and a new network
 /// namespace with `--network none`), rootless.
@@ -410,8 +411,10 @@ final class ScratchDir {
                      ("/etc/resolv.conf", "resolv.conf", resolv)]
         return try files.map { target, name, text in
             let file = path + "/" + name
-            if let err = writeNewFile(file, Array(text.utf8)) {
-                throw RuntimeError(.spawnFailed, "cannot write \(file): \(errnoText(err))")
+            do {
+                try writeNewFile(file, Array(text.utf8))
+            } catch let e as SystemError {
+                throw RuntimeError(.spawnFailed, "cannot write \(file): \(e.text)")
             }
             return (target, file)
         }

@@ -1,3 +1,5 @@
+import RBuildSystem
+
 /// Everything that describes one process run in the sandbox.
 public struct SandboxSpec: Sendable {
     /// Absolute host path of the root filesystem; with `overlay`, an empty directory that the
@@ -51,6 +53,21 @@ public struct SandboxSpec: Sendable {
         self.idMapping = nil
         self.architecture = .host
         self.overlay = nil
+    }
+
+    /// A spec that runs `argv` on the root a snapshotter described.
+    public init(root: RootMounts, argv: [String]) {
+        self.init(rootfs: root.rootfs, argv: argv)
+        overlay = root.overlay
+    }
+
+    /// The root filesystem (`rootfs` and `overlay` together), as snapshotters describe it.
+    public var root: RootMounts {
+        get { RootMounts(rootfs: rootfs, overlay: overlay) }
+        set {
+            rootfs = newValue.rootfs
+            overlay = newValue.overlay
+        }
     }
 }
 
@@ -134,41 +151,5 @@ public struct BindMount: Sendable, Equatable {
             throw RuntimeError(.badMount, "invalid --mount '\(text)': target= must be an absolute path inside the sandbox")
         }
         return BindMount(source: source, target: target, readOnly: readOnly)
-    }
-}
-
-/// An overlayfs root: read-only lower directories (topmost first) and, for a writable root, an
-/// upper and a work directory on one filesystem. Changes land in `upperDir`, in overlayfs's
-/// format (whiteouts as 0/0 character devices, opaque directories marked with
-/// `user.overlay.opaque`).
-public struct OverlayRoot: Sendable, Equatable {
-    public var lowerDirs: [String]
-    public var upperDir: String?
-    public var workDir: String?
-    /// Set by `throwaway`: upper and work live on a tmpfs mounted here inside the sandbox.
-    public var tmpfsDir: String?
-    /// The `fuse-overlayfs` program to serve the root with, instead of the kernel's overlayfs
-    /// (for kernels or filesystems where an overlay cannot be mounted in a user namespace).
-    public var fuseProgram: String?
-
-    public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
-        self.lowerDirs = lowerDirs
-        self.upperDir = upperDir
-        self.workDir = workDir
-    }
-
-    /// A writable root whose changes vanish with the sandbox: upper and work are on a tmpfs
-    /// mounted on `scratch` (an empty directory) in the sandbox's mount namespace only, so nothing
-    /// is left to clean up — not even files a non-root USER created under subordinate ids.
-    public static func throwaway(lowerDirs: [String], scratch: String) -> OverlayRoot {
-        var o = OverlayRoot(lowerDirs: lowerDirs, upperDir: scratch + "/upper", workDir: scratch + "/work")
-        o.tmpfsDir = scratch
-        return o
-    }
-
-    /// The legacy `lowerdir=` value: colon-separated, with `\` and `:` in names escaped.
-    var joinedLowerDirs: String {
-        lowerDirs.map { $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:") }
-            .joined(separator: ":")
     }
 }

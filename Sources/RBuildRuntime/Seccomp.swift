@@ -4,6 +4,7 @@ import Glibc
 import CRBuildChild
 import CSeccomp
 import Foundation
+import RBuildSystem
 
 /// A seccomp profile in moby's JSON format (what `docker run --security-opt seccomp=FILE` reads).
 public struct SeccompProfile: Sendable, Decodable {
@@ -297,7 +298,7 @@ public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: Cap
         // Best effort: temp file + rename, so a reader never sees half a program.
         let tmp = file + ".\(getpid()).tmp"
         unlink(tmp)
-        if writeNewFile(tmp, program.bytes, mode: 0o600) == nil, rename(tmp, file) != 0 {
+        if (try? writeNewFile(tmp, program.bytes, mode: 0o600)) != nil, rename(tmp, file) != 0 {
             unlink(tmp)
         }
     }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CRBuildChild
 import Foundation
+import RBuildSystem
 
 /// rbuild's own user namespace, as buildah and podman enter theirs (`buildah unshare`).
 ///
@@ -17,28 +18,10 @@ import Foundation
 /// that map those ids onto themselves. Files it creates still belong to the invoking user on
 /// the host. An embedder's own program can do the same by calling `enter(arguments:)` first.
 public enum UserNamespace {
-    /// What the outer process decided, handed down in the environment.
-    struct Outer: Sendable {
-        var mode: IDMappingMode
-        var uids: UInt32
-        var gids: UInt32
-        var parent: pid_t
-        var reason: String
-    }
-
-    static let variable = "RBUILD_USERNS"
-    static let reasonVariable = "RBUILD_USERNS_REASON"
-
     /// Set in the re-executed process: the outer mode and map sizes.
-    static let outer: Outer? = {
-        let env = ProcessInfo.processInfo.environment
-        guard let v = env[variable], getuid() == 0 else { return nil }
-        let f = v.split(separator: ":").map(String.init)
-        guard f.count == 4, let mode = IDMappingMode(rawValue: f[0]), let u = UInt32(f[1]), let g = UInt32(f[2]),
-              let parent = Int32(f[3]) else { return nil }
-        return Outer(mode: mode, uids: u, gids: g, parent: parent,
-                     reason: (env[reasonVariable] ?? "") + "; rbuild runs in a user namespace of its own with that map")
-    }()
+    static var outer: OuterNamespace? { OuterNamespace.current }
+    static let variable = OuterNamespace.variable
+    static let reasonVariable = OuterNamespace.reasonVariable
 
     /// Whether this process is the re-executed one.
     public static var isNested: Bool { outer != nil }

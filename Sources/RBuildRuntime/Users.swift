@@ -1,3 +1,5 @@
+import RBuildSystem
+
 /// A user as it exists inside the image: ids, supplementary groups and home directory.
 public struct ResolvedUser: Sendable, Equatable {
     public var uid: UInt32
@@ -38,7 +40,12 @@ public enum UserDatabase {
     public static func resolve(_ spec: UserSpec, roots: [String]) throws -> ResolvedUser {
         func read(_ path: String) throws -> String {
             for root in roots {
-                if let bytes = try readFileInRoot(root: root, path: path) { return String(decoding: bytes, as: UTF8.self) }
+                do {
+                    if let bytes = try readFileInRoot(root: root, path: path) { return String(decoding: bytes, as: UTF8.self) }
+                } catch let e as SystemError {
+                    throw e.call == "open" ? RuntimeError(.rootfsNotFound, "cannot open root filesystem \(root): \(e.text)")
+                                           : RuntimeError(.badUser, "cannot read \(path) in \(root): \(e.text)")
+                }
             }
             return ""
         }

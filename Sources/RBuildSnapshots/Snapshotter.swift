@@ -1,8 +1,7 @@
 import CArchive
-import CRBuildChild
 import Foundation
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 
 /// The three ways rbuild gives a sandbox a writable root made of image layers.
 public enum SnapshotterKind: String, CaseIterable, Sendable, CustomStringConvertible {
@@ -49,9 +48,11 @@ public struct SnapshotUsage: Sendable, Equatable {
     public var bytes: Int64
 }
 
-/// Prepares, mounts, diffs and commits snapshots. Implementations keep everything under their
-/// `root` (`<state>/snapshots/<kind>`); writes go to a temporary name and are renamed into place,
-/// so a crash leaves at worst a `tmp-*` or `active/*` directory that `prune` removes.
+/// Prepares, describes the mounts of, diffs and commits snapshots. Implementations keep
+/// everything under their `root` (`<state>/snapshots/<kind>`, see `StateLayout`); writes go to a
+/// temporary name and are renamed into place, so a crash leaves at worst a `tmp-*` or `active/*`
+/// directory that `prune` removes. Work that needs the sandboxes' user namespace (owners,
+/// removing trees subordinate ids own) goes through the `UserNamespaceTasks` they were made with.
 public protocol Snapshotter: Sendable {
     var kind: SnapshotterKind { get }
     var root: String { get }
@@ -70,17 +71,17 @@ public protocol Snapshotter: Sendable {
                on parent: Snapshot) throws -> Snapshot
     /// A new writable snapshot on top of `parent`.
     func prepare(_ parent: Snapshot) throws -> ActiveSnapshot
-    /// Makes `spec` run on the active snapshot (its root and, for overlays, the mount to make
-    /// inside the sandbox's user namespace).
-    func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec)
+    /// The root a sandbox runs on to work in the active snapshot: its directory and, for
+    /// overlays, the mount to make inside the sandbox's user namespace.
+    func mounts(_ active: ActiveSnapshot) -> RootMounts
     /// The changes made in `active` since `prepare`, as an OCI layer in `store`.
     func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult
     /// Turns `active` into the immutable snapshot of `diffID` on its parent; `active` is gone.
     func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot
-    /// Makes `spec` run on a writable root over `parent` whose changes are thrown away (`rbuild
-    /// run IMAGE`), using `scratch`, an empty directory removed by the caller. Returns the active
-    /// snapshot to `remove` afterwards, or nil when nothing outlives the sandbox.
-    func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot?
+    /// A writable root over `parent` whose changes are thrown away (`rbuild run IMAGE`), using
+    /// `scratch`, an empty directory removed by the caller; with the active snapshot to `remove`
+    /// afterwards, or nil when nothing outlives the sandbox.
+    func throwawayMounts(_ parent: Snapshot, scratch: String) throws -> (root: RootMounts, active: ActiveSnapshot?)
     /// Throws `active` away.
     func remove(_ active: ActiveSnapshot) throws
     func usage() throws -> SnapshotUsage
@@ -94,13 +95,14 @@ public enum Snapshotters {
         public var detail: String
     }
 
-    /// Each kind, whether it works here, and why (probes a real overlay mount in a user namespace).
-    public static func availability() -> [Availability] {
-        SnapshotterKind.allCases.map(check)
+    /// Each kind, whether it works here, and why (probes a real overlay mount in a user namespace,
+    /// through `tasks`).
+    public static func availability(tasks: any UserNamespaceTasks) -> [Availability] {
+        SnapshotterKind.allCases.map { check($0, tasks: tasks) }
     }
 
     /// Whether one kind works here, and why.
-    public static func check(_ kind: SnapshotterKind) -> Availability {
+    public static func check(_ kind: SnapshotterKind, tasks: any UserNamespaceTasks) -> Availability {
         switch kind {
         case .overlay:
             let kernel = KernelVersion.current
@@ -108,7 +110,7 @@ public enum Snapshotters {
                 return Availability(kind: .overlay, available: false,
                                     detail: "Linux \(kernel) is older than 6.8, which overlayfs needs to read xattr whiteouts in a user namespace")
             }
-            if let why = HostReport.probeOverlayInUserNamespace() {
+            if let why = tasks.overlayMountProblem() {
                 return Availability(kind: .overlay, available: false, detail: "overlayfs cannot be mounted in a user namespace here: \(why)")
             }
             return Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace")
@@ -130,9 +132,10 @@ public enum Snapshotters {
 
     /// The requested kind (which must work here), or the first that works in the order
     /// overlay, fuse-overlayfs, copy; with the reason. Only the kinds needed are probed, unless
-    /// `known` already holds the answers (`availability()`).
-    public static func choose(_ requested: SnapshotterKind?, known: [Availability] = []) throws -> (kind: SnapshotterKind, reason: String) {
-        let check = { (kind: SnapshotterKind) in known.first { $0.kind == kind } ?? Snapshotters.check(kind) }
+    /// `known` already holds the answers (`availability(tasks:)`).
+    public static func choose(_ requested: SnapshotterKind?, known: [Availability] = [],
+                              tasks: any UserNamespaceTasks) throws -> (kind: SnapshotterKind, reason: String) {
+        let check = { (kind: SnapshotterKind) in known.first { $0.kind == kind } ?? Snapshotters.check(kind, tasks: tasks) }
         if let requested {
             let a = check(requested)
             guard a.available else {
@@ -145,7 +148,7 @@ public enum Snapshotters {
             guard let kind = SnapshotterKind(rawValue: env) else {
                 throw SnapshotError("RBUILD_SNAPSHOTTER=\(env) is not one of overlay, fuse-overlayfs, copy")
             }
-            return try choose(kind, known: known)
+            return try choose(kind, known: known, tasks: tasks)
         }
         var skipped: [String] = []
         for kind in SnapshotterKind.allCases {
@@ -156,14 +159,16 @@ public enum Snapshotters {
         return (.copy, skipped.joined(separator: "; "))   // unreachable: copy always works
     }
 
+    /// A snapshotter of `kind` in the state directory; `tasks` (RBuildRuntime's `SandboxTasks`)
+    /// gives it the sandboxes' id map and does what needs their user namespace.
     public static func make(_ kind: SnapshotterKind, stateDirectory: String,
-                            mapping: IDMapping = IDMapping.detect()) throws -> any Snapshotter {
+                            tasks: any UserNamespaceTasks) throws -> any Snapshotter {
         switch kind {
-        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil, mapping: mapping)
+        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil, tasks: tasks)
         case .fuseOverlayfs:
             guard let program = fuseProgram() else { throw SnapshotError("no fuse-overlayfs program: apt install fuse-overlayfs") }
-            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program, mapping: mapping)
-        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory, mapping: mapping)
+            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program, tasks: tasks)
+        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory, tasks: tasks)
         }
     }
 
@@ -181,28 +186,15 @@ public enum Snapshotters {
 
 // MARK: - Shared plumbing
 
-/// A new empty directory `<parent>/<prefix>XXXXXX`.
-func makeTemporaryDirectory(in parent: String, prefix: String) throws -> String {
-    guard let p = makeTemporaryDirectory(prefix: parent + "/" + prefix) else {
-        throw SnapshotError("cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
-    }
-    return p
-}
-
 /// Removes a directory tree, never following symlinks. Entries owned by subordinate ids are
 /// first given back to the invoking user from inside the user namespace.
-func removeDirectory(_ path: String, mapping: IDMapping? = nil) throws {
-    let slash = path.lastIndex(of: "/")!
-    let parent = open(slash == path.startIndex ? "/" : String(path[..<slash]), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard parent >= 0 else { return }
-    defer { close(parent) }
-    let name = String(path[path.index(after: slash)...])
+func removeDirectory(_ path: String, tasks: any UserNamespaceTasks) throws {
     do {
-        try removeTree(parent, name, entry: path, layer: "snapshot")
+        try removeTree(atPath: path)
     } catch {
-        guard let mapping, mapping.mode != .single else { throw error }
-        try Ownership.reclaim(path, mapping: mapping)
-        try removeTree(parent, name, entry: path, layer: "snapshot")
+        guard tasks.mapping.mode != .single else { throw error }
+        try tasks.reclaim(path)
+        try removeTree(atPath: path)
     }
 }
 
@@ -215,25 +207,27 @@ extension LayerOptions {
 }
 
 /// Restores the owners an unpacked layer recorded, where the id map can represent them.
-func restoreOwners(_ records: [Ownership.Record], under root: String, mapping: IDMapping) throws {
+func restoreOwners(_ records: [Ownership.Record], under root: String, tasks: any UserNamespaceTasks) throws {
+    let mapping = tasks.mapping
     guard mapping.mode != .single else { return }
     let fits = records.filter { $0.uid <= mapping.maxInsideUID && $0.gid <= mapping.maxInsideGID }
-    try Ownership.apply(fits, under: root, mapping: mapping)
+    guard !fits.isEmpty else { return }
+    try tasks.setOwners(fits, under: root)
 }
 
 /// Makes `final` by filling a temporary sibling and renaming it into place; a concurrent maker
 /// that wins the rename is used instead. Returns `final`.
-func materialise(_ final: String, in parent: String, mapping: IDMapping, fill: (String) throws -> Void) throws -> String {
+func materialise(_ final: String, in parent: String, tasks: any UserNamespaceTasks, fill: (String) throws -> Void) throws -> String {
     if access(final, F_OK) == 0 { return final }
     let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
     do {
         try fill(tmp)
     } catch {
-        try? removeDirectory(tmp, mapping: mapping)
+        try? removeDirectory(tmp, tasks: tasks)
         throw error
     }
     if rename(tmp, final) != 0 {
-        try? removeDirectory(tmp, mapping: mapping)   // another process made it first: theirs is the same
+        try? removeDirectory(tmp, tasks: tasks)   // another process made it first: theirs is the same
         guard access(final, F_OK) == 0 else {
             throw SnapshotError("cannot rename \(tmp) to \(final): \(String(cString: strerror(errno)))")
         }
@@ -244,11 +238,11 @@ func materialise(_ final: String, in parent: String, mapping: IDMapping, fill: (
 /// Moves `tree` to `<final>/fs` by way of a temporary sibling of `final` (so `final` appears
 /// whole or not at all); when `final` exists already (the same layer committed before), that one
 /// stays and `tree` is left for the caller to remove. Returns `<final>/fs`.
-func commitDirectory(_ tree: String, to final: String, mapping: IDMapping) throws -> String {
+func commitDirectory(_ tree: String, to final: String, tasks: any UserNamespaceTasks) throws -> String {
     let parent = String(final[..<final.lastIndex(of: "/")!])
     let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
     if rename(tree, tmp + "/fs") != 0 || rename(tmp, final) != 0 {
-        try? removeDirectory(tmp, mapping: mapping)
+        try? removeDirectory(tmp, tasks: tasks)
     }
     guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
     return final + "/fs"
@@ -286,14 +280,15 @@ func snapshotUsage(root: String, committed: String) throws -> SnapshotUsage {
 public final class OverlaySnapshotter: Snapshotter {
     public let root: String
     public let fuseProgram: String?
-    public let mapping: IDMapping
+    public let tasks: any UserNamespaceTasks
+    public var mapping: IDMapping { tasks.mapping }
     public var kind: SnapshotterKind { fuseProgram == nil ? .overlay : .fuseOverlayfs }
     let empty: String
 
-    public init(stateDirectory: String, fuseProgram: String?, mapping: IDMapping = IDMapping.detect()) throws {
+    public init(stateDirectory: String, fuseProgram: String?, tasks: any UserNamespaceTasks) throws {
         self.fuseProgram = fuseProgram
-        self.mapping = mapping
-        root = absolutePath(stateDirectory) + "/snapshots/" + (fuseProgram == nil ? "overlay" : "fuse-overlayfs")
+        self.tasks = tasks
+        root = StateLayout(root: absolutePath(stateDirectory)).snapshots(kind: (fuseProgram == nil ? SnapshotterKind.overlay : .fuseOverlayfs).rawValue)
         empty = root + "/empty"
         for d in [root + "/layers", root + "/active", empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -303,11 +298,11 @@ public final class OverlaySnapshotter: Snapshotter {
     func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
 
     public func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
-        let dir = try materialise(layerDirectory(diffID), in: root + "/layers", mapping: mapping) { tmp in
+        let dir = try materialise(layerDirectory(diffID), in: root + "/layers", tasks: tasks) { tmp in
             try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
             let owners = try unpackLayer(blob, into: tmp + "/fs", layerName: name,
                                          whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles)
-            try restoreOwners(owners, under: tmp + "/fs", mapping: mapping)
+            try restoreOwners(owners, under: tmp + "/fs", tasks: tasks)
         }
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
     }
@@ -317,9 +312,9 @@ public final class OverlaySnapshotter: Snapshotter {
         // The topmost layer's root directory is the sandbox's "/": give it the parent's mode.
         var st = stat()
         chmod(directory, parent.directories.last.map { stat($0, &st) == 0 ? st.st_mode & 0o7777 : 0o755 } ?? 0o755)
-        try restoreOwners(owners, under: directory, mapping: mapping)
-        let final = try commitDirectory(directory, to: layerDirectory(diffID), mapping: mapping)
-        if access(directory, F_OK) == 0 { try? removeDirectory(directory, mapping: mapping) }   // made before by another build
+        try restoreOwners(owners, under: directory, tasks: tasks)
+        let final = try commitDirectory(directory, to: layerDirectory(diffID), tasks: tasks)
+        if access(directory, F_OK) == 0 { try? removeDirectory(directory, tasks: tasks) }   // made before by another build
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [final])
     }
 
@@ -334,21 +329,19 @@ public final class OverlaySnapshotter: Snapshotter {
         s.directories.isEmpty ? [empty] : s.directories.reversed()
     }
 
-    public func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec) {
-        spec.rootfs = active.directory + "/merged"
+    public func mounts(_ active: ActiveSnapshot) -> RootMounts {
         var overlay = OverlayRoot(lowerDirs: lowers(active.parent), upperDir: active.directory + "/upper", workDir: active.directory + "/work")
         overlay.fuseProgram = fuseProgram
-        spec.overlay = overlay
+        return RootMounts(rootfs: active.directory + "/merged", overlay: overlay)
     }
 
     /// The upper layer lives on a tmpfs inside the sandbox: nothing to remove afterwards.
-    public func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot? {
+    public func throwawayMounts(_ parent: Snapshot, scratch: String) throws -> (root: RootMounts, active: ActiveSnapshot?) {
         let merged = scratch + "/root", volatile = scratch + "/rw"
         for d in [merged, volatile] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        spec.rootfs = merged
-        spec.overlay = .throwaway(lowerDirs: lowers(parent), scratch: volatile)
-        spec.overlay?.fuseProgram = fuseProgram
-        return nil
+        var overlay = OverlayRoot.throwaway(lowerDirs: lowers(parent), scratch: volatile)
+        overlay.fuseProgram = fuseProgram
+        return (RootMounts(rootfs: merged, overlay: overlay), nil)
     }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
@@ -358,13 +351,13 @@ public final class OverlaySnapshotter: Snapshotter {
     }
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
-        let final = try commitDirectory(active.directory + "/upper", to: layerDirectory(diffID), mapping: mapping)
+        let final = try commitDirectory(active.directory + "/upper", to: layerDirectory(diffID), tasks: tasks)
         try remove(active)
         return Snapshot(chainID: active.parent.chainID(adding: diffID), directories: active.parent.directories + [final])
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
-        try removeDirectory(active.directory, mapping: mapping)
+        try removeDirectory(active.directory, tasks: tasks)
     }
 
     public func usage() throws -> SnapshotUsage {
@@ -381,12 +374,13 @@ public final class OverlaySnapshotter: Snapshotter {
 public final class CopySnapshotter: Snapshotter {
     public let root: String
     public var kind: SnapshotterKind { .copy }
-    public let mapping: IDMapping
+    public let tasks: any UserNamespaceTasks
+    public var mapping: IDMapping { tasks.mapping }
     let empty: String
 
-    public init(stateDirectory: String, mapping: IDMapping = IDMapping.detect()) throws {
-        self.mapping = mapping
-        root = absolutePath(stateDirectory) + "/snapshots/copy"
+    public init(stateDirectory: String, tasks: any UserNamespaceTasks) throws {
+        self.tasks = tasks
+        root = StateLayout(root: absolutePath(stateDirectory)).snapshots(kind: SnapshotterKind.copy.rawValue)
         empty = root + "/empty"
         for d in [root + "/chains", root + "/active", empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -397,13 +391,13 @@ public final class CopySnapshotter: Snapshotter {
 
     public func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
         let chainID = parent.chainID(adding: diffID)
-        let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains", mapping: mapping) { tmp in
+        let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains", tasks: tasks) { tmp in
             var owners = try copyTree(from: tree(parent), to: tmp + "/fs", mapping: mapping)
             let layerOwners = try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply)
             // The layer's entries replace what the copy had under the same names.
             let replaced = Set(layerOwners.map(\.path))
             owners = owners.filter { !replaced.contains($0.path) } + layerOwners
-            try restoreOwners(owners, under: tmp + "/fs", mapping: mapping)
+            try restoreOwners(owners, under: tmp + "/fs", tasks: tasks)
         }
         return Snapshot(chainID: chainID, directories: [dir + "/fs"])
     }
@@ -418,24 +412,22 @@ public final class CopySnapshotter: Snapshotter {
         let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
         do {
             let owners = try copyTree(from: tree(parent), to: dir + "/fs", mapping: mapping)
-            try restoreOwners(owners, under: dir + "/fs", mapping: mapping)
+            try restoreOwners(owners, under: dir + "/fs", tasks: tasks)
         } catch {
-            try? removeDirectory(dir, mapping: mapping)
+            try? removeDirectory(dir, tasks: tasks)
             throw error
         }
         return ActiveSnapshot(parent: parent, directory: dir)
     }
 
-    public func mount(_ active: ActiveSnapshot, into spec: inout SandboxSpec) {
-        spec.rootfs = active.directory + "/fs"
-        spec.overlay = nil
+    public func mounts(_ active: ActiveSnapshot) -> RootMounts {
+        RootMounts(rootfs: active.directory + "/fs")
     }
 
     /// A copy like any other, removed by the caller.
-    public func mountThrowaway(_ parent: Snapshot, scratch: String, into spec: inout SandboxSpec) throws -> ActiveSnapshot? {
+    public func throwawayMounts(_ parent: Snapshot, scratch: String) throws -> (root: RootMounts, active: ActiveSnapshot?) {
         let active = try prepare(parent)
-        mount(active, into: &spec)
-        return active
+        return (mounts(active), active)
     }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
@@ -446,13 +438,13 @@ public final class CopySnapshotter: Snapshotter {
 
     public func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot {
         let chainID = active.parent.chainID(adding: diffID)
-        let final = try commitDirectory(active.directory + "/fs", to: root + "/chains/" + chainID.hex, mapping: mapping)
+        let final = try commitDirectory(active.directory + "/fs", to: root + "/chains/" + chainID.hex, tasks: tasks)
         try remove(active)
         return Snapshot(chainID: chainID, directories: [final])
     }
 
     public func remove(_ active: ActiveSnapshot) throws {
-        try removeDirectory(active.directory, mapping: mapping)
+        try removeDirectory(active.directory, tasks: tasks)
     }
 
     public func usage() throws -> SnapshotUsage {
@@ -487,7 +479,8 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     }
 
     func finish(_ s: Int32, _ d: Int32, _ name: String, _ st: stat, isLink: Bool) {
-        if !isLink { copyXattrs(s, d, name) }
+        // The copy snapshotter's trees hold no overlay marks: deletions really happen there.
+        if !isLink { copyLayerXattrs(from: s, name, to: d, name) }
         if (st.st_mode & S_IFMT) != S_IFLNK { fchmodat(d, name, st.st_mode & 0o7777, 0) }
         var times = [st.st_atim, st.st_mtim]
         utimensat(d, name, &times, AT_SYMLINK_NOFOLLOW)
@@ -549,35 +542,14 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
     return owners
 }
 
-/// Copies a regular file's bytes: a reflink (FICLONE) while the filesystem allows one (the first
-/// refusal turns `canClone` off), else copy_file_range. On failure errno says why.
-func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout Bool) -> Bool {
-    if canClone && rb_ficlone(fo, fi) == 0 { return true }
-    canClone = false
-    var left = size
-    while left > 0 {
-        let n = rb_copy_file_range(fi, fo, left)
-        if n == -Int(EINTR) { continue }
-        guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; return false }
-        left -= n
-    }
-    return true
-}
-
-/// Copies the xattrs a layer keeps (`isLayerXattr`) from `s/name` to `d/name`. (The copy
-/// snapshotter's trees hold no overlay marks: deletions really happen there.)
-func copyXattrs(_ s: Int32, _ d: Int32, _ name: String) {
-    let from = "/proc/self/fd/\(s)/\(name)", to = "/proc/self/fd/\(d)/\(name)"
-    for x in layerXattrs(path: from) { lsetxattr(to, x.name, x.value, x.value.count, 0) }
-}
-
 /// State-dir hygiene for `rbuild prune`: what builds killed mid-way left (active snapshots,
 /// `tmp-*` directories of half-made snapshots, staging directories under `<state>/tmp`) once it
 /// is older than `age` seconds — younger ones may belong to a build running now — and, with
 /// `snapshots`, every committed snapshot too (they are made again from the blobs when needed;
 /// only for when no build runs). Returns how many entries went.
 public func removeLeftovers(stateDirectory: String, olderThan age: TimeInterval, snapshots: Bool,
-                            mapping: IDMapping = IDMapping.detect()) -> Int {
+                            tasks: any UserNamespaceTasks) -> Int {
+    let layout = StateLayout(root: stateDirectory)
     var removed = 0
     let now = Date().timeIntervalSince1970
     func sweep(_ dir: String, all: Bool = false, only: (String) -> Bool = { _ in true }) {
@@ -585,13 +557,13 @@ public func removeLeftovers(stateDirectory: String, olderThan age: TimeInterval,
             var st = stat()
             guard lstat(dir + "/" + name, &st) == 0 else { continue }
             if all || now - Double(st.st_mtim.tv_sec) > age {
-                if (try? removeDirectory(dir + "/" + name, mapping: mapping)) != nil { removed += 1 }
+                if (try? removeDirectory(dir + "/" + name, tasks: tasks)) != nil { removed += 1 }
             }
         }
     }
-    sweep(stateDirectory + "/tmp")
+    sweep(layout.tmp)
     for kind in SnapshotterKind.allCases {
-        let root = stateDirectory + "/snapshots/" + kind.rawValue
+        let root = layout.snapshots(kind: kind.rawValue)
         sweep(root + "/active")
         for sub in ["layers", "chains"] {
             sweep(root + "/" + sub, only: { $0.hasPrefix("tmp-") })

@@ -1,7 +1,7 @@
 import CArchive
 import Foundation
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 
 /// Failures of unpacking and snapshot handling, naming the layer and the entry.
 public struct SnapshotError: Error, CustomStringConvertible, Sendable {
@@ -281,23 +281,11 @@ func restoreXattrs(_ entry: OpaquePointer, fd: Int32) {
 }
 
 /// Removes `name` in `dirfd` and, for a directory, everything below it, never following a
-/// symlink (each level is opened with O_NOFOLLOW relative to the one above).
+/// symlink; a failure names the layer and the entry that asked for it.
 func removeTree(_ dirfd: Int32, _ name: String, entry: String, layer: String) throws {
-    if unlinkat(dirfd, name, 0) == 0 || errno == ENOENT { return }
-    guard errno == EISDIR || errno == EPERM else {
-        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove \(name): \(String(cString: strerror(errno)))")
-    }
-    // A directory without read or write permission (overlayfs leaves work/work at 000) cannot be
-    // listed or emptied: make it ours to change first. fchmodat does not follow symlinks here
-    // (the entry is a directory: unlinkat said EISDIR).
-    fchmodat(dirfd, name, 0o700, 0)
-    let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    guard sub >= 0 else {
-        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot open \(name): \(String(cString: strerror(errno)))")
-    }
-    defer { close(sub) }
-    for child in try sortedNames(sub) { try removeTree(sub, child, entry: entry, layer: layer) }
-    guard unlinkat(dirfd, name, AT_REMOVEDIR) == 0 else {
-        throw SnapshotError("layer \(layer): entry \"\(entry)\": cannot remove directory \(name): \(String(cString: strerror(errno)))")
+    do {
+        try removeTree(in: dirfd, named: name)
+    } catch let e as SystemError {
+        throw SnapshotError("layer \(layer): entry \"\(entry)\": \(e)")
     }
 }

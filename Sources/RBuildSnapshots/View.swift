@@ -1,8 +1,7 @@
 import CArchive
 import Foundation
 import RBuildOCI
-import RBuildRuntime
-import CRBuildChild
+import RBuildSystem
 
 /// A read-only view of a snapshot's root as the sandbox would see it, read from the host without
 /// mounting anything: the layer directories merged topmost first, with every deletion mark
@@ -184,16 +183,7 @@ public struct SnapshotView: Sendable {
         guard let (_, e) = try lookup(try resolve(path, followLast: true)), e.type == S_IFREG else { return nil }
         let fd = openat(e.dirfd, e.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while out.count <= limit {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return out
+        return try FileDescriptor(owning: fd).readAll(limit: limit + 1)
     }
 }
 
@@ -289,9 +279,7 @@ public struct ViewCopier {
             return   // device nodes and sockets are not copied (no CAP_MKNOD here)
         }
         if type != S_IFLNK {
-            for x in layerXattrs(path: "/proc/self/fd/\(entry.dirfd)/\(entry.name)") {
-                lsetxattr("/proc/self/fd/\(destDir)/\(destName)", x.name, x.value, x.value.count, 0)
-            }
+            copyLayerXattrs(from: entry.dirfd, entry.name, to: destDir, destName)
             fchmodat(destDir, destName, mode ?? (st.st_mode & 0o7777), 0)
         }
         var times = [st.st_atim, st.st_mtim]

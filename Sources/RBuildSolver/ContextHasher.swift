@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 import RBuildOCI
 import Synchronization
 

@@ -121,8 +121,7 @@ extension Solver {
         let active = try snapshotter.prepare(root)
         var kept = false
         defer { if !kept { try? snapshotter.remove(active) } }
-        var spec = SandboxSpec(rootfs: "", argv: e.args)
-        snapshotter.mount(active, into: &spec)
+        var spec = SandboxSpec(root: snapshotter.mounts(active), argv: e.args)
         spec.env = e.env
         spec.user = try UserSpec.parse(e.user)
         spec.workdir = e.cwd

@@ -90,7 +90,7 @@ public final class Solver: Sendable {
         layerOptions = o
         self.steps = steps
         slots = DispatchSemaphore(value: parallelism)
-        tmpRoot = store.root + "/tmp"
+        tmpRoot = store.layout.tmp
     }
 
     /// The stacks of `roots`, in order. Context digests learnt on the way are remembered in the

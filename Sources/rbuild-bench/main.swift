@@ -66,7 +66,7 @@ if args.count == 5, args[1] == "snapshot", let kind = SnapshotterKind(rawValue: 
         let fd = open(args[2], O_RDONLY)
         let (diffID, _) = try store.ingest(fd: fd)
         close(fd)
-        let s = try Snapshotters.make(kind, stateDirectory: args[4])
+        let s = try Snapshotters.make(kind, stateDirectory: args[4], tasks: SandboxTasks())
         let t0 = now()
         let snap = try s.apply(layer: StoredBlob(path: args[2]), diffID: diffID, name: "bench", on: Snapshot(chainID: nil, directories: []))
         let t1 = now()

@@ -14,15 +14,14 @@ struct SnapshotterTests {
     static let requireAll = Env.vars["RBUILD_REQUIRE_SNAPSHOTTERS"] == "1"
 
     func available(_ kind: SnapshotterKind) -> Bool {
-        let a = Snapshotters.availability().first { $0.kind == kind }!
+        let a = Snapshotters.availability(tasks: SandboxTasks()).first { $0.kind == kind }!
         if !a.available && Self.requireAll { Issue.record("\(kind) is unavailable: \(a.detail)") }
         return a.available
     }
 
     /// Runs `script` in a sandbox on `active`; returns its stdout, expecting success.
     func run(_ s: any Snapshotter, _ active: ActiveSnapshot, _ script: String, dir: String) throws -> String {
-        var spec = SandboxSpec(rootfs: "", argv: ["/bin/sh", "-c", script])
-        s.mount(active, into: &spec)
+        var spec = SandboxSpec(root: s.mounts(active), argv: ["/bin/sh", "-c", script])
         spec.idMapping = s.mapping.mode
         let outPath = dir + "/out-\(UUID().uuidString)"
         let fd = open(outPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -93,7 +92,7 @@ struct SnapshotterTests {
         let state = fs.dir + "/state"
         let store = try ImageStore(root: state)
         let base = try writeLayer(fromDirectory: try baseTree(fs), store: store.content)
-        let s = try Snapshotters.make(kind, stateDirectory: state)
+        let s = try Snapshotters.make(kind, stateDirectory: state, tasks: SandboxTasks())
         let s0 = try s.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                              on: Snapshot(chainID: nil, directories: []))
         #expect(s0.chainID == base.diffID)
@@ -129,7 +128,7 @@ struct SnapshotterTests {
         #expect(!FileManager.default.fileExists(atPath: next.directory))
 
         // The same two layers applied from their blobs into a fresh store give the same root.
-        let fresh = try Snapshotters.make(kind, stateDirectory: fs.dir + "/state2")
+        let fresh = try Snapshotters.make(kind, stateDirectory: fs.dir + "/state2", tasks: SandboxTasks())
         var chain = try fresh.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                                     on: Snapshot(chainID: nil, directories: []))
         chain = try fresh.apply(layer: store.content.blob(layer.descriptor), diffID: layer.diffID, name: "change", on: chain)
@@ -153,7 +152,7 @@ struct SnapshotterTests {
         let fs = try Rootfs()
         let state = fs.dir + "/state"
         let store = try ImageStore(root: state)
-        let s = try Snapshotters.make(kind, stateDirectory: state)
+        let s = try Snapshotters.make(kind, stateDirectory: state, tasks: SandboxTasks())
         let base = try writeLayer(fromDirectory: fs.path, store: store.content)
         var chain = try s.apply(layer: store.content.blob(base.descriptor), diffID: base.diffID, name: "base",
                                 on: Snapshot(chainID: nil, directories: []))

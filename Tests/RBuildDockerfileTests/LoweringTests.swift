@@ -1,5 +1,6 @@
 import Foundation
 import RBuildOCI
+import RBuildRuntime
 import RBuildSnapshots
 import RBuildSolver
 import RBuildSystem
@@ -129,11 +130,10 @@ struct CacheKeyRuleTests {
         deinit { try? FileManager.default.removeItem(atPath: root) }
 
         func solver(_ name: String) throws -> Solver {
-            let state = root + "/" + name
-            let store = try ImageStore(root: state)
-            try FileManager.default.createDirectory(atPath: state + "/tmp", withIntermediateDirectories: true)
-            return Solver(store: store, snapshotter: try Snapshotters.make(.copy, stateDirectory: state),
-                          cache: try CacheIndex(path: state + "/cache.db"), reporter: ProgressReporter(sink: nil), sourceDateEpoch: nil)
+            let store = try ImageStore(root: root + "/" + name)
+            try FileManager.default.createDirectory(atPath: store.layout.tmp, withIntermediateDirectories: true)
+            return Solver(store: store, snapshotter: try Snapshotters.make(.copy, stateDirectory: store.root, tasks: SandboxTasks()),
+                          cache: try CacheIndex(path: store.layout.cacheIndex), reporter: ProgressReporter(sink: nil), sourceDateEpoch: nil)
         }
 
         func context(_ name: String, _ files: [String: (String, mode_t)]) throws -> String {

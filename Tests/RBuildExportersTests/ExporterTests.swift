@@ -1,7 +1,7 @@
 import Foundation
 import RBuildExporters
 import RBuildOCI
-import RBuildRuntime
+import RBuildSystem
 import RBuildSnapshots
 import Testing
 

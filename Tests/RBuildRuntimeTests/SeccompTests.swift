@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import RBuildRuntime
+import RBuildSystem
 import CRBuildChild
 import CSeccomp
 #if canImport(Glibc)

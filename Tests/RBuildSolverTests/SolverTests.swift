@@ -2,6 +2,7 @@ import Foundation
 import RBuildExporters
 import RBuildOCI
 import RBuildRuntime
+import RBuildSystem
 import RBuildSnapshots
 import RBuildSolver
 import Testing

@@ -45,7 +45,6 @@ enum rb_stage {
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
-enum { RB_O_PATH = 010000000 };
 enum rb_clone_flags {
     RB_CLONE_NEWNS = 0x00020000,
     RB_CLONE_NEWCGROUP = 0x02000000,
@@ -248,16 +247,6 @@ int rb_wifexited(int status);
 int rb_wexitstatus(int status);
 int rb_wifsignaled(int status);
 int rb_wtermsig(int status);
-
-/// openat2(dirfd, path, {flags, mode, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS}): opens `path`
-/// as if `dirfd` were "/", so neither ".." nor a symlink can leave it. Returns fd or -errno.
-int rb_open_in_root(int dirfd, const char *path, int flags, int mode);
-
-/// copy_file_range(in, NULL, out, NULL, len, 0). Returns bytes copied, or -errno.
-long rb_copy_file_range(int in, int out, size_t len);
-
-/// ioctl(out, FICLONE, in): share `in`'s blocks (reflink). Returns 0, or -errno.
-int rb_ficlone(int out, int in);
 
 /// Sandboxes to kill on SIGINT/SIGTERM once rb_install_interrupt_handler ran (builds).
 void rb_track_sandbox(pid_t pid, int add);

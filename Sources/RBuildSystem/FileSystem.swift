@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CRBuildSys
+
+/// Whether a host path is a directory (following symlinks, as a bind mount does).
+package func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+}
+
+/// Whether anything (even a dangling symlink) is at `path`.
+package func pathExists(_ path: String) -> Bool {
+    var st = stat()
+    return lstat(path, &st) == 0
+}
+
+/// `path` made absolute against the working directory. State and snapshot directories are kept
+/// absolute: sandboxes, and the fuse-overlayfs they start, see them from another directory.
+public func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buf, buf.count) != nil else { return path }
+    return String(cString: buf) + "/" + path
+}
+
+/// O_PATH, which Swift cannot import from the glibc headers.
+public let O_PATH_FLAG = Int32(RB_O_PATH)
+
+/// openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `path` is looked up as if `rootfd` were
+/// "/", so neither `..` nor a symlink (even an absolute one) can leave it. Returns fd or -errno.
+public func openInRoot(_ rootfd: Int32, _ path: String, flags: Int32, mode: UInt32 = 0) -> Int32 {
+    rb_open_in_root(rootfd, path, flags, Int32(mode))
+}
+
+/// Reads a file of an image's root filesystem without ever leaving it: `path` is resolved with
+/// openat2(RESOLVE_IN_ROOT), so `..` and symlinks (even absolute ones) stay inside `root`.
+/// Returns nil when the file does not exist.
+public func readFileInRoot(root: String, path: String, limit: Int = 4 << 20) throws -> [UInt8]? {
+    let rootfd = FileDescriptor(owning: open(root, O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC))
+    guard rootfd.rawValue >= 0 else { throw SystemError("open", path: root) }
+    let fd = openInRoot(rootfd.rawValue, path, flags: O_RDONLY | O_CLOEXEC | O_NOCTTY)
+    if fd == -ENOENT || fd == -ENOTDIR { return nil }
+    guard fd >= 0 else { throw SystemError("openat2", path: root + path, errno: -fd) }
+    return try FileDescriptor(owning: fd).readAll(limit: limit)
+}
+
+/// Creates `path` (which must not exist) with `bytes`; nothing is left behind when writing
+/// fails. Plain open/write: FileManager's atomic writes leave TemporaryDirectory.* directories
+/// behind in the temp dir on Linux.
+package func writeNewFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+    let fd = try FileDescriptor(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+    do {
+        try fd.writeAll(bytes)
+    } catch {
+        unlink(path)
+        throw SystemError("write", path: path, errno: (error as? SystemError)?.errno ?? EIO)
+    }
+}
+
+/// Copies a regular file's bytes: a reflink (FICLONE) while the filesystem allows one (the first
+/// refusal turns `canClone` off), else copy_file_range. On failure errno says why.
+package func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout Bool) -> Bool {
+    if canClone && rb_ficlone(fo, fi) == 0 { return true }
+    canClone = false
+    var left = size
+    while left > 0 {
+        let n = rb_copy_file_range(fi, fo, left)
+        if n == -Int(EINTR) { continue }
+        guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; return false }
+        left -= n
+    }
+    return true
+}
