@@ -49,7 +49,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "rbuild", dependencies: ["RBuildCLI"]),
-        .executableTarget(name: "rbuild-bench", dependencies: ["RBuild"], path: "Sources/rbuild-bench"),
+        .executableTarget(name: "rbuild-bench", dependencies: ["RBuild", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots"], path: "Sources/rbuild-bench"),
 
         .testTarget(name: "RBuildSystemTests", dependencies: ["RBuildSystem"]),
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
@@ -62,6 +62,6 @@ let package = Package(
                                                                  "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
-        .testTarget(name: "IntegrationTests", dependencies: ["RBuild"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["RBuild", "RBuildOCI", "RBuildSystem"]),
     ]
 )

@@ -1,7 +1,12 @@
 import Foundation
-@_exported import RBuildSolver
-@_exported import RBuildExporters
-@_exported import RBuildRegistry
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// Everything `rbuild build` takes, as an embedding program sets it.
 public struct BuildOptions: Sendable {

@@ -1,4 +1,12 @@
 import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// What `Builder.build(_:exporters:tags:)` leaves: the images, what the first exporter wrote, the
 /// image id and buildx's metadata. An embedder gets what `rbuild build` gets, with no CLI code.

@@ -1,4 +1,12 @@
 import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 import Synchronization
 
 /// Builds images from Dockerfiles in one state directory: the embedding API behind `rbuild build`.

@@ -1,5 +1,12 @@
 import Foundation
-@_exported import RBuildDockerfile
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// The result of `rbuild build --check`: parse and lint a Dockerfile without building it.
 public struct CheckReport: Sendable {

@@ -1,4 +1,12 @@
 import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// The image `top` (a manifest, or an index of them) with every layer compressed as
 /// `compression`: new manifests (and index) where a layer changed, the same descriptor where

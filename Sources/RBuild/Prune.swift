@@ -1,4 +1,12 @@
 import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// What `prune` removed.
 public struct PruneResult: Sendable {

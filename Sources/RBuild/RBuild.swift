@@ -1,4 +1,11 @@
-// The embedding API. Programs that embed rbuild import this module only; it re-exports the
-// runtime's public types (SandboxSpec, Sandbox, HostReport…) so that they need nothing else.
-@_exported import RBuildRuntime
-@_exported import RBuildSystem
+// The embedding API. Programs that embed rbuild import this module only (API.swift names what
+// it offers from the modules below).
+import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem

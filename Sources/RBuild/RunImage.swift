@@ -1,5 +1,12 @@
 import Foundation
-@_exported import RBuildSnapshots
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// The root of a local image in a snapshotter: each layer applied once (shared by every image
 /// that has it), the chain returned.

@@ -1,5 +1,12 @@
 import Foundation
-@_exported import RBuildOCI
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
 
 /// rbuild's state directory: blobs, named images, snapshots and the cache index (laid out as
 /// `StateLayout` says).

@@ -25,13 +25,7 @@ struct ImportCommand: ParsableCommand {
         guard let c = Compression(rawValue: compression) else {
             throw OCIError(.invalidArgument, "--compression \(compression): expected gzip, zstd or none")
         }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: rootfs, isDirectory: &isDir) else {
-            throw OCIError(.notFound, "\(rootfs) does not exist")
-        }
-        let options = LayerOptions(compression: c)
-        let m = isDir.boolValue ? try importDirectory(rootfs, platform: p, store: store, options: options)
-            : try importTarball(rootfs, platform: p, store: store, options: options)
+        let m = try store.importRootfs(rootfs, platform: p, options: LayerOptions(compression: c))
         let d = try store.add(platformManifest: m, as: name)
         print("\(try ImageStore.normalise(name)) \(p) \(m.digest) (image \(d.digest))")
     }
@@ -67,7 +61,7 @@ struct InspectCommand: ParsableCommand {
         let full = try ImageStore.normalise(name)
         guard let d = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
         let (m, manifest) = try store.manifest(of: d, platform: try platform.map(Platform.init(parsing:)))
-        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config")
+        let config = try store.config(of: manifest)
         struct Out: Encodable {
             var name: String
             var digest: Digest

@@ -146,15 +146,6 @@ struct RunCommand: ParsableCommand {
     }
 }
 
-/// An empty private directory under `parent`.
-func makeScratchDirectory(in parent: String) throws -> String {
-    try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-    guard let p = makeTemporaryDirectory(prefix: parent + "/") else {
-        throw RuntimeError(.spawnFailed, "cannot create a directory in \(parent): \(String(cString: strerror(errno)))")
-    }
-    return p
-}
-
 func getenvString(_ name: String) -> String? {
     guard let p = getenv(name) else { return nil }
     return String(cString: p)

@@ -6,6 +6,9 @@
 //                                 result back into an uncompressed layer; prints both times
 import Foundation
 import RBuild
+import RBuildDockerfile
+import RBuildOCI
+import RBuildSnapshots
 #if canImport(Glibc)
 import Glibc
 #endif

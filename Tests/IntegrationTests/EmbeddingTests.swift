@@ -32,7 +32,7 @@ struct EmbeddingTests {
         let fs = try Rootfs()
         let state = fs.dir + "/state"
         let store = try StateDirectory.open(state)
-        _ = try store.add(platformManifest: try importDirectory(fs.path, platform: Platform.host, store: store), as: "busybox:latest")
+        _ = try store.add(platformManifest: try store.importRootfs(fs.path, platform: Platform.host), as: "busybox:latest")
         let ctx = fs.dir + "/ctx"
         try FileManager.default.createDirectory(atPath: ctx, withIntermediateDirectories: true)
         try "FROM busybox\nLABEL made=embedded\nRUN echo embedded > /e\n".write(toFile: ctx + "/Dockerfile", atomically: false, encoding: .utf8)

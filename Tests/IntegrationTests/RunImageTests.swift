@@ -1,5 +1,6 @@
 import Foundation
 import RBuild
+import RBuildOCI
 import Testing
 
 @Suite("rbuild run IMAGE, as an unprivileged user", .enabled(if: Env.enabled))

@@ -1,6 +1,8 @@
 import CArchive
 import Foundation
 import RBuild
+import RBuildOCI
+import RBuildSystem
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -1,0 +1,117 @@
+import Foundation
+import RBuildDockerfile
+import RBuildExporters
+import RBuildOCI
+import RBuildRegistry
+import RBuildRuntime
+import RBuildSnapshots
+import RBuildSolver
+import RBuildSystem
+
+// The public API of `import RBuild`: the library's own types (Builder, BuildOptions,
+// BuildResult, BuiltImage, prune and check) and, named here one by one, the types of the modules
+// below that an embedder meets in those signatures or needs to run, store, export and push. The
+// rest of those modules stays theirs (cross-module internals are `package`).
+
+// Platforms and the vocabulary of images.
+public typealias Platform = RBuildSystem.Platform
+public typealias PlatformError = RBuildSystem.PlatformError
+public typealias SystemError = RBuildSystem.SystemError
+public typealias Digest = RBuildOCI.Digest
+public typealias Descriptor = RBuildOCI.Descriptor
+public typealias Manifest = RBuildOCI.Manifest
+public typealias ImageConfig = RBuildOCI.ImageConfig
+public typealias Compression = RBuildOCI.Compression
+public typealias LayerOptions = RBuildOCI.LayerOptions
+public typealias ImageStore = RBuildOCI.ImageStore
+public typealias StoreCheck = RBuildOCI.StoreCheck
+public typealias ExportTarget = RBuildOCI.ExportTarget
+public typealias OCIError = RBuildOCI.OCIError
+
+// The Dockerfile frontend.
+public typealias Dockerfile = RBuildDockerfile.Dockerfile
+public typealias DockerfileError = RBuildDockerfile.DockerfileError
+
+// The solver: progress, errors, the cache index.
+public typealias BuildEvent = RBuildSolver.BuildEvent
+public typealias ProgressSink = RBuildSolver.ProgressSink
+public typealias ProgressReporter = RBuildSolver.ProgressReporter
+public typealias BuildError = RBuildSolver.BuildError
+public typealias SolveError = RBuildSolver.SolveError
+public typealias CacheIndex = RBuildSolver.CacheIndex
+
+// Outputs.
+public typealias Exporter = RBuildExporters.Exporter
+public typealias ExportRequest = RBuildExporters.ExportRequest
+public typealias ExportResult = RBuildExporters.ExportResult
+public typealias OutputSpec = RBuildExporters.OutputSpec
+public typealias ExportError = RBuildExporters.ExportError
+public typealias OCIExporter = RBuildExporters.OCIExporter
+public typealias DockerExporter = RBuildExporters.DockerExporter
+public typealias LocalExporter = RBuildExporters.LocalExporter
+public typealias TarExporter = RBuildExporters.TarExporter
+public typealias ImageExporter = RBuildExporters.ImageExporter
+public typealias RegistryExporter = RBuildExporters.RegistryExporter
+
+// Registries.
+public typealias Reference = RBuildRegistry.Reference
+public typealias Distribution = RBuildRegistry.Distribution
+public typealias RegistryClient = RBuildRegistry.RegistryClient
+public typealias RegistryError = RBuildRegistry.RegistryError
+public typealias Credentials = RBuildRegistry.Credentials
+
+// Snapshots.
+public typealias Snapshot = RBuildSnapshots.Snapshot
+public typealias Snapshotter = RBuildSnapshots.Snapshotter
+public typealias SnapshotterKind = RBuildSnapshots.SnapshotterKind
+public typealias Snapshotters = RBuildSnapshots.Snapshotters
+public typealias SnapshotError = RBuildSnapshots.SnapshotError
+public typealias SnapshotView = RBuildSnapshots.SnapshotView
+
+// The sandbox runtime (`rbuild run`, embedders that run processes).
+public typealias Sandbox = RBuildRuntime.Sandbox
+public typealias SandboxSpec = RBuildRuntime.SandboxSpec
+public typealias SandboxTasks = RBuildRuntime.SandboxTasks
+public typealias RuntimeError = RBuildRuntime.RuntimeError
+public typealias Architecture = RBuildRuntime.Architecture
+public typealias NetworkMode = RBuildRuntime.NetworkMode
+public typealias UserSpec = RBuildRuntime.UserSpec
+public typealias BindMount = RBuildRuntime.BindMount
+public typealias SeccompProfile = RBuildRuntime.SeccompProfile
+public typealias HostReport = RBuildRuntime.HostReport
+public typealias UserNamespace = RBuildRuntime.UserNamespace
+public typealias Emulation = RBuildRuntime.Emulation
+
+extension ImageStore {
+    /// `rbuild import`: a root filesystem (a directory, or a tarball: plain, gzip, bzip2, xz or
+    /// zstd) stored as a one-layer image for `platform`; returns its manifest.
+    public func importRootfs(_ path: String, platform: Platform, options: LayerOptions = LayerOptions()) throws -> Descriptor {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw OCIError(.notFound, "\(path) does not exist")
+        }
+        return isDir.boolValue ? try importDirectory(path, platform: platform, store: self, options: options)
+            : try importTarball(path, platform: platform, store: self, options: options)
+    }
+
+    /// The config a manifest names, read and checked against its digest.
+    public func config(of manifest: Manifest) throws -> ImageConfig {
+        try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
+    }
+}
+
+/// An empty private directory under `parent` (made when missing).
+public func makeScratchDirectory(in parent: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    guard let p = makeTemporaryDirectory(prefix: parent + "/") else {
+        throw SystemError("mkdtemp", path: parent + "/", errno: errno)
+    }
+    return p
+}
+
+// Also in those signatures.
+public typealias MediaType = RBuildOCI.MediaType
+public typealias IDMapping = RBuildSystem.IDMapping
+public typealias OverlayRoot = RBuildSystem.OverlayRoot
+public typealias RootMounts = RBuildSystem.RootMounts
+public typealias ActiveSnapshot = RBuildSnapshots.ActiveSnapshot
