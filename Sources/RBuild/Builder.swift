@@ -207,7 +207,7 @@ public final class Builder: Sendable {
 func waitFor<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
     let done = DispatchSemaphore(value: 0)
     let outcome = Mutex<Result<T, Error>?>(nil)
-    Task {
+    Task(executorPreference: SolverExecutor.shared) {
         let r: Result<T, Error>
         do { r = .success(try await work()) } catch { r = .failure(error) }
         outcome.withLock { $0 = r }

@@ -134,7 +134,7 @@ public final class Solver: Sendable {
 
     /// The vertex's cache key (see Graph.swift for what is in it and what never is).
     public func cacheKey(_ vertex: Vertex) async throws -> Digest {
-        let task = keys.insertIfAbsent(vertex.digest, Task { try await self.computeKey(vertex) })
+        let task = keys.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) { try await self.computeKey(vertex) })
         return try await task.value
     }
 
@@ -188,7 +188,7 @@ public final class Solver: Sendable {
 
     /// The vertex's result, computed once.
     func stack(_ vertex: Vertex) async throws -> Stack {
-        let task = stacks.insertIfAbsent(vertex.digest, Task { try await self.computeStack(vertex) })
+        let task = stacks.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) { try await self.computeStack(vertex) })
         return try await task.value
     }
 
@@ -298,7 +298,7 @@ public final class Solver: Sendable {
 
     func download(_ vertex: Vertex) async throws -> Download {
         guard case .source(.http(let url, let checksum)) = vertex.op else { throw SolveError("internal: not a download") }
-        let task = fetching.insertIfAbsent(vertex.digest, Task {
+        let task = fetching.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) {
             let d = try await self.blocking { [self] in
                 let staging = try LayerStaging(in: tmpRoot)
                 let (name, digest) = try located(vertex) { try fetch(url, into: staging, checksum: checksum) }
