@@ -188,8 +188,12 @@ public final class Solver: Sendable {
 
     /// The vertex's result, computed once.
     func stack(_ vertex: Vertex) async throws -> Stack {
-        let task = stacks.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) { try await self.computeStack(vertex) })
-        return try await task.value
+        try await stackTask(vertex).value
+    }
+
+    /// The task computing the vertex's result, started when first asked for.
+    func stackTask(_ vertex: Vertex) -> Task<Stack, Error> {
+        stacks.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) { try await self.computeStack(vertex) })
     }
 
     private func computeStack(_ vertex: Vertex) async throws -> Stack {
@@ -219,11 +223,12 @@ public final class Solver: Sendable {
                 step.finish()
                 return base.adding(hit, snapshot: nil)
             }
-            let base = try await stack(vertex.inputs[0])
+            // Every input at once (a COPY --from's stage alongside the chain below it), then wait.
+            let needed = vertex.inputs.enumerated().filter { $0.offset == 0 || !$0.element.readsFilesDirectly }
+            let tasks = needed.map { (index: $0.offset, task: stackTask($0.element)) }
             var sources: [Int: Stack] = [:]
-            for (i, input) in vertex.inputs.enumerated().dropFirst() where !input.readsFilesDirectly {
-                sources[i] = try await stack(input)
-            }
+            for (i, t) in tasks { sources[i] = try await t.value }
+            let base = sources.removeValue(forKey: 0)!
             let inputs = sources
             let step = reporter.start(vertex.name)
             do {

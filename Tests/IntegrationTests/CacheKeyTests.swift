@@ -113,4 +113,25 @@ struct CacheKeyTests {
     }
 
     static let goldenKeys = ["8bef1db465cbd362", "18df05432101fae0", "e6bc702f3b07dde1"]
+
+    /// Ops, not stages, are scheduled: two stages a final stage copies from run at once (each
+    /// sleeps 2 s; one after the other would take 4).
+    @Test func independentStagesRunAtOnce() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox AS a
+            RUN sleep 2; echo a > /a
+            FROM busybox AS b
+            RUN sleep 2; echo b > /b
+            FROM busybox
+            COPY --from=a /a /a
+            COPY --from=b /b /b
+            """], name: "parallel")
+        let start = Date()
+        let r = try b.build(["-o", "type=local,dest=\(b.fs.dir)/par"], ctx)
+        let took = Date().timeIntervalSince(start)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(took < 3.8, "the two stages ran one after the other: \(took) s")
+        #expect(try b.file(b.fs.dir + "/par/a") == "a\n" && b.file(b.fs.dir + "/par/b") == "b\n")
+    }
 }
