@@ -93,20 +93,12 @@ extension ImageStore {
         return isDir.boolValue ? try importDirectory(path, platform: platform, store: self, options: options)
             : try importTarball(path, platform: platform, store: self, options: options)
     }
-
-    /// The config a manifest names, read and checked against its digest.
-    public func config(of manifest: Manifest) throws -> ImageConfig {
-        try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
-    }
 }
 
 /// An empty private directory under `parent` (made when missing).
 public func makeScratchDirectory(in parent: String) throws -> String {
     try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-    guard let p = makeTemporaryDirectory(prefix: parent + "/") else {
-        throw SystemError("mkdtemp", path: parent + "/", errno: errno)
-    }
-    return p
+    return try makeTemporaryDirectory(in: parent, prefix: "")
 }
 
 // Also in those signatures.

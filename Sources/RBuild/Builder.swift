@@ -60,16 +60,7 @@ public final class Builder: Sendable {
 
     /// `build(platforms:)` for async callers.
     public func solve(_ options: BuildOptions) async throws -> [BuiltImage] {
-        let platforms = options.platforms.isEmpty ? [options.platform ?? Platform.host] : options.platforms
-        var seen = Set<String>()
-        for p in platforms where !seen.insert(p.description).inserted {
-            throw BuildFailure("--platform lists \(p) twice")
-        }
-        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
-        let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
-                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps)
-        let graph = Graph()
-        let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, graph: graph, reporter: reporter) }
+        let (solver, lowered) = try await prepare(options)
         try checkEmulation(Graph.walk(lowered.map(\.root)))
         let stacks = try await solver.solve(lowered.map(\.root))
         var images: [BuiltImage] = []
@@ -84,17 +75,28 @@ public final class Builder: Sendable {
     /// pulled when missing); context files are hashed.
     public func cacheKeys(_ options: BuildOptions) throws -> [(step: String, key: Digest)] {
         try waitFor {
-            let platforms = options.platforms.isEmpty ? [options.platform ?? Platform.host] : options.platforms
-            let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
-            let solver = Solver(store: self.store, snapshotter: self.snapshotter, cache: self.cache, reporter: reporter,
-                                sourceDateEpoch: options.layer.sourceDateEpoch, steps: self.steps)
-            let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, graph: Graph(), reporter: reporter) }
+            let (solver, lowered) = try await self.prepare(options)
             var out: [(step: String, key: Digest)] = []
             for v in Graph.walk(lowered.map(\.root)) where !v.inputs.isEmpty {
                 out.append((v.name, try await solver.cacheKey(v)))
             }
             return out
         }
+    }
+
+    /// A solver for this build, and the Dockerfile lowered for each platform it asks for into
+    /// one graph.
+    func prepare(_ options: BuildOptions) async throws -> (Solver, [LoweredStage]) {
+        let platforms = options.platforms.isEmpty ? [options.platform ?? Platform.host] : options.platforms
+        var seen = Set<String>()
+        for p in platforms where !seen.insert(p.description).inserted {
+            throw BuildFailure("--platform lists \(p) twice")
+        }
+        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
+                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps)
+        let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, graph: Graph(), reporter: reporter) }
+        return (solver, lowered)
     }
 
     /// The Dockerfile parsed once, its .dockerignore read, and lowered for each platform.

@@ -52,7 +52,7 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     }
     let (manifest, config) = try namingBlobErrors("cannot run \(full)") {
         let (_, manifest) = try store.manifest(of: top, platform: platform)
-        return (manifest, try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(full)"))
+        return (manifest, try store.config(of: manifest))
     }
     let c = config.config
     let argv = (c?.Entrypoint ?? []) + (command.isEmpty ? (c?.Cmd ?? []) : command)

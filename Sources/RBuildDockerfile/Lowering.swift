@@ -196,23 +196,20 @@ final class Lowering {
                 return empty(graph.add(.source(.scratch), name: title, origin: origin(node)))
             }
             var ref = name
-            if let ctx = options.buildContexts[name] {
-                if ctx.hasPrefix("docker-image://") {
-                    ref = String(ctx.dropFirst("docker-image://".count))
-                } else if ctx.hasPrefix("oci-layout://") {
-                    ref = ctx
-                } else {
-                    // A directory as a base: its files, owned by root, on an empty root.
-                    let scratch = graph.add(.source(.scratch))
-                    let local = graph.add(.source(.local(name: name, path: resolved(ctx), excludes: [])))
-                    let copy = CopyAction(sources: [CopySource(input: 1, paths: ["."], what: "build context \(name)")],
-                                          destination: "/", destinationIsDirectory: true)
-                    var s = empty(graph.add(.file(.copy(copy)), inputs: [scratch, local], name: title, origin: origin(node),
-                                            ignoreCache: ignoresCache(stage)))
-                    s.steps.append(HistoryStep(createdBy: "FROM \(name) (build context \(ctx))", created: options.created,
-                                               comment: nil, vertex: s.root))
-                    return s
-                }
+            switch namedContext(name) {
+            case .image(let r)?:
+                ref = r
+            case .directory(let local)?:
+                // A directory as a base: its files, owned by root, on an empty root.
+                let copy = CopyAction(sources: [CopySource(input: 1, paths: ["."], what: "build context \(name)")],
+                                      destination: "/", destinationIsDirectory: true)
+                var s = empty(graph.add(.file(.copy(copy)), inputs: [graph.add(.source(.scratch)), local], name: title,
+                                        origin: origin(node), ignoreCache: ignoresCache(stage)))
+                s.steps.append(HistoryStep(createdBy: "FROM \(name) (build context \(options.buildContexts[name] ?? ""))",
+                                           created: options.created, comment: nil, vertex: s.root))
+                return s
+            case nil:
+                break
             }
             let image = try resolver.resolve(ref, platform: platform)
             let root = graph.add(.source(.image(reference: ref, manifest: image.manifest, platform: image.config.platform)),
@@ -227,8 +224,21 @@ final class Lowering {
         }
     }
 
-    func resolved(_ dir: String) -> String {
-        URL(fileURLWithPath: dir).standardizedFileURL.resolvingSymlinksInPath().path
+    enum NamedContext {
+        /// The local source of a directory.
+        case directory(Vertex)
+        /// An image reference for the resolver (`oci-layout://…` included).
+        case image(String)
+    }
+
+    /// `--build-context NAME=…`: `docker-image://REF` and other URLs (`oci-layout://DIR`) name
+    /// images; anything else is a directory.
+    func namedContext(_ name: String) -> NamedContext? {
+        guard let value = options.buildContexts[name] else { return nil }
+        if value.hasPrefix("docker-image://") { return .image(String(value.dropFirst("docker-image://".count))) }
+        if value.contains("://") { return .image(value) }
+        let path = URL(fileURLWithPath: value).standardizedFileURL.resolvingSymlinksInPath().path
+        return .directory(graph.add(.source(.local(name: name, path: path, excludes: []))))
     }
 
     // MARK: - Instructions
@@ -462,14 +472,11 @@ final class Lowering {
             let from = try expand(fromText, state)
             if let i = stageIndex(named: from, before: stage.index) {
                 sources.append(CopySource(input: input(try self.stage(i).root), paths: patterns, what: "stage \(from)"))
-            } else if let named = options.buildContexts[from], !named.contains("://") {
-                let local = graph.add(.source(.local(name: from, path: resolved(named), excludes: [])))
+            } else if case .directory(let local)? = namedContext(from) {
                 sources.append(CopySource(input: input(local), paths: patterns, what: "build context \(from)"))
             } else {
                 var ref = from
-                if let named = options.buildContexts[from] {
-                    ref = named.hasPrefix("docker-image://") ? String(named.dropFirst("docker-image://".count)) : named
-                }
+                if case .image(let r)? = namedContext(from) { ref = r }
                 let image = try resolver.resolve(ref, platform: state.platform)
                 let v = graph.add(.source(.image(reference: ref, manifest: image.manifest, platform: image.config.platform)))
                 sources.append(CopySource(input: input(v), paths: patterns, what: "stage or image \(from)"))

@@ -122,13 +122,7 @@ public struct ExportRequest {
             let n = read(fd, &buf, buf.count)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
-            var off = 0
-            while off < n {
-                let w = buf.withUnsafeBytes { write(1, $0.baseAddress! + off, n - off) }
-                if w < 0 && errno == EINTR { continue }
-                guard w > 0 else { throw ExportError("writing to stdout failed: \(String(cString: strerror(errno)))") }
-                off += w
-            }
+            try buf.withUnsafeBytes { try writeAll(1, UnsafeRawBufferPointer(rebasing: $0[0..<n]), path: "stdout") }
         }
     }
 }

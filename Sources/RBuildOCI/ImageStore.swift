@@ -152,9 +152,13 @@ public final class ImageStore: @unchecked Sendable {
         guard m.platform == nil else { return m }
         var m = m
         let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
-        let config = try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
-        m.platform = config.platform
+        m.platform = try config(of: manifest).platform
         return m
+    }
+
+    /// The config a manifest names, read (its digest checked) and decoded.
+    public func config(of manifest: Manifest) throws -> ImageConfig {
+        try decodeJSON(ImageConfig.self, from: try content.read(manifest.config), what: "config \(manifest.config.digest)")
     }
 
     /// The manifest for `platform` (the best match, as containerd chooses it), or when none is

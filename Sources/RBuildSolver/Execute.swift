@@ -92,7 +92,7 @@ package func cleanPath(_ path: String) -> String {
 }
 
 /// One source of a copy, found: where it is, and its path in a local directory (for .dockerignore).
-struct CopyMatch {
+struct CopyMatch: Sendable {
     var view: SnapshotView
     /// Canonical components inside the view (empty: its root).
     var comps: [String]
@@ -236,11 +236,9 @@ extension Solver {
             let input = vertex.inputs[src.input]
             switch input.op {
             case .source(.local(_, let path, let ex)):
-                let ignore = DockerIgnore(ex.joined(separator: "\n"))
                 for p in src.paths {
-                    for m in try matchLocal(SnapshotView(directory: path), p, ignore: ignore, keyword: kw, what: src.what) {
-                        matches.append((m, false, ignore))
-                    }
+                    let (found, ignore) = try localMatches(path: path, excludes: ex, pattern: p, keyword: kw, what: src.what)
+                    matches += found.map { ($0, false, ignore) }
                 }
             case .source(.inline(let files)):
                 let tmp = try LayerStaging(in: tmpRoot)
@@ -274,8 +272,9 @@ extension Solver {
         var anyDir = false
         for (m, _, _) in matches {
             if m.comps.isEmpty { anyDir = true; continue }
-            if let (_, e) = try m.view.lookup(m.comps), e.type == S_IFDIR { anyDir = true }
-            else if c.unpackArchives && !m.downloaded, let (_, e) = try m.view.lookup(m.comps), isArchive(e) { anyDir = true }
+            if let (_, e) = try m.view.lookup(m.comps), e.type == S_IFDIR || (c.unpackArchives && !m.downloaded && isArchive(e)) {
+                anyDir = true
+            }
         }
         let intoDir = c.destinationIsDirectory || existingDir || anyDir || matches.count > 1
         let staging = try LayerStaging(in: tmpRoot)
@@ -320,22 +319,6 @@ extension Solver {
         let made = try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: baseSnapshot)
         withExtendedLifetime(holders) {}
         return (result, made)
-    }
-
-    /// A download made while the key was computed (it is the key's content).
-    func downloaded(_ vertex: Vertex) throws -> Download {
-        guard let t = fetchedDownload(vertex) else { throw SolveError("internal: \(vertex) was not downloaded") }
-        return t
-    }
-
-    /// The entries a pattern names in a local directory, with .dockerignore applied: a missing
-    /// or wholly excluded source is an error.
-    func matchLocal(_ view: SnapshotView, _ pattern: String, ignore: DockerIgnore, keyword: String, what: String) throws -> [CopyMatch] {
-        let found = try match(view, pattern, what: what, local: true).filter { !ignore.matches($0.localRel ?? "") || $0.comps.isEmpty }
-        guard !found.isEmpty else {
-            throw SolveError("\(keyword) failed: \"\(pattern)\" not found in the \(what) or excluded by .dockerignore")
-        }
-        return found
     }
 
     /// The entries a source pattern names in a view: a path (symlinks followed inside the view)

@@ -40,29 +40,29 @@ public final class ImageResolver: ImageResolving {
     }
 
     public func resolve(_ ref: String, platform: Platform) throws -> ResolvedImage {
-        var top: Descriptor?
+        var found: (Descriptor, Manifest)?
         var localMiss: Error?
         if ref.hasPrefix("oci-layout://") {
-            top = try importLayout(String(ref.dropFirst("oci-layout://".count)))
+            found = try store.manifest(of: try importLayout(String(ref.dropFirst("oci-layout://".count))), platform: platform)
         } else if !pull, let d = try store.lookup(ref) {
             // Here, but perhaps for other platforms only (another platform of this build pulled
             // it under this name): then the registry is asked for this one.
             do {
-                _ = try store.manifest(of: d, platform: platform)
-                top = d
+                found = try store.manifest(of: d, platform: platform)
             } catch {
                 localMiss = error
             }
         }
-        if top == nil {
+        if found == nil {
             // Not here (or --pull): the registry, for this platform.
             let reference = try Reference(parsing: ref)
             do {
-                top = try pulls.run(CacheKey.of(["pull", reference.description, platform.description])) {
+                let top = try pulls.run(CacheKey.of(["pull", reference.description, platform.description])) {
                     try reporter.step("[internal] pull \(reference) (\(platform))") { step in
                         try Distribution.pull(reference, platforms: [platform], store: store) { step.output($0) }
                     }
                 }
+                found = try store.manifest(of: top, platform: platform)
             } catch {
                 let local = pull ? ""
                     : localMiss.map { "\(ref) in the local store: \($0); " }
@@ -70,8 +70,8 @@ public final class ImageResolver: ImageResolving {
                 throw SolveError(local + "pulling \(reference) failed: \(error)")
             }
         }
-        let (desc, manifest) = try store.manifest(of: top!, platform: platform)
-        let image = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(ref)")
+        let (desc, manifest) = found!
+        let image = try store.config(of: manifest)
         guard manifest.layers.count == image.rootfs.diff_ids.count else {
             throw SolveError("\(ref): its manifest lists \(manifest.layers.count) layers but its config \(image.rootfs.diff_ids.count) diff_ids")
         }

@@ -4,6 +4,7 @@ import RBuildOCI
 import RBuildRuntime
 import RBuildSnapshots
 import RBuildSystem
+import Synchronization
 
 /// A root filesystem as a stack of layers: what a vertex's result is.
 public struct Stack: Sendable {
@@ -75,6 +76,7 @@ public final class Solver: Sendable {
     private let hashers = LockedDictionary<String, ContextHasher>()
     private let fetching = LockedDictionary<Digest, Task<Download, Error>>()
     private let fetched = LockedDictionary<Digest, Download>()
+    private let matched = LockedDictionary<String, (matches: [CopyMatch], ignore: DockerIgnore)>()
 
     public init(store: ImageStore, snapshotter: any Snapshotter, cache: CacheIndex, reporter: ProgressReporter,
                 sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(),
@@ -172,16 +174,33 @@ public final class Solver: Sendable {
     /// the directory a copy reads, and nothing else (a file it does not read can change freely).
     func localKey(path: String, excludes: [String], paths: [String], keyword: String, what: String) throws -> Digest {
         let hasher = hashers.insertIfAbsent(path, ContextHasher(root: path, index: cache))
-        let ignore = DockerIgnore(excludes.joined(separator: "\n"))
-        let include: ((String) -> Bool)? = ignore.patterns.isEmpty ? nil : { !ignore.matches($0) }
         var k = CacheKey(parent: nil)
         for p in paths {
-            for m in try matchLocal(SnapshotView(directory: path), p, ignore: ignore, keyword: keyword, what: what) {
+            let (found, ignore) = try localMatches(path: path, excludes: excludes, pattern: p, keyword: keyword, what: what)
+            let include: ((String) -> Bool)? = ignore.patterns.isEmpty ? nil : { !ignore.matches($0) }
+            for m in found {
                 let rel = m.comps.joined(separator: "/")
                 k.add("src", rel + "\u{0}" + (try hasher.digest(of: rel, include: include)).description)
             }
         }
         return k.digest
+    }
+
+    /// The entries `pattern` names in a local directory, .dockerignore (`excludes`) applied,
+    /// found once per solve: the key and the copy then read the same files, and the directory is
+    /// searched once.
+    func localMatches(path: String, excludes: [String], pattern: String, keyword: String,
+                      what: String) throws -> (matches: [CopyMatch], ignore: DockerIgnore) {
+        let id = ([path, pattern] + excludes).joined(separator: "\u{0}")
+        if let known = matched[id] { return known }
+        let ignore = DockerIgnore(excludes.joined(separator: "\n"))
+        let found = try match(SnapshotView(directory: path), pattern, what: what, local: true)
+            .filter { !ignore.matches($0.localRel ?? "") || $0.comps.isEmpty }
+        guard !found.isEmpty else {
+            throw SolveError("\(keyword) failed: \"\(pattern)\" not found in the \(what) or excluded by .dockerignore")
+        }
+        matched.set(id, (found, ignore))
+        return (found, ignore)
     }
 
     // MARK: - Results
@@ -206,7 +225,7 @@ public final class Solver: Sendable {
             defer { step?.finish() }
             return try located(vertex) {
                 let m = try decodeJSON(Manifest.self, from: try store.content.read(manifest), what: "manifest of \(reference)")
-                let config = try decodeJSON(ImageConfig.self, from: try store.content.read(m.config), what: "config of \(reference)")
+                let config = try store.config(of: m)
                 guard m.layers.count == config.rootfs.diff_ids.count else {
                     throw SolveError("\(reference): its manifest lists \(m.layers.count) layers but its config \(config.rootfs.diff_ids.count) diff_ids")
                 }
@@ -315,8 +334,11 @@ public final class Solver: Sendable {
         return try await task.value
     }
 
-    /// A download already made (while its key was computed).
-    func fetchedDownload(_ vertex: Vertex) -> Download? { fetched[vertex.digest] }
+    /// A download already made (while its key was computed: it is the key's content).
+    func downloaded(_ vertex: Vertex) throws -> Download {
+        guard let d = fetched[vertex.digest] else { throw SolveError("internal: \(vertex) was not downloaded") }
+        return d
+    }
 }
 
 extension Vertex {
@@ -331,9 +353,9 @@ extension Vertex {
 
 /// Set once, read after.
 final class Flag: Sendable {
-    private let value = LockedDictionary<Int, Bool>()
-    func set() { value.set(0, true) }
-    var isSet: Bool { value[0] ?? false }
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }
 
 /// After SIGINT or SIGTERM (with `Sandbox.killSandboxesOnInterrupt`), no new step starts.
