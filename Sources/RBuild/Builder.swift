@@ -95,17 +95,18 @@ public final class Builder: Sendable {
         let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
         let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
                             sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps)
-        let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, graph: Graph(), reporter: reporter) }
+        let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, reporter: reporter) }
         return (solver, lowered)
     }
 
-    /// The Dockerfile parsed once, its .dockerignore read, and lowered for each platform.
-    func lower(_ options: BuildOptions, platforms: [Platform], graph: Graph, reporter: ProgressReporter) throws -> [LoweredStage] {
+    /// The Dockerfile parsed once, its .dockerignore read, and lowered for each platform into
+    /// one graph.
+    func lower(_ options: BuildOptions, platforms: [Platform], reporter: ProgressReporter) throws -> [LoweredStage] {
         let load = reporter.start("[internal] load build definition from \(options.dockerfileName)")
-        let dockerfile: Dockerfile
+        let dockerfile: Dockerfile, definition: BuildDefinition
         do {
             dockerfile = try Dockerfile.parse(options.dockerfileText, fileName: options.dockerfileName)
-            _ = try dockerfile.definition()
+            definition = try dockerfile.definition()
         } catch {
             load.fail("\(error)")
             throw error
@@ -131,11 +132,12 @@ public final class Builder: Sendable {
             }
         }
         let resolver = ImageResolver(store: store, pull: options.pull, reporter: reporter, pulls: pulls)
+        let graph = Graph()
         return try platforms.map { p in
             var o = base
             o.platform = p
             o.label = platforms.count > 1 ? p.description : nil
-            return try dockerfile.lower(o, graph: graph, resolver: resolver)
+            return try dockerfile.lower(o, definition: definition, graph: graph, resolver: resolver)
         }
     }
 
@@ -145,7 +147,7 @@ public final class Builder: Sendable {
         var checked = Set<String>()
         for v in vertices {
             guard case .exec(let e) = v.op, checked.insert(e.platform.description).inserted else { continue }
-            guard let arch = Architecture(platform: e.platform.description) else {
+            guard let arch = Architecture(platform: e.platform) else {
                 throw BuildFailure("platform \(e.platform): rbuild cannot run RUN steps for it (known: \(Architecture.allCases.map(\.platform).joined(separator: ", ")))")
             }
             do {

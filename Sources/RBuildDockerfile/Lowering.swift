@@ -66,8 +66,12 @@ extension Dockerfile {
     /// heredocs, ONBUILD triggers and FROM expansion are settled here; the solver sees ops only.
     /// Images named by FROM and COPY --from are resolved (for their config and manifest digest)
     /// through `resolver`. Config-only instructions change the image config, never the graph.
-    public func lower(_ options: LoweringOptions, graph: Graph, resolver: any ImageResolving) throws -> LoweredStage {
-        try Lowering(self, options: options, graph: graph, resolver: resolver).lowerTarget()
+    /// `definition`: this Dockerfile's, when the caller has it already (several platforms
+    /// lower one definition).
+    public func lower(_ options: LoweringOptions, definition: BuildDefinition? = nil, graph: Graph,
+                      resolver: any ImageResolving) throws -> LoweredStage {
+        try Lowering(self, definition: try definition ?? self.definition(), options: options, graph: graph, resolver: resolver)
+            .lowerTarget()
     }
 }
 
@@ -85,12 +89,13 @@ final class Lowering {
     var targetIndex = -1
     var contextVertex: Vertex?
 
-    init(_ dockerfile: Dockerfile, options: LoweringOptions, graph: Graph, resolver: any ImageResolving) throws {
+    init(_ dockerfile: Dockerfile, definition: BuildDefinition, options: LoweringOptions, graph: Graph,
+         resolver: any ImageResolving) throws {
         self.dockerfile = dockerfile
+        self.definition = definition
         self.options = options
         self.graph = graph
         self.resolver = resolver
-        definition = try dockerfile.definition()
         lexer = ShellLexer(escape: dockerfile.escapeToken)
         context = ExpansionContext(buildArgs: options.buildArgs, buildPlatform: options.buildPlatform, targetPlatform: options.platform)
         global = try GlobalScope(definition, context: context, lexer: lexer)
