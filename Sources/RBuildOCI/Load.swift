@@ -201,7 +201,11 @@ extension ImageStore {
             localName = n
             // Fetch and check every blob the image needs.
             var queue = [top]
+            var seen = Set<Digest>()
+            var verified: [Digest: Digest] = [:]
             while let d = queue.popLast() {
+                // A document, or a layer shared by several platforms, is checked once.
+                guard seen.insert(d.digest).inserted else { continue }
                 let bytes = try read(d.digest)
                 if MediaType.isIndex(d.mediaType) {
                     queue += try decodeJSON(Index.self, from: bytes, what: "index \(d.digest)").manifests
@@ -209,7 +213,7 @@ extension ImageStore {
                     let m = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(d.digest)")
                     let config = try decodeJSON(ImageConfig.self, from: try read(m.config.digest), what: "config \(m.config.digest)")
                     for l in m.layers { try blob(l.digest, size: l.size) }
-                    try checkDiffIDs(m.layers.map(\.digest), config: config, staged: stage)
+                    try checkDiffIDs(m.layers.map(\.digest), config: config, staged: stage, verified: &verified)
                 }
             }
         } else if let manifestBytes = files["manifest.json"] {
@@ -234,7 +238,8 @@ extension ImageStore {
                 let store = stage.contains(d) ? stage : content
                 layers.append(Descriptor(mediaType: try detectLayerMediaType(store.path(d)), digest: d, size: store.size(d) ?? 0))
             }
-            try checkDiffIDs(layers.map(\.digest), config: config, staged: stage)
+            var verified: [Digest: Digest] = [:]
+            try checkDiffIDs(layers.map(\.digest), config: config, staged: stage, verified: &verified)
             let manifest = Manifest(mediaType: MediaType.ociManifest,
                                     config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
                                     layers: layers)
@@ -287,11 +292,12 @@ extension ImageStore {
     /// Each layer (staged by this load, else already in the store) unpacks to its diff_id. A staged
     /// blob was hashed on its way in, so it is decompressed without hashing its bytes a second
     /// time; one already in the store is checked as it is read.
-    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, staged: ContentStore) throws {
+    /// `verified`: layers already checked in this load, with the diff_id they unpacked to.
+    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, staged: ContentStore, verified: inout [Digest: Digest]) throws {
         guard layers.count == config.rootfs.diff_ids.count else {
             throw OCIError(.corruptBlob, "the image has \(layers.count) layers but its config lists \(config.rootfs.diff_ids.count) diff_ids")
         }
-        for (layer, want) in zip(layers, config.rootfs.diff_ids) {
+        for (layer, want) in zip(layers, config.rootfs.diff_ids) where verified[layer] != want {
             let blob: StoredBlob
             if staged.contains(layer) {
                 blob = StoredBlob(path: staged.path(layer))
@@ -304,6 +310,7 @@ extension ImageStore {
             guard got == want else {
                 throw OCIError(.corruptBlob, "layer \(layer) does not unpack to its diff_id: expected \(want), got \(got)")
             }
+            verified[layer] = got
         }
     }
 }

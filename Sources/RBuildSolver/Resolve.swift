@@ -31,6 +31,7 @@ public final class ImageResolver: ImageResolving {
     let pull: Bool
     let reporter: ProgressReporter
     let pulls: InFlight<Descriptor>
+    let layouts = LockedDictionary<String, Descriptor>()
 
     public init(store: ImageStore, pull: Bool, reporter: ProgressReporter, pulls: InFlight<Descriptor> = InFlight()) {
         self.store = store
@@ -43,7 +44,12 @@ public final class ImageResolver: ImageResolving {
         var found: (Descriptor, Manifest)?
         var localMiss: Error?
         if ref.hasPrefix("oci-layout://") {
-            found = try store.manifest(of: try importLayout(String(ref.dropFirst("oci-layout://".count))), platform: platform)
+            let spec = String(ref.dropFirst("oci-layout://".count))
+            // Once per build: a layout named by several FROMs, COPY --froms or platforms is
+            // checked and stored once.
+            let top = try layouts[spec] ?? importLayout(spec)
+            layouts.set(spec, top)
+            found = try store.manifest(of: top, platform: platform)
         } else if !pull, let d = try store.lookup(ref) {
             // Here, but perhaps for other platforms only (another platform of this build pulled
             // it under this name): then the registry is asked for this one.
