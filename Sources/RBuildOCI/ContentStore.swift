@@ -88,21 +88,10 @@ public final class ContentStore: @unchecked Sendable {
             .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
     }
 
-    /// Deletes every blob not reachable from `roots` (manifests, indexes and what they name).
-    /// Returns the number of blobs and bytes removed.
+    /// Deletes every blob but those in `live`, and temp files of writers that died. Returns the
+    /// number of blobs and bytes removed.
     @discardableResult
-    public func collectGarbage(roots: [Digest]) throws -> (blobs: Int, bytes: Int64) {
-        var live = Set<Digest>()
-        var queue = roots
-        while let d = queue.popLast() {
-            guard live.insert(d).inserted, contains(d) else { continue }
-            guard let bytes = try? read(d), let doc = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { continue }
-            let descriptors = ((doc["manifests"] as? [[String: Any]]) ?? []) + ((doc["layers"] as? [[String: Any]]) ?? [])
-                + ((doc["config"] as? [String: Any]).map { [$0] } ?? [])
-            for desc in descriptors {
-                if let s = desc["digest"] as? String, let child = try? Digest(parsing: s) { queue.append(child) }
-            }
-        }
+    public func removeBlobs(except live: Set<Digest>) throws -> (blobs: Int, bytes: Int64) {
         var removed = 0
         var bytes: Int64 = 0
         for d in allBlobs() where !live.contains(d) {

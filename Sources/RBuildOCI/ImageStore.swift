@@ -179,7 +179,20 @@ public final class ImageStore: @unchecked Sendable {
 
     /// Removes blobs that neither a named image nor `extra` (a build cache's layers) uses.
     public func pruneBlobs(keeping extra: [Digest] = []) throws -> (blobs: Int, bytes: Int64) {
-        try content.collectGarbage(roots: try list().map(\.descriptor.digest) + extra)
+        var live = Set(extra)
+        var queue = try list().map(\.descriptor)
+        // Only indexes and manifests are read (a layer is never opened); a document that cannot
+        // be read keeps itself and loses only what it would have named.
+        while let d = queue.popLast() {
+            guard live.insert(d.digest).inserted, MediaType.isIndex(d.mediaType) || MediaType.isManifest(d.mediaType),
+                  let bytes = try? content.read(d) else { continue }
+            if MediaType.isIndex(d.mediaType) {
+                queue += (try? decodeJSON(Index.self, from: bytes, what: "index"))?.manifests ?? []
+            } else if let m = try? decodeJSON(Manifest.self, from: bytes, what: "manifest") {
+                queue += [m.config] + m.layers
+            }
+        }
+        return try content.removeBlobs(except: live)
     }
 }
 
