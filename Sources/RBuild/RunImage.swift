@@ -67,6 +67,6 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     spec.env = c?.Env ?? []
     if let wd = c?.WorkingDir, !wd.isEmpty { spec.workdir = wd }
     if let user = c?.User, !user.isEmpty { spec.user = try UserSpec.parse(user) }
-    if let arch = Architecture(platform: config.platform.description) { spec.architecture = arch }
+    if let arch = Architecture(platform: config.platform) { spec.architecture = arch }
     return ImageRun(spec: spec, snapshotter: snapshotter, active: active)
 }

@@ -99,7 +99,7 @@ struct BuildCommand: ParsableCommand {
         if let platform {
             options.platforms = try platform.split(separator: ",").map { text in
                 let p = try Platform(parsing: text.trimmingCharacters(in: .whitespaces))
-                guard p.os == "linux", Architecture(platform: p.description) != nil else {
+                guard p.os == "linux", Architecture(platform: p) != nil else {
                     throw RuntimeError(.badOption, "--platform \(text): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
                 }
                 return p

@@ -144,11 +144,7 @@ public struct ImageConfig: Codable, Sendable, Equatable {
         self.history = history
     }
 
-    public var platform: Platform {
-        var p = Platform(os: os, architecture: architecture, variant: variant)
-        p.normalise()
-        return p
-    }
+    public var platform: Platform { Platform(os: os, architecture: architecture, variant: variant) }
 }
 
 /// `{}` in JSON (ExposedPorts and Volumes are sets written as objects).

@@ -8,27 +8,8 @@ import RBuildSystem
 public enum Architecture: String, CaseIterable, Sendable, Codable {
     case x86_64, i386, aarch64, arm, riscv64, ppc64le, s390x
 
-    /// The architecture of this machine.
-    public static let host: Architecture = {
-        var uts = utsname()
-        uname(&uts)
-        let machine = withUnsafeBytes(of: &uts.machine) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        return Architecture(machine: machine) ?? .x86_64
-    }()
-
-    /// From `uname -m`.
-    public init?(machine: String) {
-        switch machine {
-        case "x86_64", "amd64": self = .x86_64
-        case "i386", "i486", "i586", "i686": self = .i386
-        case "aarch64", "arm64": self = .aarch64
-        case "armv6l", "armv7l", "armv8l", "arm": self = .arm
-        case "riscv64": self = .riscv64
-        case "ppc64le": self = .ppc64le
-        case "s390x": self = .s390x
-        default: return nil
-        }
-    }
+    /// The architecture of this machine (`uname -m`, read as `Platform.host` reads it).
+    public static let host: Architecture = Architecture(platform: Platform.host) ?? .x86_64
 
     /// From an OCI platform such as `linux/arm64`, `linux/arm/v7`, `linux/386` (or just `arm64`),
     /// read with the one platform parser (its aliases: x86_64, aarch64, armhf…).

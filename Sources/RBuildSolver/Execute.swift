@@ -127,7 +127,7 @@ extension Solver {
         spec.workdir = e.cwd
         spec.network = e.network
         spec.hostname = "buildkitsandbox"
-        if let arch = Architecture(platform: e.platform.description) { spec.architecture = arch }
+        if let arch = Architecture(platform: e.platform) { spec.architecture = arch }
         let (status, tail) = try runCapturing(spec, stdin: e.stdin, step: step)
         guard status == 0 else {
             let o = vertex.origin ?? Origin(file: "", line: 0, instruction: e.args.joined(separator: " "))

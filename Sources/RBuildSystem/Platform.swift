@@ -54,8 +54,8 @@ public struct Platform: Codable, Hashable, Sendable, CustomStringConvertible {
         switch architecture {
         case "x86_64", "x86-64": architecture = "amd64"
         case "aarch64": architecture = "arm64"
-        case "i386", "i686": architecture = "386"
-        case "armhf", "armv7l": architecture = "arm"; if variant == nil { variant = "v7" }
+        case "i386", "i486", "i586", "i686": architecture = "386"
+        case "armhf", "armv7l", "armv8l": architecture = "arm"; if variant == nil { variant = "v7" }
         case "armel", "armv6l": architecture = "arm"; if variant == nil { variant = "v6" }
         default: break
         }
