@@ -4,6 +4,7 @@ import Glibc
 import CRBuildChild
 import CSeccomp
 import Foundation
+import RBuildSystem
 
 /// Single-id mode's answer to programs that change ids (fakeroot's idea, through seccomp user
 /// notification instead of LD_PRELOAD): only uid 0 exists in the sandbox, so the kernel cannot
@@ -63,12 +64,14 @@ final class FakeIDs: @unchecked Sendable {
         }
     }
 
+    /// The call's name, the 32-bit ABI's `…32` suffix dropped (`getuid32` is `getuid`); looked
+    /// up once per architecture and number.
     private func name(_ n: rb_notif) -> String {
         let key = UInt64(n.arch) << 32 | UInt64(UInt32(bitPattern: n.nr))
         if let known = names[key] { return known }
         guard let p = seccomp_syscall_resolve_num_arch(n.arch, n.nr) else { return "" }
         defer { free(p) }
-        let s = String(cString: p)
+        let s = String(cString: p).replacingOccurrences(of: "32", with: "")
         names[key] = s
         return s
     }
@@ -76,19 +79,20 @@ final class FakeIDs: @unchecked Sendable {
     /// The call's return value, or a positive errno.
     func answer(_ n: rb_notif) -> (Int64, Int32) {
         let pid = Int32(bitPattern: n.pid)
-        guard let tgid = FakeIDs.threadGroup(of: pid) else { return (0, ESRCH) }
-        var ids = lookup(tgid)
+        guard let (tgid, ppid) = FakeIDs.threadGroupAndParent(of: pid) else { return (0, ESRCH) }
+        var ids = lookup(tgid, parent: ppid)
         let a = (0..<6).map { i in withUnsafeBytes(of: n.args) { $0.load(fromByteOffset: i * 8, as: UInt64.self) } }
         let id = a.map { UInt32(truncatingIfNeeded: $0) }
         let unchanged = UInt32.max   // -1: leave this one as it is
         var result: Int64 = 0
-        switch name(n).replacingOccurrences(of: "32", with: "") {
+        let call = name(n)
+        switch call {
         case "getuid": return (Int64(ids.uid[0]), 0)
         case "geteuid": return (Int64(ids.uid[1]), 0)
         case "getgid": return (Int64(ids.gid[0]), 0)
         case "getegid": return (Int64(ids.gid[1]), 0)
         case "getresuid", "getresgid":
-            let three = name(n).hasPrefix("getresuid") ? ids.uid : ids.gid
+            let three = call.hasPrefix("getresuid") ? ids.uid : ids.gid
             for i in 0..<3 {
                 var v = three[i]
                 if rb_mem_write(pid, a[i], &v, 4) != 0 { return (0, EFAULT) }
@@ -101,13 +105,13 @@ final class FakeIDs: @unchecked Sendable {
             let rc = ids.groups.withUnsafeBytes { rb_mem_write(pid, a[1], $0.baseAddress, $0.count) }
             return rc == 0 ? (Int64(ids.groups.count), 0) : (0, EFAULT)
         case "setuid", "setgid":
-            let isUID = name(n).hasPrefix("setuid")
+            let isUID = call.hasPrefix("setuid")
             var v = isUID ? ids.uid : ids.gid
             // As root (fake euid 0) all four change; otherwise only the effective and fs ones.
             v = ids.uid[1] == 0 ? [id[0], id[0], id[0], id[0]] : [v[0], id[0], v[2], id[0]]
             if isUID { ids.uid = v } else { ids.gid = v }
         case "setreuid", "setregid":
-            let isUID = name(n).hasPrefix("setreuid")
+            let isUID = call.hasPrefix("setreuid")
             var v = isUID ? ids.uid : ids.gid
             let oldReal = v[0]
             if id[0] != unchanged { v[0] = id[0] }
@@ -118,14 +122,14 @@ final class FakeIDs: @unchecked Sendable {
             v[3] = v[1]
             if isUID { ids.uid = v } else { ids.gid = v }
         case "setresuid", "setresgid":
-            let isUID = name(n).hasPrefix("setresuid")
+            let isUID = call.hasPrefix("setresuid")
             var v = isUID ? ids.uid : ids.gid
             for i in 0..<3 where id[i] != unchanged { v[i] = id[i] }
             v[3] = v[1]
             if isUID { ids.uid = v } else { ids.gid = v }
         case "setfsuid", "setfsgid":
             // Returns the previous fs id; -1 only asks.
-            let isUID = name(n).hasPrefix("setfsuid")
+            let isUID = call.hasPrefix("setfsuid")
             result = Int64(isUID ? ids.uid[3] : ids.gid[3])
             if id[0] != unchanged { if isUID { ids.uid[3] = id[0] } else { ids.gid[3] = id[0] } }
         case "setgroups":
@@ -145,32 +149,42 @@ final class FakeIDs: @unchecked Sendable {
     }
 
     /// The ids of process `tgid`: its own, else (first seen) its parent's, else 0s.
-    private func lookup(_ tgid: Int32) -> IDs {
+    private func lookup(_ tgid: Int32, parent ppid: Int32) -> IDs {
         guard let start = FakeIDs.startTime(of: tgid) else { return IDs() }
         if let entry = table[tgid], entry.start == start { return entry.ids }
         var ids = IDs()
-        if let ppid = FakeIDs.statusField(of: tgid, "PPid").flatMap(Int32.init),
-           let parent = table[ppid], parent.start == FakeIDs.startTime(of: ppid) {
+        if let parent = table[ppid], parent.start == FakeIDs.startTime(of: ppid) {
             ids = parent.ids
         }
         table[tgid] = (start, ids)
         return ids
     }
 
-    static func threadGroup(of tid: Int32) -> Int32? {
-        statusField(of: tid, "Tgid").flatMap(Int32.init)
+    /// Tgid and PPid of a thread, from one read of /proc/TID/status.
+    static func threadGroupAndParent(of tid: Int32) -> (Int32, Int32)? {
+        guard let text = procFile("/proc/\(tid)/status") else { return nil }
+        var tgid: Int32?, ppid: Int32?
+        for line in text.split(separator: "\n") where tgid == nil || ppid == nil {
+            if line.hasPrefix("Tgid:") { tgid = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces)) }
+            if line.hasPrefix("PPid:") { ppid = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces)) }
+        }
+        guard let tgid, let ppid else { return nil }
+        return (tgid, ppid)
     }
 
-    static func statusField(of pid: Int32, _ key: String) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        return text.split(separator: "\n").first { $0.hasPrefix(key + ":") }
-            .map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) }
+    /// A small /proc file, read with one open and few reads (no Foundation file machinery: this
+    /// runs for every faked id call).
+    static func procFile(_ path: String) -> Substring? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let bytes = try? readAll(fd, limit: 16384, path: path) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)[...]
     }
 
     /// Field 22 of /proc/PID/stat (after the command name, which may hold spaces and parens).
     static func startTime(of pid: Int32) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return nil }
+        guard let text = procFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
         return fields.count > 19 ? String(fields[19]) : nil
     }
