@@ -157,15 +157,22 @@ public final class BlobReader {
 }
 
 extension ContentStore {
-    /// Copies a blob to `path` as a new file, checked on the way; the file appears (temp file +
-    /// rename) only once every byte is there and verified.
+    /// Copies a blob to `path` as a new file — a reflink where the filesystem can, else an
+    /// in-kernel copy — and checks the copy's bytes; the file appears (temp file + rename) only
+    /// once it is whole and verified.
     public func copy(_ blob: StoredBlob, to path: String) throws {
-        let reader = try BlobReader(blob)
+        let source = try BlobReader(blob)   // open, size checked
         try replaceAtomically(path, isDirectory: false) { tmp in
             let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw OCIError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
-            try reader.forEach { try writeFully(fd, $0, what: path) }
+            var canClone = true
+            guard copyContents(source.fd, fd, size: Int(source.fileSize), canClone: &canClone) else {
+                throw OCIError(.io, "cannot write \(path): \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (disk full: free space or run `rbuild prune`)" : "")")
+            }
+            var written = blob
+            written.path = tmp
+            try BlobReader(written).finish()
         }
     }
 }
