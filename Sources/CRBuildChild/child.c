@@ -234,60 +234,70 @@ static int attach(int mfd, int tfd) {
 
 // ---- phases ---------------------------------------------------------------------------------
 
-// The root as an overlay of snapshot directories. userxattr keeps overlay's metadata in user.*
-// xattrs, which a user namespace may write (Linux 5.11+); the kernel refuses trusted.* there.
-static void mount_overlay_tmpfs(struct rb_plan *p, int sfd) {
-    if (p->overlay_tmpfs) {
-        // In this mount namespace only: the host sees the directory stay empty.
-        if (mount("tmpfs", p->overlay_tmpfs, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
-            fail(sfd, RB_STAGE_OVERLAY, errno, -9);
-        if (mkdir(p->overlay_upper, 0755) < 0 || mkdir(p->overlay_work, 0755) < 0)
-            fail(sfd, RB_STAGE_OVERLAY, errno, -10);
-        // Made in the upper, not through the overlay: creating them there would copy up their
-        // parents, which fails for a lower owned by ids outside the user namespace.
-        if (!p->overlay_skeleton) return;
-        int ufd = open(p->overlay_upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (ufd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
-        for (size_t i = 0; p->overlay_skeleton[i]; i++) {
-            const char *e = p->overlay_skeleton[i];
-            size_t n = strlen(e);
-            if (n > 0 && e[n - 1] == '/') {
-                if (mkdirat(ufd, e, 0755) < 0 && errno != EEXIST) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
-            } else {
-                int f = openat(ufd, e, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-                if (f < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -11);
-                close(f);
-            }
+// A tmpfs on `dir` (in this mount namespace only: the host sees the directory stay empty)
+// holding an overlay's `upper` and `work`, and the `skeleton` entries made in the upper.
+// Returns 0 or a negative item for the report.
+static int mount_upper_tmpfs(const char *dir, const char *upper, const char *work,
+                             const char *const *skeleton, int *err) {
+    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) { *err = errno; return -9; }
+    if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0) { *err = errno; return -10; }
+    // Made in the upper, not through the overlay: creating them there would copy up their
+    // parents, which fails for a lower owned by ids outside the user namespace.
+    if (!skeleton) return 0;
+    int ufd = open(upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (ufd < 0) { *err = errno; return -11; }
+    for (size_t i = 0; skeleton[i]; i++) {
+        const char *e = skeleton[i];
+        size_t n = strlen(e);
+        if (n > 0 && e[n - 1] == '/') {
+            if (mkdirat(ufd, e, 0755) < 0 && errno != EEXIST) { *err = errno; close(ufd); return -11; }
+        } else {
+            int f = openat(ufd, e, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (f < 0) { *err = errno; close(ufd); return -11; }
+            close(f);
         }
-        close(ufd);
     }
+    close(ufd);
+    return 0;
+}
+
+// A detached overlay of snapshot directories. userxattr keeps overlay's metadata in user.*
+// xattrs, which a user namespace may write (Linux 5.11+); the kernel refuses trusted.* there.
+// Returns the mount fd, or -1 with *err and *item set for the report.
+static int make_overlay(const char *const *lowers, const char *lowerdir, int plus, const char *upper,
+                        const char *work, int *err, int *item) {
+    int fsfd = sys_fsopen("overlay", RB_FSOPEN_CLOEXEC);
+    if (fsfd < 0) { *err = errno; *item = -1; return -1; }
+#define RB_OVERLAY_FAIL(it) do { *err = errno; *item = (it); close(fsfd); return -1; } while (0)
+    if (plus) {
+        for (int i = 0; lowers[i]; i++) {
+            if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir+", lowers[i], 0) < 0) RB_OVERLAY_FAIL(i);
+        }
+    } else if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir", lowerdir, 0) < 0) {
+        RB_OVERLAY_FAIL(-2);
+    }
+    if (upper) {
+        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0) RB_OVERLAY_FAIL(-3);
+        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "workdir", work, 0) < 0) RB_OVERLAY_FAIL(-4);
+    }
+    if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) RB_OVERLAY_FAIL(-5);
+    if (sys_fsconfig(fsfd, RB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) RB_OVERLAY_FAIL(-6);
+    int mfd = sys_fsmount(fsfd, RB_FSMOUNT_CLOEXEC, 0);
+    if (mfd < 0) RB_OVERLAY_FAIL(-7);
+#undef RB_OVERLAY_FAIL
+    close(fsfd);
+    return mfd;
 }
 
 static void mount_overlay_root(struct rb_plan *p, int sfd) {
-    mount_overlay_tmpfs(p, sfd);
-    int fsfd = sys_fsopen("overlay", RB_FSOPEN_CLOEXEC);
-    if (fsfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -1);
-    if (p->overlay_lowerdir_plus) {
-        for (int i = 0; p->overlay_lowers[i]; i++) {
-            if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir+", p->overlay_lowers[i], 0) < 0)
-                fail(sfd, RB_STAGE_OVERLAY, errno, i);
-        }
-    } else if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "lowerdir", p->overlay_lowerdir, 0) < 0) {
-        fail(sfd, RB_STAGE_OVERLAY, errno, -2);
+    int err = 0, item = 0;
+    if (p->overlay_tmpfs) {
+        item = mount_upper_tmpfs(p->overlay_tmpfs, p->overlay_upper, p->overlay_work, p->overlay_skeleton, &err);
+        if (item < 0) fail(sfd, RB_STAGE_OVERLAY, err, item);
     }
-    if (p->overlay_upper) {
-        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "upperdir", p->overlay_upper, 0) < 0)
-            fail(sfd, RB_STAGE_OVERLAY, errno, -3);
-        if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_STRING, "workdir", p->overlay_work, 0) < 0)
-            fail(sfd, RB_STAGE_OVERLAY, errno, -4);
-    }
-    if (sys_fsconfig(fsfd, RB_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
-        fail(sfd, RB_STAGE_OVERLAY, errno, -5);
-    if (sys_fsconfig(fsfd, RB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        fail(sfd, RB_STAGE_OVERLAY, errno, -6);
-    int mfd = sys_fsmount(fsfd, RB_FSMOUNT_CLOEXEC, 0);
-    if (mfd < 0) fail(sfd, RB_STAGE_OVERLAY, errno, -7);
-    close(fsfd);
+    int mfd = make_overlay(p->overlay_lowers, p->overlay_lowerdir, p->overlay_lowerdir_plus, p->overlay_upper,
+                           p->overlay_work, &err, &item);
+    if (mfd < 0) fail(sfd, RB_STAGE_OVERLAY, err, item);
     if (sys_move_mount(mfd, "", AT_FDCWD, p->rootfs, RB_MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fail(sfd, RB_STAGE_OVERLAY, errno, -8);
     close(mfd);
@@ -295,34 +305,111 @@ static void mount_overlay_root(struct rb_plan *p, int sfd) {
 
 static void reset_signals(void);
 
-// The root served by fuse-overlayfs (see rb_plan.fuse_argv). The program daemonizes once the
-// mount is in place, so its first process exiting 0 means the root is ready.
-static void mount_fuse_root(struct rb_plan *p, int sfd) {
-    mount_overlay_tmpfs(p, sfd);
-    if (mount("/", p->fuse_hostroot, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fail(sfd, RB_STAGE_FUSE, errno, -1);
+// Binds the host root on fuse_hostroot once: fuse-overlayfs daemons run chrooted there.
+static int hostroot_bound;
+static int bind_hostroot(struct rb_plan *p) {
+    if (hostroot_bound) return 0;
+    if (mount("/", p->fuse_hostroot, NULL, MS_BIND | MS_REC, NULL) < 0) return -errno;
+    hostroot_bound = 1;
+    return 0;
+}
+
+// Starts fuse-overlayfs (argv) chrooted in the host root's bind. The program daemonizes once
+// its mount is in place, so its first process exiting 0 means the mount is ready. Returns 0,
+// -1 (clone failed, errno set) or its exit status (128+N for a signal).
+static int run_fuse(struct rb_plan *p, const char *const *argv) {
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (pid < 0) fail(sfd, RB_STAGE_FUSE, errno, -2);
+    if (pid < 0) return -1;
     if (pid == 0) {
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         reset_signals();
         if (null < 0 || chroot(p->fuse_hostroot) < 0 || chdir("/") < 0) _exit(126);
         for (int i = 0; i < 3; i++) dup2(null, i);
         static const char *const noenv[] = { NULL };
-        execve(p->fuse_argv[0], (char *const *)p->fuse_argv, (char *const *)noenv);
+        execve(argv[0], (char *const *)argv, (char *const *)noenv);
         _exit(127);
     }
     int status = 0;
-    if (rb_waitpid(pid, &status) < 0) fail(sfd, RB_STAGE_FUSE, errno, -2);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail(sfd, RB_STAGE_FUSE, EIO, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    if (rb_waitpid(pid, &status) < 0) return -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+// The root served by fuse-overlayfs (see rb_plan.fuse_argv).
+static void mount_fuse_root(struct rb_plan *p, int sfd) {
+    int err = 0;
+    if (p->overlay_tmpfs) {
+        int item = mount_upper_tmpfs(p->overlay_tmpfs, p->overlay_upper, p->overlay_work, p->overlay_skeleton, &err);
+        if (item < 0) fail(sfd, RB_STAGE_OVERLAY, err, item);
+    }
+    int rc = bind_hostroot(p);
+    if (rc < 0) fail(sfd, RB_STAGE_FUSE, -rc, -1);
+    rc = run_fuse(p, p->fuse_argv);
+    if (rc < 0) fail(sfd, RB_STAGE_FUSE, errno, -2);
+    if (rc > 0) fail(sfd, RB_STAGE_FUSE, EIO, rc);
     p->rootfs = p->fuse_rootfs;
+}
+
+// A detached copy of the tree at `path` (an attached mount's directory) or, with `subpath`, of
+// the part of it there, resolved inside it (never through a symlink out of it). `flags` adds
+// AT_RECURSIVE. Returns the mount fd or -errno.
+static int clone_tree(const char *path, const char *subpath, unsigned flags) {
+    if (!subpath || !subpath[0]) {
+        int fd = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
+        return fd < 0 ? -errno : fd;
+    }
+    int dir = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -errno;
+    int fd = rb_open_in_root(dir, subpath, O_PATH | O_CLOEXEC, 0);
+    close(dir);
+    if (fd < 0) return fd;
+    int tree = sys_open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | flags);
+    int e = errno;
+    close(fd);
+    return tree < 0 ? -e : tree;
+}
+
+// RB_MOUNT_LAYERED, before pivot_root: the snapshot mounted on its host directory `source` (in
+// this mount namespace only; the kernel clones only trees attached in the caller's namespace),
+// then the part at `subpath` cloned, detached. Its tmpfs is already mounted.
+static int prepare_layered(struct rb_plan *p, struct rb_mount *m, int *item) {
+    const char *seen = m->source;
+    if (m->fuse_argv) {
+        int rc = bind_hostroot(p);
+        if (rc < 0) { *item = -1; return rc; }
+        rc = run_fuse(p, m->fuse_argv);
+        if (rc < 0) { *item = -2; return -errno; }
+        if (rc > 0) { *item = rc; return -EIO; }
+        seen = m->fuse_seen;
+    } else {
+        int err = 0;
+        int mfd = make_overlay(m->lowers, m->lowerdir, p->overlay_lowerdir_plus, m->upper, m->work, &err, item);
+        if (mfd < 0) return -err;
+        if (sys_move_mount(mfd, "", AT_FDCWD, m->source, RB_MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+            err = errno;
+            close(mfd);
+            *item = -8;
+            return -err;
+        }
+        close(mfd);
+    }
+    *item = -12;
+    return clone_tree(seen, m->subpath, AT_RECURSIVE);
 }
 
 // Before pivot_root: everything that needs the host's view.
 static void prepare_host_side(struct rb_plan *p, int sfd) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         fail(sfd, RB_STAGE_MOUNT_PRIVATE, errno, 0);
+    // The throw-away uppers of mounted snapshots, before the host root is bound for
+    // fuse-overlayfs (whose daemons must see them there).
+    for (size_t i = 0; i < p->nmounts; i++) {
+        struct rb_mount *m = &p->mounts[i];
+        if (m->kind != RB_MOUNT_LAYERED || !m->tmpfs) continue;
+        int err = 0;
+        int item = mount_upper_tmpfs(m->tmpfs, m->upper, m->work, NULL, &err);
+        if (item < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, err, (int)i);
+    }
     if (p->fuse_argv) {
         mount_fuse_root(p, sfd);
     } else if (p->overlay_lowers) {
@@ -335,14 +422,22 @@ static void prepare_host_side(struct rb_plan *p, int sfd) {
         struct rb_mount *m = &p->mounts[i];
         m->fd = -1;
         if (m->kind == RB_MOUNT_BIND_HOST) {
-            unsigned fl = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | ((m->mflags & RB_MF_RECURSIVE) ? AT_RECURSIVE : 0);
-            int fd = sys_open_tree(AT_FDCWD, m->source, fl);
+            int fd = clone_tree(m->source, m->subpath, (m->mflags & RB_MF_RECURSIVE) ? AT_RECURSIVE : 0);
             if (fd < 0) {
-                if (errno == ENOENT && (m->mflags & RB_MF_OPTIONAL)) continue;
-                fail(sfd, RB_STAGE_PREPARE_MOUNT, errno, (int)i);
+                if (fd == -ENOENT && (m->mflags & RB_MF_OPTIONAL)) continue;
+                fail(sfd, RB_STAGE_PREPARE_MOUNT, -fd, (int)i);
             }
             if (m->mflags & RB_MF_READONLY) {
                 int rc = set_readonly(fd, "", AT_EMPTY_PATH | ((m->mflags & RB_MF_RECURSIVE) ? AT_RECURSIVE : 0));
+                if (rc < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -rc, (int)i);
+            }
+            m->fd = fd;
+        } else if (m->kind == RB_MOUNT_LAYERED) {
+            int item = 0;
+            int fd = prepare_layered(p, m, &item);
+            if (fd < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -fd, (int)i);
+            if (m->mflags & RB_MF_READONLY) {
+                int rc = set_readonly(fd, "", AT_EMPTY_PATH | AT_RECURSIVE);
                 if (rc < 0) fail(sfd, RB_STAGE_PREPARE_MOUNT, -rc, (int)i);
             }
             m->fd = fd;
@@ -379,6 +474,41 @@ static void enter_root(struct rb_plan *p, int sfd) {
     if (chdir("/") < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 2);
 }
 
+// RB_MOUNT_FILE: a private tmpfs holding one file with the bytes of `content_fd`, its owner
+// and mode set; returns a read-only detached mount of that file, or -errno.
+static int make_file_mount(struct rb_mount *m) {
+    int tmp = make_fs("tmpfs", "mode=0755", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    if (tmp < 0) return tmp;
+    int f = openat(tmp, "file", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (f < 0) { int e = errno; close(tmp); return -e; }
+    char buf[4096];
+    off_t off = 0;
+    for (;;) {
+        ssize_t n = pread(m->content_fd, buf, sizeof(buf), off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { int e = errno; close(f); close(tmp); return -e; }
+        if (n == 0) break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(f, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) { int e = errno; close(f); close(tmp); return -e; }
+            done += w;
+        }
+        off += n;
+    }
+    int rc = 0;
+    if (fchown(f, m->uid, m->gid) < 0 || fchmod(f, m->mode & 07777) < 0) rc = -errno;
+    close(f);
+    if (rc < 0) { close(tmp); return rc; }
+    int mfd = sys_open_tree(tmp, "file", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    int e = errno;
+    close(tmp);
+    if (mfd < 0) return -e;
+    rc = set_readonly(mfd, "", AT_EMPTY_PATH);
+    if (rc < 0) { close(mfd); return rc; }
+    return mfd;
+}
+
 static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
     int empty_src = -1;    // a private tmpfs holding the empty file that masks files
     for (size_t i = 0; i < p->nmounts; i++) {
@@ -387,6 +517,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
         int create = !(m->mflags & RB_MF_NO_CREATE);
         switch (m->kind) {
         case RB_MOUNT_BIND_HOST:
+        case RB_MOUNT_LAYERED:
         case RB_MOUNT_FS_EARLY:
         case RB_MOUNT_BINFMT:
         case RB_MOUNT_FS: {
@@ -454,6 +585,17 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, errno, (int)i);
             int rc = set_readonly(mfd, "", AT_EMPTY_PATH | AT_RECURSIVE);
             if (rc == 0) rc = attach(mfd, tfd);
+            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
+            close(mfd);
+            close(tfd);
+            break;
+        }
+        case RB_MOUNT_FILE: {
+            int tfd = ensure_target(rootfd, m->target, 0, create);
+            if (tfd < 0) fail(sfd, RB_STAGE_MOUNT_TARGET, -tfd, (int)i);
+            int mfd = make_file_mount(m);
+            if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
+            int rc = attach(mfd, tfd);
             if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
             close(mfd);
             close(tfd);

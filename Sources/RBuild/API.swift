@@ -39,6 +39,8 @@ public typealias ProgressReporter = RBuildSolver.ProgressReporter
 public typealias BuildError = RBuildSolver.BuildError
 public typealias SolveError = RBuildSolver.SolveError
 public typealias CacheIndex = RBuildSolver.CacheIndex
+public typealias BuildSecrets = RBuildSolver.BuildSecrets
+public typealias CacheMounts = RBuildSolver.CacheMounts
 
 // Outputs.
 public typealias Exporter = RBuildExporters.Exporter
@@ -76,6 +78,7 @@ public typealias RuntimeError = RBuildRuntime.RuntimeError
 public typealias Architecture = RBuildRuntime.Architecture
 public typealias NetworkMode = RBuildRuntime.NetworkMode
 public typealias UserSpec = RBuildRuntime.UserSpec
+public typealias SandboxMount = RBuildRuntime.SandboxMount
 public typealias BindMount = RBuildRuntime.BindMount
 public typealias SeccompProfile = RBuildRuntime.SeccompProfile
 public typealias HostReport = RBuildRuntime.HostReport

@@ -29,6 +29,11 @@ public struct BuildOptions: Sendable {
     public var pull = false
     /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
     public var buildContexts: [String: String] = [:]
+    /// `--secret id=ID,src=FILE` / `id=ID,env=VARIABLE`: read when a step mounts them, never
+    /// stored.
+    public var secrets: [String: BuildSecrets.Source] = [:]
+    /// `--ssh ID[=SOCKET|KEYFILE[,KEYFILE…]]`: no path means $SSH_AUTH_SOCK.
+    public var ssh: [String: [String]] = [:]
     /// The platform to build for (default: the host's).
     public var platform: Platform?
     /// Several platforms built at once (`--platform a,b`): `Builder.build(platforms:)`.
@@ -40,6 +45,44 @@ public struct BuildOptions: Sendable {
     public var reporter: ProgressReporter?
 
     public init() {}
+
+    /// Adds one `--secret` value: `id=ID,src=FILE`, `id=ID,env=VARIABLE`, `type=file|env`
+    /// (buildx's forms); with neither src nor env, the variable named ID.
+    public mutating func addSecret(_ text: String) throws {
+        var id: String?, src: String?, env: String?, type: String?
+        for field in text.split(separator: ",") {
+            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw BuildFailure("--secret \(text): expected KEY=VALUE fields, not \"\(field)\"") }
+            switch kv[0].lowercased() {
+            case "id": id = kv[1]
+            case "src", "source": src = kv[1]
+            case "env": env = kv[1]
+            case "type": type = kv[1].lowercased()
+            default: throw BuildFailure("--secret \(text): unknown field \(kv[0]) (expected id, src, env, type)")
+            }
+        }
+        guard let id, !id.isEmpty else { throw BuildFailure("--secret \(text): id= is required") }
+        switch type {
+        case nil, "file", "env": break
+        default: throw BuildFailure("--secret \(text): type=\(type!) (expected file or env)")
+        }
+        if let src, env == nil, type != "env" {
+            secrets[id] = .file(src)
+        } else if type == "env" || src == nil {
+            secrets[id] = .environment(env ?? src ?? id)
+        } else {
+            throw BuildFailure("--secret \(text): give src= or env=, not both")
+        }
+    }
+
+    /// Adds one `--ssh` value: `default`, `ID=SOCKET`, `ID=KEYFILE[,KEYFILE…]`.
+    public mutating func addSSH(_ text: String) throws {
+        let kv = text.split(separator: "=", maxSplits: 1).map(String.init)
+        guard let id = kv.first, !id.isEmpty, !id.contains(",") else {
+            throw BuildFailure("--ssh \(text): expected default or ID=SOCKET|KEYFILE[,KEYFILE…]")
+        }
+        ssh[id] = kv.count == 2 ? kv[1].split(separator: ",").map(String.init) : []
+    }
 }
 
 /// A built image: its manifest (in the state dir's content store) and what the exporters need.

@@ -60,7 +60,9 @@ public final class Builder: Sendable {
 
     /// `build(platforms:)` for async callers.
     public func solve(_ options: BuildOptions) async throws -> [BuiltImage] {
-        let (solver, lowered) = try await prepare(options)
+        let agents = try SSHAgents(options.ssh)
+        defer { agents.stop() }
+        let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
         try checkEmulation(Graph.walk(lowered.map(\.root)))
         let stacks = try await solver.solve(lowered.map(\.root))
         var images: [BuiltImage] = []
@@ -86,7 +88,7 @@ public final class Builder: Sendable {
 
     /// A solver for this build, and the Dockerfile lowered for each platform it asks for into
     /// one graph.
-    func prepare(_ options: BuildOptions) async throws -> (Solver, [LoweredStage]) {
+    func prepare(_ options: BuildOptions, secrets: BuildSecrets = BuildSecrets()) async throws -> (Solver, [LoweredStage]) {
         let platforms = options.platforms.isEmpty ? [options.platform ?? Platform.host] : options.platforms
         var seen = Set<String>()
         for p in platforms where !seen.insert(p.description).inserted {
@@ -94,7 +96,7 @@ public final class Builder: Sendable {
         }
         let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
         let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
-                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps)
+                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps, secrets: secrets)
         let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, reporter: reporter) }
         return (solver, lowered)
     }

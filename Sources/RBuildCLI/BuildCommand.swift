@@ -39,6 +39,12 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("build-context"), help: "NAME=VALUE: a directory, docker-image://REF or oci-layout://DIR[:TAG].")
     var buildContexts: [String] = []
 
+    @Option(name: .customLong("secret"), help: "A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VARIABLE (repeatable).")
+    var secrets: [String] = []
+
+    @Option(name: .customLong("ssh"), help: "An ssh agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), or ID=SOCKET|KEYFILE[,KEYFILE…] (repeatable).")
+    var ssh: [String] = []
+
     @Flag(name: .customLong("no-cache"), help: "Run every step, using no cached result.")
     var noCache = false
 
@@ -91,6 +97,8 @@ struct BuildCommand: ParsableCommand {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             options.labels[kv[0]] = kv.count == 2 ? kv[1] : ""
         }
+        for secret in secrets { try options.addSecret(secret) }
+        for s in ssh { try options.addSSH(s) }
         for c in buildContexts {
             let kv = c.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2 else { throw ValidationError("--build-context \(c): expected NAME=VALUE") }

@@ -134,11 +134,45 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, help: "First re-hash every blob and remove the corrupt ones (`rbuild check --repair`).")
     var verify = false
 
+    @Option(name: .long, help: "type=exec.cachemount: remove only the directories of RUN --mount=type=cache (those no build is using).")
+    var filter: [String] = []
+
     func run() throws {
-        let result = try StateDirectory.open(global.root).prune(all: all, verify: verify)
+        var scope: PruneScope = all ? .all : .unused
+        for f in filter {
+            guard f.replacingOccurrences(of: " ", with: "") == "type=exec.cachemount" else {
+                throw ValidationError("--filter \(f): only type=exec.cachemount is supported")
+            }
+            scope = .cacheMounts
+        }
+        let result = try StateDirectory.open(global.root).prune(scope, verify: verify)
         if let check = result.check { render(check) }
         if result.sweptDirectories > 0 { print("Removed \(result.sweptDirectories) leftover or unpacked snapshot directories") }
-        print("Deleted \(result.blobs) blobs, \(ByteCountFormatter.string(fromByteCount: result.bytes, countStyle: .binary)) reclaimed")
+        if scope != .unused {
+            print("Deleted \(result.cacheMounts) cache mounts, \(ByteCountFormatter.string(fromByteCount: result.cacheMountBytes, countStyle: .binary)) reclaimed")
+        }
+        if scope != .cacheMounts {
+            print("Deleted \(result.blobs) blobs, \(ByteCountFormatter.string(fromByteCount: result.bytes, countStyle: .binary)) reclaimed")
+        }
+    }
+}
+
+struct DuCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "du", abstract: "Show what the state dir holds: cache mounts, snapshots, blobs.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let usage = try StateDirectory.open(global.root).diskUsage()
+        print("TYPE".padding(toLength: 17, withPad: " ", startingAt: 0) + "ID".padding(toLength: 41, withPad: " ", startingAt: 0) + "SIZE")
+        var total: Int64 = 0
+        for item in usage.items {
+            total += item.bytes
+            let name = item.name.count > 40 ? String(item.name.prefix(37)) + "..." : item.name
+            print(item.kind.padding(toLength: 17, withPad: " ", startingAt: 0) + name.padding(toLength: 41, withPad: " ", startingAt: 0)
+                  + ByteCountFormatter.string(fromByteCount: item.bytes, countStyle: .binary))
+        }
+        print("Total: \(ByteCountFormatter.string(fromByteCount: total, countStyle: .binary))")
     }
 }
 

@@ -10,7 +10,7 @@ public struct RBuildCommand: ParsableCommand {
         commandName: "rbuild",
         abstract: "Build container images from Dockerfiles as an ordinary user: no daemon, no root.",
         subcommands: [BuildCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
-                      SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, CheckCommand.self, PullCommand.self,
+                      SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
                       PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self]
     )
 

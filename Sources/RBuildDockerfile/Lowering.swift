@@ -389,9 +389,6 @@ final class Lowering {
     // MARK: - RUN
 
     func run(_ r: Run, node: Node, name: String, stage: Stage, state: inout LoweredStage) throws {
-        guard r.mounts.isEmpty else {
-            throw LoweringError("RUN --mount is not supported yet (\(r.mounts.joined(separator: " ")))")
-        }
         if r.security == "insecure" {
             throw LoweringError("RUN --security=insecure is refused: rbuild runs every step without extra privileges")
         }
@@ -430,11 +427,93 @@ final class Lowering {
         }
         var env = state.scope.runEnvironment
         if !env.contains(where: { $0.hasPrefix("PATH=") }) { env.insert("PATH=" + Sandbox.defaultPath, at: 0) }
-        let exec = ExecOp(args: argv, env: env, cwd: state.config.WorkingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/",
+        let cwd = state.config.WorkingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        var inputs = [state.root]
+        var sshMounts = 0
+        let mounts = try r.mounts.map { try mount($0, cwd: cwd, stage: stage, state: state, inputs: &inputs, sshMounts: &sshMounts) }
+        let exec = ExecOp(args: argv, env: env, cwd: cwd,
                           user: state.config.User.flatMap { $0.isEmpty ? nil : $0 } ?? "0",
-                          network: r.network == "none" ? .none : .host, platform: state.platform, stdin: stdin)
-        let v = graph.add(.exec(exec), inputs: [state.root], name: name, origin: origin(node), ignoreCache: ignoresCache(stage))
+                          network: r.network == "none" ? .none : .host, platform: state.platform, stdin: stdin, mounts: mounts)
+        let v = graph.add(.exec(exec), inputs: inputs, name: name, origin: origin(node), ignoreCache: ignoresCache(stage))
         change(&state, v, createdBy + " # buildkit")
+    }
+
+    /// One `--mount=` flag: its target made absolute (relative ones are under the working
+    /// directory), its `from` (a stage, a named context, an image; else the build context)
+    /// added to `inputs`.
+    func mount(_ text: String, cwd: String, stage: Stage, state: LoweredStage, inputs: inout [Vertex],
+               sshMounts: inout Int) throws -> ExecMount {
+        let flag = try RunMountFlag.parse(text) { try self.expand($0, state) }
+        func absolute(_ path: String) -> String { cleanPath(path.hasPrefix("/") ? path : cwd + "/" + path) }
+        func input(_ from: String?) throws -> Int {
+            let v = try mountSource(from, stage: stage, state: state)
+            if let i = inputs.firstIndex(of: v) { return i }
+            inputs.append(v)
+            return inputs.count - 1
+        }
+        let target = flag.target.map(absolute) ?? ""
+        switch flag.type {
+        case .bind:
+            return ExecMount(.bind(input: try input(flag.from), source: cleanPath("/" + (flag.source ?? "/")),
+                                   readWrite: flag.readOnly == false), target: target)
+        case .cache:
+            var c = CacheMount(id: flag.id.flatMap { $0.isEmpty ? nil : $0 } ?? target)
+            c.sharing = flag.sharing ?? .shared
+            c.readOnly = flag.readOnly ?? false
+            if flag.from != nil { c.from = try input(flag.from) }
+            c.source = cleanPath("/" + (flag.source ?? "/"))
+            c.mode = flag.mode ?? 0o755
+            c.uid = flag.uid
+            c.gid = flag.gid
+            return ExecMount(.cache(c), target: target)
+        case .tmpfs:
+            return ExecMount(.tmpfs(size: flag.size), target: target)
+        case .secret:
+            let id = flag.id.flatMap { $0.isEmpty ? nil : $0 } ?? URL(fileURLWithPath: target).lastPathComponent
+            var m = SecretMount(id: id)
+            m.env = flag.env
+            m.required = flag.required ?? false
+            m.owner.mode = flag.mode ?? 0o400
+            m.owner.uid = flag.uid ?? 0
+            m.owner.gid = flag.gid ?? 0
+            // With env= alone the secret is only a variable; otherwise a file too.
+            let file = flag.target.map(absolute) ?? (flag.env == nil ? "/run/secrets/" + id : "")
+            return ExecMount(.secret(m), target: file)
+        case .ssh:
+            var m = SSHMount()
+            if let id = flag.id, !id.isEmpty { m.id = id }
+            m.required = flag.required ?? false
+            m.owner.mode = flag.mode ?? 0o600
+            m.owner.uid = flag.uid ?? 0
+            m.owner.gid = flag.gid ?? 0
+            sshMounts += 1
+            return ExecMount(.ssh(m), target: flag.target.map(absolute) ?? "/run/buildkit/ssh_agent.\(sshMounts - 1)")
+        }
+    }
+
+    /// What a mount's `from=` names: an earlier stage, a named context, an image; nil: the
+    /// build context.
+    func mountSource(_ from: String?, stage: Stage, state: LoweredStage) throws -> Vertex {
+        guard let from = try from.map({ try expand($0, state) }), !from.isEmpty else { return try buildContext("RUN --mount") }
+        if let i = stageIndex(named: from, before: stage.index) { return try self.stage(i).root }
+        var ref = from
+        switch namedContext(from) {
+        case .directory(let local)?: return local
+        case .image(let r)?: ref = r
+        case nil: break
+        }
+        let image = try resolver.resolve(ref, platform: state.platform)
+        return graph.add(.source(.image(reference: ref, manifest: image.manifest, platform: image.config.platform)))
+    }
+
+    /// The build context's source vertex (one per lowering).
+    func buildContext(_ what: String) throws -> Vertex {
+        guard let dir = options.contextDirectory else {
+            throw LoweringError("\(what): this build has no context (the Dockerfile came from stdin); pass a context directory")
+        }
+        let ctx = contextVertex ?? graph.add(.source(.local(name: "context", path: dir, excludes: options.ignore.patterns.map(\.line))))
+        contextVertex = ctx
+        return ctx
     }
 
     /// `<<EOF`, `<<-EOF`, `<<"EOF"`: a command that is only a here-document.
@@ -500,11 +579,7 @@ final class Lowering {
                 fromContext.append(p)
             }
             if !fromContext.isEmpty {
-                guard let dir = options.contextDirectory else {
-                    throw LoweringError("\(kw) \(fromContext[0]): this build has no context (the Dockerfile came from stdin); pass a context directory")
-                }
-                let ctx = contextVertex ?? graph.add(.source(.local(name: "context", path: dir, excludes: options.ignore.patterns.map(\.line))))
-                contextVertex = ctx
+                let ctx = try buildContext("\(kw) \(fromContext[0])")
                 sources.append(CopySource(input: input(ctx), paths: fromContext, what: "build context"))
             }
         }

@@ -147,7 +147,7 @@ public struct HostReport: Codable, Sendable {
             plan.probe = Int32(kind == .overlay ? RB_PROBE_OVERLAY.rawValue : RB_PROBE_BINFMT.rawValue)
             plan.clone_flags = UInt(RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue)
         }
-        plan.mounts = arena.mounts(mounts)
+        plan.mounts = try! arena.mounts(mounts)   // probe steps carry no file content
         plan.nmounts = mounts.count
         var mapping = IDMapping.detect(force: .single)
         if getuid() == 0 && !mapping.nested { mapping.mode = .root }

@@ -5,7 +5,7 @@ import RBuildSystem
 /// is plain Swift so that the policy can be read and unit-tested without any privilege.
 public struct MountStep: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: Int32, Sendable {
-        case bindHost = 1, fs, fsEarly, mask, readOnly, symlink, binfmt
+        case bindHost = 1, fs, fsEarly, mask, readOnly, symlink, binfmt, layered, file
     }
     public struct Options: OptionSet, Sendable, Hashable {
         public let rawValue: Int32
@@ -25,6 +25,19 @@ public struct MountStep: Sendable, Equatable, CustomStringConvertible {
     public var fstype: String?
     public var data: String?
     public var flags: UInt
+    /// bindHost, layered: the part of the source to mount (resolved inside it).
+    public var subpath: String? = nil
+    /// layered: the snapshot's overlay (its fuse program included).
+    public var overlay: OverlayRoot? = nil
+    /// file: the bytes (handed to the child in a memfd), owner and mode.
+    public var content: [UInt8]? = nil
+    public var owner: (uid: UInt32, gid: UInt32, mode: mode_t) = (0, 0, 0)
+
+    public static func == (a: MountStep, b: MountStep) -> Bool {
+        a.kind == b.kind && a.options == b.options && a.source == b.source && a.target == b.target && a.fstype == b.fstype
+            && a.data == b.data && a.flags == b.flags && a.subpath == b.subpath && a.overlay == b.overlay
+            && a.content == b.content && a.owner == b.owner
+    }
 
     public var description: String {
         switch kind {
@@ -34,6 +47,8 @@ public struct MountStep: Sendable, Equatable, CustomStringConvertible {
         case .readOnly: return "read-only \(target)"
         case .symlink: return "symlink \(target) -> \(source ?? "")"
         case .binfmt: return "binfmt_misc at \(target)"
+        case .layered: return "mount a snapshot\(subpath.map { " (its \($0))" } ?? "") on \(target)"
+        case .file: return "mount a file on \(target)"
         }
     }
 }
@@ -55,6 +70,22 @@ public let defaultReadOnlyPaths = [
 public let sandboxDevices = ["null", "zero", "full", "random", "urandom", "tty"]
 
 enum MountPlan {
+    /// The mount points a sandbox for `spec` makes in its root (those not under an earlier
+    /// mount): a build step removes the ones it created, so they never reach a layer.
+    static func rootMountPoints(_ spec: SandboxSpec) -> [String] {
+        let etc = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].map { (target: $0, source: "/dev/null") }
+        var seen: [String] = []
+        for step in build(spec: spec, etcFiles: etc, ttyGroupMapped: false) {
+            switch step.kind {
+            case .mask, .readOnly, .symlink, .binfmt: continue
+            default: break
+            }
+            if seen.contains(where: { step.target == $0 || step.target.hasPrefix($0 == "/" ? "/" : $0 + "/") }) { continue }
+            seen.append(step.target)
+        }
+        return seen
+    }
+
     static let nosuid = UInt(RB_MS_NOSUID.rawValue), nodev = UInt(RB_MS_NODEV.rawValue), noexec = UInt(RB_MS_NOEXEC.rawValue)
 
     /// The ordered plan for a spec. `etcFiles` maps /etc/hosts, /etc/hostname, /etc/resolv.conf
@@ -112,6 +143,33 @@ enum MountPlan {
             if m.readOnly { o.insert(.readOnly) }
             if isDirectory(m.source) { o.insert(.targetIsDirectory) }
             bind(m.source, m.target, o)
+        }
+        for m in spec.extraMounts {
+            switch m {
+            case .bind(let source, let subpath, let target, let readOnly):
+                var o: MountStep.Options = [.recursive]
+                if readOnly { o.insert(.readOnly) }
+                if isDirectory(source) { o.insert(.targetIsDirectory) }
+                var step = MountStep(kind: .bindHost, options: o, source: source, target: target, fstype: nil, data: nil, flags: 0)
+                step.subpath = subpath
+                steps.append(step)
+            case .root(let root, let subpath, let target, let readOnly, let isDirectory):
+                var o: MountStep.Options = [.recursive]
+                if readOnly { o.insert(.readOnly) }
+                if isDirectory { o.insert(.targetIsDirectory) }
+                var step = MountStep(kind: root.overlay == nil ? .bindHost : .layered, options: o, source: root.rootfs,
+                                     target: target, fstype: nil, data: nil, flags: 0)
+                step.subpath = subpath
+                step.overlay = root.overlay
+                steps.append(step)
+            case .tmpfs(let target, let size):
+                fs("tmpfs", target, "mode=1777" + (size.map { ",size=\($0)" } ?? ""), nosuid | nodev)
+            case .file(let target, let content, let uid, let gid, let mode):
+                var step = MountStep(kind: .file, options: [], source: nil, target: target, fstype: nil, data: nil, flags: 0)
+                step.content = content
+                step.owner = (uid, gid, mode)
+                steps.append(step)
+            }
         }
         for p in defaultMaskedPaths {
             steps.append(MountStep(kind: .mask, options: [.optional], source: nil, target: p, fstype: nil, data: nil, flags: 0))

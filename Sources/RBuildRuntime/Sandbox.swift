@@ -39,6 +39,17 @@ public enum Sandbox {
         for m in spec.mounts where !pathExists(m.source) {
             throw RuntimeError(.badMount, "invalid --mount: source \(m.source) does not exist")
         }
+        for m in spec.extraMounts {
+            switch m {
+            case .bind(let source, _, let target, _) where !pathExists(source):
+                throw RuntimeError(.badMount, "cannot mount \(source) on \(target): it does not exist")
+            case .root(let root, _, _, _, _):
+                if let overlay = root.overlay { try checkOverlay(overlay) }
+            case .file(let target, _, let uid, let gid, _) where uid > mapping.maxInsideUID || gid > mapping.maxInsideGID:
+                throw RuntimeError(.userNotMapped, "cannot give \(target) to \(uid):\(gid): only ids up to \(mapping.maxInsideUID) exist in the sandbox (\(mapping.mode.rawValue) id mapping; `rbuild info` says why)")
+            default: break
+            }
+        }
 
         var registration: String?
         if case .userNamespaceBinfmt(let interpreter) = try Emulation.mode(for: spec.architecture) {
@@ -101,7 +112,7 @@ public enum Sandbox {
         plan.set_groups = mapping.mode == .single ? 0 : 1
         plan.new_netns = spec.network == .none ? 1 : 0
         plan.readonly_root = spec.readOnlyRoot ? 1 : 0
-        plan.mounts = arena.mounts(steps)
+        plan.mounts = try arena.mounts(steps)
         plan.nmounts = steps.count
         let limits = defaultRlimits()
         plan.rlimits = UnsafePointer(arena.array(limits))
@@ -115,6 +126,18 @@ public enum Sandbox {
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
+        // fuse-overlayfs daemons (the root's, a mounted snapshot's) run chrooted in a bind of
+        // the host root (see rb_plan.fuse_argv).
+        let hostRoot = scratch.path + "/hostroot"
+        if overlay?.fuseProgram != nil || steps.contains(where: { $0.overlay?.fuseProgram != nil }) {
+            try FileManager.default.createDirectory(atPath: hostRoot, withIntermediateDirectories: false)
+            plan.fuse_hostroot = arena.string(hostRoot)
+            for (i, step) in steps.enumerated() {
+                guard let o = step.overlay, let program = o.fuseProgram, let mountPoint = step.source else { continue }
+                plan.mounts[i].fuse_argv = arena.stringArray([program, "-o", fuseOptions(o), mountPoint])
+                plan.mounts[i].fuse_seen = arena.string(hostRoot + mountPoint)
+            }
+        }
         if let overlay {
             plan.overlay_skeleton = skeleton.map(arena.stringArray)
             plan.overlay_lowers = arena.stringArray(overlay.lowerDirs)
@@ -126,15 +149,7 @@ public enum Sandbox {
             plan.overlay_lowerdir = arena.string(overlay.joinedLowerDirs)
             plan.overlay_tmpfs = overlay.tmpfsDir.map(arena.string)
             if let program = overlay.fuseProgram {
-                let hostRoot = scratch.path + "/hostroot"
-                try FileManager.default.createDirectory(atPath: hostRoot, withIntermediateDirectories: false)
-                var options = "lowerdir=" + overlay.lowerDirs.joined(separator: ":")
-                if let upper = overlay.upperDir, let work = overlay.workDir {
-                    options += ",upperdir=\(upper),workdir=\(work)"
-                }
-                // allow_other: in subuid mode a RUN step's USER is another uid than the mounter.
-                plan.fuse_argv = arena.stringArray([program, "-o", options + ",allow_other", mountRoot])
-                plan.fuse_hostroot = arena.string(hostRoot)
+                plan.fuse_argv = arena.stringArray([program, "-o", fuseOptions(overlay), mountRoot])
                 plan.fuse_rootfs = arena.string(hostRoot + mountRoot)
             }
         }
@@ -146,6 +161,16 @@ public enum Sandbox {
             throw describe(report, steps: steps, spec: spec, rootfs: rootfs, pathSearch: pathSearch)
         }
         return outcome.exitCode
+    }
+
+    /// fuse-overlayfs's `-o` for an overlay root.
+    static func fuseOptions(_ overlay: OverlayRoot) -> String {
+        var options = "lowerdir=" + overlay.lowerDirs.joined(separator: ":")
+        if let upper = overlay.upperDir, let work = overlay.workDir {
+            options += ",upperdir=\(upper),workdir=\(work)"
+        }
+        // allow_other: in subuid mode a RUN step's USER is another uid than the mounter.
+        return options + ",allow_other"
     }
 
     struct Outcome {
@@ -331,7 +356,10 @@ public enum Sandbox {
 final class CArena {
     private var blocks: [UnsafeMutableRawPointer] = []
 
-    deinit { blocks.forEach { free($0) } }
+    deinit {
+        blocks.forEach { free($0) }
+        fds.forEach { close($0) }
+    }
 
     func string(_ s: String) -> UnsafePointer<CChar> {
         let p = strdup(s)!
@@ -354,13 +382,51 @@ final class CArena {
         return p
     }
 
-    func mounts(_ steps: [MountStep]) -> UnsafeMutablePointer<rb_mount> {
-        array(steps.map { s in
-            rb_mount(kind: s.kind.rawValue, mflags: s.options.rawValue,
-                     source: s.source.map(string), target: string(s.target),
-                     fstype: s.fstype.map(string), data: s.data.map(string),
-                     flags: s.flags, fd: -1)
+    /// The steps as the C child reads them; a file step's bytes go into a memfd that the arena
+    /// closes with the rest.
+    func mounts(_ steps: [MountStep]) throws -> UnsafeMutablePointer<rb_mount> {
+        array(try steps.map { s in
+            var m = rb_mount()
+            m.kind = s.kind.rawValue
+            m.mflags = s.options.rawValue
+            m.source = s.source.map(string)
+            m.target = string(s.target)
+            m.fstype = s.fstype.map(string)
+            m.data = s.data.map(string)
+            m.flags = s.flags
+            m.fd = -1
+            m.content_fd = -1
+            m.subpath = s.subpath.flatMap { $0.isEmpty || $0 == "/" ? nil : string($0) }
+            if let o = s.overlay {
+                m.lowers = stringArray(o.lowerDirs)
+                m.lowerdir = string(o.joinedLowerDirs)
+                m.upper = o.upperDir.map(string)
+                m.work = o.workDir.map(string)
+                m.tmpfs = o.tmpfsDir.map(string)
+            }
+            if let content = s.content {
+                m.content_fd = try memfd(content)
+                m.uid = s.owner.uid
+                m.gid = s.owner.gid
+                m.mode = UInt32(s.owner.mode)
+            }
+            return m
         })
+    }
+
+    private var fds: [Int32] = []
+
+    /// An anonymous in-memory file holding `bytes`, closed with the arena.
+    func memfd(_ bytes: [UInt8]) throws -> Int32 {
+        let fd = rb_memfd("rbuild-mount")
+        guard fd >= 0 else { throw RuntimeError(.spawnFailed, "memfd_create: \(errnoText(-fd))") }
+        fds.append(fd)
+        do {
+            try writeAll(fd, bytes)
+        } catch {
+            throw RuntimeError(.spawnFailed, "writing a mounted file into memory: \(error)")
+        }
+        return fd
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import RBuildSystem
 
 /// Everything that describes one process run in the sandbox.
@@ -20,6 +23,8 @@ public struct SandboxSpec: Sendable {
     public var network: NetworkMode
     public var readOnlyRoot: Bool
     public var mounts: [BindMount]
+    /// What a build step mounts besides its root (RUN --mount), in order, after `mounts`.
+    public var extraMounts: [SandboxMount] = []
     public var capabilities: CapabilitySet
     /// nil: the built-in default profile. Use `SeccompMode.unconfined` only for debugging.
     public var seccomp: SeccompMode
@@ -61,12 +66,39 @@ public struct SandboxSpec: Sendable {
         overlay = root.overlay
     }
 
+    /// The mount points a sandbox for this spec makes in its root when they are missing (those
+    /// not under another mount): a build step removes the ones it made from its layer.
+    public var rootMountPoints: [String] { MountPlan.rootMountPoints(self) }
+
     /// The root filesystem (`rootfs` and `overlay` together), as snapshotters describe it.
     public var root: RootMounts {
         get { RootMounts(rootfs: rootfs, overlay: overlay) }
         set {
             rootfs = newValue.rootfs
             overlay = newValue.overlay
+        }
+    }
+}
+
+/// A filesystem a build step mounts besides its root (RUN --mount). Every target is an absolute
+/// path resolved inside the root: a symlink in the image never sends a mount outside it.
+public enum SandboxMount: Sendable {
+    /// A host directory, file or unix socket (a cache mount's directory, an agent's socket), or
+    /// the part of a directory at `subpath`, resolved inside it.
+    case bind(source: String, subpath: String? = nil, target: String, readOnly: Bool)
+    /// A snapshot's root as a snapshotter describes it (with an overlay, `rootfs` is an empty
+    /// directory to mount it on), or the part of it at `subpath`, resolved inside it (a file
+    /// when `isDirectory` is false).
+    case root(RootMounts, subpath: String? = nil, target: String, readOnly: Bool, isDirectory: Bool = true)
+    /// An empty tmpfs (mode 1777), `size` bytes at most (nil: the kernel's default).
+    case tmpfs(target: String, size: Int64?)
+    /// A file made in memory with these bytes, owner and mode, read-only: a secret, which
+    /// never touches a disk.
+    case file(target: String, content: [UInt8], uid: UInt32, gid: UInt32, mode: mode_t)
+
+    public var target: String {
+        switch self {
+        case .bind(_, _, let t, _), .root(_, _, let t, _, _), .tmpfs(let t, _), .file(let t, _, _, _, _): return t
         }
     }
 }

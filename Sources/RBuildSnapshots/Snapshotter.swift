@@ -60,6 +60,8 @@ public protocol Snapshotter: Sendable {
     /// single-id mode every file belongs to the one mapped user, root inside, and other owners
     /// are lost), and diffs record host owners mapped back through it.
     var mapping: IDMapping { get }
+    /// How this snapshotter does work that needs the sandboxes' user namespace.
+    var tasks: any UserNamespaceTasks { get }
     /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
     /// once and then shared.
     func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
@@ -82,6 +84,12 @@ public protocol Snapshotter: Sendable {
     /// `scratch`, an empty directory removed by the caller; with the active snapshot to `remove`
     /// afterwards, or nil when nothing outlives the sandbox.
     func throwawayMounts(_ parent: Snapshot, scratch: String) throws -> (root: RootMounts, active: ActiveSnapshot?)
+    /// A read-only root over `snapshot`, to mount besides a sandbox's own (RUN --mount from a
+    /// stage or an image), using `scratch`, an empty directory removed by the caller.
+    func readOnlyMounts(_ snapshot: Snapshot, scratch: String) throws -> RootMounts
+    /// The directory that holds `active`'s changes (an overlay's upper directory, a copy's
+    /// tree): where a build step's leftover mount points are removed before the diff.
+    func changes(_ active: ActiveSnapshot) -> String
     /// Throws `active` away.
     func remove(_ active: ActiveSnapshot) throws
     func usage() throws -> SnapshotUsage
@@ -188,7 +196,7 @@ public enum Snapshotters {
 
 /// Removes a directory tree, never following symlinks. Entries owned by subordinate ids are
 /// first given back to the invoking user from inside the user namespace.
-func removeDirectory(_ path: String, tasks: any UserNamespaceTasks) throws {
+package func removeDirectory(_ path: String, tasks: any UserNamespaceTasks) throws {
     do {
         try removeTree(atPath: path)
     } catch {
@@ -344,6 +352,20 @@ public final class OverlaySnapshotter: Snapshotter {
         return (RootMounts(rootfs: merged, overlay: overlay), nil)
     }
 
+    /// The kernel mounts an overlay with no upper directory only over two lower ones or more:
+    /// a one-layer snapshot gets the empty directory under it. fuse-overlayfs gets a throw-away
+    /// upper (the mount is made read-only on top).
+    public func readOnlyMounts(_ snapshot: Snapshot, scratch: String) throws -> RootMounts {
+        if fuseProgram != nil { return try throwawayMounts(snapshot, scratch: scratch).root }
+        let merged = scratch + "/root"
+        try FileManager.default.createDirectory(atPath: merged, withIntermediateDirectories: true)
+        var lowerDirs = lowers(snapshot)
+        if lowerDirs.count == 1 { lowerDirs.append(empty) }
+        return RootMounts(rootfs: merged, overlay: OverlayRoot(lowerDirs: lowerDirs))
+    }
+
+    public func changes(_ active: ActiveSnapshot) -> String { active.directory + "/upper" }
+
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
         var options = options
         options.mapOwners(through: mapping)
@@ -429,6 +451,13 @@ public final class CopySnapshotter: Snapshotter {
         let active = try prepare(parent)
         return (mounts(active), active)
     }
+
+    /// The snapshot's own tree, bound read-only: nothing to copy.
+    public func readOnlyMounts(_ snapshot: Snapshot, scratch: String) throws -> RootMounts {
+        RootMounts(rootfs: tree(snapshot))
+    }
+
+    public func changes(_ active: ActiveSnapshot) -> String { active.directory + "/fs" }
 
     public func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult {
         var options = options

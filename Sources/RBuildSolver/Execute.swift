@@ -108,7 +108,7 @@ extension Solver {
     /// wrote a layer, the snapshot of root plus that layer.
     func execute(_ vertex: Vertex, on root: Snapshot, sources: [Int: Snapshot], step: ProgressReporter.Step) throws -> (CachedResult, Snapshot?) {
         switch vertex.op {
-        case .exec(let e): return try run(e, vertex: vertex, on: root, step: step)
+        case .exec(let e): return try run(e, vertex: vertex, on: root, sources: sources, step: step)
         case .file(.mkdir(let path, let owner)): return try mkdir(path, owner: owner, on: root)
         case .file(.copy(let c)): return try copy(c, vertex: vertex, on: root, sources: sources)
         case .source: throw SolveError("internal: a source is not executed")
@@ -117,7 +117,8 @@ extension Solver {
 
     // MARK: - exec
 
-    func run(_ e: ExecOp, vertex: Vertex, on root: Snapshot, step: ProgressReporter.Step) throws -> (CachedResult, Snapshot?) {
+    func run(_ e: ExecOp, vertex: Vertex, on root: Snapshot, sources: [Int: Snapshot],
+             step: ProgressReporter.Step) throws -> (CachedResult, Snapshot?) {
         let active = try snapshotter.prepare(root)
         var kept = false
         defer { if !kept { try? snapshotter.remove(active) } }
@@ -128,6 +129,12 @@ extension Solver {
         spec.network = e.network
         spec.hostname = "buildkitsandbox"
         if let arch = Architecture(platform: e.platform) { spec.architecture = arch }
+        let mounts = try prepareMounts(e, vertex: vertex, root: root, sources: sources, user: spec.user)
+        defer { mounts.release(snapshotter) }
+        spec.extraMounts = mounts.mounts
+        spec.env += mounts.env
+        let base = SnapshotView(root)
+        let stubs = try missingMountPoints(spec.rootMountPoints, in: base)
         let (status, tail) = try runCapturing(spec, stdin: e.stdin, step: step)
         guard status == 0 else {
             let o = vertex.origin ?? Origin(file: "", line: 0, instruction: e.args.joined(separator: " "))
@@ -135,6 +142,7 @@ extension Solver {
                              message: "process \"\(e.args.joined(separator: " "))\" did not complete successfully: exit code: \(status)",
                              outputTail: tail)
         }
+        try removeMountPoints(stubs, active: active, base: base)
         let layer = try snapshotter.diff(active, store: store.content, options: layerOptions)
         if layer.entries == 0 { return (CachedResult(layer: nil, diffID: nil), nil) }
         let made = try snapshotter.commit(active, diffID: layer.diffID)

@@ -56,9 +56,11 @@ public struct ExecOp: Sendable {
     public var platform: Platform
     /// Bytes on standard input (a here-document script with its own interpreter); else /dev/null.
     public var stdin: [UInt8]?
+    /// What the process sees mounted besides its root (RUN --mount), in order.
+    public var mounts: [ExecMount]
 
     public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode, platform: Platform,
-                stdin: [UInt8]? = nil) {
+                stdin: [UInt8]? = nil, mounts: [ExecMount] = []) {
         self.args = args
         self.env = env
         self.cwd = cwd
@@ -66,6 +68,117 @@ public struct ExecOp: Sendable {
         self.network = network
         self.platform = platform
         self.stdin = stdin
+        self.mounts = mounts
+    }
+}
+
+/// A filesystem an exec op mounts besides its root (RUN --mount). What it holds is never part
+/// of the op's layer; what each kind puts in the cache key is said at the kind.
+public struct ExecMount: Sendable {
+    public enum Kind: Sendable {
+        /// The files of input `input` (a stage, an image or a local directory) at `source`
+        /// inside it (symlinks resolved inside it); writes, with `readWrite`, are thrown away.
+        /// Key: the input's key — for a local directory, the content of what `source` names.
+        case bind(input: Int, source: String, readWrite: Bool)
+        /// A directory kept in the state dir across builds. Key: its settings, never its files.
+        case cache(CacheMount)
+        /// An empty tmpfs of at most `size` bytes.
+        case tmpfs(size: Int64?)
+        /// A value the build is given (`--secret`), as a file at the target and/or a variable.
+        /// Key: its id and settings, never its value.
+        case secret(SecretMount)
+        /// An ssh agent's socket (`--ssh`), with SSH_AUTH_SOCK set to it.
+        case ssh(SSHMount)
+    }
+    public var kind: Kind
+    /// Absolute and clean; empty for a secret given only as a variable.
+    public var target: String
+
+    public init(_ kind: Kind, target: String) {
+        self.kind = kind
+        self.target = target
+    }
+}
+
+public enum CacheSharing: String, Sendable, CaseIterable {
+    /// Every step using the id sees the same directory at once.
+    case shared
+    /// A step waits until no other one (in any rbuild process) uses the directory.
+    case locked
+    /// A step gets a directory of its own when another one is using the first.
+    case `private`
+}
+
+public struct CacheMount: Sendable {
+    public var id: String
+    public var sharing: CacheSharing = .shared
+    public var readOnly = false
+    /// The input (and the path in it) a new cache directory starts as a copy of.
+    public var from: Int?
+    public var source = "/"
+    /// The mode of a new cache directory; its owner is `uid`:`gid`, else the step's user.
+    public var mode: mode_t = 0o755
+    public var uid: UInt32?
+    public var gid: UInt32?
+
+    public init(id: String) { self.id = id }
+}
+
+/// Owner and mode of a mounted secret file or agent socket.
+public struct MountOwner: Sendable, Equatable {
+    public var uid: UInt32 = 0
+    public var gid: UInt32 = 0
+    public var mode: mode_t
+    public init(mode: mode_t) { self.mode = mode }
+}
+
+public struct SecretMount: Sendable {
+    public var id: String
+    /// Also (or only, with an empty target) exposed as this environment variable.
+    public var env: String?
+    /// A missing secret fails the step; else the mount is left out.
+    public var required = false
+    public var owner = MountOwner(mode: 0o400)
+    public init(id: String) { self.id = id }
+}
+
+public struct SSHMount: Sendable {
+    public var id = "default"
+    public var required = false
+    public var owner = MountOwner(mode: 0o600)
+    public init() {}
+}
+
+extension ExecMount {
+    /// The mount's fields as they go into a definition or a key, and a golden graph.
+    var fields: [(String, String)] {
+        func owner(_ o: MountOwner) -> [(String, String)] {
+            [("uid", "\(o.uid)"), ("gid", "\(o.gid)"), ("mode", String(o.mode, radix: 8))]
+        }
+        switch kind {
+        case .bind(let input, let source, let rw):
+            return [("type", "bind"), ("target", target), ("input", "\(input)"), ("source", source), ("rw", rw ? "1" : "0")]
+        case .cache(let c):
+            return [("type", "cache"), ("target", target), ("id", c.id), ("sharing", c.sharing.rawValue),
+                    ("ro", c.readOnly ? "1" : "0"), ("from", c.from.map { "\($0)" } ?? ""), ("source", c.source),
+                    ("mode", String(c.mode, radix: 8)), ("uid", c.uid.map { "\($0)" } ?? ""), ("gid", c.gid.map { "\($0)" } ?? "")]
+        case .tmpfs(let size):
+            return [("type", "tmpfs"), ("target", target), ("size", size.map { "\($0)" } ?? "")]
+        case .secret(let m):
+            return [("type", "secret"), ("target", target), ("id", m.id), ("env", m.env ?? ""),
+                    ("required", m.required ? "1" : "0")] + owner(m.owner)
+        case .ssh(let m):
+            return [("type", "ssh"), ("target", target), ("id", m.id), ("required", m.required ? "1" : "0")] + owner(m.owner)
+        }
+    }
+
+    /// The input this mount reads, and the path in it.
+    var input: (index: Int, source: String)? {
+        switch kind {
+        case .bind(let input, let source, _): return (input, source)
+        case .cache(let c): return c.from.map { ($0, c.source) }
+        default: return nil
+        }
     }
 }
 
@@ -169,6 +282,12 @@ public enum Op: Sendable {
             k.add("network", e.network.rawValue)
             k.add("platform", e.platform.normalized.description)
             k.add("stdin", e.stdin.map { String(decoding: $0, as: UTF8.self) } ?? "")
+            if !e.mounts.isEmpty {
+                k.add("mounts", "\(e.mounts.count)")
+                for m in e.mounts {
+                    for (name, value) in m.fields { k.add(name, value) }
+                }
+            }
         case .file(.mkdir(let path, let owner)):
             k.add("op", "file.mkdir")
             k.add("path", path)
@@ -251,6 +370,7 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
         case .exec(let e):
             fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue) platform=\(e.platform)"
                 + (e.stdin.map { " stdin=\(String(decoding: $0, as: UTF8.self).debugDescription)" } ?? "")
+                + e.mounts.map { " mount=" + $0.fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",") }.joined()
         case .file(.mkdir(let p, let o)): fields = "file mkdir \(p) owner=\(o ?? "-")"
         case .file(.copy(let c)):
             let srcs = c.sources.map { "\($0.input):\($0.paths)" }.joined(separator: " ")

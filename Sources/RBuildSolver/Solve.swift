@@ -70,6 +70,10 @@ public final class Solver: Sendable {
     let steps: InFlight<CachedResult>
     let slots: DispatchSemaphore
     let tmpRoot: String
+    /// What RUN --mount=type=secret and type=ssh read.
+    let secrets: BuildSecrets
+    /// RUN --mount=type=cache directories.
+    let cacheMounts: CacheMounts
 
     private let keys = LockedDictionary<Digest, Task<Digest, Error>>()
     private let stacks = LockedDictionary<Digest, Task<Stack, Error>>()
@@ -79,7 +83,7 @@ public final class Solver: Sendable {
     private let matched = LockedDictionary<String, (matches: [CopyMatch], ignore: DockerIgnore)>()
 
     public init(store: ImageStore, snapshotter: any Snapshotter, cache: CacheIndex, reporter: ProgressReporter,
-                sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(),
+                sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(), secrets: BuildSecrets = BuildSecrets(),
                 parallelism: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
         self.store = store
         self.snapshotter = snapshotter
@@ -93,6 +97,8 @@ public final class Solver: Sendable {
         self.steps = steps
         slots = DispatchSemaphore(value: parallelism)
         tmpRoot = store.layout.tmp
+        self.secrets = secrets
+        cacheMounts = CacheMounts(root: store.layout.cacheMounts, tasks: snapshotter.tasks)
     }
 
     /// The stacks of `roots`, in order. Context digests learnt on the way are remembered in the
@@ -157,10 +163,9 @@ public final class Solver: Sendable {
         case .exec, .file:
             if vertex.op.writesLayer { k.add("layer", "epoch:\(layerOptions.sourceDateEpoch ?? -1)") }
             for (i, input) in vertex.inputs.enumerated() {
-                if case .file(.copy(let c)) = vertex.op, case .source(.local(_, let path, let excludes)) = input.op {
-                    let paths = c.sources.filter { $0.input == i }.flatMap(\.paths)
-                    let what = c.sources.first { $0.input == i }?.what ?? "build context"
-                    k.add("input", try located(vertex) { try localKey(path: path, excludes: excludes, paths: paths, keyword: c.keyword, what: what) }.description)
+                if case .source(.local(_, let path, let excludes)) = input.op {
+                    let (paths, keyword, what) = vertex.localReads(input: i)
+                    k.add("input", try located(vertex) { try localKey(path: path, excludes: excludes, paths: paths, keyword: keyword, what: what) }.description)
                 } else {
                     k.add("input", try await cacheKey(input).description)
                 }
@@ -342,6 +347,19 @@ public final class Solver: Sendable {
 }
 
 extension Vertex {
+    /// What this vertex's op reads from its local-directory input `i`: the paths, and how
+    /// messages name the reader and the directory. Only those files are in its key.
+    func localReads(input i: Int) -> (paths: [String], keyword: String, what: String) {
+        switch op {
+        case .file(.copy(let c)):
+            return (c.sources.filter { $0.input == i }.flatMap(\.paths), c.keyword, c.sources.first { $0.input == i }?.what ?? "build context")
+        case .exec(let e):
+            return (e.mounts.compactMap { m in m.input.flatMap { $0.index == i ? $0.source : nil } }, "RUN --mount", "build context")
+        default:
+            return (["."], "", "build context")
+        }
+    }
+
     /// A source whose files a copy reads where they are (no stack of layers).
     var readsFilesDirectly: Bool {
         if case .source(.local) = op { return true }

@@ -72,3 +72,30 @@ package func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout B
     }
     return true
 }
+
+/// The bytes the files under `path` take on disk (hard links counted once; unreadable
+/// directories skipped), walked fd-relative without following symlinks.
+public func diskUsage(_ path: String) -> Int64 {
+    var seen = Set<UInt64>()
+    func walk(_ dirfd: Int32, depth: Int) -> Int64 {
+        guard depth < 4096, let names = try? sortedNames(dirfd) else { return 0 }
+        var total: Int64 = 0
+        for name in names {
+            var st = stat()
+            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if st.st_nlink > 1 && (st.st_mode & S_IFMT) != S_IFDIR && !seen.insert(UInt64(st.st_ino)).inserted { continue }
+            total += Int64(st.st_blocks) * 512
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard sub >= 0 else { continue }
+                total += walk(sub, depth: depth + 1)
+                close(sub)
+            }
+        }
+        return total
+    }
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return 0 }
+    defer { close(fd) }
+    return walk(fd, depth: 0)
+}

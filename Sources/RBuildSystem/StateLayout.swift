@@ -13,6 +13,9 @@ import Foundation
 /// snapshots/<kind>/      one directory per snapshotter kind (overlay, fuse-overlayfs, copy)
 /// tmp/                   staging of builds and exports; what killed builds left is pruned
 /// run/                   scratch directories of `rbuild run`
+/// cache-mounts/<key>/     RUN --mount=type=cache directories (CacheMounts): `id` names the
+///                        mount, `<n>/` is its n-th copy (more than one with sharing=private),
+///                        `<n>.lock` the lock its users hold
 /// ```
 public struct StateLayout: Sendable, Equatable {
     /// The state directory itself. Kept as given: callers that hand it to sandboxes make it
@@ -49,4 +52,6 @@ public struct StateLayout: Sendable, Equatable {
     public var tmp: String { root + "/tmp" }
     /// Scratch directories of `rbuild run`.
     public var run: String { root + "/run" }
+    /// The directories of cache mounts (RUN --mount=type=cache), one per id.
+    public var cacheMounts: String { root + "/cache-mounts" }
 }

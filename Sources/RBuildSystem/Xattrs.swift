@@ -50,3 +50,8 @@ private func xattrs(list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
     }
     return out
 }
+
+/// Whether `path` (not followed if a symlink) has the extended attribute `name`.
+public func hasXattr(path: String, name: String) -> Bool {
+    lgetxattr(path, name, nil, 0) >= 0
+}

@@ -84,6 +84,14 @@ enum rb_mount_kind {
     /// the host interpreter named there right away. Attached at `target` so that it lives as
     /// long as the sandbox.
     RB_MOUNT_BINFMT,
+    /// A snapshot's root mounted besides the sandbox's own (RUN --mount from a stage or an
+    /// image): an overlay of `lowers` (read-only, or over a throw-away tmpfs upper) or a
+    /// fuse-overlayfs instance, made before pivot_root; the part at `subpath` (resolved inside
+    /// it) is attached at `target`. `source` is an empty host directory to mount it on.
+    RB_MOUNT_LAYERED,
+    /// A file whose bytes are read from `content_fd` (a memfd: secrets never touch a disk),
+    /// written into a private tmpfs with `uid`, `gid`, `mode`, and bound read-only at `target`.
+    RB_MOUNT_FILE,
 };
 
 enum rb_mount_flags {
@@ -104,6 +112,19 @@ struct rb_mount {
     const char *data;          // fs options, e.g. "mode=755,size=65536k"
     unsigned long flags;       // MS_* flags for RB_MOUNT_FS
     int fd;                    // child-private: the detached tree prepared before pivot_root
+    const char *subpath;       // BIND_HOST, LAYERED: the part of the source to mount, resolved
+                               // inside it (never through a symlink out of it); NULL: all of it
+    // RB_MOUNT_LAYERED (see rb_plan's overlay_* fields for the meaning of each):
+    const char *const *lowers; // NULL-terminated, topmost first
+    const char *lowerdir;      // the joined form for kernels without "lowerdir+"
+    const char *upper;         // NULL: a read-only overlay
+    const char *work;
+    const char *tmpfs;         // mount a tmpfs here first; upper and work live in it
+    const char *const *fuse_argv; // non-NULL: served by fuse-overlayfs (mounting on `source`)
+    const char *fuse_seen;     // where that mount is seen from the child (fuse_hostroot + source)
+    // RB_MOUNT_FILE:
+    int content_fd;
+    uint32_t uid, gid, mode;
 };
 
 struct rb_rlimit {
