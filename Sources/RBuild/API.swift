@@ -39,6 +39,7 @@ public typealias ProgressReporter = RBuildSolver.ProgressReporter
 public typealias BuildError = RBuildSolver.BuildError
 public typealias SolveError = RBuildSolver.SolveError
 public typealias CacheIndex = RBuildSolver.CacheIndex
+public typealias Entitlement = RBuildSolver.Entitlement
 
 // Outputs.
 public typealias Exporter = RBuildExporters.Exporter
@@ -75,6 +76,8 @@ public typealias SandboxTasks = RBuildRuntime.SandboxTasks
 public typealias RuntimeError = RBuildRuntime.RuntimeError
 public typealias Architecture = RBuildRuntime.Architecture
 public typealias NetworkMode = RBuildRuntime.NetworkMode
+public typealias NetworkHelper = RBuildRuntime.NetworkHelper
+public typealias ExtraHost = RBuildRuntime.ExtraHost
 public typealias UserSpec = RBuildRuntime.UserSpec
 public typealias BindMount = RBuildRuntime.BindMount
 public typealias SeccompProfile = RBuildRuntime.SeccompProfile

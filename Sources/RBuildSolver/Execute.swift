@@ -126,6 +126,7 @@ extension Solver {
         spec.user = try UserSpec.parse(e.user)
         spec.workdir = e.cwd
         spec.network = e.network
+        spec.extraHosts = e.extraHosts
         spec.hostname = "buildkitsandbox"
         if let arch = Architecture(platform: e.platform) { spec.architecture = arch }
         let (status, tail) = try runCapturing(spec, stdin: e.stdin, step: step)

@@ -53,17 +53,21 @@ public struct ExecOp: Sendable {
     /// As written (`app`, `1000:1000`): names resolve in the root when it runs.
     public var user: String
     public var network: NetworkMode
+    /// `--add-host` entries for its /etc/hosts, in order (part of the key, as in BuildKit: what
+    /// a step resolves can change what it writes).
+    public var extraHosts: [ExtraHost]
     public var platform: Platform
     /// Bytes on standard input (a here-document script with its own interpreter); else /dev/null.
     public var stdin: [UInt8]?
 
-    public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode, platform: Platform,
-                stdin: [UInt8]? = nil) {
+    public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode,
+                extraHosts: [ExtraHost] = [], platform: Platform, stdin: [UInt8]? = nil) {
         self.args = args
         self.env = env
         self.cwd = cwd
         self.user = user
         self.network = network
+        self.extraHosts = extraHosts
         self.platform = platform
         self.stdin = stdin
     }
@@ -167,6 +171,7 @@ public enum Op: Sendable {
             k.add("cwd", e.cwd)
             k.add("user", e.user)
             k.add("network", e.network.rawValue)
+            k.add("extra-hosts", e.extraHosts.map(\.description))
             k.add("platform", e.platform.normalized.description)
             k.add("stdin", e.stdin.map { String(decoding: $0, as: UTF8.self) } ?? "")
         case .file(.mkdir(let path, let owner)):
@@ -249,7 +254,8 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
             fields = "source inline " + files.map { "\($0.name)=\(String(decoding: $0.content, as: UTF8.self).debugDescription)" }.joined(separator: " ")
         case .source(.http(let u, let c)): fields = "source http \(u) checksum=\(c?.description ?? "-")"
         case .exec(let e):
-            fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue) platform=\(e.platform)"
+            fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue)"
+                + (e.extraHosts.isEmpty ? "" : " extra-hosts=\(e.extraHosts.map(\.description))") + " platform=\(e.platform)"
                 + (e.stdin.map { " stdin=\(String(decoding: $0, as: UTF8.self).debugDescription)" } ?? "")
         case .file(.mkdir(let p, let o)): fields = "file mkdir \(p) owner=\(o ?? "-")"
         case .file(.copy(let c)):
