@@ -109,15 +109,15 @@ public struct NetworkHelper: Sendable {
             + "as root, chmod 0666 \(device) (scripts/setup does), \(fallback)"
     }
 
-    /// The program's version as it reports it (`1.2.0`; Debian's pasta says `unknown version`),
-    /// for `rbuild info`.
+    /// The program's version as it reports it (`1.2.0`), for `rbuild info`; nil when it does not
+    /// know its own (Debian 12's pasta says `unknown version`).
     public func version() -> String? {
         guard let (status, output) = try? runProgram(path, ["--version"]), status == 0 else { return nil }
         // pasta also tells stderr each time it cannot reach syslog.
         guard let line = output.split(separator: "\n").first(where: { !$0.hasPrefix("Failed to send") }) else { return nil }
         var text = line.trimmingCharacters(in: .whitespaces)
         for prefix in ["slirp4netns version ", "pasta "] where text.hasPrefix(prefix) { text = String(text.dropFirst(prefix.count)) }
-        return text
+        return text.isEmpty || text == "unknown version" ? nil : text
     }
 
     /// The arguments that connect the network namespace of `pid`. slirp4netns reports ready on
