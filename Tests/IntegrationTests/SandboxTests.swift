@@ -341,7 +341,7 @@ struct SandboxTests {
         let checks = (json?["checks"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
         #expect(checks == ["kernel", "user namespaces", "subordinate ids", "newuidmap/newgidmap",
                            "overlay in user namespace", "fuse-overlayfs", "binfmt_misc in user namespace",
-                           "qemu-user-static", "host binfmt handlers", "seccomp", "cgroup v2 delegation"])
+                           "qemu-user-static", "host binfmt handlers", "seccomp", "cgroup v2 delegation", "network helper"])
         let text = try rbuild(["info"])
         #expect(text.stdout.contains("user namespaces"))
         #expect(text.stdout.contains(Env.hasRange ? "identity mapping: subordinate" : "identity mapping: single"))
