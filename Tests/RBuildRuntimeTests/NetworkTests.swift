@@ -146,7 +146,7 @@ struct NetworkHelperChoiceTests {
         #expect(slirp.suffix(2) == ["42", "tap0"])
         let pasta = NetworkHelper(kind: .pasta, path: "/usr/bin/pasta").arguments(pid: 42, readyPath: "/s/ready", uid: 1000, gid: 100)
         let joined = pasta.joined(separator: " ")
-        for part in ["--foreground", "--tcp-ns none", "--udp-ns none", "--tcp-ports none", "--udp-ports none", "--no-map-gw",
+        for part in ["--foreground", "--ipv4-only", "--tcp-ns none", "--udp-ns none", "--tcp-ports none", "--udp-ports none", "--no-map-gw",
                      "--dns-forward 169.254.1.1", "--runas 1000:100", "--pid /s/ready"] {
             #expect(joined.contains(part), "\(part)")
         }
