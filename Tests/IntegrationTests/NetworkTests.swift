@@ -223,6 +223,25 @@ struct NetworkTests {
         #expect(text.stdout.split(separator: "\n").contains { $0.contains("network helper") && $0.contains("yes  \(helper)") }, "\(text.stdout)")
     }
 
+    @Test("a helper that fails or cannot start fails the step with its own words")
+    func failingHelper() throws {
+        let fs = try Rootfs()
+        for (name, script) in [("exits", "#!/bin/sh\necho 'fake helper: cannot do that' >&2\nexit 3\n"),
+                               ("noexec", "#!/nonexistent/interpreter\n")] {
+            let dir = fs.dir + "/fake-" + name
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try script.write(toFile: dir + "/slirp4netns", atomically: false, encoding: .utf8)
+            chmod(dir + "/slirp4netns", 0o755)
+            var env = helperEnvironment("slirp4netns")
+            env["PATH"] = dir + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+            let r = try rbuild(["run", "--rootfs", fs.path, "--network", "default", "--", "true"], environment: env)
+            #expect(r.status == 125, "\(r.stderr)")
+            #expect(r.stderr.contains(name == "exits"
+                ? "slirp4netns could not set up the sandbox's network: it exited with status 3: fake helper: cannot do that"
+                : "cannot start \(dir)/slirp4netns: No such file or directory"), "\(r.stderr)")
+        }
+    }
+
     @Test("a bad RBUILD_NETWORK_HELPER fails the isolated step with what it expects; --network none needs no helper")
     func forcedHelperUnknown() throws {
         let fs = try Rootfs()

@@ -247,7 +247,7 @@ int rb_die_with_parent(void);
 /// `log_fd` (/dev/null when -1), every other descriptor is closed on exec, it runs in a process
 /// group of its own, and it gets SIGKILL when the calling thread ends (PR_SET_PDEATHSIG), so that
 /// even `kill -9` of rbuild stops it. Returns the pid once the exec happened, or -errno (also
-/// the exec's own failure, carried back on a close-on-exec pipe).
+/// the exec's own failure).
 pid_t rb_spawn_helper(const char *path, const char *const *argv, const char *const *envp,
                       const int *fds, int nfds, int log_fd);
 
