@@ -13,14 +13,16 @@ import RBuildSystem
 /// and rootless buildah (pasta, slirp4netns) give their steps too. One helper per sandbox,
 /// started between the id maps and the child's go-ahead, stopped when the sandbox is reaped.
 ///
-/// Measured on the project's test machine (Linux 6.18, 2 cores, as the unprivileged test
-/// users, from the spawn until the helper reports the namespace configured):
-/// - slirp4netns 1.2.0 (libslirp 4.7.0), `--configure --mtu=65520 --disable-host-loopback`:
-///   3.2 ms mean over 20 starts (3–3); with `--enable-sandbox --enable-seccomp`, as used here,
-///   4.0 ms (3–4). An earlier run on a busier machine: 6–13 ms.
-/// - pasta (Debian 12's passt 0.0~git20230309), `--config-net -t none -u none -T none -U none
-///   --no-map-gw`: 22.7 ms mean over 20 starts (19–28); 21–47 ms in that earlier run.
-/// The same inside rbuild's own user namespace (`UserNamespace`): 4.0 and 19.5 ms.
+/// Measured on the project's test machine (Linux 6.18, 2 cores, as the unprivileged test users,
+/// release build), from the spawn until the helper reports the namespace configured, 40 starts:
+/// - slirp4netns 1.2.0 (libslirp 4.7.0), `--configure --mtu=65520 --disable-host-loopback
+///   --enable-sandbox --enable-seccomp`: 0.3 ms to spawn, 3.9 ms to ready (2.4–6.5); the
+///   sandbox and seccomp options cost about 0.8 of those.
+/// - pasta (Debian 12's passt 0.0~git20230309), `--config-net --ipv4-only -t none -u none
+///   -T none -U none --no-map-gw`: 0.8 ms to spawn, 18.3 ms to ready (14.8–22.3).
+/// A whole `RUN true` step costs 4.2–4.8 ms more with slirp4netns than with `--network=none`,
+/// 21–22 ms more with pasta (scripts/bench/mounts, both identity modes). Stopping is off that
+/// path (see `NetworkAttachment.stop`).
 ///
 /// slirp4netns is preferred: it is faster, `--exit-fd` stops it when rbuild goes away (even by
 /// SIGKILL), `--disable-host-loopback` keeps 10.0.2.2 from reaching the host's 127.0.0.1, and
