@@ -105,8 +105,8 @@ public struct NetworkHelper: Sendable {
             return "\(helper.rawValue) needs \(device) for a RUN step's own network, and it does not exist: load the tun module (modprobe tun), \(fallback)"
         }
         var st = stat()
-        let shape = stat(device, &st) == 0
-            ? " (it is mode \(String(st.st_mode & 0o777, radix: 8)), owned by uid \(st.st_uid))" : ""
+        // The mode only: inside rbuild's own user namespace the host's root shows as nobody.
+        let shape = stat(device, &st) == 0 ? " (its mode is 0\(String(st.st_mode & 0o777, radix: 8)))" : ""
         return "\(helper.rawValue) cannot open \(device): \(errnoText(err))\(shape); a RUN step's own network needs it: "
             + "as root, chmod 0666 \(device) (scripts/setup does), \(fallback)"
     }
