@@ -41,6 +41,7 @@ public typealias SolveError = RBuildSolver.SolveError
 public typealias CacheIndex = RBuildSolver.CacheIndex
 public typealias BuildSecrets = RBuildSolver.BuildSecrets
 public typealias CacheMounts = RBuildSolver.CacheMounts
+public typealias Entitlement = RBuildSolver.Entitlement
 
 // Outputs.
 public typealias Exporter = RBuildExporters.Exporter
@@ -77,6 +78,8 @@ public typealias SandboxTasks = RBuildRuntime.SandboxTasks
 public typealias RuntimeError = RBuildRuntime.RuntimeError
 public typealias Architecture = RBuildRuntime.Architecture
 public typealias NetworkMode = RBuildRuntime.NetworkMode
+public typealias NetworkHelper = RBuildRuntime.NetworkHelper
+public typealias ExtraHost = RBuildRuntime.ExtraHost
 public typealias UserSpec = RBuildRuntime.UserSpec
 public typealias SandboxMount = RBuildRuntime.SandboxMount
 public typealias BindMount = RBuildRuntime.BindMount

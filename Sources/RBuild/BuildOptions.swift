@@ -38,6 +38,15 @@ public struct BuildOptions: Sendable {
     public var platform: Platform?
     /// Several platforms built at once (`--platform a,b`): `Builder.build(platforms:)`.
     public var platforms: [Platform] = []
+    /// `--network`: the network of RUN steps that do not choose one (`RUN --network=…`): a
+    /// network namespace of their own with outbound access (`.isolated`, the default), `.none`,
+    /// or the host's (`.host`, which needs the `network.host` entitlement).
+    public var network: NetworkMode = .isolated
+    /// `--add-host NAME:IP`: /etc/hosts entries of every RUN step (part of each step's cache key).
+    public var extraHosts: [ExtraHost] = []
+    /// `--allow`: what the build's steps may use beyond the sandbox's defaults. A build whose
+    /// graph needs an entitlement not granted here fails before anything runs.
+    public var entitlements: Set<Entitlement> = []
     /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
     public var layer = LayerOptions()
     public var progress: ProgressSink?

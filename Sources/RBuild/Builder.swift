@@ -63,7 +63,9 @@ public final class Builder: Sendable {
         let agents = try SSHAgents(options.ssh)
         defer { agents.stop() }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
-        try checkEmulation(Graph.walk(lowered.map(\.root)))
+        let vertices = Graph.walk(lowered.map(\.root))
+        try checkEntitlements(vertices, options)
+        try checkEmulation(vertices)
         let stacks = try await solver.solve(lowered.map(\.root))
         var images: [BuiltImage] = []
         for (stage, stack) in zip(lowered, stacks) {
@@ -122,6 +124,8 @@ public final class Builder: Sendable {
         base.noCache = options.noCache
         base.noCacheFilter = options.noCacheFilter
         base.created = timestamp(options.layer.sourceDateEpoch)
+        base.network = options.network
+        base.extraHosts = options.extraHosts
         if let dir = options.contextDirectory {
             var st = stat()
             guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
@@ -140,6 +144,20 @@ public final class Builder: Sendable {
             o.platform = p
             o.label = platforms.count > 1 ? p.description : nil
             return try dockerfile.lower(o, definition: definition, graph: graph, resolver: resolver)
+        }
+    }
+
+    /// A step on the host's network needs the `network.host` entitlement (as in buildx): without
+    /// it the build fails here, before anything runs, naming the first such step.
+    func checkEntitlements(_ vertices: [Vertex], _ options: BuildOptions) throws {
+        guard !options.entitlements.contains(.networkHost) else { return }
+        for v in vertices {
+            guard case .exec(let e) = v.op, e.network == .host else { continue }
+            let what = options.network == .host ? "--network host" : "RUN --network=host"
+            let message = "\(what) needs the network.host entitlement: the step would share the host's network, "
+                + "its 127.0.0.1 services and abstract unix sockets included. Pass --allow network.host to grant it"
+            guard let o = v.origin else { throw BuildFailure(message) }
+            throw BuildError(file: o.file, line: o.line, instruction: o.instruction, message: message)
         }
     }
 

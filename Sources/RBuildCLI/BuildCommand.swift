@@ -54,6 +54,15 @@ struct BuildCommand: ParsableCommand {
     @Flag(name: .long, help: "Always fetch base images from their registry, even those the local store has.")
     var pull = false
 
+    @Option(name: .long, help: "The network of RUN steps that do not choose one: default (a network of their own, outbound only), none, or host (needs --allow network.host).")
+    var network: String = "default"
+
+    @Option(name: .customLong("add-host"), help: "NAME:IP added to every RUN step's /etc/hosts (repeatable).")
+    var addHosts: [String] = []
+
+    @Option(name: .customLong("allow"), help: "Grant an entitlement (repeatable): network.host lets RUN steps use the host's network.")
+    var allow: [String] = []
+
     @Option(name: .long, help: "auto, tty, plain, rawjson or quiet.")
     var progress: String = "auto"
 
@@ -93,6 +102,12 @@ struct BuildCommand: ParsableCommand {
         options.noCache = noCache
         options.noCacheFilter = noCacheFilter
         options.pull = pull
+        guard let networkMode = NetworkMode(rawValue: network) else {
+            throw ValidationError("--network \(network): expected default, none or host")
+        }
+        options.network = networkMode
+        options.extraHosts = try addHosts.map(ExtraHost.parse)
+        options.entitlements = Set(try allow.map(Entitlement.parse))
         for l in labels {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             options.labels[kv[0]] = kv.count == 2 ? kv[1] : ""

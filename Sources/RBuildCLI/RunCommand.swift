@@ -30,8 +30,11 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Set an environment variable (KEY=VALUE, or KEY to copy it from here).")
     var env: [String] = []
 
-    @Option(name: .long, help: "host (default) or none (a new network namespace with only loopback).")
+    @Option(name: .long, help: "host (default), none (a network namespace with only loopback) or default (a network namespace of its own with outbound access through slirp4netns or pasta, as a RUN step gets).")
     var network: String = "host"
+
+    @Option(name: .customLong("add-host"), help: "NAME:IP added to the sandbox's /etc/hosts (repeatable).")
+    var addHosts: [String] = []
 
     @Option(name: .long, help: "Hostname inside the sandbox.")
     var hostname: String = "rbuild"
@@ -120,9 +123,10 @@ struct RunCommand: ParsableCommand {
             return entry + "=" + value
         }
         guard let mode = NetworkMode(rawValue: network) else {
-            throw RuntimeError(.badOption, "--network \(network): expected host or none")
+            throw RuntimeError(.badOption, "--network \(network): expected host, none or default")
         }
         spec.network = mode
+        spec.extraHosts = try addHosts.map(ExtraHost.parse)
         spec.hostname = hostname
         spec.readOnlyRoot = readOnly
         spec.mounts = try mount.map(BindMount.parse)

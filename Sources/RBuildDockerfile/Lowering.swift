@@ -25,6 +25,11 @@ public struct LoweringOptions: Sendable {
     public var label: String?
     /// The `created` time of the history entries (SOURCE_DATE_EPOCH or now).
     public var created: String?
+    /// The network of RUN steps without `--network` (or with `--network=default`): buildx's
+    /// `--network`. A network namespace of their own unless told otherwise.
+    public var network: NetworkMode = .isolated
+    /// `--add-host`: /etc/hosts entries of every RUN step.
+    public var extraHosts: [ExtraHost] = []
 
     public init(platform: Platform) { self.platform = platform }
 }
@@ -427,13 +432,21 @@ final class Lowering {
         }
         var env = state.scope.runEnvironment
         if !env.contains(where: { $0.hasPrefix("PATH=") }) { env.insert("PATH=" + Sandbox.defaultPath, at: 0) }
+        // `default` is the build's network (buildx's --network), as BuildKit's frontend has it.
+        let network: NetworkMode
+        switch r.network {
+        case nil, "default": network = options.network
+        case "none": network = .none
+        case "host": network = .host
+        case let other?: throw LoweringError("RUN --network=\(other): expected default, none or host")
+        }
         let cwd = state.config.WorkingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
         var inputs = [state.root]
         var sshMounts = 0
         let mounts = try r.mounts.map { try mount($0, cwd: cwd, stage: stage, state: state, inputs: &inputs, sshMounts: &sshMounts) }
         let exec = ExecOp(args: argv, env: env, cwd: cwd,
                           user: state.config.User.flatMap { $0.isEmpty ? nil : $0 } ?? "0",
-                          network: r.network == "none" ? .none : .host, platform: state.platform, stdin: stdin, mounts: mounts)
+                          network: network, extraHosts: options.extraHosts, platform: state.platform, stdin: stdin, mounts: mounts)
         let v = graph.add(.exec(exec), inputs: inputs, name: name, origin: origin(node), ignoreCache: ignoresCache(stage))
         change(&state, v, createdBy + " # buildkit")
     }

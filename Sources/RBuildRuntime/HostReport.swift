@@ -39,6 +39,16 @@ public struct HostReport: Codable, Sendable {
     public var hostBinfmtHandlers: [HostHandler]
     /// Every platform rbuild knows, and how (or why not) this host runs its binaries.
     public var platforms: [PlatformSupport]
+    /// The user-mode network helper behind RUN steps' own network.
+    public var networkHelper: NetworkHelperReport
+
+    public struct NetworkHelperReport: Codable, Sendable {
+        /// The helper used; nil when none can be (`detail` says why and what to do).
+        public var kind: NetworkHelper.Kind?
+        public var path: String?
+        public var version: String?
+        public var detail: String
+    }
 
     public struct PlatformSupport: Codable, Sendable {
         public var platform: String
@@ -110,6 +120,9 @@ public struct HostReport: Codable, Sendable {
         let (cgOK, cgDetail) = cgroupDelegation()
         add("cgroup v2 delegation", cgOK, cgDetail)
 
+        let network = networkHelperReport()
+        add("network helper", network.kind != nil, network.detail)
+
         var uts = utsname()
         uname(&uts)
         let machine = withUnsafeBytes(of: &uts.machine) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
@@ -128,7 +141,24 @@ public struct HostReport: Codable, Sendable {
                               } catch {
                                   return PlatformSupport(platform: arch.platform, supported: false, how: String(describing: error))
                               }
-                          })
+                          }, networkHelper: network)
+    }
+
+    /// Which helper RUN steps' own network uses (`NetworkHelper.current`), its version, and
+    /// the other one when both are installed; or why there is none.
+    static func networkHelperReport() -> NetworkHelperReport {
+        switch NetworkHelper.current {
+        case .failure(let e):
+            return NetworkHelperReport(kind: nil, path: nil, version: nil, detail: e.message)
+        case .success(let helper):
+            let version = helper.version()
+            let forced = ProcessInfo.processInfo.environment[NetworkHelper.forceVariable].map { _ in ", chosen by \(NetworkHelper.forceVariable)" } ?? ""
+            var detail = "\(helper.kind.rawValue) \(version ?? "(version unknown)") at \(helper.path)\(forced): RUN steps get a network namespace of their own with outbound access through it, the host's loopback out of reach"
+            if let other = NetworkHelper.Kind.allCases.first(where: { $0 != helper.kind }), let path = findExecutable(other.rawValue) {
+                detail += "; \(other.rawValue) at \(path) is installed too"
+            }
+            return NetworkHelperReport(kind: helper.kind, path: helper.path, version: version, detail: detail)
+        }
     }
 
     enum ProbeKind { case userns, overlay, binfmt }

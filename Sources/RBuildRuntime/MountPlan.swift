@@ -128,7 +128,7 @@ enum MountPlan {
         link("/dev/stderr", "/proc/self/fd/2")
         fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid | nodev | noexec)
         fs("mqueue", "/dev/mqueue", nil, nosuid | nodev | noexec)
-        if spec.network == .none {
+        if spec.network.hasOwnNamespace {
             // A sysfs instance belongs to the mounting network namespace; only a new one can be mounted.
             fs("sysfs", "/sys", nil, nosuid | nodev | noexec, early: true, [.readOnly, .skipIfReadOnly])
         } else {

@@ -17,6 +17,8 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
         case notExecutable
         case seccomp
         case hostUnsupported
+        /// A sandbox's own network cannot be set up (no helper, no /dev/net/tun, the helper failed).
+        case network
     }
 
     public let code: Code

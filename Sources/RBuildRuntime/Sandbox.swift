@@ -5,8 +5,8 @@ import CRBuildChild
 import Foundation
 import RBuildSystem
 
-/// Runs one process in new user, mount, pid, ipc, uts and cgroup namespaces (and a new network
-/// namespace with `--network none`), rootless.
+/// Runs one process in new user, mount, pid, ipc, uts and cgroup namespaces (and a network
+/// namespace of its own unless it uses the host's network), rootless.
 ///
 /// The parent side lives here: deciding the id mapping, preparing the mount plan and the seccomp
 /// program, writing the child's id maps, and supervising. The child side is `CRBuildChild`.
@@ -50,6 +50,8 @@ public enum Sandbox {
             default: break
             }
         }
+        // Before anything is made: without a helper (or /dev/net/tun) the error says what to install.
+        let networkHelper = spec.network == .isolated ? try NetworkHelper.current.get() : nil
 
         var registration: String?
         if case .userNamespaceBinfmt(let interpreter) = try Emulation.mode(for: spec.architecture) {
@@ -57,7 +59,8 @@ public enum Sandbox {
         }
 
         let scratch = try ScratchDir()
-        let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network)
+        let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network, helper: networkHelper?.kind,
+                                                 extraHosts: spec.extraHosts)
         let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
                                     binfmtRegistration: registration)
         // A root the user cannot write that lacks a mount point runs as a throw-away overlay.
@@ -93,7 +96,7 @@ public enum Sandbox {
 
         var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue
             | RB_CLONE_NEWIPC.rawValue | RB_CLONE_NEWUTS.rawValue | RB_CLONE_NEWCGROUP.rawValue
-        if spec.network == .none { flags |= RB_CLONE_NEWNET.rawValue }
+        if spec.network.hasOwnNamespace { flags |= RB_CLONE_NEWNET.rawValue }
 
         let arena = CArena()
         var plan = rb_plan()
@@ -110,7 +113,7 @@ public enum Sandbox {
         plan.ngroups = groups.count
         // setgroups(2) is denied in single-id mode (we had to write "deny" to map our gid).
         plan.set_groups = mapping.mode == .single ? 0 : 1
-        plan.new_netns = spec.network == .none ? 1 : 0
+        plan.new_netns = spec.network.hasOwnNamespace ? 1 : 0
         plan.readonly_root = spec.readOnlyRoot ? 1 : 0
         plan.mounts = try arena.mounts(steps)
         plan.nmounts = steps.count
@@ -154,7 +157,8 @@ public enum Sandbox {
             }
         }
 
-        let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals)
+        let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals,
+                                       network: networkHelper.map { helper in { pid in try helper.attach(to: pid, scratch: scratch.path) } })
         withExtendedLifetime(arena) {}
         withExtendedLifetime(scratch) {}
         if let report = outcome.report {
@@ -178,8 +182,11 @@ public enum Sandbox {
         var report: rb_report?
     }
 
-    /// clone → write id maps → let the child go → collect its report → reap it.
-    static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false) throws -> Outcome {
+    /// clone → write id maps → connect its network (`network`: start the helper on the child's pid
+    /// and wait until it is ready) → let the child go → collect its report → reap it → stop the
+    /// helper.
+    static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false,
+                             network: ((pid_t) throws -> NetworkAttachment)? = nil) throws -> Outcome {
         var child = rb_child()
         let rc = rb_spawn(&plan, &child)
         if rc < 0 {
@@ -189,8 +196,14 @@ public enum Sandbox {
         }
         // Answers the id calls from the moment the child loads its filter (single-id mode).
         let fakeIDs = child.notify_fd >= 0 ? FakeIDs(socket: child.notify_fd) : nil
+        var attachment: NetworkAttachment?
+        // After the sandbox is reaped, and on every way out: the helper never outlives it.
+        defer { attachment?.stop() }
         do {
             try mapping.apply(to: child.pid)
+            // The helper joins the child's user and network namespaces: the id maps come first
+            // (it needs a mapped root there), the command only once its network is up.
+            attachment = try network?(child.pid)
         } catch {
             kill(child.pid, SIGKILL)
             close(child.sync_fd)
@@ -444,7 +457,7 @@ final class ScratchDir {
     }
 
     deinit {
-        for name in ["hosts", "hostname", "resolv.conf"] { unlink(path + "/" + name) }
+        for name in ["hosts", "hostname", "resolv.conf", "pasta.ready"] { unlink(path + "/" + name) }
         // Mount points only: what is mounted on them lives in the sandbox's mount namespace.
         for name in ["root", "upper"] { rmdir(path + "/" + name) }
         rmdir(path)
@@ -459,20 +472,17 @@ final class ScratchDir {
         return dir
     }
 
-    func writeEtcFiles(hostname: String, network: NetworkMode) throws -> [(target: String, source: String)] {
-        let hosts = """
-        127.0.0.1\tlocalhost
-        ::1\tlocalhost ip6-localhost ip6-loopback
-        127.0.1.1\t\(hostname)
-
-        """
-        var resolv = "# rbuild: no network in this sandbox\n"
-        if network == .host {
-            // systemd-resolved's stub listens on the host's 127.0.0.53, which a sandbox in the host
-            // network namespace can reach; its upstream file is the better choice when present.
-            resolv = (try? String(contentsOfFile: "/run/systemd/resolve/resolv.conf", encoding: .utf8))
+    func writeEtcFiles(hostname: String, network: NetworkMode, helper: NetworkHelper.Kind?,
+                       extraHosts: [ExtraHost]) throws -> [(target: String, source: String)] {
+        let hosts = EtcFiles.hosts(hostname: hostname, extraHosts: extraHosts)
+        var hostResolvConf = ""
+        if network != .none {
+            // systemd-resolved's /etc/resolv.conf names only its stub on the host's 127.0.0.53;
+            // its upstream file has the real servers, and the search domains too.
+            hostResolvConf = (try? String(contentsOfFile: "/run/systemd/resolve/resolv.conf", encoding: .utf8))
                 ?? (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
         }
+        let resolv = EtcFiles.resolvConf(network: network, helper: helper, host: hostResolvConf)
         let files = [("/etc/hosts", "hosts", hosts), ("/etc/hostname", "hostname", hostname + "\n"),
                      ("/etc/resolv.conf", "resolv.conf", resolv)]
         return try files.map { target, name, text in

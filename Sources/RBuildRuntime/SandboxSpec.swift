@@ -21,6 +21,8 @@ public struct SandboxSpec: Sendable {
     public var workdir: String
     public var hostname: String
     public var network: NetworkMode
+    /// `--add-host`: lines added to the sandbox's /etc/hosts.
+    public var extraHosts: [ExtraHost] = []
     public var readOnlyRoot: Bool
     public var mounts: [BindMount]
     /// What a build step mounts besides its root (RUN --mount), in order, after `mounts`.
@@ -104,10 +106,64 @@ public enum SandboxMount: Sendable {
 }
 
 public enum NetworkMode: String, Sendable, CaseIterable {
+    /// A network namespace of its own whose only way out is a user-mode network helper on the
+    /// host side (slirp4netns or pasta, see `NetworkHelper`): the outside is reachable as it is
+    /// for rbuild itself, the host's loopback and abstract unix sockets are not. What a RUN step
+    /// gets by default; the raw value is BuildKit's name for it.
+    case isolated = "default"
     /// The host's network namespace.
     case host
     /// A new, empty network namespace with only loopback, brought up.
     case none
+
+    /// Whether the sandbox gets a network namespace of its own (everything but `host`).
+    public var hasOwnNamespace: Bool { self != .host }
+}
+
+/// `--add-host NAME:IP`: one line of a sandbox's /etc/hosts.
+public struct ExtraHost: Sendable, Hashable, CustomStringConvertible {
+    public var name: String
+    /// An IPv4 or IPv6 address, as written (without brackets).
+    public var address: String
+
+    public init(name: String, address: String) {
+        self.name = name
+        self.address = address
+    }
+
+    /// Parses docker's forms: `NAME:IP`, `NAME=IP`, and an IPv6 address after either, bare or in
+    /// brackets (`h:::1`, `h=[::1]`). `host-gateway` is refused: no address of the host is
+    /// reachable from an isolated step but through the network helper, which keeps the host's
+    /// loopback out.
+    public static func parse(_ text: String) throws -> ExtraHost {
+        // '=' first: docker's newer separator, unambiguous with IPv6. Else the first ':'.
+        guard let sep = text.firstIndex(of: "=") ?? text.firstIndex(of: ":") else {
+            throw RuntimeError(.badOption, "--add-host \(text): expected NAME:IP")
+        }
+        let name = String(text[..<sep])
+        var address = String(text[text.index(after: sep)...])
+        if address.count > 2, address.hasPrefix("["), address.hasSuffix("]") {
+            address = String(address.dropFirst().dropLast())
+        }
+        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "#" }) else {
+            throw RuntimeError(.badOption, "--add-host \(text): the host name must be non-empty, without spaces or '#'")
+        }
+        if address == "host-gateway" {
+            throw RuntimeError(.badOption, "--add-host \(text): host-gateway is not supported: a RUN step's own network never reaches the host's loopback; use --network host --allow network.host for host services")
+        }
+        guard isIPAddress(address) else {
+            throw RuntimeError(.badOption, "--add-host \(text): '\(address)' is not an IPv4 or IPv6 address")
+        }
+        return ExtraHost(name: name, address: address)
+    }
+
+    static func isIPAddress(_ s: String) -> Bool {
+        var buf = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET, s, &buf) == 1 || inet_pton(AF_INET6, s, &buf) == 1
+    }
+
+    /// `NAME:IP`, the form `--add-host` takes.
+    public var description: String { "\(name):\(address)" }
 }
 
 public enum SeccompMode: Sendable {

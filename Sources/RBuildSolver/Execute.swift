@@ -127,6 +127,7 @@ extension Solver {
         spec.user = try UserSpec.parse(e.user)
         spec.workdir = e.cwd
         spec.network = e.network
+        spec.extraHosts = e.extraHosts
         spec.hostname = "buildkitsandbox"
         if let arch = Architecture(platform: e.platform) { spec.architecture = arch }
         let mounts = try prepareMounts(e, vertex: vertex, root: root, sources: sources, user: spec.user)

@@ -53,19 +53,23 @@ public struct ExecOp: Sendable {
     /// As written (`app`, `1000:1000`): names resolve in the root when it runs.
     public var user: String
     public var network: NetworkMode
+    /// `--add-host` entries for its /etc/hosts, in order (part of the key, as in BuildKit: what
+    /// a step resolves can change what it writes).
+    public var extraHosts: [ExtraHost]
     public var platform: Platform
     /// Bytes on standard input (a here-document script with its own interpreter); else /dev/null.
     public var stdin: [UInt8]?
     /// What the process sees mounted besides its root (RUN --mount), in order.
     public var mounts: [ExecMount]
 
-    public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode, platform: Platform,
-                stdin: [UInt8]? = nil, mounts: [ExecMount] = []) {
+    public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode,
+                extraHosts: [ExtraHost] = [], platform: Platform, stdin: [UInt8]? = nil, mounts: [ExecMount] = []) {
         self.args = args
         self.env = env
         self.cwd = cwd
         self.user = user
         self.network = network
+        self.extraHosts = extraHosts
         self.platform = platform
         self.stdin = stdin
         self.mounts = mounts
@@ -280,6 +284,7 @@ public enum Op: Sendable {
             k.add("cwd", e.cwd)
             k.add("user", e.user)
             k.add("network", e.network.rawValue)
+            k.add("extra-hosts", e.extraHosts.map(\.description))
             k.add("platform", e.platform.normalized.description)
             k.add("stdin", e.stdin.map { String(decoding: $0, as: UTF8.self) } ?? "")
             if !e.mounts.isEmpty {
@@ -368,7 +373,8 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
             fields = "source inline " + files.map { "\($0.name)=\(String(decoding: $0.content, as: UTF8.self).debugDescription)" }.joined(separator: " ")
         case .source(.http(let u, let c)): fields = "source http \(u) checksum=\(c?.description ?? "-")"
         case .exec(let e):
-            fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue) platform=\(e.platform)"
+            fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue)"
+                + (e.extraHosts.isEmpty ? "" : " extra-hosts=\(e.extraHosts.map(\.description))") + " platform=\(e.platform)"
                 + (e.stdin.map { " stdin=\(String(decoding: $0, as: UTF8.self).debugDescription)" } ?? "")
                 + e.mounts.map { " mount=" + $0.fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",") }.joined()
         case .file(.mkdir(let p, let o)): fields = "file mkdir \(p) owner=\(o ?? "-")"

@@ -1,5 +1,6 @@
 // In-process measurements for scripts/bench:
-//   rbuild-bench spawn ROOTFS N   runs /bin/true N times through Sandbox.run; prints seconds
+//   rbuild-bench spawn ROOTFS N [NETWORK]  runs /bin/true N times through Sandbox.run (on the
+//                                 host's network, or NETWORK: none, default); prints seconds
 //   rbuild-bench parse FILE N     parses, types and lints FILE N times; prints the best seconds
 //   rbuild-bench layer DIR gzip|zstd|none LEVEL   packs DIR into a layer; prints seconds and sizes
 //   rbuild-bench snapshot TAR KIND STATE  applies the layer TAR with snapshotter KIND, then diffs the
@@ -83,11 +84,13 @@ if args.count == 5, args[1] == "snapshot", let kind = SnapshotterKind(rawValue: 
     }
     exit(0)
 }
-guard args.count == 4, args[1] == "spawn", let n = Int(args[3]) else {
-    print("usage: rbuild-bench spawn ROOTFS N | rbuild-bench parse FILE N")
+guard args.count == 4 || args.count == 5, args[1] == "spawn", let n = Int(args[3]),
+      let network = NetworkMode(rawValue: args.count == 5 ? args[4] : "host") else {
+    print("usage: rbuild-bench spawn ROOTFS N [host|none|default] | rbuild-bench parse FILE N")
     exit(2)
 }
 var spec = SandboxSpec(rootfs: args[2], argv: ["/bin/true"])
+spec.network = network
 var start = timespec(), end = timespec()
 clock_gettime(CLOCK_MONOTONIC, &start)
 for _ in 0..<n {

@@ -112,7 +112,7 @@ struct CacheKeyTests {
         }
     }
 
-    static let goldenKeys = ["8bef1db465cbd362", "18df05432101fae0", "e6bc702f3b07dde1"]
+    static let goldenKeys = ["8bef1db465cbd362", "18df05432101fae0", "103f5daf92a503db"]
 
     /// Ops, not stages, are scheduled: two stages a final stage copies from run at once (each
     /// sleeps 2 s; one after the other would take 4).

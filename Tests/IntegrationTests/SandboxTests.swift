@@ -297,7 +297,7 @@ struct SandboxTests {
         (["--mount", "type=volume,source=/tmp,target=/x"], ["true"], 125, "type=volume is not supported"),
         (["--mount", "type=bind,source=/tmp"], ["true"], 125, "target= must be an absolute path"),
         (["--mount", "type=bind,source=/does/not/exist,target=/x"], ["true"], 125, "source /does/not/exist does not exist"),
-        (["--network", "bridge"], ["true"], 125, "--network bridge: expected host or none"),
+        (["--network", "bridge"], ["true"], 125, "--network bridge: expected host, none or default"),
         ([], ["/bin/foo"], 127, "executable file not found in rootfs: /bin/foo"),
         ([], ["nosuchcmd"], 127, "executable file not found in $PATH"),
         ([], ["/etc/passwd"], 126, "permission denied"),
@@ -341,7 +341,7 @@ struct SandboxTests {
         let checks = (json?["checks"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
         #expect(checks == ["kernel", "user namespaces", "subordinate ids", "newuidmap/newgidmap",
                            "overlay in user namespace", "fuse-overlayfs", "binfmt_misc in user namespace",
-                           "qemu-user-static", "host binfmt handlers", "seccomp", "cgroup v2 delegation"])
+                           "qemu-user-static", "host binfmt handlers", "seccomp", "cgroup v2 delegation", "network helper"])
         let text = try rbuild(["info"])
         #expect(text.stdout.contains("user namespaces"))
         #expect(text.stdout.contains(Env.hasRange ? "identity mapping: subordinate" : "identity mapping: single"))

@@ -20,12 +20,14 @@ struct FixedImages: ImageResolving {
 }
 
 func lowered(_ text: String, platform: String = "linux/amd64", graph: Graph = Graph(), context: String? = "/context",
-             args: [String: String] = [:]) throws -> LoweredStage {
+             args: [String: String] = [:], network: NetworkMode = .isolated, extraHosts: [ExtraHost] = []) throws -> LoweredStage {
     let df = try Dockerfile.parse(text)
     var o = LoweringOptions(platform: try Platform(parsing: platform))
     o.buildPlatform = try Platform(parsing: "linux/amd64")
     o.contextDirectory = context
     o.buildArgs = args
+    o.network = network
+    o.extraHosts = extraHosts
     return try df.lower(o, graph: graph, resolver: FixedImages())
 }
 
@@ -72,6 +74,32 @@ struct LoweringTests {
         let declared = "FROM busybox\nARG V\nRUN echo $V\n"
         #expect(try lowered(declared, args: ["V": "1"]).root.digest != lowered(declared, args: ["V": "2"]).root.digest)
         #expect(try lowered("FROM busybox\nRUN echo hi\n", args: ["V": "1"]).root.digest == base)
+    }
+
+    /// BuildKit's frontend: `--network=default` (or none given) is the build's `--network`.
+    @Test("RUN --network lowers to the op's network", arguments: [
+        ("", NetworkMode.isolated, NetworkMode.isolated),
+        ("--network=default ", .isolated, .isolated),
+        ("--network=none ", .isolated, .none),
+        ("--network=host ", .isolated, .host),
+        ("", .none, .none),
+        ("--network=default ", .host, .host),
+        ("--network=none ", .host, .none),
+    ])
+    func runNetwork(_ flag: String, _ buildDefault: NetworkMode, _ expected: NetworkMode) throws {
+        let stage = try lowered("FROM busybox\nRUN \(flag)echo hi\n", network: buildDefault)
+        guard case .exec(let e) = stage.root.op else { Issue.record("not an exec: \(stage.root)"); return }
+        #expect(e.network == expected)
+    }
+
+    @Test("--add-host reaches every RUN step's op") func extraHosts() throws {
+        let hosts = [ExtraHost(name: "db", address: "10.0.0.5")]
+        let stage = try lowered("FROM busybox\nRUN echo one\nRUN echo two\n", extraHosts: hosts)
+        let execs = Graph.walk([stage.root]).compactMap { v -> ExecOp? in
+            if case .exec(let e) = v.op { return e } else { return nil }
+        }
+        #expect(execs.count == 2 && execs.allSatisfy { $0.extraHosts == hosts })
+        #expect(stage.root.digest != (try lowered("FROM busybox\nRUN echo one\nRUN echo two\n").root.digest))
     }
 
     @Test("the same work in two stages and two platforms is one vertex") func sharedVertices() throws {

@@ -97,8 +97,10 @@ struct MountPlanTests {
     }
 
     @Test func sysIsANewReadOnlySysfsOnlyWithItsOwnNetworkNamespace() throws {
-        let none = try #require(plan(network: .none).first { $0.target == "/sys" })
-        #expect(none.kind == .fsEarly && none.fstype == "sysfs" && none.options.contains(.readOnly))
+        for mode in [NetworkMode.none, .isolated] {
+            let own = try #require(plan(network: mode).first { $0.target == "/sys" })
+            #expect(own.kind == .fsEarly && own.fstype == "sysfs" && own.options.contains(.readOnly), "\(mode)")
+        }
         let host = try #require(plan(network: .host).first { $0.target == "/sys" })
         #expect(host.kind == .bindHost && host.options.isSuperset(of: [.readOnly, .recursive]))
     }
