@@ -459,7 +459,7 @@ final class ScratchDir {
     deinit {
         for name in ["hosts", "hostname", "resolv.conf", "pasta.ready"] { unlink(path + "/" + name) }
         // Mount points only: what is mounted on them lives in the sandbox's mount namespace.
-        for name in ["root", "upper"] { rmdir(path + "/" + name) }
+        for name in ["root", "upper", "hostroot"] { rmdir(path + "/" + name) }
         rmdir(path)
     }
 
