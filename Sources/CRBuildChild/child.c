@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "rbuild_child.h"
 #include "rbuild_sys.h"   // rb_open_in_root: openat2 is async-signal-safe
+#include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -303,7 +304,6 @@ static void mount_overlay_root(struct rb_plan *p, int sfd) {
     close(mfd);
 }
 
-static void reset_signals(void);
 
 // Binds the host root on fuse_hostroot once: fuse-overlayfs daemons run chrooted there.
 static int hostroot_bound;
@@ -322,7 +322,7 @@ static int run_fuse(struct rb_plan *p, const char *const *argv) {
     if (pid < 0) return -1;
     if (pid == 0) {
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        reset_signals();
+        rb_reset_signals();
         if (null < 0 || chroot(p->fuse_hostroot) < 0 || chdir("/") < 0) _exit(126);
         for (int i = 0; i < 3; i++) dup2(null, i);
         static const char *const noenv[] = { NULL };
@@ -509,6 +509,14 @@ static int make_file_mount(struct rb_mount *m) {
     return mfd;
 }
 
+// Attaches `mfd` on the mount point `tfd` and closes both; a failure ends the child.
+static void attach_or_fail(int mfd, int tfd, int sfd, int item) {
+    int rc = attach(mfd, tfd);
+    if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, item);
+    close(mfd);
+    close(tfd);
+}
+
 static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
     int empty_src = -1;    // a private tmpfs holding the empty file that masks files
     for (size_t i = 0; i < p->nmounts; i++) {
@@ -536,10 +544,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
                 mfd = make_fs(m->fstype, m->data, m->flags, m->mflags);
                 if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
             }
-            int rc = attach(mfd, tfd);
-            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
-            close(mfd);
-            close(tfd);
+            attach_or_fail(mfd, tfd, sfd, (int)i);
             m->fd = -1;
             break;
         }
@@ -571,10 +576,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
                 }
             }
             if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
-            int rc = attach(mfd, tfd);
-            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
-            close(mfd);
-            close(tfd);
+            attach_or_fail(mfd, tfd, sfd, (int)i);
             break;
         }
         case RB_MOUNT_READONLY: {
@@ -595,10 +597,7 @@ static void mount_inside(struct rb_plan *p, int rootfd, int sfd) {
             if (tfd < 0) fail(sfd, RB_STAGE_MOUNT_TARGET, -tfd, (int)i);
             int mfd = make_file_mount(m);
             if (mfd < 0) fail(sfd, RB_STAGE_MOUNT, -mfd, (int)i);
-            int rc = attach(mfd, tfd);
-            if (rc < 0) fail(sfd, RB_STAGE_MOUNT, -rc, (int)i);
-            close(mfd);
-            close(tfd);
+            attach_or_fail(mfd, tfd, sfd, (int)i);
             break;
         }
         case RB_MOUNT_SYMLINK:
@@ -659,7 +658,7 @@ static void drop_privileges(struct rb_plan *p, int sfd) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(sfd, RB_STAGE_NO_NEW_PRIVS, errno, 0);
 }
 
-static void reset_signals(void) {
+void rb_reset_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_DFL;
@@ -814,7 +813,7 @@ static void run_probe(struct rb_plan *p, int sfd) {
     if (p->probe == RB_TASK_EXEC) {
         // No new root, no fd cleanup: the same program, with the same stdio, one user
         // namespace down. The status pipe is close-on-exec, so success reads as EOF.
-        reset_signals();
+        rb_reset_signals();
         execve(p->argv[0], (char *const *)p->argv, (char *const *)p->envp);
         fail(sfd, RB_STAGE_EXEC, errno, 0);
     }
@@ -912,7 +911,7 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (cmd < 0) fail(sfd, RB_STAGE_FORK, errno, 0);
     if (cmd == 0) {
-        reset_signals();
+        rb_reset_signals();
         exec_command(p, sfd);
     }
     close(sfd);

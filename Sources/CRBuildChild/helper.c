@@ -5,6 +5,7 @@
 // everything prepared before the clone, only async-signal-safe calls after it.
 #define _GNU_SOURCE
 #include "rbuild_child.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,13 +56,7 @@ static int helper_main(void *arg) {
     // it), not for the network under it.
     setpgid(0, 0);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP) continue;
-        sigaction(sig, &sa, NULL);         // fails harmlessly for glibc's internal signals
-    }
+    rb_reset_signals();
 
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0) helper_fail(a, errno);
@@ -79,9 +74,6 @@ static int helper_main(void *arg) {
     // Everything else (another step's pipes included) closes on exec.
     if (syscall(SYS_close_range, 3 + a->nfds, ~0U, RB_CLOSE_RANGE_CLOEXEC) < 0) helper_fail(a, errno);
 
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     execve(a->path, (char *const *)a->argv, (char *const *)a->envp);
     helper_fail(a, errno);
 }

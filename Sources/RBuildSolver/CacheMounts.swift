@@ -84,10 +84,11 @@ public final class CacheMounts: Sendable {
             if access(lease.path, F_OK) != 0 {
                 // Two shared users may both find it missing: one makes it, under this lock.
                 let creating = open(dir + "/create.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-                guard creating >= 0, retryingOnInterrupt({ flock(creating, LOCK_EX) }) == 0 else {
+                guard creating >= 0 else { throw SolveError("cannot open \(dir)/create.lock: \(String(cString: strerror(errno)))") }
+                defer { close(creating) }
+                guard retryingOnInterrupt({ flock(creating, LOCK_EX) }) == 0 else {
                     throw SolveError("cannot lock \(dir)/create.lock: \(String(cString: strerror(errno)))")
                 }
-                defer { close(creating) }
                 if access(lease.path, F_OK) != 0 {
                     try create(lease.path, id: id, owner: owner, mode: mode, seed: seed)
                 }
