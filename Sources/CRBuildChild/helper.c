@@ -1,6 +1,6 @@
-// A long-running host helper of one sandbox (its user-mode network stack): started from a
-// multithreaded Swift process, it must inherit nothing but what it is given and must not outlive
-// rbuild, even one killed with SIGKILL. posix_spawn gets the first right but cannot do the second
+// A long-running host helper of a sandbox or a build (a user-mode network stack, an ssh agent):
+// started from a multithreaded Swift process, it must inherit nothing but what it is given and
+// must not outlive rbuild, even one killed with SIGKILL. posix_spawn gets the first right but cannot do the second
 // (PR_SET_PDEATHSIG), so this is a spawn done by hand the way glibc's posix_spawn does it:
 // everything prepared before the clone, only async-signal-safe calls after it.
 #define _GNU_SOURCE
@@ -37,6 +37,8 @@ struct helper_args {
     const int *fds;
     int nfds;
     int log_fd;
+    int stdin_fd;
+    int die_with_parent;
     pid_t parent;
     int err;
 };
@@ -50,8 +52,10 @@ static int helper_main(void *arg) {
     struct helper_args *a = arg;
     // Dies with the thread that started it: Sandbox.run's thread waits for the sandbox and then
     // stops the helper itself, so this only fires when rbuild itself is gone.
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) helper_fail(a, errno);
-    if (getppid() != a->parent) _exit(127);   // rbuild died before the line above
+    if (a->die_with_parent) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) helper_fail(a, errno);
+        if (getppid() != a->parent) _exit(127);   // rbuild died before the line above
+    }
     // Its own process group: a Ctrl-C at the terminal is for the sandbox (rbuild run forwards
     // it), not for the network under it.
     setpgid(0, 0);
@@ -67,7 +71,7 @@ static int helper_main(void *arg) {
         if (moved[i] < 0) helper_fail(a, errno);
     }
     int out = a->log_fd >= 0 ? a->log_fd : null;
-    if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) helper_fail(a, errno);
+    if (dup2(a->stdin_fd >= 0 ? a->stdin_fd : null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) helper_fail(a, errno);
     for (int i = 0; i < a->nfds; i++) {
         if (dup2(moved[i], 3 + i) < 0) helper_fail(a, errno);   // dup2 clears close-on-exec
     }
@@ -79,14 +83,14 @@ static int helper_main(void *arg) {
 }
 
 pid_t rb_spawn_helper(const char *path, const char *const *argv, const char *const *envp,
-                      const int *fds, int nfds, int log_fd) {
+                      const int *fds, int nfds, int stdin_fd, int log_fd, int die_with_parent) {
     if (nfds < 0 || nfds > RB_HELPER_MAX_FDS) return -EINVAL;
     // posix_spawn's way: the child shares our memory on a stack of its own until it execs (no
     // copy of this large, many-threaded process: fork() here cost 1.5 ms a helper).
     const size_t stack_size = 64 * 1024;
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return -errno;
-    struct helper_args a = { path, argv, envp, fds, nfds, log_fd, getpid(), 0 };
+    struct helper_args a = { path, argv, envp, fds, nfds, log_fd, stdin_fd, die_with_parent, getpid(), 0 };
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);

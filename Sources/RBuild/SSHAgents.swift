@@ -1,17 +1,19 @@
 import Foundation
+import RBuildRuntime
 import RBuildSolver
 import RBuildSystem
 
 /// The agents behind `--ssh`: for each id, the socket of a running agent (`default` alone is
 /// $SSH_AUTH_SOCK; `ID=SOCKET`), or an agent rbuild starts for the build and loads the key
 /// files into (`ID=KEYFILE[,KEYFILE…]`), as buildx does with its in-process agent. rbuild's own
-/// agents are OpenSSH's `ssh-agent` (no agent protocol written here), started as the parent of
-/// a `cat` reading a pipe from rbuild: when the build ends, or rbuild dies however it dies, the
-/// pipe closes, `cat` ends, and ssh-agent exits with it (it watches that process), so no agent
-/// holding the user's keys outlives the build.
+/// agents are OpenSSH's `ssh-agent` (no agent protocol written here), started with a `cat`
+/// reading a pipe from rbuild as its command: the build's end stops the agent (SIGTERM: it
+/// removes its socket); if rbuild dies however it dies, the pipe closes, `cat` ends, and
+/// ssh-agent exits within its 10 s check of that process, so no agent holding the user's keys
+/// outlives the build for long.
 final class SSHAgents: @unchecked Sendable {
     private(set) var sockets: [String: String] = [:]
-    private var started: [(process: Process, lifeline: Pipe, directory: String)] = []
+    private var started: [(command: HelperProcess, agent: pid_t, lifeline: Int32, directory: String)] = []
 
     /// Starts what `ssh` asks for (id → paths; no path: $SSH_AUTH_SOCK).
     init(_ ssh: [String: [String]]) throws {
@@ -28,9 +30,10 @@ final class SSHAgents: @unchecked Sendable {
     deinit { stop() }
 
     func stop() {
-        for (process, lifeline, directory) in started {
-            try? lifeline.fileHandleForWriting.close()
-            process.waitUntilExit()
+        for (command, agent, lifeline, directory) in started {
+            if agent > 0 { kill(agent, SIGTERM) }
+            close(lifeline)
+            command.wait()
             try? FileManager.default.removeItem(atPath: directory)
         }
         started.removeAll()
@@ -72,29 +75,45 @@ final class SSHAgents: @unchecked Sendable {
         guard let agent = findExecutable("ssh-agent"), let add = findExecutable("ssh-add") else {
             throw BuildFailure("--ssh \(id): loading key files needs OpenSSH's ssh-agent and ssh-add (apt install openssh-client)")
         }
-        guard let dir = makeTemporaryDirectory(prefix: NSTemporaryDirectory() + "/rbuild-ssh-") else {
+        guard let dir = makeTemporaryDirectory(prefix: (NSTemporaryDirectory() as NSString).appendingPathComponent("rbuild-ssh-")) else {
             throw BuildFailure("--ssh \(id): cannot create a directory for its agent: \(String(cString: strerror(errno)))")
         }
         let sock = dir + "/agent.sock"
-        guard let cat = findExecutable("cat") else { throw BuildFailure("--ssh \(id): cat is not on PATH") }
-        let process = Process()
-        let lifeline = Pipe()
-        process.executableURL = URL(fileURLWithPath: agent)
-        process.arguments = ["-a", sock, cat]
-        process.standardInput = lifeline
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        // `sh` tells us the agent's pid (ssh-agent sets SSH_AGENT_PID for its command), then
+        // becomes the `cat` whose end ends the agent. Started by rb_spawn_helper, not Process:
+        // Process's child would pass the pipe Process watches on to the agent, and waiting for
+        // `cat` would then wait for the agent.
+        let lifeline: (read: Int32, write: Int32), report: (read: Int32, write: Int32)
         do {
-            try process.run()
+            lifeline = try HelperProcess.pipe(for: agent)
+            report = try HelperProcess.pipe(for: agent)
         } catch {
             try? FileManager.default.removeItem(atPath: dir)
-            throw BuildFailure("--ssh \(id): cannot start \(agent): \(error)")
+            throw BuildFailure("--ssh \(id): \(error)")
         }
-        try? lifeline.fileHandleForReading.close()
-        started.append((process, lifeline, dir))
-        var st = stat()
-        for _ in 0..<500 where stat(sock, &st) != 0 { usleep(2000) }
-        guard stat(sock, &st) == 0 else { throw BuildFailure("--ssh \(id): \(agent) did not create its socket") }
+        let command: HelperProcess
+        do {
+            command = try HelperProcess.spawn(agent, [agent, "-a", sock, "/bin/sh", "-c", "echo \"agent $SSH_AGENT_PID\"; exec cat >/dev/null"],
+                                              environment: ["PATH=/usr/local/bin:/usr/bin:/bin"],
+                                              stdin: lifeline.read, log: report.write, dieWithThread: false)
+        } catch {
+            [lifeline.read, lifeline.write, report.read, report.write].forEach { close($0) }
+            try? FileManager.default.removeItem(atPath: dir)
+            throw BuildFailure("--ssh \(id): \(error)")
+        }
+        close(lifeline.read)
+        close(report.write)
+        // One line: `agent PID`, or what ssh-agent said before it failed (then end of file).
+        var said = Data()
+        var byte: UInt8 = 0
+        while said.count < 4096, read(report.read, &byte, 1) == 1, byte != UInt8(ascii: "\n") { said.append(byte) }
+        close(report.read)
+        let line = String(decoding: said, as: UTF8.self)
+        let pid = line.hasPrefix("agent ") ? pid_t(line.dropFirst(6)) ?? 0 : 0
+        started.append((command, pid, lifeline.write, dir))
+        guard pid > 0 else {
+            throw BuildFailure("--ssh \(id): \(agent) did not start: \(line.isEmpty ? "no output" : line)")
+        }
         let adding = Process()
         adding.executableURL = URL(fileURLWithPath: add)
         adding.arguments = ["-q"] + keys

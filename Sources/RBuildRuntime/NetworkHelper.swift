@@ -153,12 +153,7 @@ public struct NetworkHelper: Sendable {
             if !handedOver { owned.forEach { close($0) } }
         }
         func pipePair() throws -> (read: Int32, write: Int32) {
-            var fds: [Int32] = [-1, -1]
-            let rc = rb_pipe_cloexec(&fds)
-            guard rc == 0 else {
-                throw RuntimeError(.network, "cannot start \(kind.rawValue): pipe: \(errnoText(-rc))")
-            }
-            return (fds[0], fds[1])
+            try HelperProcess.pipe(for: kind.rawValue, code: .network)
         }
 
         let log = rb_memfd("rbuild-" + kind.rawValue)
@@ -189,17 +184,10 @@ public struct NetworkHelper: Sendable {
             owned.append(ready)
         }
 
-        let arena = CArena()
         let argv = arguments(pid: pid, readyPath: readyPath, uid: getuid(), gid: getgid())
         // Nothing of rbuild's environment (a build's secrets, one day) reaches the helper.
-        let envp = arena.stringArray(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-        let helperPID = childSide.withUnsafeBufferPointer { fds in
-            rb_spawn_helper(arena.string(path), arena.stringArray(argv), envp, fds.baseAddress, Int32(fds.count), log)
-        }
-        withExtendedLifetime(arena) {}
-        guard helperPID > 0 else {
-            throw RuntimeError(.network, "cannot start \(path): \(errnoText(-helperPID))")
-        }
+        let helperPID = try HelperProcess.spawn(path, argv, environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                                                fds: childSide, log: log, dieWithThread: true, code: .network).pid
         childSide.forEach { close($0) }
         childSide = []
         let pidfd = rb_pidfd_open(helperPID)

@@ -66,6 +66,71 @@ struct DebianTests {
         #expect(r.stderr.contains("deb.debian.org") && r.stderr.contains("# rbuild: DNS through \(helper)"), "\(r.stderr)")
     }
 
+    /// What `docker init`'s templates and most CI Dockerfiles do: apt's caches in cache mounts
+    /// (locked, as apt needs), then OpenSSH's own client listing the keys of the user's agent
+    /// (`--ssh default`) and of an agent rbuild starts for a key file (`--ssh ID=KEYFILE`). The
+    /// second build finds the packages in the cache mount and downloads none.
+    @Test("apt caches in cache mounts; ssh-add -l through --ssh default and --ssh ID=KEYFILE", .timeLimit(.minutes(10)))
+    func aptCacheMountsAndSSH() throws {
+        let fs = try Rootfs()
+        guard let state = try importedDebian(fs) else { return }
+        let key = fs.dir + "/id_ed25519", sock = fs.dir + "/agent.sock", tmp = fs.dir + "/tmp"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        let keygen = try runProcess("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test-key", "-f", key])
+        #expect(keygen.status == 0, "\(keygen.stderr)")
+        // The user's agent, in the foreground (a daemonised one would keep the pipes this test
+        // reads open, and the test waiting).
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: "/usr/bin/ssh-agent")
+        agent.arguments = ["-D", "-a", sock]
+        agent.standardInput = FileHandle.nullDevice
+        agent.standardOutput = FileHandle.nullDevice
+        agent.standardError = FileHandle.nullDevice
+        try agent.run()
+        // SIGKILL: a child of Foundation's Process inherits the test thread's blocked signals, TERM included.
+        defer { kill(agent.processIdentifier, SIGKILL); agent.waitUntilExit() }
+        var st = stat()
+        for _ in 0..<500 where stat(sock, &st) != 0 { usleep(10_000) }
+        var env = ProcessInfo.processInfo.environment
+        env["SSH_AUTH_SOCK"] = sock
+        env["TMPDIR"] = tmp
+        let add = try runProcess("/usr/bin/ssh-add", ["-q", key], environment: env)
+        #expect(add.status == 0, "\(add.stderr)")
+
+        let context = fs.dir + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        func build(_ marker: String) throws -> Result {
+            try """
+            FROM debian:bookworm
+            RUN rm -f /etc/apt/apt.conf.d/docker-clean; echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' > /etc/apt/apt.conf.d/keep-cache
+            RUN --mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt,sharing=locked \\
+                echo \(marker) && apt-get update -q && apt-get install -y -q --no-install-recommends openssh-client
+            RUN --mount=type=ssh echo "\(marker) default:" $(ssh-add -l)
+            RUN --mount=type=ssh,id=deploy echo "\(marker) deploy:" $(ssh-add -l)
+
+            """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            return try rbuild(["build", "--root", state, "--progress", "plain", "--ssh", "default", "--ssh", "deploy=\(key)", context],
+                              environment: env)
+        }
+        let fingerprint = try runProcess("/usr/bin/ssh-keygen", ["-l", "-f", key]).stdout.split(separator: " ")[1]
+        let first = try build("first")
+        #expect(first.status == 0, "\(first.stderr.split(separator: "\n").suffix(40).joined(separator: "\n"))")
+        #expect(first.stderr.contains("Get:") && first.stderr.contains("openssh-client"), "\(first.stderr.suffix(3000))")
+        #expect(first.stderr.contains("first default: 256 \(fingerprint) rbuild-test-key (ED25519)"), "\(first.stderr.suffix(3000))")
+        #expect(first.stderr.contains("first deploy: 256 \(fingerprint) rbuild-test-key (ED25519)"), "\(first.stderr.suffix(3000))")
+
+        // Warm: the lists and the .debs come from the cache mounts, so nothing is downloaded.
+        let second = try build("second")
+        #expect(second.status == 0, "\(second.stderr.split(separator: "\n").suffix(40).joined(separator: "\n"))")
+        #expect(second.stderr.contains("Need to get 0 B/"), "\(second.stderr.suffix(3000))")
+        #expect(second.stderr.contains("second deploy: 256 \(fingerprint)"), "\(second.stderr.suffix(3000))")
+        // The agent rbuild started for the key file is gone with its socket's directory.
+        let left = try FileManager.default.contentsOfDirectory(atPath: tmp).filter { $0.hasPrefix("rbuild-ssh-") }
+        #expect(left.isEmpty, "\(left)")
+        let agents = try runProcess("/usr/bin/pgrep", ["-f", tmp + "/rbuild-ssh-"])
+        #expect(agents.stdout.isEmpty, "an agent outlived the build: \(agents.stdout)")
+    }
+
     func buildHello(_ apt: String) throws {
         let fs = try Rootfs()
         guard let state = try importedDebian(fs) else { return }

@@ -263,14 +263,15 @@ int rb_memfd(const char *name);
 /// PR_SET_PDEATHSIG(SIGKILL) for the calling process (prctl is variadic: Swift cannot call it).
 int rb_die_with_parent(void);
 
-/// Starts a long-running helper of a sandbox (its network stack) from this multithreaded process:
-/// `fds[i]` (at most 8) becomes its descriptor 3+i, stdin is /dev/null, stdout and stderr go to
-/// `log_fd` (/dev/null when -1), every other descriptor is closed on exec, it runs in a process
-/// group of its own, and it gets SIGKILL when the calling thread ends (PR_SET_PDEATHSIG), so that
-/// even `kill -9` of rbuild stops it. Returns the pid once the exec happened, or -errno (also
-/// the exec's own failure).
+/// Starts a long-running helper (a sandbox's network stack, a build's ssh agent) from this
+/// multithreaded process: `fds[i]` (at most 8) becomes its descriptor 3+i, stdin is `stdin_fd`
+/// (/dev/null when -1), stdout and stderr go to `log_fd` (/dev/null when -1), every other
+/// descriptor is closed on exec, and it runs in a process group of its own. With
+/// `die_with_parent` it gets SIGKILL when the calling thread ends (PR_SET_PDEATHSIG), so that even
+/// `kill -9` of rbuild stops it; only for a thread that outlives the helper. Returns the pid once
+/// the exec happened, or -errno (also the exec's own failure).
 pid_t rb_spawn_helper(const char *path, const char *const *argv, const char *const *envp,
-                      const int *fds, int nfds, int log_fd);
+                      const int *fds, int nfds, int stdin_fd, int log_fd, int die_with_parent);
 
 /// pidfd_open(2): an fd that polls readable once `pid` exited. Returns the fd or -errno.
 int rb_pidfd_open(pid_t pid);
