@@ -829,7 +829,25 @@ static void run_probe(struct rb_plan *p, int sfd) {
     _exit(0);
 }
 
-__attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, int sfd, int notify_sock) {
+// The command's terminal (`rbuild run -t`), as runc's console: a pty of the sandbox's own devpts
+// instance, so that the command's ttyname is a /dev/pts path it can open, owned by the command's
+// user; its master goes to the parent over `sock`, the slave is returned.
+static int open_console(struct rb_plan *p, int sock, int sfd) {
+    int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) fail(sfd, RB_STAGE_CONSOLE, errno, 0);
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0) fail(sfd, RB_STAGE_CONSOLE, errno, 1);
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0) fail(sfd, RB_STAGE_CONSOLE, errno, 2);
+    if (fchown(slave, p->uid, (gid_t)-1) < 0) fail(sfd, RB_STAGE_CONSOLE, errno, 3);
+    int rc = rb_send_fd(sock, master);
+    if (rc < 0) fail(sfd, RB_STAGE_CONSOLE, -rc, 4);
+    close(master);
+    close(sock);
+    return slave;
+}
+
+__attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, int sfd, int notify_sock, int console_sock) {
     char c;
     ssize_t n;
     do {
@@ -837,6 +855,10 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     } while (n < 0 && errno == EINTR);
     if (n != 1) fail(sfd, RB_STAGE_WAIT_IDMAP, n < 0 ? errno : EPIPE, 0);
     close(syncfd);
+    // A session of its own, so no controlling terminal: nothing in the sandbox can open the
+    // caller's terminal through /dev/tty and push input into the caller's shell (TIOCSTI,
+    // CVE-2017-5226), nor get its Ctrl-C (rbuild forwards that itself).
+    if (setsid() < 0) fail(sfd, RB_STAGE_SESSION, errno, 0);
 
     if (p->probe != RB_PROBE_NONE) run_probe(p, sfd);
 
@@ -867,14 +889,16 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
         close(wfd);
     }
     close(rootfd);
+    int console = console_sock >= 0 ? open_console(p, console_sock, sfd) : -1;
 
     drop_privileges(p, sfd);
     // The init is not the command: nothing in the sandbox may ptrace it or open its /proc files.
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
-    // The caller's choice of stdin/stdout/stderr (pipes for a build step's log, say).
+    // The caller's choice of stdin/stdout/stderr (pipes for a build step's log, say), or the
+    // terminal for all three. (The slave is close-on-exec; the close of fds below drops it.)
     for (int i = 0; i < 3; i++) {
-        int fd = p->stdio[i];
+        int fd = console >= 0 ? console : p->stdio[i];
         if (fd < 0 || fd == i) continue;
         if (dup2(fd, i) < 0) fail(sfd, RB_STAGE_CLOSE_FDS, errno, 10 + i);
     }
@@ -912,6 +936,9 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     if (cmd < 0) fail(sfd, RB_STAGE_FORK, errno, 0);
     if (cmd == 0) {
         rb_reset_signals();
+        // The terminal becomes the command's controlling one, in a session of its own (the
+        // init leads the sandbox's).
+        if (console >= 0 && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) fail(sfd, RB_STAGE_CONSOLE, errno, 5);
         exec_command(p, sfd);
     }
     close(sfd);
@@ -928,7 +955,7 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 // ---- parent side ----------------------------------------------------------------------------
 
 int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
-    int syncp[2], statusp[2], notifyp[2] = { -1, -1 };
+    int syncp[2], statusp[2], notifyp[2] = { -1, -1 }, consolep[2] = { -1, -1 };
     if (pipe2(syncp, O_CLOEXEC) < 0) return -errno;
     if (pipe2(statusp, O_CLOEXEC) < 0) {
         int e = errno;
@@ -936,12 +963,15 @@ int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
         close(syncp[1]);
         return -e;
     }
-    if (plan->fake_ids && plan->bpf && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, notifyp) < 0) {
+    if ((plan->fake_ids && plan->bpf && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, notifyp) < 0)
+        || (plan->console && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, consolep) < 0)) {
         int e = errno;
         close(syncp[0]);
         close(syncp[1]);
         close(statusp[0]);
         close(statusp[1]);
+        if (notifyp[0] >= 0) close(notifyp[0]);
+        if (notifyp[1] >= 0) close(notifyp[1]);
         return -e;
     }
     sigset_t all, old;
@@ -954,23 +984,27 @@ int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
         close(syncp[1]);
         close(statusp[0]);
         if (notifyp[0] >= 0) close(notifyp[0]);
-        child_main(plan, syncp[0], statusp[1], notifyp[1]);
+        if (consolep[0] >= 0) close(consolep[0]);
+        child_main(plan, syncp[0], statusp[1], notifyp[1], consolep[1]);
     }
     int e = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(syncp[0]);
     close(statusp[1]);
     if (notifyp[1] >= 0) close(notifyp[1]);
+    if (consolep[1] >= 0) close(consolep[1]);
     if (pid < 0) {
         close(syncp[1]);
         close(statusp[0]);
         if (notifyp[0] >= 0) close(notifyp[0]);
+        if (consolep[0] >= 0) close(consolep[0]);
         return -e;
     }
     out->pid = pid;
     out->sync_fd = syncp[1];
     out->status_fd = statusp[0];
     out->notify_fd = notifyp[0];
+    out->console_fd = consolep[0];
     return 0;
 }
 

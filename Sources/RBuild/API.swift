@@ -74,6 +74,7 @@ public typealias SnapshotView = RBuildSnapshots.SnapshotView
 // The sandbox runtime (`rbuild run`, embedders that run processes).
 public typealias Sandbox = RBuildRuntime.Sandbox
 public typealias SandboxSpec = RBuildRuntime.SandboxSpec
+public typealias TerminalAttachment = RBuildRuntime.TerminalAttachment
 public typealias SandboxTasks = RBuildRuntime.SandboxTasks
 public typealias RuntimeError = RBuildRuntime.RuntimeError
 public typealias Architecture = RBuildRuntime.Architecture

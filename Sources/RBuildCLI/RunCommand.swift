@@ -57,6 +57,12 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "How an image's layers become the root: overlay, fuse-overlayfs or copy (default: the first that works here; see `rbuild info`).")
     var snapshotter: String?
 
+    @Flag(name: [.short, .long], help: "Keep stdin open: the command reads rbuild's stdin (without it, the command's stdin is /dev/null).")
+    var interactive = false
+
+    @Flag(name: [.customShort("t"), .long], help: "Give the command a terminal of its own (a pseudo-terminal in the sandbox, relayed to this one; never this terminal itself).")
+    var tty = false
+
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
     var command: [String] = []
 
@@ -108,6 +114,16 @@ struct RunCommand: ParsableCommand {
 
     func configure(_ spec: inout SandboxSpec) throws {
         spec.forwardSignals = true
+        // As docker run: stdin only with -i; a terminal only with -t, and then one of the
+        // sandbox's own (the command runs in a session of its own either way, so it can never
+        // reach this terminal through /dev/tty).
+        if tty {
+            spec.terminal = TerminalAttachment(input: interactive ? 0 : nil, output: 1)
+        } else if !interactive {
+            let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard null >= 0 else { throw RuntimeError(.setupFailed, "cannot open /dev/null: \(String(cString: strerror(errno)))") }
+            spec.stdin = null   // open for as long as rbuild runs
+        }
         if let user { spec.user = try UserSpec.parse(user) }
         if let workdir {
             guard workdir.hasPrefix("/") else {

@@ -91,7 +91,7 @@ public enum Sandbox {
         setDefault("PATH", defaultPath)
         setDefault("HOSTNAME", spec.hostname)
         setDefault("HOME", user.home)
-        if isatty(spec.stdin ?? 0) == 1 { setDefault("TERM", "xterm") }
+        if spec.terminal != nil { setDefault("TERM", "xterm") }
         let pathSearch = env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) } ?? defaultPath
 
         var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue
@@ -129,6 +129,7 @@ public enum Sandbox {
         }
         plan.clone_flags = UInt(flags)
         plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
+        plan.console = spec.terminal == nil ? 0 : 1
         // fuse-overlayfs daemons (the root's, a mounted snapshot's) run chrooted in a bind of
         // the host root (see rb_plan.fuse_argv).
         let hostRoot = scratch.path + "/hostroot"
@@ -157,7 +158,7 @@ public enum Sandbox {
             }
         }
 
-        let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals,
+        let outcome = try spawnAndWait(&plan, mapping: mapping, forwardSignals: spec.forwardSignals, terminal: spec.terminal,
                                        network: networkHelper.map { helper in { pid in try helper.attach(to: pid, scratch: scratch.path) } })
         withExtendedLifetime(arena) {}
         withExtendedLifetime(scratch) {}
@@ -186,6 +187,7 @@ public enum Sandbox {
     /// and wait until it is ready) → let the child go → collect its report → reap it → stop the
     /// helper.
     static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false,
+                             terminal: TerminalAttachment? = nil,
                              network: ((pid_t) throws -> NetworkAttachment)? = nil) throws -> Outcome {
         var child = rb_child()
         let rc = rb_spawn(&plan, &child)
@@ -208,6 +210,7 @@ public enum Sandbox {
             kill(child.pid, SIGKILL)
             close(child.sync_fd)
             close(child.status_fd)
+            if child.console_fd >= 0 { close(child.console_fd) }
             fakeIDs?.stop()
             var status: Int32 = 0
             _ = rb_waitpid(child.pid, &status)
@@ -227,12 +230,20 @@ public enum Sandbox {
             rb_track_sandbox(child.pid, 1)
         }
         defer { if forwardSignals { rb_forward_signals(0) } else { rb_track_sandbox(child.pid, 0) } }
+        // The terminal's master arrives once the sandbox made it (EOF: it failed before).
+        var console: ConsoleRelay?
+        if child.console_fd >= 0 {
+            let master = rb_recv_fd(child.console_fd)
+            close(child.console_fd)
+            if master >= 0, let terminal { console = ConsoleRelay(master: master, attachment: terminal) }
+        }
         var report = rb_report()
         let got = rb_read_report(child.status_fd, &report)
         close(child.status_fd)
         var status: Int32 = 0
         let w = rb_waitpid(child.pid, &status)
         fakeIDs?.stop()
+        console?.finish()
         if w < 0 {
             throw RuntimeError(.spawnFailed, "waiting for the sandbox failed: \(errnoText(-w))")
         }
@@ -355,6 +366,11 @@ public enum Sandbox {
             let layer = item >= 0 ? " (lower directory \(spec.overlay?.lowerDirs[safe: item] ?? String(item)))" : ""
             stage = item == -11 ? "making the mount points \(rootfs) lacks in its throw-away overlay (it is not writable)"
                 : "mounting the overlay root\(layer)"
+        case RB_STAGE_SESSION.rawValue: stage = "starting a session of its own (setsid)"
+        case RB_STAGE_CONSOLE.rawValue:
+            stage = ["opening a terminal in the sandbox's /dev/pts", "unlocking the terminal", "opening the terminal's peer",
+                     "giving the terminal to the command's user", "handing the terminal over", "making the terminal the command's"][safe: item]
+                ?? "making the terminal"
         case RB_STAGE_BINFMT.rawValue:
             stage = "registering the \(spec.architecture.platform) emulator in the sandbox's binfmt_misc"
         default: stage = "stage \(r.stage)"

@@ -40,6 +40,11 @@ public struct SandboxSpec: Sendable {
     public var stdin: Int32?
     public var stdout: Int32?
     public var stderr: Int32?
+    /// A pseudo-terminal of the sandbox's own as the command's stdin, stdout, stderr and
+    /// controlling terminal (`rbuild run -t`), relayed to the caller's descriptors; `stdin`,
+    /// `stdout` and `stderr` are then unused. Without one, the command has no controlling
+    /// terminal at all (it runs in a session of its own).
+    public var terminal: TerminalAttachment?
     /// Install process-wide handlers that pass SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH
     /// sent to this process on to the sandbox while it runs (what the `rbuild run` command wants;
     /// an embedding program usually has its own handlers, so it is off by default).

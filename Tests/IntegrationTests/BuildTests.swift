@@ -107,6 +107,21 @@ struct BuildTests {
 
     /// Every instruction, on every snapshotter: the image's files (read in a sandbox and after
     /// `umoci unpack`), its config (skopeo), its layers' owners and modes.
+    /// A RUN step cannot reach the terminal rbuild runs in (CVE-2017-5226 class): no
+    /// controlling terminal (its own session), /dev/tty unopenable, stdin /dev/null.
+    @Test("a RUN step has no terminal, even when rbuild runs in one")
+    func runStepHasNoTerminal() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": """
+            FROM busybox
+            RUN echo tty_nr=$(cut -d' ' -f7 /proc/self/stat); echo x > /dev/tty || echo no-dev-tty; test -t 0 || echo stdin-not-tty
+            """])
+        let cmd = ([Env.binary, "build"] + b.root + ["--progress", "plain", ctx]).joined(separator: " ")
+        let r = try runProcess("/usr/bin/script", ["-qec", cmd, "/dev/null"])
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(r.stdout.contains("tty_nr=0") && r.stdout.contains("no-dev-tty") && r.stdout.contains("stdin-not-tty"), "\(r.stdout)")
+    }
+
     @Test(arguments: ["overlay", "fuse-overlayfs", "copy"])
     func everyInstruction(snapshotter: String) throws {
         let b = try BuildFixture()

@@ -108,22 +108,54 @@ struct SandboxTests {
         #expect(try fs.sh(script).status == expected)
     }
 
-    @Test("stdin, stdout and stderr pass through")
+    @Test("with -i, stdin, stdout and stderr pass through")
     func standardStreams() throws {
         let fs = try Rootfs()
-        let r = try fs.run([], ["/bin/sh", "-c", "cat; echo to-stderr >&2"], stdin: "hello\nworld\n")
+        let r = try fs.run(["-i"], ["/bin/sh", "-c", "cat; echo to-stderr >&2"], stdin: "hello\nworld\n")
         #expect(r.stdout == "hello\nworld\n")
         #expect(r.stderr == "to-stderr\n")
     }
 
-    @Test("a tty when stdin is a tty")
-    func tty() throws {
+    /// `rbuild run CMD` under `script`, so that rbuild has a controlling terminal as in an
+    /// interactive shell; what the command wrote, and the session's output.
+    func underTerminal(_ fs: Rootfs, _ options: String, _ script: String, typed: String? = nil) throws -> Result {
+        let cmd = "\(Env.binary) run \(options) --rootfs \(fs.path) -- /bin/sh -c '\(script)'"
+        var r = try runProcess("/usr/bin/script", ["-qec", cmd, "/dev/null"], stdin: typed)
+        r.stdout = r.stdout.replacingOccurrences(of: "\r", with: "")   // two terminals' CRLFs
+        return r
+    }
+
+    /// The caller's terminal never reaches the command (CVE-2017-5226 class): it runs in a
+    /// session of its own with no controlling terminal, so /dev/tty cannot be opened and
+    /// TIOCSTI could not push keystrokes into the caller's shell; stdin is /dev/null without -i.
+    @Test("no controlling terminal without -t, even when rbuild has one; stdin only with -i")
+    func noTerminal() throws {
         let fs = try Rootfs()
-        let cmd = "\(Env.binary) run --rootfs \(fs.path) -- /bin/sh -c 'test -t 0 && test -t 1 && echo stdin-is-tty'"
-        let r = try runProcess("/usr/bin/script", ["-qec", cmd, "/dev/null"])
-        #expect(r.stdout.contains("stdin-is-tty"), "\(r.stdout)\(r.stderr)")
-        let plain = try fs.sh("test -t 0 || echo no-tty")
-        #expect(plain.stdout.trimmed == "no-tty")
+        let r = try underTerminal(fs, "", "echo tty_nr=$(cut -d\" \" -f7 /proc/self/stat); echo x > /dev/tty || echo no-dev-tty; test -t 0 || echo stdin-not-tty; cat")
+        #expect(r.stdout.contains("tty_nr=0") && r.stdout.contains("no-dev-tty") && r.stdout.contains("stdin-not-tty"), "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("No such device or address"), "\(r.stdout)")
+        let piped = try fs.run([], ["/bin/cat"], stdin: "not read\n")
+        #expect(piped.status == 0 && piped.stdout.isEmpty, "\(piped.stdout)")
+        let interactive = try fs.run(["-i"], ["/bin/cat"], stdin: "read\n")
+        #expect(interactive.stdout == "read\n")
+    }
+
+    /// -t: a pseudo-terminal of the sandbox's own devpts (as runc's console), owned by the
+    /// command's user, its controlling terminal, sized like rbuild's; -it relays typing and the
+    /// exit status.
+    @Test("-t gives a terminal of the sandbox's own; -it relays input")
+    func ownTerminal() throws {
+        let fs = try Rootfs()
+        let r = try underTerminal(fs, "-t", "stty cols 0 rows 0 2>/dev/null; tty; echo tty_nr=$(cut -d\" \" -f7 /proc/self/stat); stat -c %U /proc/self/fd/0; echo x > /dev/tty && echo dev-tty-ok; echo TERM=$TERM")
+        #expect(r.stdout.contains("/dev/pts/0\n") && r.stdout.contains("dev-tty-ok") && r.stdout.contains("TERM=xterm"), "\(r.stdout)\(r.stderr)")
+        #expect(!r.stdout.contains("tty_nr=0\n"), "\(r.stdout)")
+        if Env.hasRange {
+            let user = try underTerminal(fs, "-t -u 1000", "stat -c %u /proc/self/fd/0")
+            #expect(user.stdout.contains("1000\n"), "\(user.stdout)\(user.stderr)")
+        }
+        let typed = try underTerminal(fs, "-it", "read line; echo got:$line; exit 7", typed: "hello\n")
+        #expect(typed.stdout.contains("got:hello"), "\(typed.stdout)\(typed.stderr)")
+        #expect(typed.status == 7, "\(typed.status)")
     }
 
     @Test("SIGTERM sent to rbuild reaches the command")

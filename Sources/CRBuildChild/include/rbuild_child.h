@@ -42,6 +42,8 @@ enum rb_stage {
     RB_STAGE_BINFMT,           // registering an interpreter in the private binfmt_misc (item = mount index)
     RB_STAGE_OVERLAY,          // mounting the overlay root (item = index of the lower dir, or -1)
     RB_STAGE_FUSE,             // starting fuse-overlayfs (item = -1 bind, -2 clone, else its exit status)
+    RB_STAGE_SESSION,          // setsid(): leaving the caller's session and terminal
+    RB_STAGE_CONSOLE,          // the command's pseudo-terminal (item: 0 open, 1 unlock, 2 peer, 3 owner, 4 send, 5 controlling)
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -179,6 +181,9 @@ struct rb_plan {
     int stdio[3];                      // fds to become the command's 0, 1, 2; -1 keeps ours
     int fake_ids;                      // 1: load the filter with a listener (its SCMP_ACT_NOTIFY
                                        // rules) and send it to the parent (rb_child.notify_fd)
+    int console;                       // 1: the command's 0-2 are a pseudo-terminal from the
+                                       // sandbox's devpts (its controlling terminal), whose
+                                       // master goes to the parent (rb_child.console_fd); `stdio` unused
     // With overlay_lowers set, the root is a kernel overlayfs mounted (in the sandbox's user
     // namespace, with userxattr) on `rootfs`, which is then only an empty mount point.
     const char *const *overlay_lowers; // NULL-terminated, topmost first
@@ -218,6 +223,8 @@ struct rb_child {
     int sync_fd;               // write one byte after the id maps are in place, then close
     int status_fd;             // read rb_report records until EOF (EOF with none: exec succeeded)
     int notify_fd;             // with plan->fake_ids: rb_recv_fd() gives the seccomp listener; else -1
+    int console_fd;            // with plan->console: rb_recv_fd() gives the terminal's master (EOF
+                               // if the sandbox failed before making it); else -1
 };
 
 /// One seccomp user notification (struct seccomp_notif, flattened for Swift).
