@@ -1,8 +1,8 @@
 // A long-running host helper of a sandbox or a build (a user-mode network stack, an ssh agent):
 // started from a multithreaded Swift process, it must inherit nothing but what it is given and
-// must not outlive rbuild, even one killed with SIGKILL. posix_spawn gets the first right but cannot do the second
-// (PR_SET_PDEATHSIG), so this is a spawn done by hand the way glibc's posix_spawn does it:
-// everything prepared before the clone, only async-signal-safe calls after it.
+// must not outlive rbuild, even one killed with SIGKILL. posix_spawn gets the first right but
+// cannot do the second (PR_SET_PDEATHSIG), so this is a spawn done by hand the way glibc's
+// posix_spawn does it: everything prepared before the clone, only async-signal-safe calls after.
 #define _GNU_SOURCE
 #include "rbuild_child.h"
 #include "internal.h"
