@@ -8,61 +8,15 @@ let defaultSeccompProfileJSON = #"""
   "defaultAction": "SCMP_ACT_ERRNO",
   "defaultErrnoRet": 1,
   "archMap": [
-    {
-      "architecture": "SCMP_ARCH_X86_64",
-      "subArchitectures": [
-        "SCMP_ARCH_X86",
-        "SCMP_ARCH_X32"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_AARCH64",
-      "subArchitectures": [
-        "SCMP_ARCH_ARM"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_MIPS64",
-      "subArchitectures": [
-        "SCMP_ARCH_MIPS",
-        "SCMP_ARCH_MIPS64N32"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_MIPS64N32",
-      "subArchitectures": [
-        "SCMP_ARCH_MIPS",
-        "SCMP_ARCH_MIPS64"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_MIPSEL64",
-      "subArchitectures": [
-        "SCMP_ARCH_MIPSEL",
-        "SCMP_ARCH_MIPSEL64N32"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_MIPSEL64N32",
-      "subArchitectures": [
-        "SCMP_ARCH_MIPSEL",
-        "SCMP_ARCH_MIPSEL64"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_S390X",
-      "subArchitectures": [
-        "SCMP_ARCH_S390"
-      ]
-    },
-    {
-      "architecture": "SCMP_ARCH_RISCV64",
-      "subArchitectures": []
-    },
-    {
-      "architecture": "SCMP_ARCH_PPC64LE",
-      "subArchitectures": []
-    }
+    {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+    {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+    {"architecture": "SCMP_ARCH_MIPS64", "subArchitectures": ["SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64N32"]},
+    {"architecture": "SCMP_ARCH_MIPS64N32", "subArchitectures": ["SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64"]},
+    {"architecture": "SCMP_ARCH_MIPSEL64", "subArchitectures": ["SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64N32"]},
+    {"architecture": "SCMP_ARCH_MIPSEL64N32", "subArchitectures": ["SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64"]},
+    {"architecture": "SCMP_ARCH_S390X", "subArchitectures": ["SCMP_ARCH_S390"]},
+    {"architecture": "SCMP_ARCH_RISCV64", "subArchitectures": null},
+    {"architecture": "SCMP_ARCH_LOONGARCH64", "subArchitectures": null}
   ],
   "syscalls": [
     {
@@ -76,6 +30,7 @@ let defaultSeccompProfileJSON = #"""
         "alarm",
         "bind",
         "brk",
+        "cachestat",
         "capget",
         "capset",
         "chdir",
@@ -121,6 +76,7 @@ let defaultSeccompProfileJSON = #"""
         "fchdir",
         "fchmod",
         "fchmodat",
+        "fchmodat2",
         "fchown",
         "fchown32",
         "fchownat",
@@ -142,8 +98,11 @@ let defaultSeccompProfileJSON = #"""
         "ftruncate",
         "ftruncate64",
         "futex",
+        "futex_requeue",
         "futex_time64",
+        "futex_wait",
         "futex_waitv",
+        "futex_wake",
         "futimesat",
         "get_robust_list",
         "get_thread_area",
@@ -181,6 +140,7 @@ let defaultSeccompProfileJSON = #"""
         "getuid",
         "getuid32",
         "getxattr",
+        "getxattrat",
         "inotify_add_watch",
         "inotify_init",
         "inotify_init1",
@@ -192,9 +152,6 @@ let defaultSeccompProfileJSON = #"""
         "io_pgetevents_time64",
         "io_setup",
         "io_submit",
-        "io_uring_enter",
-        "io_uring_register",
-        "io_uring_setup",
         "ioctl",
         "ioprio_get",
         "ioprio_set",
@@ -209,7 +166,9 @@ let defaultSeccompProfileJSON = #"""
         "link",
         "linkat",
         "listen",
+        "listmount",
         "listxattr",
+        "listxattrat",
         "llistxattr",
         "lremovexattr",
         "lseek",
@@ -217,6 +176,7 @@ let defaultSeccompProfileJSON = #"""
         "lstat",
         "lstat64",
         "madvise",
+        "map_shadow_stack",
         "membarrier",
         "memfd_create",
         "memfd_secret",
@@ -240,6 +200,7 @@ let defaultSeccompProfileJSON = #"""
         "mq_timedsend_time64",
         "mq_unlink",
         "mremap",
+        "mseal",
         "msgctl",
         "msgget",
         "msgrcv",
@@ -288,10 +249,12 @@ let defaultSeccompProfileJSON = #"""
         "recvmsg",
         "remap_file_pages",
         "removexattr",
+        "removexattrat",
         "rename",
         "renameat",
         "renameat2",
         "restart_syscall",
+        "riscv_hwprobe",
         "rmdir",
         "rseq",
         "rt_sigaction",
@@ -357,6 +320,7 @@ let defaultSeccompProfileJSON = #"""
         "setuid",
         "setuid32",
         "setxattr",
+        "setxattrat",
         "shmat",
         "shmctl",
         "shmdt",
@@ -374,6 +338,7 @@ let defaultSeccompProfileJSON = #"""
         "stat64",
         "statfs",
         "statfs64",
+        "statmount",
         "statx",
         "symlink",
         "symlinkat",
@@ -405,6 +370,7 @@ let defaultSeccompProfileJSON = #"""
         "uname",
         "unlink",
         "unlinkat",
+        "uretprobe",
         "utime",
         "utimensat",
         "utimensat_time64",
@@ -420,233 +386,82 @@ let defaultSeccompProfileJSON = #"""
       "action": "SCMP_ACT_ALLOW"
     },
     {
-      "names": [
-        "ptrace",
-        "process_vm_readv",
-        "process_vm_writev"
-      ],
+      "names": ["ptrace", "process_vm_readv", "process_vm_writev"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "minKernel": "4.8"
-      }
+      "includes": {"minKernel": "4.8"}
     },
     {
-      "names": [
-        "socket"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 40,
-          "op": "SCMP_CMP_NE"
-        }
-      ]
+      "args": [{"index": 0, "value": 38, "op": "SCMP_CMP_LT"}]
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 0,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+      "args": [{"index": 0, "value": 39, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 8,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+      "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_GT"}]
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 131072,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+      "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 131080,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+      "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 4294967295,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+      "args": [{"index": 0, "value": 131072, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "arch_prctl"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "amd64",
-          "x32"
-        ]
-      }
+      "args": [{"index": 0, "value": 131080, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "modify_ldt"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "amd64",
-          "x32",
-          "x86"
-        ]
-      }
+      "args": [{"index": 0, "value": 4294967295, "op": "SCMP_CMP_EQ"}]
     },
     {
-      "names": [
-        "arm_fadvise64_64",
-        "arm_sync_file_range",
-        "sync_file_range2",
-        "breakpoint",
-        "cacheflush",
-        "set_tls"
-      ],
+      "names": ["sync_file_range2", "swapcontext"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "arm",
-          "arm64"
-        ]
-      }
+      "includes": {"arches": ["ppc64le"]}
     },
     {
-      "names": [
-        "sync_file_range2",
-        "swapcontext"
-      ],
+      "names": ["arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2", "breakpoint", "cacheflush", "set_tls"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "ppc64le"
-        ]
-      }
+      "includes": {"arches": ["arm", "arm64"]}
+    },
+    {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64", "x32"]}},
+    {"names": ["modify_ldt"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64", "x32", "x86"]}},
+    {
+      "names": ["s390_pci_mmio_read", "s390_pci_mmio_write", "s390_runtime_instr"],
+      "action": "SCMP_ACT_ALLOW",
+      "includes": {"arches": ["s390", "s390x"]}
+    },
+    {"names": ["riscv_flush_icache"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["riscv64"]}},
+    {
+      "names": ["clone"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390", "s390x"]}
     },
     {
-      "names": [
-        "s390_pci_mmio_read",
-        "s390_pci_mmio_write",
-        "s390_runtime_instr"
-      ],
+      "names": ["clone"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "s390",
-          "s390x"
-        ]
-      }
+      "args": [{"index": 1, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["s390", "s390x"]},
+      "excludes": {"caps": ["CAP_SYS_ADMIN"]}
     },
-    {
-      "names": [
-        "riscv_flush_icache"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "arches": [
-          "riscv64"
-        ]
-      }
-    },
-    {
-      "names": [
-        "clone"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 0,
-          "value": 2114060288,
-          "valueTwo": 0,
-          "op": "SCMP_CMP_MASKED_EQ"
-        }
-      ],
-      "excludes": {
-        "caps": [
-          "CAP_SYS_ADMIN"
-        ],
-        "arches": [
-          "s390",
-          "s390x"
-        ]
-      }
-    },
-    {
-      "names": [
-        "clone"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "args": [
-        {
-          "index": 1,
-          "value": 2114060288,
-          "valueTwo": 0,
-          "op": "SCMP_CMP_MASKED_EQ"
-        }
-      ],
-      "includes": {
-        "arches": [
-          "s390",
-          "s390x"
-        ]
-      },
-      "excludes": {
-        "caps": [
-          "CAP_SYS_ADMIN"
-        ]
-      }
-    },
-    {
-      "names": [
-        "clone3"
-      ],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 38,
-      "excludes": {
-        "caps": [
-          "CAP_SYS_ADMIN"
-        ]
-      }
-    },
+    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
     {
       "names": [
         "bpf",
@@ -658,6 +473,9 @@ let defaultSeccompProfileJSON = #"""
         "fsopen",
         "fspick",
         "lookup_dcookie",
+        "lsm_get_self_attr",
+        "lsm_list_modules",
+        "lsm_set_self_attr",
         "mount",
         "mount_setattr",
         "move_mount",
@@ -674,169 +492,41 @@ let defaultSeccompProfileJSON = #"""
         "unshare"
       ],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_ADMIN"
-        ]
-      }
+      "includes": {"caps": ["CAP_SYS_ADMIN"]}
     },
     {
-      "names": [
-        "open_by_handle_at"
-      ],
+      "names": ["open_by_handle_at"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_DAC_READ_SEARCH"
-        ]
-      }
+      "includes": {"caps": ["CAP_DAC_READ_SEARCH"]}
     },
+    {"names": ["reboot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_BOOT"]}},
+    {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_CHROOT"]}},
     {
-      "names": [
-        "reboot"
-      ],
+      "names": ["init_module", "finit_module", "delete_module"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_BOOT"
-        ]
-      }
+      "includes": {"caps": ["CAP_SYS_MODULE"]}
     },
+    {"names": ["acct"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_PACCT"]}},
     {
-      "names": [
-        "chroot"
-      ],
+      "names": ["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_CHROOT"
-        ]
-      }
+      "includes": {"caps": ["CAP_SYS_PTRACE"]}
     },
+    {"names": ["iopl", "ioperm"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_RAWIO"]}},
     {
-      "names": [
-        "init_module",
-        "finit_module",
-        "delete_module"
-      ],
+      "names": ["settimeofday", "stime", "clock_settime", "clock_settime64"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_MODULE"
-        ]
-      }
+      "includes": {"caps": ["CAP_SYS_TIME"]}
     },
+    {"names": ["vhangup"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_TTY_CONFIG"]}},
     {
-      "names": [
-        "acct"
-      ],
+      "names": ["get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node"],
       "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_PACCT"
-        ]
-      }
+      "includes": {"caps": ["CAP_SYS_NICE"]}
     },
-    {
-      "names": [
-        "kcmp",
-        "pidfd_getfd",
-        "process_madvise",
-        "process_vm_readv",
-        "process_vm_writev",
-        "ptrace"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_PTRACE"
-        ]
-      }
-    },
-    {
-      "names": [
-        "iopl",
-        "ioperm"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_RAWIO"
-        ]
-      }
-    },
-    {
-      "names": [
-        "settimeofday",
-        "stime",
-        "clock_settime",
-        "clock_settime64"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_TIME"
-        ]
-      }
-    },
-    {
-      "names": [
-        "vhangup"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_TTY_CONFIG"
-        ]
-      }
-    },
-    {
-      "names": [
-        "get_mempolicy",
-        "mbind",
-        "set_mempolicy",
-        "set_mempolicy_home_node"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYS_NICE"
-        ]
-      }
-    },
-    {
-      "names": [
-        "syslog"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_SYSLOG"
-        ]
-      }
-    },
-    {
-      "names": [
-        "bpf"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_BPF"
-        ]
-      }
-    },
-    {
-      "names": [
-        "perf_event_open"
-      ],
-      "action": "SCMP_ACT_ALLOW",
-      "includes": {
-        "caps": [
-          "CAP_PERFMON"
-        ]
-      }
-    }
+    {"names": ["syslog"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYSLOG"]}},
+    {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_BPF"]}},
+    {"names": ["perf_event_open"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_PERFMON"]}}
   ]
 }
 

@@ -58,7 +58,8 @@ struct SeccompTests {
             #expect(allowed.contains(name), "\(name)")
         }
         for name in ["unshare", "setns", "mount", "umount2", "pivot_root", "keyctl", "add_key", "request_key",
-                     "bpf", "perf_event_open", "kexec_load", "reboot", "swapon", "init_module", "open_by_handle_at", "clone"] {
+                     "bpf", "perf_event_open", "kexec_load", "reboot", "swapon", "init_module", "open_by_handle_at", "clone",
+                     "clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "socket"] {
             #expect(!allowed.contains(name), "\(name) must not be unconditionally allowed")
         }
     }
@@ -73,6 +74,9 @@ struct SeccompTests {
         // x86_64 + i386 + x32 in one program: several hundred instructions.
         #expect(host.instructionCount > 300, "\(host.instructionCount)")
         #expect(arm.instructionCount > 100, "\(arm.instructionCount)")
+        // The kernel refuses a program longer than BPF_MAXINSNS.
+        #expect(host.instructionCount < 4096, "\(host.instructionCount)")
+        #expect(arm.instructionCount < 4096, "\(arm.instructionCount)")
         #expect(host.bytes != arm.bytes)
         #expect(ms < 500, "compiling took \(ms) ms")
     }
@@ -128,6 +132,80 @@ struct SeccompTests {
         let json = #"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","no_such_call_42"],"action":"SCMP_ACT_ALLOW"}]}"#
         let p = try SeccompProfile.decode(Data(json.utf8), source: "t")
         #expect(try p.compile(capabilities: .dockerDefault).instructionCount > 0)
+    }
+}
+
+/// What the built-in profile answers, call by call, evaluated on the compiled program.
+struct DefaultProfileRuleTests {
+    static let x86 = Result { try SeccompProfile.builtinDefault().compile(capabilities: .dockerDefault, architecture: .x86_64) }
+    static let arm = Result { try SeccompProfile.builtinDefault().compile(capabilities: .dockerDefault, architecture: .aarch64) }
+    static let EPERM = SeccompVerdict.errno(1), ENOSYS = SeccompVerdict.errno(38)
+    static let CLONE_NEWUSER: UInt64 = 0x1000_0000, SIGCHLD: UInt64 = 17
+
+    @Test("refused, as by Docker's profile, on every ABI of the host", arguments: [
+        // moby dropped io_uring in Docker 25.
+        "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "keyctl", "add_key", "request_key", "userfaultfd", "bpf", "perf_event_open",
+        "unshare", "setns", "mount", "umount2", "pivot_root", "kexec_load", "init_module", "open_by_handle_at",
+    ])
+    func refused(_ name: String) throws {
+        for arch in ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] {
+            #expect(try Self.x86.get().verdict(arch, name) == Self.EPERM, "\(arch) \(name)")
+        }
+        for arch in ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"] {
+            #expect(try Self.arm.get().verdict(arch, name) == Self.EPERM, "\(arch) \(name)")
+        }
+    }
+
+    @Test("clone3 is ENOSYS so that glibc falls back to clone, whose flags the filter sees")
+    func clone3() throws {
+        for arch in ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] {
+            #expect(try Self.x86.get().verdict(arch, "clone3") == Self.ENOSYS, "\(arch)")
+        }
+        for arch in ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"] {
+            #expect(try Self.arm.get().verdict(arch, "clone3") == Self.ENOSYS, "\(arch)")
+        }
+        let p = try Self.x86.get()
+        #expect(try p.verdict("SCMP_ARCH_X86_64", "clone", [Self.SIGCHLD]) == .allow)
+        #expect(try p.verdict("SCMP_ARCH_X86_64", "clone", [Self.CLONE_NEWUSER | Self.SIGCHLD]) == Self.EPERM)
+        #expect(try p.verdict("SCMP_ARCH_X86", "clone", [Self.CLONE_NEWUSER | Self.SIGCHLD]) == Self.EPERM)
+    }
+
+    @Test("with CAP_SYS_ADMIN clone3 is allowed, io_uring still not")
+    func sysAdmin() throws {
+        let admin = CapabilitySet(mask: CapabilitySet.dockerDefault.mask | (1 << 21))
+        let p = try SeccompProfile.builtinDefault().compile(capabilities: admin, architecture: .x86_64)
+        #expect(try p.verdict("SCMP_ARCH_X86_64", "clone3") == .allow)
+        #expect(try p.verdict("SCMP_ARCH_X86_64", "io_uring_setup") == Self.EPERM)
+    }
+
+    @Test("socket: every family but AF_ALG (38) and AF_VSOCK (40)")
+    func socketFamilies() throws {
+        let p = try Self.x86.get()
+        for family: UInt64 in [1, 2, 10, 16, 17, 37, 39, 41, 45] {
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "socket", [family, 1, 0]) == .allow, "\(family)")
+        }
+        for family: UInt64 in [38, 40] {
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "socket", [family, 5, 0]) == Self.EPERM, "\(family)")
+            // i386's direct socket(2), 359 (libseccomp names only socketcall's form of it).
+            let i386 = try p.run(arch: try SeccompProfile.archToken("SCMP_ARCH_X86"), nr: 359, args: [family, 5, 0])
+            #expect(SeccompVerdict(i386) == Self.EPERM, "\(family)")
+        }
+    }
+
+    @Test("what ordinary programs need is allowed on every ABI", arguments: [
+        "read", "write", "openat", "execve", "wait4", "getpid", "futex", "mmap", "rt_sigaction",
+    ])
+    func allowed(_ name: String) throws {
+        for arch in ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] {
+            #expect(try Self.x86.get().verdict(arch, name) == .allow, "\(arch) \(name)")
+        }
+    }
+
+    @Test("a call from an ABI the filter does not cover is ENOSYS")
+    func foreignABI() throws {
+        let p = try Self.x86.get()
+        #expect(SeccompVerdict(try p.run(arch: try SeccompProfile.archToken("SCMP_ARCH_AARCH64"), nr: 63, args: [])) == Self.ENOSYS)
     }
 }
 
