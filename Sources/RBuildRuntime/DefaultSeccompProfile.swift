@@ -152,7 +152,6 @@ let defaultSeccompProfileJSON = #"""
         "io_pgetevents_time64",
         "io_setup",
         "io_submit",
-        "ioctl",
         "ioprio_get",
         "ioprio_set",
         "ipc",
@@ -404,6 +403,440 @@ let defaultSeccompProfileJSON = #"""
       "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_GT"}]
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294950912, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]},
+      "comment": "rbuild: every ioctl request but TIOCSTI (0x5412) and TIOCLINUX (0x541c), on the low 32 bits"
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294963200, "valueTwo": 16384, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294966272, "valueTwo": 20480, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967280, "valueTwo": 21504, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967294, "valueTwo": 21520, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967295, "valueTwo": 21523, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967292, "valueTwo": 21524, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967292, "valueTwo": 21528, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967295, "valueTwo": 21533, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967294, "valueTwo": 21534, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967264, "valueTwo": 21536, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967232, "valueTwo": 21568, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967168, "valueTwo": 21632, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967040, "valueTwo": 21760, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294966784, "valueTwo": 22016, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294965248, "valueTwo": 22528, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294959104, "valueTwo": 24576, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294934528, "valueTwo": 32768, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294901760, "valueTwo": 65536, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294836224, "valueTwo": 131072, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294705152, "valueTwo": 262144, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294443008, "valueTwo": 524288, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4293918720, "valueTwo": 1048576, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4292870144, "valueTwo": 2097152, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4290772992, "valueTwo": 4194304, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4286578688, "valueTwo": 8388608, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4278190080, "valueTwo": 16777216, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4261412864, "valueTwo": 33554432, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4227858432, "valueTwo": 67108864, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4160749568, "valueTwo": 134217728, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4026531840, "valueTwo": 268435456, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 3758096384, "valueTwo": 536870912, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 3221225472, "valueTwo": 1073741824, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 2147483648, "valueTwo": 2147483648, "op": "SCMP_CMP_MASKED_EQ"}],
+      "excludes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294950912, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]},
+      "comment": "rbuild: every ioctl request but TIOCSTI (0x5472) and TIOCLINUX (0x5483) on MIPS, on the low 32 bits"
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294963200, "valueTwo": 16384, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294966272, "valueTwo": 20480, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967232, "valueTwo": 21504, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967264, "valueTwo": 21568, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967280, "valueTwo": 21600, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967294, "valueTwo": 21616, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967295, "valueTwo": 21619, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967292, "valueTwo": 21620, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967288, "valueTwo": 21624, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967294, "valueTwo": 21632, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967295, "valueTwo": 21634, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967292, "valueTwo": 21636, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967288, "valueTwo": 21640, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967280, "valueTwo": 21648, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967264, "valueTwo": 21664, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967232, "valueTwo": 21696, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294967040, "valueTwo": 21760, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294966784, "valueTwo": 22016, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294965248, "valueTwo": 22528, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294959104, "valueTwo": 24576, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294934528, "valueTwo": 32768, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294901760, "valueTwo": 65536, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294836224, "valueTwo": 131072, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294705152, "valueTwo": 262144, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4294443008, "valueTwo": 524288, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4293918720, "valueTwo": 1048576, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4292870144, "valueTwo": 2097152, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4290772992, "valueTwo": 4194304, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4286578688, "valueTwo": 8388608, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4278190080, "valueTwo": 16777216, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4261412864, "valueTwo": 33554432, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4227858432, "valueTwo": 67108864, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4160749568, "valueTwo": 134217728, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 4026531840, "valueTwo": 268435456, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 3758096384, "valueTwo": 536870912, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 3221225472, "valueTwo": 1073741824, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
+    },
+    {
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 1, "value": 2147483648, "valueTwo": 2147483648, "op": "SCMP_CMP_MASKED_EQ"}],
+      "includes": {"arches": ["mips", "mipsle", "mips64", "mips64le"]}
     },
     {
       "names": ["personality"],

@@ -59,7 +59,7 @@ struct SeccompTests {
         }
         for name in ["unshare", "setns", "mount", "umount2", "pivot_root", "keyctl", "add_key", "request_key",
                      "bpf", "perf_event_open", "kexec_load", "reboot", "swapon", "init_module", "open_by_handle_at", "clone",
-                     "clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "socket"] {
+                     "clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "socket", "ioctl"] {
             #expect(!allowed.contains(name), "\(name) must not be unconditionally allowed")
         }
     }
@@ -139,6 +139,7 @@ struct SeccompTests {
 struct DefaultProfileRuleTests {
     static let x86 = Result { try SeccompProfile.builtinDefault().compile(capabilities: .dockerDefault, architecture: .x86_64) }
     static let arm = Result { try SeccompProfile.builtinDefault().compile(capabilities: .dockerDefault, architecture: .aarch64) }
+    static let TIOCSTI: UInt64 = 0x5412, TIOCLINUX: UInt64 = 0x541C, TIOCGWINSZ: UInt64 = 0x5413, TCGETS: UInt64 = 0x5401
     static let EPERM = SeccompVerdict.errno(1), ENOSYS = SeccompVerdict.errno(38)
     static let CLONE_NEWUSER: UInt64 = 0x1000_0000, SIGCHLD: UInt64 = 17
 
@@ -190,6 +191,47 @@ struct DefaultProfileRuleTests {
             // i386's direct socket(2), 359 (libseccomp names only socketcall's form of it).
             let i386 = try p.run(arch: try SeccompProfile.archToken("SCMP_ARCH_X86"), nr: 359, args: [family, 5, 0])
             #expect(SeccompVerdict(i386) == Self.EPERM, "\(family)")
+        }
+    }
+
+    @Test("ioctl: TIOCSTI and TIOCLINUX are EPERM whatever the upper 32 bits; other requests pass")
+    func terminalIoctls() throws {
+        let p = try Self.x86.get()
+        for arch in ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] {
+            for request in [Self.TIOCSTI, Self.TIOCLINUX] {
+                #expect(try p.verdict(arch, "ioctl", [0, request, 0]) == Self.EPERM, "\(arch) \(request)")
+            }
+            for request in [Self.TCGETS, Self.TIOCGWINSZ, 0x541B /* FIONREAD */, 0x8004_5430 /* TIOCGPTN */] {
+                #expect(try p.verdict(arch, "ioctl", [0, request, 0]) == .allow, "\(arch) \(request)")
+            }
+        }
+        // The kernel takes the request as an unsigned int: a high bit must not slip past (CVE-2019-10063).
+        for high: UInt64 in [1 << 32, 1 << 63, 0xFFFF_FFFF_0000_0000] {
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "ioctl", [0, high | Self.TIOCSTI, 0]) == Self.EPERM)
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "ioctl", [0, high | Self.TIOCLINUX, 0]) == Self.EPERM)
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "ioctl", [0, high | Self.TCGETS, 0]) == .allow)
+        }
+        let a = try Self.arm.get()
+        for arch in ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"] {
+            #expect(try a.verdict(arch, "ioctl", [0, Self.TIOCSTI, 0]) == Self.EPERM, "\(arch)")
+            #expect(try a.verdict(arch, "ioctl", [0, Self.TIOCLINUX, 0]) == Self.EPERM, "\(arch)")
+            #expect(try a.verdict(arch, "ioctl", [0, Self.TCGETS, 0]) == .allow, "\(arch)")
+        }
+    }
+
+    @Test("ioctl: exactly the two requests are refused (every value near them, and a sample of the rest)")
+    func ioctlSweep() throws {
+        let p = try Self.x86.get()
+        var requests = Set<UInt64>((0x5400..<0x5500).map { UInt64($0) })
+        for base in [Self.TIOCSTI, Self.TIOCLINUX] {
+            for bit in 0..<64 { requests.insert(base ^ (1 << UInt64(bit))) }
+        }
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<500 { requests.insert(UInt64(UInt32.random(in: 0...UInt32.max, using: &rng))) }
+        for request in requests.sorted() {
+            let refused = [Self.TIOCSTI, Self.TIOCLINUX].contains(request & 0xFFFF_FFFF)
+            #expect(try p.verdict("SCMP_ARCH_X86_64", "ioctl", [0, request, 0]) == (refused ? Self.EPERM : .allow),
+                    "0x\(String(request, radix: 16))")
         }
     }
 
