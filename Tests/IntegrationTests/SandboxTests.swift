@@ -59,6 +59,46 @@ struct SandboxTests {
         #expect(r.status == 1)
     }
 
+    // Each call's arguments make the kernel itself answer something else (a fd, ENOTTY, EINVAL,
+    // EFAULT, EAFNOSUPPORT; see probe.c), so EPERM and ENOSYS here come from the filter.
+    @Test("the seccomp profile's notable rules, as the kernel applies them", arguments: [
+        (["syscall", "io_uring_setup"], "denied EPERM"),
+        (["keyctl"], "denied EPERM"),
+        (["syscall", "userfaultfd"], "denied EPERM"),
+        (["syscall", "bpf"], "denied EPERM"),
+        (["syscall", "perf_event_open"], "denied EPERM"),
+        (["syscall", "clone3"], "denied ENOSYS"),
+        (["syscall", "af_alg"], "denied EPERM"),
+        (["syscall", "af_inet"], "ok"),
+        (["syscall", "tiocsti"], "denied EPERM"),
+        (["syscall", "tiocsti-high"], "denied EPERM"),
+        (["syscall", "tioclinux"], "denied EPERM"),
+        (["syscall", "tiocgwinsz"], "denied ENOTTY"),
+    ])
+    func seccompRules(_ probe: [String], _ expected: String) throws {
+        let fs = try Rootfs()
+        let r = try fs.run([], ["/bin/probe"] + probe)
+        #expect(r.stdout.trimmed == expected, "\(probe) → \(r.stdout)\(r.stderr)")
+    }
+
+    /// Whether this kernel runs i386 calls (int 0x80) from a 64-bit program (ia32 emulation).
+    static let hostRunsI386: Bool = {
+        (try? runProcess(Env.fixtures + "/probe-amd64", ["syscall", "i386-getpid"]))?.stdout == "ok\n"
+    }()
+
+    @Test("a call through the i386 ABI meets the same rules", .enabled(if: hostRunsI386), arguments: [
+        ("i386-getpid", "ok"),
+        ("i386-io_uring_setup", "denied EPERM"),
+        ("i386-unshare", "denied EPERM"),
+        ("i386-clone3", "denied ENOSYS"),
+        ("i386-tiocsti", "denied EPERM"),
+    ])
+    func seccompI386(_ call: String, _ expected: String) throws {
+        let fs = try Rootfs()
+        let r = try fs.run([], ["/bin/probe", "syscall", call])
+        #expect(r.stdout.trimmed == expected, "\(call) → \(r.stdout)\(r.stderr)")
+    }
+
     @Test("ptrace of a process outside the sandbox fails")
     func ptraceOutside() throws {
         let fs = try Rootfs()
