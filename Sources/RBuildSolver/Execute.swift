@@ -379,8 +379,8 @@ extension Solver {
         let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
         func id(_ name: String, file: String, field: Int) throws -> UInt32 {
             if let n = UInt32(name) { return n }
-            let text = String(decoding: try base.readFile(file) ?? [], as: UTF8.self)
-            for line in text.split(separator: "\n") {
+            let content = String(decoding: try base.readFile(file) ?? [], as: UTF8.self)
+            for line in content.split(separator: "\n") {
                 let f = line.split(separator: ":", omittingEmptySubsequences: false)
                 if f.count > field, f[0] == name, let n = UInt32(f[field]) { return n }
             }
