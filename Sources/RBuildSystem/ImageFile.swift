@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 // The files the builder itself reads from an image (/etc/passwd and /etc/group, for USER,
-// `--chown` and cache-mount owners) are the image author's to choose: a FIFO there would block
+// `--chown`, WORKDIR and cache-mount owners) are the image author's to choose: a FIFO there would block
 // an open(2) for ever, a device would call its driver, a symlink could point anywhere, a sparse
 // file could claim 10 GiB. They are all read here, one way: looked up inside the root, opened
 // without reading first, and only a regular file of a bounded size is read.
