@@ -17,6 +17,7 @@ import RBuildSystem
 public typealias Platform = RBuildSystem.Platform
 public typealias PlatformError = RBuildSystem.PlatformError
 public typealias SystemError = RBuildSystem.SystemError
+public typealias ImageFileError = RBuildSystem.ImageFileError
 public typealias Digest = RBuildOCI.Digest
 public typealias Descriptor = RBuildOCI.Descriptor
 public typealias Manifest = RBuildOCI.Manifest

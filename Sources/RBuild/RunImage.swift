@@ -64,6 +64,8 @@ public func prepareImageRun(_ name: String, platform: Platform?, store: ImageSto
     }
     let (root, active) = try snapshotter.throwawayMounts(snap, scratch: scratch)
     var spec = SandboxSpec(root: root, argv: argv)
+    let view = SnapshotView(snap)
+    spec.readRootFile = { try view.readFile($0) }
     spec.env = c?.Env ?? []
     if let wd = c?.WorkingDir, !wd.isEmpty { spec.workdir = wd }
     if let user = c?.User, !user.isEmpty { spec.user = try UserSpec.parse(user) }

@@ -79,3 +79,8 @@ extension SnapshotError: RenderableError {
 extension SystemError: RenderableError {
     var exitStatus: Int32 { 1 }
 }
+
+/// A hostile file where `rbuild run` looks the user up: the container could not be set up.
+extension ImageFileError: RenderableError {
+    var exitStatus: Int32 { 125 }
+}

@@ -34,7 +34,8 @@ public enum Sandbox {
             try checkOverlay(overlay)
             userRoots = (overlay.tmpfsDir == nil ? [overlay.upperDir].compactMap { $0 } : []) + overlay.lowerDirs
         }
-        let user = try UserDatabase.resolve(spec.user, roots: userRoots)
+        let user = try spec.readRootFile.map { try UserDatabase.resolve(spec.user, reading: $0) }
+            ?? UserDatabase.resolve(spec.user, roots: userRoots)
         try checkMapped(user: user, spec: spec, mapping: mapping)
         for m in spec.mounts where !pathExists(m.source) {
             throw RuntimeError(.badMount, "invalid --mount: source \(m.source) does not exist")

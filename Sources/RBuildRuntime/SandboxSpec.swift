@@ -17,6 +17,11 @@ public struct SandboxSpec: Sendable {
     public var env: [String]
     /// Who runs the command, inside the user namespace.
     public var user: UserSpec
+    /// How `user` is looked up: reads a file of the root as the sandbox will see it (nil when
+    /// it is missing), refusing what `readFileInRoot` refuses. nil: the root's directories are
+    /// read (`UserDatabase.resolve(_:roots:)`), which sees neither the whiteouts nor the
+    /// symlinks between an overlay's layers; a snapshot's view sees both.
+    public var readRootFile: (@Sendable (String) throws -> [UInt8]?)?
     /// Absolute working directory inside the root; created when missing, as docker does.
     public var workdir: String
     public var hostname: String

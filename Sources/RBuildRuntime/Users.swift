@@ -36,20 +36,27 @@ public enum UserDatabase {
     }
 
     /// The same over the layers of an overlay, topmost first: each file comes from the first
-    /// layer that has it.
+    /// layer that has it. Whiteouts and symlinks between layers are not seen: a caller with a
+    /// view of the merged layers passes its reader to `resolve(_:reading:)` instead.
     public static func resolve(_ spec: UserSpec, roots: [String]) throws -> ResolvedUser {
-        func read(_ path: String) throws -> String {
+        try resolve(spec) { path in
             for root in roots {
                 do {
-                    if let bytes = try readFileInRoot(root: root, path: path) { return String(decoding: bytes, as: UTF8.self) }
+                    if let bytes = try readFileInRoot(root: root, path: path) { return bytes }
                 } catch let e as SystemError {
-                    throw e.call == "open" ? RuntimeError(.rootfsNotFound, "cannot open root filesystem \(root): \(e.text)")
-                                           : RuntimeError(.badUser, "cannot read \(path) in \(root): \(e.text)")
+                    throw RuntimeError(.rootfsNotFound, "cannot open root filesystem \(root): \(e.text)")
                 }
             }
-            return ""
+            return nil
         }
-        return try resolve(spec, passwd: read("/etc/passwd"), group: read("/etc/group"))
+    }
+
+    /// Resolves `spec` against the image's /etc/passwd and /etc/group as `read` returns them
+    /// (nil: the file is missing, as if empty). `read` must refuse what is not a small regular
+    /// file, as `readFileInRoot` does: it throws an `ImageFileError` then.
+    public static func resolve(_ spec: UserSpec, reading read: (String) throws -> [UInt8]?) throws -> ResolvedUser {
+        func text(_ path: String) throws -> String { String(decoding: try read(path) ?? [], as: UTF8.self) }
+        return try resolve(spec, passwd: text("/etc/passwd"), group: text("/etc/group"))
     }
 
     static func resolve(_ spec: UserSpec, passwd: String, group: String) throws -> ResolvedUser {

@@ -178,12 +178,12 @@ public struct SnapshotView: Sendable {
         return (parent, e)
     }
 
-    /// The bytes of a regular file (after resolving symlinks), or nil when there is none.
-    public func readFile(_ path: String, limit: Int = 16 << 20) throws -> [UInt8]? {
-        guard let (_, e) = try lookup(try resolve(path, followLast: true)), e.type == S_IFREG else { return nil }
-        let fd = openat(e.dirfd, e.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        return try FileDescriptor(owning: fd).readAll(limit: limit + 1)
+    /// The bytes of a file the builder reads for itself (/etc/passwd…), its symlinks resolved
+    /// inside the view, or nil when there is none. Anything but a regular file of at most
+    /// `limit` bytes is refused with an `ImageFileError` (see `readFileInRoot`).
+    public func readFile(_ path: String, limit: Int = imageFileSizeLimit) throws -> [UInt8]? {
+        guard let (_, e) = try lookup(try resolve(path, followLast: true)) else { return nil }
+        return try readFileInRoot(e.dirfd, e.name, limit: limit, followLast: false, name: path)
     }
 }
 

@@ -91,6 +91,14 @@ package func cleanPath(_ path: String) -> String {
     return "/" + out.joined(separator: "/")
 }
 
+extension UserDatabase {
+    /// `spec` looked up in a snapshot's /etc/passwd and /etc/group as the sandbox sees them: the
+    /// layers merged, whiteouts honoured, symlinks resolved inside the view.
+    static func resolve(_ spec: UserSpec, in view: SnapshotView) throws -> ResolvedUser {
+        try resolve(spec) { try view.readFile($0) }
+    }
+}
+
 /// One source of a copy, found: where it is, and its path in a local directory (for .dockerignore).
 struct CopyMatch: Sendable {
     var view: SnapshotView
@@ -125,6 +133,8 @@ extension Solver {
         var spec = SandboxSpec(root: snapshotter.mounts(active), argv: e.args)
         spec.env = e.env
         spec.user = try UserSpec.parse(e.user)
+        let base = SnapshotView(root)
+        spec.readRootFile = { try base.readFile($0) }
         spec.workdir = e.cwd
         spec.network = e.network
         spec.extraHosts = e.extraHosts
@@ -134,7 +144,6 @@ extension Solver {
         defer { mounts.release(snapshotter) }
         spec.extraMounts = mounts.mounts
         spec.env += mounts.env
-        let base = SnapshotView(root)
         let stubs = try missingMountPoints(spec.rootMountPoints, in: base)
         let (status, tail) = try runCapturing(spec, stdin: e.stdin, step: step)
         guard status == 0 else {
@@ -225,7 +234,7 @@ extension Solver {
         if let (_, e) = try view.lookup(comps), e.type == S_IFDIR { return (CachedResult(layer: nil, diffID: nil), nil) }
         var owner: (UInt32, UInt32) = (0, 0)
         if let user {
-            let u = try UserDatabase.resolve(try UserSpec.parse(user), roots: view.layers)
+            let u = try UserDatabase.resolve(try UserSpec.parse(user), in: view)
             owner = (u.uid, u.gid)
         }
         let staging = try LayerStaging(in: tmpRoot)
@@ -370,8 +379,8 @@ extension Solver {
         let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
         func id(_ name: String, file: String, field: Int) throws -> UInt32 {
             if let n = UInt32(name) { return n }
-            let text = String(decoding: try base.readFile(file) ?? [], as: UTF8.self)
-            for line in text.split(separator: "\n") {
+            let content = String(decoding: try base.readFile(file) ?? [], as: UTF8.self)
+            for line in content.split(separator: "\n") {
                 let f = line.split(separator: ":", omittingEmptySubsequences: false)
                 if f.count > field, f[0] == name, let n = UInt32(f[field]) { return n }
             }

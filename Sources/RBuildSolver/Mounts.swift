@@ -95,7 +95,7 @@ extension Solver {
         case .cache(let c):
             var owner = (uid: c.uid ?? 0, gid: c.gid ?? 0)
             if c.uid == nil || c.gid == nil {
-                let u = try UserDatabase.resolve(user, roots: SnapshotView(root).layers)
+                let u = try UserDatabase.resolve(user, in: SnapshotView(root))
                 owner = (c.uid ?? u.uid, c.gid ?? u.gid)
             }
             var seed: ((String) throws -> [Ownership.Record])?

@@ -33,18 +33,6 @@ public func openInRoot(_ rootfd: Int32, _ path: String, flags: Int32, mode: UInt
     rb_open_in_root(rootfd, path, flags, Int32(mode))
 }
 
-/// Reads a file of an image's root filesystem without ever leaving it: `path` is resolved with
-/// openat2(RESOLVE_IN_ROOT), so `..` and symlinks (even absolute ones) stay inside `root`.
-/// Returns nil when the file does not exist.
-public func readFileInRoot(root: String, path: String, limit: Int = 4 << 20) throws -> [UInt8]? {
-    let rootfd = FileDescriptor(owning: open(root, O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC))
-    guard rootfd.rawValue >= 0 else { throw SystemError("open", path: root) }
-    let fd = openInRoot(rootfd.rawValue, path, flags: O_RDONLY | O_CLOEXEC | O_NOCTTY)
-    if fd == -ENOENT || fd == -ENOTDIR { return nil }
-    guard fd >= 0 else { throw SystemError("openat2", path: root + path, errno: -fd) }
-    return try FileDescriptor(owning: fd).readAll(limit: limit)
-}
-
 /// Creates `path` (which must not exist) with `bytes`; nothing is left behind when writing
 /// fails. Plain open/write: FileManager's atomic writes leave TemporaryDirectory.* directories
 /// behind in the temp dir on Linux.

@@ -33,8 +33,9 @@ final class BuildFixture {
         return dir
     }
 
-    func build(_ args: [String], _ context: String, environment: [String: String]? = nil) throws -> Result {
-        try rbuild(["build"] + root + ["--progress", "plain"] + args + [context], environment: environment)
+    func build(_ args: [String], _ context: String, environment: [String: String]? = nil,
+               timeout: Double? = nil) throws -> Result {
+        try rbuild(["build"] + root + ["--progress", "plain"] + args + [context], environment: environment, timeout: timeout)
     }
 
     /// `rbuild run IMAGE -- sh -c SCRIPT`, stdout.

@@ -31,14 +31,16 @@ struct Result {
     var stderr: String
 }
 
-/// Runs rbuild with `args`; `stdin` is fed to it, or /dev/null.
+/// Runs rbuild with `args`; `stdin` is fed to it, or /dev/null. After `timeout` seconds it is
+/// killed (status 128+9), so that a test of a hang fails instead of hanging.
 @discardableResult
-func rbuild(_ args: [String], stdin: String? = nil, environment: [String: String]? = nil) throws -> Result {
-    try runProcess(Env.binary, args, stdin: stdin, environment: environment)
+func rbuild(_ args: [String], stdin: String? = nil, environment: [String: String]? = nil,
+            timeout: Double? = nil) throws -> Result {
+    try runProcess(Env.binary, args, stdin: stdin, environment: environment, timeout: timeout)
 }
 
 func runProcess(_ path: String, _ args: [String], stdin: String? = nil,
-                environment: [String: String]? = nil) throws -> Result {
+                environment: [String: String]? = nil, timeout: Double? = nil) throws -> Result {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
@@ -56,6 +58,10 @@ func runProcess(_ path: String, _ args: [String], stdin: String? = nil,
         p.standardInput = FileHandle.nullDevice
         try p.run()
     }
+    // rbuild's inner process (its own user namespace) and its sandboxes die with it.
+    let killer = DispatchWorkItem { [pid = p.processIdentifier] in kill(pid, SIGKILL) }
+    if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer) }
+    defer { killer.cancel() }
     // Read both pipes concurrently so a chatty child cannot fill one and block.
     let group = DispatchGroup()
     nonisolated(unsafe) var errData = Data()

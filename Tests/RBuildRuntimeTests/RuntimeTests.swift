@@ -79,6 +79,28 @@ struct UserDatabaseTests {
         #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "ghost"), passwd: passwd, group: group) }
         #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "app", group: "nope"), passwd: passwd, group: group) }
     }
+
+    /// The root's files are read as `readFileInRoot` reads them: missing ones are empty (numeric
+    /// ids still work), a FIFO is refused at once, and the first layer that has a file wins.
+    @Test func readsTheRootsFiles() throws {
+        let dir = makeTemporaryDirectory(prefix: NSTemporaryDirectory() + "rbuild-users-")!
+        defer { try? removeTree(atPath: dir) }
+        for d in ["/empty", "/lower/etc", "/upper/etc"] {
+            try FileManager.default.createDirectory(atPath: dir + d, withIntermediateDirectories: true)
+        }
+        #expect(try UserDatabase.resolve(UserSpec(user: "1234", group: "5"), rootfs: dir + "/empty")
+                    == ResolvedUser(uid: 1234, gid: 5, groups: [], home: "/"))
+        #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "app"), rootfs: dir + "/empty") }
+        try passwd.write(toFile: dir + "/lower/etc/passwd", atomically: false, encoding: .utf8)
+        try group.write(toFile: dir + "/lower/etc/group", atomically: false, encoding: .utf8)
+        let layers = [dir + "/upper", dir + "/lower"]
+        #expect(try UserDatabase.resolve(UserSpec(user: "app"), roots: layers).groups == [50, 10])
+        #expect(mkfifo(dir + "/upper/etc/group", 0o644) == 0)
+        #expect(throws: ImageFileError(path: "/etc/group", problem: .fifo)) {
+            try UserDatabase.resolve(UserSpec(user: "app"), roots: layers)
+        }
+        #expect(throws: RuntimeError.self) { try UserDatabase.resolve(UserSpec(user: "0"), rootfs: dir + "/none") }
+    }
 }
 
 struct MountPlanTests {

@@ -183,4 +183,34 @@ func scratchDirectory() throws -> String {
         #expect(try view.resolve("/escape/kept", followLast: true) == ["etc", "kept"])
         #expect(try view.readFile("/escape/kept") == Array("k".utf8))
     }
+
+    /// What the builder reads through a view (/etc/passwd for USER) is what the sandbox would
+    /// see: a whiteout hides the file, a symlink in one layer reaches a file of another, and
+    /// anything but a small regular file is refused by name.
+    @Test func readsFilesAsTheSandboxSeesThem() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lower = dir + "/lower", upper = dir + "/upper"
+        for d in [lower + "/etc", lower + "/db", upper + "/etc"] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        for name in ["passwd", "group", "shadow", "hosts"] {
+            try "root:x:0:0::/root:/bin/sh\n".write(toFile: lower + "/etc/" + name, atomically: false, encoding: .utf8)
+        }
+        try "db\n".write(toFile: lower + "/db/passwd", atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: upper + "/etc/passwd", withDestinationPath: "../db/passwd")
+        #expect(mkfifo(upper + "/etc/group", 0o644) == 0)
+        try FileManager.default.createDirectory(atPath: upper + "/etc/hosts", withIntermediateDirectories: false)
+        let view = SnapshotView(Snapshot(chainID: nil, directories: [lower, upper]))
+        #expect(try view.readFile("/etc/passwd") == Array("db\n".utf8))
+        #expect(throws: ImageFileError(path: "/etc/group", problem: .fifo)) { try view.readFile("/etc/group") }
+        #expect(throws: ImageFileError(path: "/etc/hosts", problem: .directory)) { try view.readFile("/etc/hosts") }
+        #expect(throws: ImageFileError(path: "/etc/shadow", problem: .tooLarge(size: 26, limit: 10))) {
+            try view.readFile("/etc/shadow", limit: 10)
+        }
+        // overlayfs's own whiteout, a 0/0 character device (unprivileged since Linux 5.8).
+        if mknod(upper + "/etc/shadow", S_IFCHR | 0o644, 0) == 0 {
+            #expect(try view.readFile("/etc/shadow") == nil)
+        }
+    }
 }
