@@ -1,5 +1,6 @@
 import Foundation
 import RBuildSolver
+import RBuildSystem
 
 /// One `RUN --mount=…` flag as written, parsed with the Dockerfile frontend's rules (BuildKit's
 /// `type=cache,target=/root/.cache,sharing=locked`): comma-separated fields, a value in double
@@ -89,7 +90,7 @@ struct RunMountFlag: Equatable {
             case "uid": m.uid = try id(key, value)
             case "gid": m.gid = try id(key, value)
             case "size":
-                guard let n = parseSize(try string()) else { throw bad("size=\(value ?? "") is not a size (such as 64m)") }
+                guard let n = parseByteSize(try string()) else { throw bad("size=\(value ?? "") is not a size (such as 64m)") }
                 m.size = n
             case "required": m.required = try flag(key, value)
             case "env": m.env = try string()
@@ -123,18 +124,5 @@ struct RunMountFlag: Equatable {
         guard !quoted else { throw LoweringError("invalid --mount=\(text): a double quote is not closed") }
         fields.append(current)
         return fields.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-    }
-
-    /// `1024`, `64k`, `64m`, `1g`, `1.5GiB` (docker's RAM sizes: binary multiples).
-    static func parseSize(_ text: String) -> Int64? {
-        let t = text.lowercased().trimmingCharacters(in: .whitespaces)
-        let digits = t.prefix { $0.isNumber || $0 == "." }
-        guard let n = Double(digits), n >= 0 else { return nil }
-        let unit = t.dropFirst(digits.count)
-        let shifts: [String: Int64] = ["": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-                                       "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
-                                       "tib": 1 << 40]
-        guard let multiple = shifts[String(unit)] else { return nil }
-        return Int64(n * Double(multiple))
     }
 }

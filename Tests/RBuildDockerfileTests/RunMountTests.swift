@@ -25,13 +25,6 @@ struct RunMountFlagTests {
         #expect(try parse("type=bind,\"source=a,b\",target=/x").source == "a,b", "a quoted field keeps its comma")
     }
 
-    @Test("sizes as docker reads them") func sizes() {
-        #expect(RunMountFlag.parseSize("1024") == 1024)
-        #expect(RunMountFlag.parseSize("1k") == 1024)
-        #expect(RunMountFlag.parseSize("1.5GiB") == 3 << 29)
-        #expect(RunMountFlag.parseSize("12x") == nil)
-    }
-
     @Test("mistakes are refused with the flag named", arguments: [
         "type=nfs,target=/x", "type=cache", "type=bind,target=/x,sharing=locked", "type=cache,target=/x,sharing=sometimes",
         "type=cache,target=/x,mode=999", "type=cache,target=/x,uid=me", "type=secret", "type=tmpfs,target=/t,size=lots",

@@ -244,3 +244,16 @@ struct StateLayoutTests {
         #expect(l.run == "/s/run")
     }
 }
+
+struct ByteSizeTests {
+    @Test("sizes as docker reads them") func sizes() {
+        #expect(parseByteSize("1024") == 1024)
+        #expect(parseByteSize("1k") == 1024)
+        #expect(parseByteSize("1.5GiB") == 3 << 29)
+        #expect(parseByteSize("64GiB") == 64 << 30)
+        #expect(parseByteSize("12x") == nil)
+        #expect(parseByteSize("") == nil)
+        // Past Int64: refused, not a trap converting the Double.
+        #expect(parseByteSize("99999999999t") == nil)
+    }
+}
