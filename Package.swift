@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
-        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry"]),
+        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",

@@ -62,7 +62,7 @@ extension Builder {
         let top = results.first?.descriptor ?? images[0].manifest
         var config: Digest?
         if !MediaType.isIndex(top.mediaType) {
-            config = try decodeJSON(Manifest.self, from: try store.content.read(top), what: "manifest").config.digest
+            config = try decodeManifest(try store.content.read(top), as: top).config.digest
         }
         let names = Array(Set(results.flatMap(\.names))).sorted()
         return BuildResult(images: images, descriptor: top, imageID: config ?? top.digest, configDigest: config, names: names)

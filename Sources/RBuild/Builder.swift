@@ -24,11 +24,14 @@ public final class Builder: Sendable {
     let pulls = InFlight<Descriptor>()
 
     /// `stateDirectory` nil: the default (`$XDG_DATA_HOME/rbuild`); `snapshotter` nil: the first
-    /// kind that works here.
-    public init(stateDirectory: String? = nil, snapshotter kind: SnapshotterKind? = nil) throws {
+    /// kind that works here; `maxLayerSize`: the most bytes a base image's layer may unpack to
+    /// (`--max-layer-size`; `MaxLayerSize.resolve` reads the flag and the environment).
+    public init(stateDirectory: String? = nil, snapshotter kind: SnapshotterKind? = nil,
+                maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws {
         store = try StateDirectory.open(stateDirectory)
         let tasks = SandboxTasks()
-        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind, tasks: tasks).kind, stateDirectory: store.root, tasks: tasks)
+        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind, tasks: tasks).kind, stateDirectory: store.root, tasks: tasks,
+                                            maxLayerSize: maxLayerSize)
         cache = try CacheIndex(path: store.layout.cacheIndex)
         try FileManager.default.createDirectory(atPath: store.layout.tmp, withIntermediateDirectories: true)
     }
@@ -137,7 +140,8 @@ public final class Builder: Sendable {
                 try DockerIgnore.load(contextDirectory: resolved, dockerfilePath: options.dockerfilePath)
             }
         }
-        let resolver = ImageResolver(store: store, pull: options.pull, reporter: reporter, pulls: pulls)
+        let resolver = ImageResolver(store: store, pull: options.pull, reporter: reporter, pulls: pulls,
+                                     maxLayerSize: snapshotter.maxLayerSize)
         let graph = Graph()
         return try platforms.map { p in
             var o = base

@@ -15,7 +15,7 @@ import RBuildSystem
 public func compressedImage(_ top: Descriptor, compression: Compression, level: Int?, store: ImageStore,
                             cache: CacheIndex?) throws -> Descriptor {
     if MediaType.isIndex(top.mediaType) {
-        var index = try decodeJSON(Index.self, from: try store.content.read(top), what: "index \(top.digest)")
+        var index = try decodeIndex(try store.content.read(top), as: top)
         let converted = try index.manifests.map { try compressedImage($0, compression: compression, level: level, store: store, cache: cache) }
         if converted == index.manifests { return top }
         index.manifests = converted
@@ -23,9 +23,10 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
         return Descriptor(mediaType: top.mediaType, digest: try store.content.put(bytes), size: Int64(bytes.count),
                           annotations: top.annotations, platform: top.platform)
     }
-    // An attestation's layers are in-toto statements, not tars: they travel as they are.
-    if top.isAttestation { return top }
-    var manifest = try decodeJSON(Manifest.self, from: try store.content.read(top), what: "manifest \(top.digest)")
+    // An attestation's layers are in-toto statements, not tars: they travel as they are, as do
+    // entries that are not image manifests at all.
+    if top.isAttestation || !MediaType.isManifest(top.mediaType) { return top }
+    var manifest = try decodeManifest(try store.content.read(top), as: top)
     let tag = "\(compression.rawValue):\(level ?? -1)"
     var layers: [Descriptor] = []
     for layer in manifest.layers {

@@ -12,9 +12,7 @@ import RBuildSystem
 /// that has it), the chain returned.
 public func snapshot(ofImage manifest: Manifest, config: ImageConfig, name: String, store: ImageStore,
                      snapshotter: any Snapshotter) throws -> Snapshot {
-    guard manifest.layers.count == config.rootfs.diff_ids.count else {
-        throw OCIError(.corruptBlob, "\(name): \(manifest.layers.count) layers but \(config.rootfs.diff_ids.count) diff_ids")
-    }
+    try config.checkDiffIDCount(layers: manifest.layers.count, name)
     return try snapshot(layers: manifest.layers, diffIDs: config.rootfs.diff_ids, store: store, snapshotter: snapshotter)
 }
 

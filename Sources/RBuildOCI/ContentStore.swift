@@ -33,12 +33,16 @@ public final class ContentStore: @unchecked Sendable {
         return try w.commit(expected: expected).digest
     }
 
-    /// Streams the file at `fd` into the store, hashing as it goes.
-    public func ingest(fd: Int32, expected: Digest? = nil, expectedSize: Int64? = nil) throws -> (digest: Digest, size: Int64) {
+    /// Streams the file at `fd` into the store, hashing as it goes. Reading stops one byte past
+    /// `expectedSize` or `limit` (a file that claims to be a small document and is not ends
+    /// there, not at its end): `corruptBlob` past the expected size, `tooLarge` past the limit.
+    public func ingest(fd: Int32, expected: Digest? = nil, expectedSize: Int64? = nil, limit: Int64? = nil) throws -> (digest: Digest, size: Int64) {
         let w = try BlobWriter(store: self)
+        let cap = min(expectedSize ?? .max, limit ?? .max)
         var buf = [UInt8](repeating: 0, count: 1 << 20)
         while true {
-            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+            let want = Int(min(Int64(buf.count), cap - w.size + 1))
+            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, want) }
             if n < 0 {
                 if errno == EINTR { continue }
                 w.abort()
@@ -46,10 +50,16 @@ public final class ContentStore: @unchecked Sendable {
             }
             if n == 0 { break }
             try buf.withUnsafeBytes { try w.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            if w.size > cap { break }
+        }
+        let what = "blob \(expected.map(\.description) ?? "data")"
+        if let limit, w.size > limit, limit <= expectedSize ?? .max {
+            w.abort()
+            throw OCIError(.tooLarge, "\(what) has more than \(limit) bytes: refused")
         }
         if let expectedSize, w.size != expectedSize {
             w.abort()
-            throw OCIError(.corruptBlob, "blob \(expected.map(\.description) ?? "data") has \(w.size) bytes, expected \(expectedSize)")
+            throw OCIError(.corruptBlob, "\(what) has \(w.size > expectedSize ? "more than \(expectedSize)" : "\(w.size)") bytes, expected \(expectedSize)")
         }
         let r = try w.commit(expected: expected)
         return (r.digest, r.size)
@@ -60,7 +70,7 @@ public final class ContentStore: @unchecked Sendable {
     public func read(_ d: Digest, size: Int64? = nil, limit: Int = 4 << 20) throws -> [UInt8] {
         let reader = try BlobReader(blob(d, size: size))
         if reader.fileSize > limit {
-            throw OCIError(.unsupported, "blob \(d) is larger than \(limit) bytes; a manifest or config that big is refused")
+            throw OCIError(.tooLarge, "blob \(d) has \(reader.fileSize) bytes, over the \(limit) a manifest, index or config may have: refused")
         }
         var bytes = [UInt8](repeating: 0, count: Int(reader.fileSize))
         var off = 0

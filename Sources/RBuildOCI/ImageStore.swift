@@ -131,28 +131,14 @@ public final class ImageStore: @unchecked Sendable {
     /// that lists them, attestations included: what copying the image whole has to carry.
     public func documents(of d: Descriptor) throws -> [Descriptor] {
         guard MediaType.isIndex(d.mediaType) else { return [d] }
-        var out: [Descriptor] = []
-        var seen: Set<Digest> = [d.digest]
-        func walk(_ index: Descriptor, depth: Int) throws {
-            guard depth < 8 else {
-                throw OCIError(.invalidJSON, "index \(index.digest) nests indexes more than 8 deep")
-            }
-            let parsed = try decodeJSON(Index.self, from: try content.read(index), what: "index \(index.digest)")
-            for m in parsed.manifests where seen.insert(m.digest).inserted {
-                if MediaType.isIndex(m.mediaType) { try walk(m, depth: depth + 1) }
-                out.append(m)
-            }
-        }
-        try walk(d, depth: 0)
-        return out
+        return try indexEntries(under: d, read: content.read)
     }
 
     /// `m` with its platform, read from its config when the descriptor names none.
     func withPlatform(_ m: Descriptor) throws -> Descriptor {
         guard m.platform == nil else { return m }
         var m = m
-        let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
-        m.platform = try config(of: manifest).platform
+        m.platform = try config(of: try decodeManifest(try content.read(m), as: m)).platform
         return m
     }
 
@@ -174,7 +160,7 @@ public final class ImageStore: @unchecked Sendable {
         guard let chosen = pick else {
             throw OCIError(.notFound, "the image has no manifest for \(platform?.description ?? "any platform") (it has: \(PlatformMatcher.describe(all)))")
         }
-        return (chosen, try decodeJSON(Manifest.self, from: try content.read(chosen), what: "manifest \(chosen.digest)"))
+        return (chosen, try decodeManifest(try content.read(chosen), as: chosen))
     }
 
     /// Removes blobs that neither a named image nor `extra` (a build cache's layers) uses.
@@ -186,10 +172,10 @@ public final class ImageStore: @unchecked Sendable {
         while let d = queue.popLast() {
             guard live.insert(d.digest).inserted, MediaType.isIndex(d.mediaType) || MediaType.isManifest(d.mediaType),
                   let bytes = try? content.read(d) else { continue }
-            if MediaType.isIndex(d.mediaType) {
-                queue += (try? decodeJSON(Index.self, from: bytes, what: "index"))?.manifests ?? []
-            } else if let m = try? decodeJSON(Manifest.self, from: bytes, what: "manifest") {
-                queue += [m.config] + m.layers
+            switch try? Document.decode(bytes, as: d) {
+            case .index(let index)?: queue += index.manifests
+            case .manifest(let m)?: queue += [m.config] + m.layers
+            case nil: break
             }
         }
         return try content.removeBlobs(except: live)

@@ -39,7 +39,7 @@ extension ImageStore {
         for m in try documents(of: d) {
             if m != d { out.append(m) }
             guard MediaType.isManifest(m.mediaType) else { continue }
-            let manifest = try decodeJSON(Manifest.self, from: try content.read(m), what: "manifest \(m.digest)")
+            let manifest = try decodeManifest(try content.read(m), as: m)
             out.append(manifest.config)
             out += manifest.layers
         }

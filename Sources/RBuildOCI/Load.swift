@@ -1,39 +1,62 @@
 import CArchive
-import CZlib
-import CZstd
 import Foundation
 import RBuildSystem
 
-/// Reads tar archives (plain, gzip or zstd) with libarchive, one entry at a time. The archive's
-/// (compressed) bytes come through a `BlobReader`: a store blob is hashed as libarchive reads
-/// it, and checked when the archive ends (`next` returning nil) or fails, before the caller
+/// Where a `TarReader`'s bytes come from: a blob as stored (checked against its digest as it is
+/// read), or a layer's uncompressed stream (`LayerStream`: limited, and checked against its
+/// diff_id at the end).
+protocol TarSource: AnyObject {
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+    /// Reads what is left and does the end's checks.
+    func finish() throws
+}
+
+extension BlobReader: TarSource {}
+extension LayerStream: TarSource {}
+
+/// Reads tar archives with libarchive, one entry at a time: an image's layer through its
+/// `LayerStream` (which decompresses it, gzip, zstd or plain), any other archive (a context's
+/// tarball, `rbuild load`'s) as libarchive's filters read it (plain, gzip, zstd, bzip2, xz). The
+/// source is checked when the archive ends (`next` returning nil) or fails, before the caller
 /// commits what it unpacked.
 public final class TarReader {
     let a: OpaquePointer
     let path: String
-    let source: BlobReader
+    let source: TarSource
     /// One buffer for every entry's data (not a fresh, zeroed megabyte per file).
     let buffer: UnsafeMutableRawBufferPointer
-    /// What libarchive reads the compressed stream into.
+    /// What libarchive reads the (compressed) stream into.
     let input: UnsafeMutableRawBufferPointer
-    /// The source's failure (a corrupt blob, a read error), which libarchive only sees as -1.
+    /// The source's failure (a corrupt blob, a read error, a layer over its limit), which
+    /// libarchive only sees as -1.
     var sourceError: Error?
 
     public convenience init(path: String) throws {
         try self.init(StoredBlob(path: path))
     }
 
-    public init(_ blob: StoredBlob) throws {
-        path = blob.digest.map { "blob \($0)" } ?? blob.path
-        source = try BlobReader(blob)
+    public convenience init(_ blob: StoredBlob) throws {
+        try self.init(source: BlobReader(blob), name: blob.digest.map { "blob \($0)" } ?? blob.path, filters: true)
+    }
+
+    /// The tar of an image's layer, already decompressed by `layer`.
+    public convenience init(layer: LayerStream) throws {
+        try self.init(source: layer, name: layer.name, filters: false)
+    }
+
+    init(source: TarSource, name: String, filters: Bool) throws {
+        path = name
+        self.source = source
         buffer = .allocate(byteCount: 1 << 20, alignment: 16)
         input = .allocate(byteCount: 1 << 20, alignment: 16)
         a = archive_read_new()
         archive_read_support_format_tar(a)
-        archive_read_support_filter_gzip(a)
-        archive_read_support_filter_zstd(a)
-        archive_read_support_filter_bzip2(a)
-        archive_read_support_filter_xz(a)
+        if filters {
+            archive_read_support_filter_gzip(a)
+            archive_read_support_filter_zstd(a)
+            archive_read_support_filter_bzip2(a)
+            archive_read_support_filter_xz(a)
+        }
         archive_read_support_filter_none(a)
         // Every stored property is set: a throw from here on runs deinit, which frees `a` (it
         // must not be freed here as well: libarchive aborts on a second archive_read_free).
@@ -111,21 +134,25 @@ public func safeEntryName(_ raw: String, archive: String) throws -> String {
 extension ImageStore {
     /// Loads an OCI layout directory, an OCI archive or a Docker archive. `tag` picks an image by
     /// its ref name (OCI) or repo tag (Docker); `name` is the local name (default: that ref).
-    /// Every blob is verified, layers are decompressed to check their diffIDs, and nothing reaches
-    /// the store until all of it has been checked.
+    /// Every blob is verified, every manifest and index decoded through `Document.decode`,
+    /// layers are decompressed (at most `maxLayerSize` bytes each) to check their diffIDs, and
+    /// nothing reaches the store until all of it has been checked.
     @discardableResult
-    public func load(path: String, tag: String? = nil, name: String? = nil) throws -> (name: String, descriptor: Descriptor) {
-        try load(path: path, tag: tag, name: name, named: true)
+    public func load(path: String, tag: String? = nil, name: String? = nil,
+                     maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws -> (name: String, descriptor: Descriptor) {
+        try load(path: path, tag: tag, name: name, named: true, maxLayerSize: maxLayerSize)
     }
 
     /// What `load` does but the naming: the image's blobs checked and stored, its top descriptor
     /// returned (`FROM oci-layout://DIR[:TAG]`, which must not add a name to the store).
     /// `digest` picks a manifest or index by digest instead (`oci-layout://DIR@sha256:…`).
-    public func ingest(path: String, tag: String? = nil, digest: Digest? = nil) throws -> Descriptor {
-        try load(path: path, tag: tag, digest: digest, name: nil, named: false).descriptor
+    public func ingest(path: String, tag: String? = nil, digest: Digest? = nil,
+                       maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws -> Descriptor {
+        try load(path: path, tag: tag, digest: digest, name: nil, named: false, maxLayerSize: maxLayerSize).descriptor
     }
 
-    func load(path: String, tag: String?, digest: Digest? = nil, name: String?, named: Bool) throws -> (name: String, descriptor: Descriptor) {
+    func load(path: String, tag: String?, digest: Digest? = nil, name: String?, named: Bool,
+              maxLayerSize: Int64) throws -> (name: String, descriptor: Descriptor) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw OCIError(.notFound, "\(path) does not exist")
@@ -133,12 +160,18 @@ extension ImageStore {
         let staging = try temporaryDirectory(near: layout.ingest + "/x")
         defer { try? FileManager.default.removeItem(atPath: staging) }
         let stage = try ContentStore(root: staging)
-        var files: [String: [UInt8]] = [:]      // small metadata files by name
+        var files: [String: [UInt8]] = [:]      // small metadata files by name, DocumentLimits.maxSize at most
         var legacy: [String: Digest] = [:]      // Docker archive layer paths → digest
+        func tooLarge(_ what: String) -> OCIError {
+            OCIError(.tooLarge, "\(path): \(what) is larger than \(DocumentLimits.maxSize >> 20) MiB, the limit for a manifest, index or config: refused (read no further)")
+        }
 
         if isDir.boolValue {
             for meta in ["oci-layout", "index.json", "manifest.json", "repositories"] {
-                if let d = FileManager.default.contents(atPath: path + "/" + meta) { files[meta] = [UInt8](d) }
+                // One byte past the limit tells a file over it, without reading the rest.
+                guard let bytes = try readFileInRoot(root: path, path: meta, limit: DocumentLimits.maxSize + 1) else { continue }
+                guard bytes.count <= DocumentLimits.maxSize else { throw tooLarge(meta) }
+                files[meta] = bytes
             }
         } else {
             let reader = try TarReader(path: path)
@@ -151,8 +184,12 @@ extension ImageStore {
                     try reader.data { try w.write($0) }
                     _ = try w.commit(expected: expected)
                 } else if ["oci-layout", "index.json", "manifest.json", "repositories"].contains(name) || name.hasSuffix(".json") {
+                    guard archive_entry_size(e) <= DocumentLimits.maxSize else { throw tooLarge(name) }
                     var bytes: [UInt8] = []
-                    try reader.data { bytes += $0 }
+                    try reader.data {
+                        guard bytes.count + $0.count <= DocumentLimits.maxSize else { throw tooLarge(name) }
+                        bytes += $0
+                    }
                     files[name] = bytes
                 } else if name.hasSuffix("/layer.tar") || name.hasSuffix(".tar") {
                     let w = try BlobWriter(store: stage)
@@ -162,8 +199,9 @@ extension ImageStore {
             }
         }
 
-        /// A blob from the archive (staged) or the layout directory (ingested with verification).
-        func blob(_ d: Digest, size: Int64?) throws {
+        /// A blob from the archive (staged) or the layout directory (ingested with verification,
+        /// read no further than `limit` or the descriptor's size).
+        func blob(_ d: Digest, size: Int64?, limit: Int64? = nil) throws {
             if stage.contains(d) || content.contains(d) { return }
             guard isDir.boolValue else {
                 throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain")
@@ -171,12 +209,21 @@ extension ImageStore {
             let fd = open(path + "/blobs/sha256/" + d.hex, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain") }
             defer { close(fd) }
-            _ = try stage.ingest(fd: fd, expected: d, expectedSize: size)
+            do {
+                _ = try stage.ingest(fd: fd, expected: d, expectedSize: size, limit: limit)
+            } catch let e as OCIError where e.code == .tooLarge {
+                throw tooLarge("blob \(d)")
+            }
         }
-        func read(_ d: Digest) throws -> [UInt8] {
-            try blob(d, size: nil)
-            return stage.contains(d) ? try stage.read(d) : try content.read(d)
+        /// A manifest, index or config: no more than DocumentLimits.maxSize bytes are read.
+        func read(_ d: Digest, size: Int64?) throws -> [UInt8] {
+            if let size, size > DocumentLimits.maxSize {
+                throw OCIError(.tooLarge, "\(path): the descriptor of \(d) says \(size) bytes, over the \(DocumentLimits.maxSize >> 20) MiB limit for a manifest, index or config: refused")
+            }
+            try blob(d, size: size, limit: Int64(DocumentLimits.maxSize))
+            return stage.contains(d) ? try stage.read(d, size: size) : try content.read(d, size: size)
         }
+        func read(_ d: Descriptor) throws -> [UInt8] { try read(d.digest, size: d.size) }
 
         var top: Descriptor
         var localName: String
@@ -184,11 +231,10 @@ extension ImageStore {
             let index = try decodeJSON(Index.self, from: indexBytes, what: "\(path)/index.json")
             var pick = try chooseLayoutEntry(index.manifests, tag: tag, digest: digest, path: path)
             if pick == nil, let digest {
-                // A manifest or index inside the layout but not named in index.json.
-                struct Kind: Decodable { var mediaType: String?; var manifests: [Descriptor]? }
-                let bytes = try read(digest)
-                let kind = try decodeJSON(Kind.self, from: bytes, what: "blob \(digest) of \(path)")
-                pick = Descriptor(mediaType: kind.mediaType ?? (kind.manifests != nil ? MediaType.ociIndex : MediaType.ociManifest),
+                // A manifest or index inside the layout but not named in index.json: only its own
+                // mediaType says which.
+                let bytes = try read(digest, size: nil)
+                pick = Descriptor(mediaType: try Document.detectedMediaType(bytes, digest: digest, from: path),
                                   digest: digest, size: Int64(bytes.count))
             }
             guard let pick else { throw OCIError(.notFound, "\(path) holds no image") }
@@ -199,22 +245,28 @@ extension ImageStore {
                 throw OCIError(.invalidArgument, "the image in \(path) has no ref name: give it one (rbuild load PATH NAME)")
             }
             localName = n
-            // Fetch and check every blob the image needs.
-            var queue = [top]
-            var seen = Set<Digest>()
+            // Fetch and check every blob the image needs: each manifest and index as its
+            // descriptor says it is (`Document.decode`), indexes no deeper than the limit, each
+            // document, and each layer shared by several platforms, once.
+            let entries: [Descriptor]
+            if MediaType.isIndex(top.mediaType) {
+                entries = try indexEntries(under: top, from: path, read: read)
+            } else if MediaType.isManifest(top.mediaType) {
+                entries = [top]
+            } else {
+                throw OCIError(.invalidDocument, "\(path): the image \(top.digest) has the media type \(top.mediaType), which is neither a manifest nor an index: refused")
+            }
             var verified: [Digest: Digest] = [:]
-            while let d = queue.popLast() {
-                // A document, or a layer shared by several platforms, is checked once.
-                guard seen.insert(d.digest).inserted else { continue }
-                let bytes = try read(d.digest)
-                if MediaType.isIndex(d.mediaType) {
-                    queue += try decodeJSON(Index.self, from: bytes, what: "index \(d.digest)").manifests
-                } else if MediaType.isManifest(d.mediaType) {
-                    let m = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(d.digest)")
-                    let config = try decodeJSON(ImageConfig.self, from: try read(m.config.digest), what: "config \(m.config.digest)")
-                    for l in m.layers { try blob(l.digest, size: l.size) }
-                    try checkDiffIDs(m.layers.map(\.digest), config: config, staged: stage, verified: &verified)
+            for d in entries where !MediaType.isIndex(d.mediaType) {
+                guard MediaType.isManifest(d.mediaType) else {
+                    try blob(d.digest, size: d.size)   // an artifact's blob travels as it is
+                    continue
                 }
+                let m = try decodeManifest(try read(d), as: d, from: path)
+                let config = try decodeJSON(ImageConfig.self, from: try read(m.config), what: "config \(m.config.digest) of \(path)")
+                try config.checkDiffIDCount(layers: m.layers.count, "manifest \(d.digest) of \(path)")
+                for l in m.layers { try blob(l.digest, size: l.size) }
+                try checkDiffIDs(m.layers.map(\.digest), config: config, staged: stage, limit: maxLayerSize, verified: &verified)
             }
         } else if let manifestBytes = files["manifest.json"] {
             struct Entry: Decodable { var Config: String; var RepoTags: [String]?; var Layers: [String] }
@@ -229,7 +281,7 @@ extension ImageStore {
                 throw OCIError(.missingBlob, "\(path) lists \(member) in manifest.json but does not contain it")
             }
             let configDigest = try digest(of: entry.Config)
-            let configBytes = try read(configDigest)
+            let configBytes = try read(configDigest, size: nil)
             let config = try decodeJSON(ImageConfig.self, from: configBytes, what: "config \(configDigest)")
             var layers: [Descriptor] = []
             for member in entry.Layers {
@@ -238,8 +290,9 @@ extension ImageStore {
                 let store = stage.contains(d) ? stage : content
                 layers.append(Descriptor(mediaType: try detectLayerMediaType(store.path(d)), digest: d, size: store.size(d) ?? 0))
             }
+            try config.checkDiffIDCount(layers: layers.count, "the image in \(path)")
             var verified: [Digest: Digest] = [:]
-            try checkDiffIDs(layers.map(\.digest), config: config, staged: stage, verified: &verified)
+            try checkDiffIDs(layers.map(\.digest), config: config, staged: stage, limit: maxLayerSize, verified: &verified)
             let manifest = Manifest(mediaType: MediaType.ociManifest,
                                     config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
                                     layers: layers)
@@ -289,14 +342,13 @@ extension ImageStore {
         entries.map { $0.annotations?["org.opencontainers.image.ref.name"] ?? $0.digest.description }.joined(separator: ", ")
     }
 
-    /// Each layer (staged by this load, else already in the store) unpacks to its diff_id. A staged
-    /// blob was hashed on its way in, so it is decompressed without hashing its bytes a second
-    /// time; one already in the store is checked as it is read.
-    /// `verified`: layers already checked in this load, with the diff_id they unpacked to.
-    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, staged: ContentStore, verified: inout [Digest: Digest]) throws {
-        guard layers.count == config.rootfs.diff_ids.count else {
-            throw OCIError(.corruptBlob, "the image has \(layers.count) layers but its config lists \(config.rootfs.diff_ids.count) diff_ids")
-        }
+    /// Each layer (staged by this load, else already in the store) unpacks to its diff_id (in at
+    /// most `limit` bytes). A staged blob was hashed on its way in, so it is decompressed without
+    /// hashing its bytes a second time; one already in the store is checked as it is read.
+    /// `verified`: layers already checked in this load, with the diff_id they unpacked to. The
+    /// caller has checked that there is one diff_id per layer.
+    func checkDiffIDs(_ layers: [Digest], config: ImageConfig, staged: ContentStore, limit: Int64,
+                      verified: inout [Digest: Digest]) throws {
         for (layer, want) in zip(layers, config.rootfs.diff_ids) where verified[layer] != want {
             let blob: StoredBlob
             if staged.contains(layer) {
@@ -306,112 +358,8 @@ extension ImageStore {
             } else {
                 continue
             }
-            let got = try uncompressedDigest(blob)
-            guard got == want else {
-                throw OCIError(.corruptBlob, "layer \(layer) does not unpack to its diff_id: expected \(want), got \(got)")
-            }
-            verified[layer] = got
-        }
-    }
-}
-
-/// gzip, zstd or plain tar, from the first bytes.
-func detectLayerMediaType(_ path: String) throws -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw OCIError(.io, "cannot open \(path)") }
-    defer { close(fd) }
-    var magic = [UInt8](repeating: 0, count: 4)
-    _ = read(fd, &magic, 4)
-    if magic[0] == 0x1f && magic[1] == 0x8b { return MediaType.ociLayerGzip }
-    if magic == [0x28, 0xb5, 0x2f, 0xfd] { return MediaType.ociLayerZstd }
-    return MediaType.ociLayer
-}
-
-/// The sha256 of a layer's uncompressed tar (gzip and zstd recognised). A truncated or corrupt
-/// stream is an error, not a short digest.
-func uncompressedDigest(_ blob: StoredBlob) throws -> Digest {
-    let h = SHA256()
-    try decompressLayer(blob) { h.update($0) }
-    return h.finish()
-}
-
-/// Streams a layer blob's uncompressed tar (gzip, zstd or plain) to `each`, the blob checked
-/// against its digest as it is read. A truncated or corrupt stream is an error.
-public func decompressLayer(_ blob: StoredBlob, _ each: (UnsafeRawBufferPointer) throws -> Void) throws {
-    let type = try detectLayerMediaType(blob.path)
-    let source = try BlobReader(blob)
-    let path = blob.path
-    var input = [UInt8](repeating: 0, count: 1 << 20)
-    var output = [UInt8](repeating: 0, count: 1 << 20)
-    let name = (path as NSString).lastPathComponent
-    do {
-        try decode()
-    } catch let e as OCIError where e.code == .corruptBlob {
-        // A stream that does not decode may be a blob that is not what its digest says: read
-        // it to the end to tell, and report that first (it says what to do).
-        try source.finish()
-        throw e
-    }
-
-    func decode() throws {
-        switch type {
-        case MediaType.ociLayerGzip:
-            var zs = z_stream()
-            // 15 + 32: zlib detects the gzip header; multi-member streams (pigz) are followed below.
-            guard inflateInit2_(&zs, 47, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw OCIError(.io, "zlib init failed") }
-            defer { inflateEnd(&zs) }
-            var ended = false
-            while true {
-                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-                if n == 0 { break }
-                try input.withUnsafeMutableBytes { inBuf in
-                    zs.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    zs.avail_in = UInt32(n)
-                    while zs.avail_in > 0 {
-                        if ended { inflateReset(&zs); ended = false }
-                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                            zs.next_out = outBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                            zs.avail_out = UInt32(outBuf.count)
-                            let rc = inflate(&zs, Z_NO_FLUSH)
-                            if rc == Z_STREAM_END { ended = true } else if rc != Z_OK && rc != Z_BUF_ERROR {
-                                throw OCIError(.corruptBlob, "layer \(name) is not valid gzip (zlib error \(rc))")
-                            }
-                            return outBuf.count - Int(zs.avail_out)
-                        }
-                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
-                        if produced == 0 && !ended && zs.avail_in > 0 { continue }
-                    }
-                }
-            }
-            guard ended else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the gzip stream ends early") }
-        case MediaType.ociLayerZstd:
-            let dctx = ZSTD_createDCtx()
-            defer { ZSTD_freeDCtx(dctx) }
-            var lastHint = 0
-            while true {
-                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-                if n == 0 { break }
-                try input.withUnsafeBytes { inBuf in
-                    var zin = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0)
-                    while zin.pos < zin.size {
-                        let produced: Int = try output.withUnsafeMutableBytes { outBuf in
-                            var zout = ZSTD_outBuffer(dst: outBuf.baseAddress, size: outBuf.count, pos: 0)
-                            let rc = ZSTD_decompressStream(dctx, &zout, &zin)
-                            if ZSTD_isError(rc) != 0 { throw OCIError(.corruptBlob, "layer \(name) is not valid zstd: \(String(cString: ZSTD_getErrorName(rc)))") }
-                            lastHint = rc
-                            return zout.pos
-                        }
-                        try output.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }
-                    }
-                }
-            }
-            guard lastHint == 0 else { throw OCIError(.corruptBlob, "layer \(name) is truncated: the zstd stream ends early") }
-        default:
-            while true {
-                let n = try input.withUnsafeMutableBytes { try source.read(into: $0) }
-                if n == 0 { break }
-                try input.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            }
+            try LayerStream(blob, name: "layer \(layer)", diffID: want, limit: limit).finish()
+            verified[layer] = want
         }
     }
 }

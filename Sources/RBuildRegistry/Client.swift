@@ -3,7 +3,7 @@ import RBuildOCI
 
 /// The OCI distribution API for one registry, over `HTTP` (libcurl): anonymous, basic or
 /// bearer-token auth (the `WWW-Authenticate` challenge is followed, tokens are kept per scope and
-/// fetched again when a request is refused), manifests limited to 4 MiB, blobs verified by digest
+/// fetched again when a request is refused), manifests cut off at 4 MiB, blobs verified by digest
 /// and size before the content store takes them.
 public final class RegistryClient: @unchecked Sendable {
     public let registry: String
@@ -14,7 +14,6 @@ public final class RegistryClient: @unchecked Sendable {
     private var tokens: [String: String] = [:]
     private var basicChallenged = false
     private let lock = NSLock()
-    static let maxManifest = 4 << 20
     static let manifestTypes = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest]
 
     public init(registry reference: Reference, credentials: Credentials? = nil) throws {
@@ -147,25 +146,31 @@ public final class RegistryClient: @unchecked Sendable {
     // MARK: - Pull
 
     /// The manifest or index `reference` names: its descriptor and bytes (verified against the
-    /// digest when the reference has one; at most 4 MiB).
+    /// digest when the reference has one). The body is read no further than 4 MiB
+    /// (`DocumentLimits.maxSize`): a larger or endless answer is refused as it streams in. The
+    /// descriptor's media type is the answer's Content-Type when that names a manifest or an
+    /// index (as containerd's resolver takes it), else the document's own `mediaType`, which
+    /// must then be there; `Document.decode` checks the content against it.
     public func manifest(_ repo: String, _ reference: String, expected: Digest? = nil) throws -> (Descriptor, [UInt8]) {
+        let what = "manifest \(repo)\(reference.hasPrefix("sha256:") ? "@" : ":")\(reference) from \(registry)"
+        var bytes: [UInt8] = []
         let r = try send("GET", "/v2/\(repo)/manifests/\(reference)", scope: Self.pullScope(repo),
-                         headers: ["Accept": Self.manifestTypes.joined(separator: ", ")])
-        guard r.status == 200 else { throw fail("manifest \(repo):\(reference)", r) }
-        guard r.body.count <= Self.maxManifest else {
-            throw RegistryError("manifest \(repo):\(reference) is \(r.body.count) bytes: over the 4 MiB limit, refused")
+                         headers: ["Accept": Self.manifestTypes.joined(separator: ", ")]) { _, chunk in
+            guard bytes.count + chunk.count <= DocumentLimits.maxSize else {
+                throw RegistryError("\(what) is larger than \(DocumentLimits.maxSize >> 20) MiB, the limit for a manifest or index: refused (stopped reading at \(bytes.count + chunk.count) bytes)")
+            }
+            bytes += chunk
         }
-        let bytes = [UInt8](r.body)
+        guard r.status == 200 else { throw fail(what, r) }
         let digest = Digest.of(bytes)
         if let expected, expected != digest {
             throw RegistryError("manifest \(repo)@\(expected) is corrupt: expected \(expected), got \(digest)")
         }
-        var type = r.header("Content-Type")?.split(separator: ";").first.map(String.init)
-        if type == nil || !Self.manifestTypes.contains(type!) {
-            type = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["mediaType"] as? String
-                ?? ((try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["manifests"] != nil ? MediaType.ociIndex : MediaType.ociManifest)
+        var type = r.header("Content-Type")?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        if !Self.manifestTypes.contains(type) {
+            type = try Document.detectedMediaType(bytes, digest: digest, from: "\(registry)/\(repo)")
         }
-        return (Descriptor(mediaType: type!, digest: digest, size: Int64(bytes.count)), bytes)
+        return (Descriptor(mediaType: type, digest: digest, size: Int64(bytes.count)), bytes)
     }
 
     /// Downloads a blob into `store`, verified (digest and size) before it is stored; a cut

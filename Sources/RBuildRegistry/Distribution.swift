@@ -37,8 +37,11 @@ public enum Distribution {
     /// verified before it is kept, and names it `ref`. Indexes are taken as registries serve
     /// them: OCI indexes and Docker manifest lists, nested indexes, entries whose platform only
     /// their config names, attestation manifests (never chosen as a platform). Each wanted
-    /// platform gets its best match (`PlatformMatcher`: `arm64` takes `arm64/v8`). Returns what
-    /// was stored: the platform's manifest; the registry's own index, attestations and all, when
+    /// platform gets its best match (`PlatformMatcher`: `arm64` takes `arm64/v8`). Every manifest
+    /// and index goes through `Document.decode` (its kind must be what its descriptor says;
+    /// indexes at most `DocumentLimits.maxDepth` deep, each read no further than 4 MiB), and a
+    /// config must list one diff_id per layer before any layer is fetched. Returns what was
+    /// stored: the platform's manifest; the registry's own index, attestations and all, when
     /// every runnable platform was asked for; else an index of those that were.
     public static func pull(_ ref: Reference, platforms: [Platform]? = nil, store: ImageStore,
                             client given: RegistryClient? = nil, progress: (@Sendable (String) -> Void)? = nil) throws -> Descriptor {
@@ -46,39 +49,43 @@ public enum Distribution {
         let repo = ref.repository
         let (top, bytes) = try client.manifest(repo, ref.manifestReference, expected: ref.digest)
         var documents: [Digest: [UInt8]] = [top.digest: bytes]
+        /// A manifest or index an index names, by digest: its size as its descriptor says.
         func document(_ d: Descriptor) throws -> [UInt8] {
             if let b = documents[d.digest] { return b }
+            if d.size > DocumentLimits.maxSize {
+                throw RegistryError("\(ref): the descriptor of \(d.digest) says \(d.size) bytes, over the \(DocumentLimits.maxSize >> 20) MiB limit for a manifest or index: refused")
+            }
             let b = try client.manifest(repo, d.digest.description, expected: d.digest).1
+            guard b.count == d.size else {
+                throw RegistryError("\(ref): \(d.digest) has \(b.count) bytes, but its descriptor says \(d.size): refused")
+            }
             documents[d.digest] = b
             return b
         }
         var manifests: [Descriptor] = [top]
         var indexes: [Descriptor] = []
         var stored = top
-        if MediaType.isIndex(top.mediaType) {
-            var leaves: [Descriptor] = [], nested: [Descriptor] = []
-            func walk(_ d: Descriptor, depth: Int) throws {
-                guard depth < 8 else { throw RegistryError("\(ref): index \(d.digest) nests indexes more than 8 deep") }
-                let index = try decodeJSON(Index.self, from: try document(d), what: "index \(d.digest) of \(ref)")
-                for m in index.manifests {
-                    if MediaType.isIndex(m.mediaType) {
-                        try walk(m, depth: depth + 1)
-                        nested.append(m)
-                    } else {
-                        leaves.append(m)
-                    }
-                }
+        let source = ref.description
+        /// A manifest's config, fetched and decoded.
+        func config(_ manifest: Manifest) throws -> ImageConfig {
+            if manifest.config.size > DocumentLimits.maxSize {
+                throw RegistryError("\(ref): config \(manifest.config.digest) is \(manifest.config.size) bytes by its descriptor, over the \(DocumentLimits.maxSize >> 20) MiB limit: refused")
             }
-            try walk(top, depth: 0)
+            try client.fetchBlob(repo, manifest.config, into: store.content)
+            return try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config),
+                                  what: "config \(manifest.config.digest) of \(ref)")
+        }
+        if MediaType.isIndex(top.mediaType) {
+            let entries = try indexEntries(under: top, from: source, read: document)
+            // Entries that are neither manifests nor indexes (an artifact's blobs) are not
+            // fetched, as containerd's ChildrenHandler leaves them.
+            var leaves = entries.filter { MediaType.isManifest($0.mediaType) }
+            let nested = entries.filter { MediaType.isIndex($0.mediaType) }
             // An entry without a platform says it in its config (older tools wrote such lists).
             leaves = try leaves.map { m in
                 guard m.platform == nil, !m.isAttestation else { return m }
-                let manifest = try decodeJSON(Manifest.self, from: try document(m), what: "manifest \(m.digest) of \(ref)")
-                try client.fetchBlob(repo, manifest.config, into: store.content)
-                let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config),
-                                            what: "config \(manifest.config.digest) of \(ref)")
                 var m = m
-                m.platform = config.platform
+                m.platform = try config(try decodeManifest(try document(m), as: m, from: source)).platform
                 return m
             }
             let runnable = leaves.filter { !$0.isAttestation }
@@ -104,8 +111,17 @@ public enum Distribution {
         }
         for m in manifests {
             let mbytes = try document(m)
-            let manifest = try decodeJSON(Manifest.self, from: mbytes, what: "manifest \(m.digest) of \(ref)")
-            try concurrently([manifest.config] + manifest.layers) { d in
+            let manifest = try decodeManifest(mbytes, as: m, from: source)
+            var blobs = manifest.layers
+            if m.isAttestation {
+                blobs.append(manifest.config)
+            } else {
+                // One diff_id per layer, known before a layer is fetched (their values are
+                // checked as the layers unpack).
+                try config(manifest).checkDiffIDCount(layers: manifest.layers.count, "manifest \(m.digest) of \(ref)")
+                progress?("\(manifest.config.digest) done")
+            }
+            try concurrently(blobs) { d in
                 try client.fetchBlob(repo, d, into: store.content)
                 progress?("\(d.digest) done")
             }
@@ -142,7 +158,7 @@ public enum Distribution {
                 try client.pushManifest(repo, m.digest.description, bytes, mediaType: m.mediaType)
                 continue
             }
-            let manifest = try decodeJSON(Manifest.self, from: bytes, what: "manifest \(m.digest)")
+            let manifest = try decodeManifest(bytes, as: m)
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
                     throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store: the image is incomplete; pull, import or build it again")

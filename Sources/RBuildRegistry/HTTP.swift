@@ -13,7 +13,8 @@ public enum HTTP {
         public var status: Int
         /// Header names lowercased.
         public var headers: [String: String]
-        /// The body, unless a sink took it (an error's body is always kept here).
+        /// The body, unless a sink took it (an error's body is always kept here), at most
+        /// `HTTP.maxKeptBody` bytes.
         public var body: Data
 
         public func header(_ name: String) -> String? { headers[name.lowercased()] }
@@ -28,6 +29,8 @@ public enum HTTP {
         var body = Data()
         var sink: ((Int, UnsafeRawBufferPointer) throws -> Void)?
         var sinkError: Error?
+        /// The body passed `maxKeptBody`: the transfer was stopped.
+        var bodyTooLarge = false
         var upload: Data?
         var uploadBlob: BlobReader?
         /// Why the upload source stopped the transfer (a corrupt blob).
@@ -37,6 +40,10 @@ public enum HTTP {
 
     /// libcurl's CURL_READFUNC_ABORT (curl.h, not visible to Swift): stops the transfer.
     static let readAbort = 0x1000_0000
+
+    /// The most of a body kept in memory (an error page, a token): a server that sends more is
+    /// cut off there, its transfer failed, rather than read to the end.
+    public static let maxKeptBody = 4 << 20
 
     /// One request. `file` is the body, read through its check: a blob that turns out not to
     /// be what its digest says aborts the transfer before its last byte is sent. `sink` receives the body of a 200 or 206 as it arrives, with the status; `caFile` replaces the
@@ -76,6 +83,10 @@ public enum HTTP {
                             if let sink = call.sink, req.pointee.status == 200 || req.pointee.status == 206 {
                                 do { try sink(req.pointee.status, buf) } catch { call.sinkError = error; return 0 }
                             } else {
+                                guard call.body.count + len <= HTTP.maxKeptBody else {
+                                    call.bodyTooLarge = true
+                                    return 0
+                                }
                                 call.body.append(contentsOf: buf)
                             }
                             return len
@@ -116,6 +127,9 @@ public enum HTTP {
             }
         }
         if let e = call.sinkError ?? call.sourceError { throw e }
+        if call.bodyTooLarge {
+            throw RegistryError("\(method) \(url): the answer is larger than \(maxKeptBody >> 20) MiB: refused (stopped reading there)")
+        }
         guard status > 0 else { throw TransportError(description: "\(method) \(url): \(message)") }
         return Response(status: status, headers: call.headers, body: call.body)
     }

@@ -62,8 +62,11 @@ public protocol Snapshotter: Sendable {
     var mapping: IDMapping { get }
     /// How this snapshotter does work that needs the sandboxes' user namespace.
     var tasks: any UserNamespaceTasks { get }
+    /// The most bytes a layer may unpack to (`--max-layer-size`).
+    var maxLayerSize: Int64 { get }
     /// The snapshot of `layer` (a layer blob with this diffID) applied on `parent`; unpacked
-    /// once and then shared.
+    /// once and then shared, and refused (nothing kept) when its tar does not hash to `diffID`
+    /// or passes `maxLayerSize` (`LayerCheck`).
     func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot
     /// The snapshot of a layer whose files the caller has made in `directory` (without deletion
     /// marks) and written as `blob`: the overlay kinds take the directory over (it is moved,
@@ -169,14 +172,14 @@ public enum Snapshotters {
 
     /// A snapshotter of `kind` in the state directory; `tasks` (RBuildRuntime's `SandboxTasks`)
     /// gives it the sandboxes' id map and does what needs their user namespace.
-    public static func make(_ kind: SnapshotterKind, stateDirectory: String,
-                            tasks: any UserNamespaceTasks) throws -> any Snapshotter {
+    public static func make(_ kind: SnapshotterKind, stateDirectory: String, tasks: any UserNamespaceTasks,
+                            maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws -> any Snapshotter {
         switch kind {
-        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil, tasks: tasks)
+        case .overlay: return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: nil, tasks: tasks, maxLayerSize: maxLayerSize)
         case .fuseOverlayfs:
             guard let program = fuseProgram() else { throw SnapshotError("no fuse-overlayfs program: apt install fuse-overlayfs") }
-            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program, tasks: tasks)
-        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory, tasks: tasks)
+            return try OverlaySnapshotter(stateDirectory: stateDirectory, fuseProgram: program, tasks: tasks, maxLayerSize: maxLayerSize)
+        case .copy: return try CopySnapshotter(stateDirectory: stateDirectory, tasks: tasks, maxLayerSize: maxLayerSize)
         }
     }
 
@@ -291,11 +294,14 @@ public final class OverlaySnapshotter: Snapshotter {
     public let tasks: any UserNamespaceTasks
     public var mapping: IDMapping { tasks.mapping }
     public var kind: SnapshotterKind { fuseProgram == nil ? .overlay : .fuseOverlayfs }
+    public let maxLayerSize: Int64
     let empty: String
 
-    public init(stateDirectory: String, fuseProgram: String?, tasks: any UserNamespaceTasks) throws {
+    public init(stateDirectory: String, fuseProgram: String?, tasks: any UserNamespaceTasks,
+                maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws {
         self.fuseProgram = fuseProgram
         self.tasks = tasks
+        self.maxLayerSize = maxLayerSize
         root = StateLayout(root: absolutePath(stateDirectory)).snapshots(kind: (fuseProgram == nil ? SnapshotterKind.overlay : .fuseOverlayfs).rawValue)
         empty = root + "/empty"
         for d in [root + "/layers", root + "/active", empty] {
@@ -309,7 +315,8 @@ public final class OverlaySnapshotter: Snapshotter {
         let dir = try materialise(layerDirectory(diffID), in: root + "/layers", tasks: tasks) { tmp in
             try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
             let owners = try unpackLayer(blob, into: tmp + "/fs", layerName: name,
-                                         whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles)
+                                         whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles,
+                                         check: LayerCheck(diffID: diffID, maxSize: maxLayerSize))
             try restoreOwners(owners, under: tmp + "/fs", tasks: tasks)
         }
         return Snapshot(chainID: parent.chainID(adding: diffID), directories: parent.directories + [dir + "/fs"])
@@ -398,10 +405,12 @@ public final class CopySnapshotter: Snapshotter {
     public var kind: SnapshotterKind { .copy }
     public let tasks: any UserNamespaceTasks
     public var mapping: IDMapping { tasks.mapping }
+    public let maxLayerSize: Int64
     let empty: String
 
-    public init(stateDirectory: String, tasks: any UserNamespaceTasks) throws {
+    public init(stateDirectory: String, tasks: any UserNamespaceTasks, maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws {
         self.tasks = tasks
+        self.maxLayerSize = maxLayerSize
         root = StateLayout(root: absolutePath(stateDirectory)).snapshots(kind: SnapshotterKind.copy.rawValue)
         empty = root + "/empty"
         for d in [root + "/chains", root + "/active", empty] {
@@ -415,7 +424,8 @@ public final class CopySnapshotter: Snapshotter {
         let chainID = parent.chainID(adding: diffID)
         let dir = try materialise(root + "/chains/" + chainID.hex, in: root + "/chains", tasks: tasks) { tmp in
             var owners = try copyTree(from: tree(parent), to: tmp + "/fs", mapping: mapping)
-            let layerOwners = try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply)
+            let layerOwners = try unpackLayer(blob, into: tmp + "/fs", layerName: name, whiteouts: .apply,
+                                              check: LayerCheck(diffID: diffID, maxSize: maxLayerSize))
             // The layer's entries replace what the copy had under the same names.
             let replaced = Set(layerOwners.map(\.path))
             owners = owners.filter { !replaced.contains($0.path) } + layerOwners

@@ -33,22 +33,44 @@ public enum WhiteoutStyle: Sendable {
     case apply
 }
 
+/// What an image's layer must be as it unpacks: its tar must hash to `diffID` (as containerd's
+/// applier checks it: a layer directory is shared by every image whose config names the same
+/// diff_id, so a config must not be able to claim another layer's) in at most `maxSize`
+/// uncompressed bytes, and write no more than that into files (a sparse entry reads short).
+public struct LayerCheck: Sendable {
+    public var diffID: Digest
+    public var maxSize: Int64
+
+    public init(diffID: Digest, maxSize: Int64 = MaxLayerSize.defaultValue) {
+        self.diffID = diffID
+        self.maxSize = maxSize
+    }
+}
+
 /// Returns the entries whose owner is not 0:0 (ids as recorded in the layer) for the caller to
 /// chown from inside the user namespace (`Ownership.apply`); nothing here changes owners.
+/// With `check` (an image's layer), the blob is read through a `LayerStream` (gzip, zstd or
+/// plain); without (an archive `ADD` unpacks), through libarchive's own filters.
 @discardableResult
 public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
-                        whiteouts style: WhiteoutStyle = .overlayXattr) throws -> [Ownership.Record] {
+                        whiteouts style: WhiteoutStyle = .overlayXattr, check: LayerCheck? = nil) throws -> [Ownership.Record] {
     let rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else { throw SnapshotError("cannot open \(dir): \(String(cString: strerror(errno)))") }
     defer { close(rootfd) }
     let reader: TarReader
     do {
-        reader = try TarReader(blob)
-    } catch let e as OCIError where e.code == .corruptBlob || e.code == .missingBlob {
+        if let check {
+            reader = try TarReader(layer: LayerStream(blob, name: "layer \(layerName)", diffID: check.diffID, limit: check.maxSize))
+        } else {
+            reader = try TarReader(blob)
+        }
+    } catch let e as OCIError where e.code.isLayerCheck {
         throw e
     } catch {
         throw SnapshotError("layer \(layerName) cannot be read: \(error)")
     }
+    /// Bytes written into files so far, against `check.maxSize`.
+    var written: Int64 = 0
     var dirs: [(name: String, mode: mode_t, mtime: timespec)] = []
     var created = Set<String>()   // names this layer wrote (for opaque directories in .apply)
     var cachedParent: (path: String, fd: Int32)?
@@ -94,8 +116,8 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
         let next: OpaquePointer?
         do {
             next = try reader.next()
-        } catch let e as OCIError where e.code == .corruptBlob {
-            throw e   // names the blob and says what to do
+        } catch let e as OCIError where e.code.isLayerCheck {
+            throw e   // names the blob (or layer) and says what is wrong
         } catch {
             throw SnapshotError("layer \(layerName) is damaged: \(error)")
         }
@@ -206,6 +228,10 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
             defer { close(fd) }
             do {
                 try reader.data { chunk in
+                    written += Int64(chunk.count)
+                    if let check, written > check.maxSize {
+                        throw OCIError(.tooLarge, "layer \(layerName) writes more than \(MaxLayerSize.describe(check.maxSize)) into its files, the limit (--max-layer-size, \(MaxLayerSize.variable)): refused")
+                    }
                     var off = 0
                     while off < chunk.count {
                         let w = write(fd, chunk.baseAddress! + off, chunk.count - off)
@@ -215,7 +241,7 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
                 }
             } catch let e as SnapshotError {
                 throw e
-            } catch let e as OCIError where e.code == .corruptBlob {
+            } catch let e as OCIError where e.code.isLayerCheck {
                 throw e
             } catch {
                 throw fail(raw, "is damaged (truncated layer?): \(error)")
@@ -257,6 +283,12 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
         close(dfd)
     }
     return owners.keys.sorted().map { owners[$0]! }
+}
+
+extension OCIError.Code {
+    /// The failures of reading a layer that name it themselves and say what is wrong: passed on
+    /// as they are, not as "damaged".
+    var isLayerCheck: Bool { [.corruptBlob, .missingBlob, .tooLarge, .diffIDMismatch].contains(self) }
 }
 
 /// The process's umask, read without changing it (umask(2) would race other threads).

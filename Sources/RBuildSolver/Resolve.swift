@@ -32,12 +32,16 @@ public final class ImageResolver: ImageResolving {
     let reporter: ProgressReporter
     let pulls: InFlight<Descriptor>
     let layouts = LockedDictionary<String, Descriptor>()
+    /// What a layout's layers may unpack to when their diff_ids are checked.
+    let maxLayerSize: Int64
 
-    public init(store: ImageStore, pull: Bool, reporter: ProgressReporter, pulls: InFlight<Descriptor> = InFlight()) {
+    public init(store: ImageStore, pull: Bool, reporter: ProgressReporter, pulls: InFlight<Descriptor> = InFlight(),
+                maxLayerSize: Int64 = MaxLayerSize.defaultValue) {
         self.store = store
         self.pull = pull
         self.reporter = reporter
         self.pulls = pulls
+        self.maxLayerSize = maxLayerSize
     }
 
     public func resolve(_ ref: String, platform: Platform) throws -> ResolvedImage {
@@ -78,9 +82,7 @@ public final class ImageResolver: ImageResolving {
         }
         let (desc, manifest) = found!
         let image = try store.config(of: manifest)
-        guard manifest.layers.count == image.rootfs.diff_ids.count else {
-            throw SolveError("\(ref): its manifest lists \(manifest.layers.count) layers but its config \(image.rootfs.diff_ids.count) diff_ids")
-        }
+        try image.checkDiffIDCount(layers: manifest.layers.count, "\(ref): manifest \(desc.digest)")
         return ResolvedImage(reference: ref, manifest: desc.digest, config: image)
     }
 
@@ -96,7 +98,7 @@ public final class ImageResolver: ImageResolving {
                 dir = String(spec[..<colon])
                 tag = String(spec[spec.index(after: colon)...])
             }
-            return try store.ingest(path: dir, tag: tag, digest: digest)
+            return try store.ingest(path: dir, tag: tag, digest: digest, maxLayerSize: maxLayerSize)
         } catch {
             throw SolveError("oci-layout://\(spec): \(error)")
         }

@@ -231,9 +231,7 @@ public final class Solver: Sendable {
             return try located(vertex) {
                 let m = try decodeJSON(Manifest.self, from: try store.content.read(manifest), what: "manifest of \(reference)")
                 let config = try store.config(of: m)
-                guard m.layers.count == config.rootfs.diff_ids.count else {
-                    throw SolveError("\(reference): its manifest lists \(m.layers.count) layers but its config \(config.rootfs.diff_ids.count) diff_ids")
-                }
+                try config.checkDiffIDCount(layers: m.layers.count, "\(reference): manifest \(manifest)")
                 return Stack(layers: m.layers, diffIDs: config.rootfs.diff_ids)
             }
         case .source:

@@ -126,3 +126,167 @@ struct LoadTests {
         try store.content.verify(manifest.layers[0].digest)
     }
 }
+
+/// Issue 16, confused content: a layout or archive whose documents are not what their
+/// descriptors say, nest too deep, are too large, or whose config does not match its layers, is
+/// refused by name and leaves nothing in the store.
+struct ConfusedLayoutTests {
+    let state: TempDir
+    let dir: String
+    let index: Index
+    let manifest: Manifest
+
+    /// A saved one-platform image as a layout directory.
+    init() throws {
+        let (state, store, _) = try LoadTests().saved()
+        self.state = state
+        dir = state.path + "/layout"
+        try store.save("demo:1", platform: nil, to: .ociLayout(dir))
+        (index, manifest) = try layoutManifest(dir)
+    }
+
+    /// Writes a blob into the layout; returns its descriptor.
+    @discardableResult
+    func blob(_ bytes: [UInt8], _ mediaType: String) throws -> Descriptor {
+        let d = Digest.of(bytes)
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/blobs/sha256/" + d.hex))
+        return Descriptor(mediaType: mediaType, digest: d, size: Int64(bytes.count))
+    }
+
+    /// index.json listing only `entry` (named `latest`).
+    func top(_ entry: Descriptor) throws {
+        var e = entry
+        e.annotations = ["org.opencontainers.image.ref.name": "latest"]
+        try Data(try canonicalJSON(Index(manifests: [e]))).write(to: URL(fileURLWithPath: dir + "/index.json"))
+    }
+
+    var manifestDescriptor: Descriptor { index.manifests[0] }
+
+    func expectRejected(_ message: String, path: String? = nil) throws {
+        try LoadTests().expectRejected(path ?? dir, message, into: state)
+    }
+
+    @Test func anIndexEntryNamingAManifest() throws {
+        var lie = manifestDescriptor
+        lie.mediaType = MediaType.ociIndex
+        try top(lie)
+        try expectRejected("index \(lie.digest) of \(dir) is a manifest by its mediaType \(MediaType.ociManifest), but its descriptor says index")
+    }
+
+    @Test func aManifestEntryNamingAnIndex() throws {
+        let inner = try blob(try canonicalJSON(Index(manifests: [manifestDescriptor])), MediaType.ociIndex)
+        var lie = inner
+        lie.mediaType = MediaType.dockerManifest
+        try top(lie)
+        try expectRejected("manifest \(inner.digest) of \(dir) is an index by its mediaType \(MediaType.ociIndex), but its descriptor says manifest")
+    }
+
+    @Test func aDockerManifestWithoutItsMediaType() throws {
+        var m = manifest
+        m.mediaType = nil
+        let d = try blob(try canonicalJSON(m), MediaType.dockerManifest)
+        try top(d)
+        try expectRejected("manifest \(d.digest) of \(dir) has no mediaType field, which a Docker schema 2 manifest must have")
+        // The same document typed OCI by its descriptor is old OCI content, and loads.
+        try top(Descriptor(mediaType: MediaType.ociManifest, digest: d.digest, size: d.size))
+        let other = try ImageStore(root: state.path + "/accepted")
+        #expect(try other.load(path: dir).descriptor.digest == d.digest)
+    }
+
+    @Test func aDigestThatNothingTypes() throws {
+        var m = manifest
+        m.mediaType = nil
+        let d = try blob(try canonicalJSON(m), MediaType.ociManifest)
+        let other = try ImageStore(root: state.path + "/other")
+        #expect {
+            _ = try other.ingest(path: dir, digest: d.digest)
+        } throws: { e in
+            (e as? OCIError)?.message == "document \(d.digest) of \(dir) has no mediaType, and nothing else says whether it is a manifest or an index: refused"
+        }
+        #expect(other.content.allBlobs().isEmpty)
+    }
+
+    @Test func indexesNestedFiveDeep() throws {
+        var d = manifestDescriptor
+        for _ in 0..<5 { d = try blob(try canonicalJSON(Index(manifests: [d])), MediaType.ociIndex) }
+        try top(d)
+        try expectRejected("is nested 5 indexes deep, more than the 4 accepted: refused")
+    }
+
+    func withConfig(_ change: (inout ImageConfig) -> Void) throws {
+        let bytes = [UInt8](FileManager.default.contents(atPath: dir + "/blobs/sha256/" + manifest.config.digest.hex)!)
+        var config = try decodeJSON(ImageConfig.self, from: bytes, what: "config")
+        change(&config)
+        var m = manifest
+        m.config = try blob(try canonicalJSON(config), MediaType.ociConfig)
+        try top(try blob(try canonicalJSON(m), MediaType.ociManifest))
+    }
+
+    @Test func oneDiffIDTooMany() throws {
+        try withConfig { $0.rootfs.diff_ids.append(Digest.of([1])) }
+        try expectRejected("has 1 layer but its config lists 2 diff_ids: refused")
+    }
+
+    @Test func aDiffIDOfAnotherLayer() throws {
+        let other = Digest.of([1])
+        try withConfig { $0.rootfs.diff_ids = [other] }
+        try expectRejected("layer \(manifest.layers[0].digest) unpacks to sha256:")
+        try expectRejected(", not to \(other), the diff_id its image's config gives: refused")
+    }
+
+    @Test func aLayerOverTheSizeLimit() throws {
+        let other = try ImageStore(root: state.path + "/other")
+        #expect {
+            _ = try other.load(path: dir, maxLayerSize: 4096)
+        } throws: { e in
+            (e as? OCIError)?.message == "layer \(manifest.layers[0].digest) unpacks to more than 4 KiB, the limit (--max-layer-size, RBUILD_MAX_LAYER_SIZE): refused"
+        }
+        #expect(other.content.allBlobs().isEmpty)
+    }
+
+    /// A sparse file of `size` bytes (zeros: cheap to make, and to read for as long as a reader
+    /// keeps reading).
+    func sparse(_ path: String, _ size: Int) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        ftruncate(fd, off_t(size))
+        close(fd)
+    }
+
+    @Test func anIndexJSONOverFourMiB() throws {
+        sparse(dir + "/index.json", 64 << 20)
+        try expectRejected("\(dir): index.json is larger than 4 MiB, the limit for a manifest, index or config: refused (read no further)")
+    }
+
+    @Test func aBlobOverFourMiBNamedByDigest() throws {
+        // Named by digest and not listed in index.json, its size is unknown until it is read:
+        // reading stops at the limit (a 64 MiB file is not copied into the staging area first).
+        let digest = Digest.of([2])
+        sparse(dir + "/blobs/sha256/" + digest.hex, 64 << 20)
+        let other = try ImageStore(root: state.path + "/other")
+        #expect {
+            _ = try other.ingest(path: dir, digest: digest)
+        } throws: { e in
+            (e as? OCIError)?.message == "\(dir): blob \(digest) is larger than 4 MiB, the limit for a manifest, index or config: refused (read no further)"
+        }
+    }
+
+    @Test func aDescriptorThatSaysOverFourMiB() throws {
+        var big = manifestDescriptor
+        big.size = 5 << 20
+        try top(big)
+        try expectRejected("\(dir): the descriptor of \(big.digest) says 5242880 bytes, over the 4 MiB limit for a manifest, index or config: refused")
+    }
+
+    @Test func anArchivesIndexJSONOverFourMiB() throws {
+        // A tar whose index.json member is 5 MiB: refused as it is read.
+        let tar = state.path + "/big.tar"
+        let (s, out) = try run("/usr/bin/python3", ["-c", """
+            import io, sys, tarfile
+            with tarfile.open(sys.argv[1], "w") as t:
+                data = b"{" + b" " * (5 << 20) + b"}"
+                i = tarfile.TarInfo("index.json"); i.size = len(data); t.addfile(i, io.BytesIO(data))
+            """, tar])
+        #expect(s == 0, "\(out)")
+        try expectRejected("\(tar): index.json is larger than 4 MiB, the limit for a manifest, index or config: refused (read no further)", path: tar)
+    }
+}

@@ -145,3 +145,80 @@ struct UnpackTests {
         #expect(FileManager.default.fileExists(atPath: dir + "/bin/.wh.vi"))
     }
 }
+
+/// Issue 16: an image's layer unpacks to the diff_id its config gives, within the size limit.
+struct CheckedUnpackTests {
+    func sha256(_ path: String) throws -> Digest {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        p.arguments = [path]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return try Digest(parsing: "sha256:" + text.prefix(64))
+    }
+
+    func layer(_ s: Scratch) throws -> (StoredBlob, Digest, String) {
+        try makeTar(s.path + "/l.tar", [("etc", "dir", ""), ("etc/hostname", "file", String(repeating: "box\n", count: 4096))])
+        let dir = s.path + "/fs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return (StoredBlob(path: s.path + "/l.tar"), try sha256(s.path + "/l.tar"), dir)
+    }
+
+    @Test func theRightDiffIDUnpacks() throws {
+        let s = Scratch()
+        let (blob, diffID, dir) = try layer(s)
+        try unpackLayer(blob, into: dir, layerName: "sha256:x", check: LayerCheck(diffID: diffID))
+        #expect(try String(contentsOfFile: dir + "/etc/hostname", encoding: .utf8).count == 4 * 4096)
+    }
+
+    @Test func anotherDiffIDIsRefused() throws {
+        let s = Scratch()
+        let (blob, diffID, dir) = try layer(s)
+        let claimed = Digest.of([1])
+        #expect {
+            try unpackLayer(blob, into: dir, layerName: "sha256:x", check: LayerCheck(diffID: claimed))
+        } throws: { e in
+            (e as? OCIError)?.message == "layer sha256:x unpacks to \(diffID), not to \(claimed), the diff_id its image's config gives: refused"
+        }
+    }
+
+    @Test func aLayerOverTheLimitIsRefused() throws {
+        let s = Scratch()
+        let (blob, diffID, dir) = try layer(s)
+        #expect {
+            try unpackLayer(blob, into: dir, layerName: "sha256:x", check: LayerCheck(diffID: diffID, maxSize: 8192))
+        } throws: { e in
+            (e as? OCIError)?.message == "layer sha256:x unpacks to more than 8 KiB, the limit (--max-layer-size, RBUILD_MAX_LAYER_SIZE): refused"
+        }
+    }
+
+    @Test func aSparseEntryCountsWhatItWrites() throws {
+        // GNU tar stores a 64 MiB sparse file in a few KiB; unpacked, it is 64 MiB of file.
+        let s = Scratch()
+        let src = s.path + "/src"
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        let fd = open(src + "/holes", O_WRONLY | O_CREAT, 0o644)
+        ftruncate(fd, 64 << 20)
+        pwrite(fd, "x", 1, 32 << 20)
+        close(fd)
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+        tar.arguments = ["--sparse", "-C", src, "-cf", s.path + "/sparse.tar", "holes"]
+        try tar.run()
+        tar.waitUntilExit()
+        var st = stat()
+        stat(s.path + "/sparse.tar", &st)
+        #expect(st.st_size < 1 << 20)
+        let dir = s.path + "/fs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        #expect {
+            try unpackLayer(StoredBlob(path: s.path + "/sparse.tar"), into: dir, layerName: "sha256:s",
+                            check: LayerCheck(diffID: try sha256(s.path + "/sparse.tar"), maxSize: 8 << 20))
+        } throws: { e in
+            (e as? OCIError)?.message == "layer sha256:s writes more than 8 MiB into its files, the limit (--max-layer-size, RBUILD_MAX_LAYER_SIZE): refused"
+        }
+    }
+}
