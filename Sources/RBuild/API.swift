@@ -28,6 +28,7 @@ public typealias ImageStore = RBuildOCI.ImageStore
 public typealias StoreCheck = RBuildOCI.StoreCheck
 public typealias ExportTarget = RBuildOCI.ExportTarget
 public typealias OCIError = RBuildOCI.OCIError
+public typealias MaxLayerSize = RBuildOCI.MaxLayerSize
 
 // The Dockerfile frontend.
 public typealias Dockerfile = RBuildDockerfile.Dockerfile

@@ -78,6 +78,9 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .long, help: "How image layers become root filesystems: overlay, fuse-overlayfs or copy (default: see `rbuild info`).")
     var snapshotter: String?
 
+    @Option(name: .customLong("max-layer-size"), help: "The most bytes one image layer may unpack to, e.g. 64GiB (the default), 512m; also RBUILD_MAX_LAYER_SIZE.")
+    var maxLayerSize: String?
+
     @Flag(name: .long, help: "Parse and run the build checks without building; exit non-zero on errors.")
     var check = false
 
@@ -171,7 +174,7 @@ struct BuildCommand: ParsableCommand {
             }
             return k
         }
-        let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
+        let builder = try Builder(stateDirectory: global.root, snapshotter: kind, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
         defer { tty?.finish() }
         do {
             let result = try builder.build(options, outputs: specs, tags: tags)

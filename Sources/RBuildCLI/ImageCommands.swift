@@ -218,6 +218,9 @@ struct LoadCommand: ParsableCommand {
     @Argument(help: "The local name (default: the image's own ref name).")
     var name: String?
 
+    @Option(name: .customLong("max-layer-size"), help: "The most bytes one image layer may unpack to, e.g. 64GiB (the default), 512m; also RBUILD_MAX_LAYER_SIZE.")
+    var maxLayerSize: String?
+
     func run() throws {
         var path = source
         var tag: String?
@@ -226,7 +229,7 @@ struct LoadCommand: ParsableCommand {
             tag = String(source[source.index(after: colon)...])
         }
         let store = try StateDirectory.open(global.root)
-        let (n, d) = try store.load(path: path, tag: tag, name: name)
+        let (n, d) = try store.load(path: path, tag: tag, name: name, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
         print("Loaded \(n) (\(d.digest))")
     }
 }

@@ -63,6 +63,9 @@ struct RunCommand: ParsableCommand {
     @Flag(name: [.customShort("t"), .long], help: "Give the command a terminal of its own (a pseudo-terminal in the sandbox, relayed to this one; never this terminal itself).")
     var tty = false
 
+    @Option(name: .customLong("max-layer-size"), help: "The most bytes one image layer may unpack to, e.g. 64GiB (the default), 512m; also RBUILD_MAX_LAYER_SIZE.")
+    var maxLayerSize: String?
+
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
     var command: [String] = []
 
@@ -100,8 +103,10 @@ struct RunCommand: ParsableCommand {
                 }
                 return k
             }, tasks: tasks).kind
+            let snapshots = try Snapshotters.make(kind, stateDirectory: store.root, tasks: tasks,
+                                                  maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
             let run = try prepareImageRun(image, platform: try platform.map(Platform.init(parsing:)), store: store,
-                                          command: args, snapshotter: try Snapshotters.make(kind, stateDirectory: store.root, tasks: tasks),
+                                          command: args, snapshotter: snapshots,
                                           scratch: dir)
             imageRun = run
             spec = run.spec
