@@ -41,7 +41,8 @@ public final class ContentStore: @unchecked Sendable {
         let cap = min(expectedSize ?? .max, limit ?? .max)
         var buf = [UInt8](repeating: 0, count: 1 << 20)
         while true {
-            let want = Int(min(Int64(buf.count), cap - w.size + 1))
+            let left = cap - w.size   // one byte more than that tells a blob over the cap
+            let want = left >= Int64(buf.count) ? buf.count : Int(left) + 1
             let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, want) }
             if n < 0 {
                 if errno == EINTR { continue }

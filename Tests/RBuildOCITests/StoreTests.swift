@@ -87,3 +87,33 @@ struct ContentStoreTests {
         #expect(images.content.allBlobs().count == 3, "manifest, config and layer stay")
     }
 }
+
+struct IngestTests {
+    func file(_ tmp: TempDir, _ bytes: [UInt8]) throws -> Int32 {
+        try Data(bytes).write(to: URL(fileURLWithPath: tmp.path + "/f"))
+        return open(tmp.path + "/f", O_RDONLY)
+    }
+
+    @Test func withoutLimitsEverythingIsRead() throws {
+        let tmp = TempDir()
+        let store = try ContentStore(root: tmp.path + "/store")
+        let bytes = [UInt8](repeating: 3, count: 3 << 20)
+        let fd = try file(tmp, bytes)
+        defer { close(fd) }
+        let (d, size) = try store.ingest(fd: fd)
+        #expect(d == Digest.of(bytes) && size == Int64(bytes.count))
+    }
+
+    @Test func readingStopsPastTheLimitOrTheExpectedSize() throws {
+        let tmp = TempDir()
+        let store = try ContentStore(root: tmp.path + "/store")
+        let bytes = [UInt8](repeating: 3, count: 3 << 20)
+        for (size, limit, code) in [(nil, Int64(1000), OCIError.Code.tooLarge), (Int64(1000), nil, .corruptBlob)] as [(Int64?, Int64?, OCIError.Code)] {
+            let fd = try file(tmp, bytes)
+            defer { close(fd) }
+            #expect { _ = try store.ingest(fd: fd, expectedSize: size, limit: limit) } throws: { ($0 as? OCIError)?.code == code }
+            #expect(lseek(fd, 0, SEEK_CUR) == 1001, "read no further than one byte past")
+        }
+        #expect(store.allBlobs().isEmpty)
+    }
+}
