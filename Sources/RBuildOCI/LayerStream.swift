@@ -36,8 +36,8 @@ public enum MaxLayerSize {
     }
 }
 
-/// A layer's uncompressed tar, pulled from its blob (gzip, zstd or plain, told by the first
-/// bytes, which is what a layer's media type may not tell truthfully): the blob checked against
+/// A layer's uncompressed tar, pulled from its blob (gzip, zstd or plain, told by its first
+/// bytes, whatever its descriptor's media type says): the blob checked against
 /// its digest as it is read; the uncompressed bytes counted — one past `limit` is refused,
 /// naming the layer, before it is handed out — and, when `diffID` is given (or `hashing`),
 /// hashed and compared with it at the end, as containerd's applier checks the diff_id of what
@@ -60,8 +60,10 @@ public final class LayerStream {
     var zstd: OpaquePointer?
     var zin = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
     /// gzip: the member being read has ended (another may follow: pigz and rbuild's own parallel
-    /// gzip write several). zstd: the last call's hint (0: a frame ended and was flushed).
+    /// gzip write several).
     var memberEnded = false
+    /// zstd: the hint of the last call that did something (0: a frame ended and was flushed),
+    /// and whether that call filled the buffer (the context may hold more output).
     var zstdHint = 0
     var zstdPending = false
     var sourceEnded = false
@@ -74,7 +76,9 @@ public final class LayerStream {
         source = try BlobReader(blob)
         self.limit = limit
         expected = diffID
-        hasher = diffID != nil || hashing ? SHA256() : nil
+        // A plain layer whose blob digest is its diff_id is checked by the blob's own hash.
+        let checkedByDigest = type == MediaType.ociLayer && diffID != nil && blob.digest == diffID
+        hasher = (diffID != nil && !checkedByDigest) || hashing ? SHA256() : nil
         input = .allocate(byteCount: 1 << 20, alignment: 16)
         switch type {
         case MediaType.ociLayerGzip:
@@ -138,7 +142,10 @@ public final class LayerStream {
     func end() throws {
         ended = true
         try source.finish()
-        guard let hasher else { return }
+        guard let hasher else {
+            diffID = expected   // nil, or the blob's digest, just checked
+            return
+        }
         let got = hasher.finish()
         diffID = got
         if let expected, got != expected {
