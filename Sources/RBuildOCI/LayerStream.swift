@@ -72,8 +72,9 @@ public final class LayerStream {
     public init(_ blob: StoredBlob, name: String? = nil, diffID: Digest? = nil, hashing: Bool = false,
                 limit: Int64 = MaxLayerSize.defaultValue) throws {
         self.name = name ?? blob.digest.map { "layer \($0)" } ?? "layer \((blob.path as NSString).lastPathComponent)"
-        type = try detectLayerMediaType(blob.path)
+        // The reader first: a blob that is gone is reported as missing (with what to do).
         source = try BlobReader(blob)
+        type = try detectLayerMediaType(blob.path)
         self.limit = limit
         expected = diffID
         // A plain layer whose blob digest is its diff_id is checked by the blob's own hash.

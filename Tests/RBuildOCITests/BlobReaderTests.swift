@@ -28,7 +28,7 @@ enum Damage: String, CaseIterable, Sendable {
 
 /// Every way a blob leaves the store: each must find each damage and name the digest.
 enum BlobUse: String, CaseIterable, Sendable {
-    case readWithSize, verify, readStream, copy, tar, decompress
+    case readWithSize, verify, readStream, copy, tar, decompress, layerTar
 
     func run(_ store: ContentStore, _ d: Descriptor, out: String) throws {
         switch self {
@@ -40,6 +40,9 @@ enum BlobUse: String, CaseIterable, Sendable {
             let r = try TarReader(store.blob(d))
             while let _ = try r.next() { try r.data { _ in } }
         case .decompress: try decompressLayer(store.blob(d)) { _ in }
+        case .layerTar:
+            let r = try TarReader(layer: LayerStream(store.blob(d)))
+            while let _ = try r.next() { try r.data { _ in } }
         }
     }
 }
@@ -103,11 +106,14 @@ struct BlobReaderTests {
         let (store, d) = try layer(in: tmp)
         unlink(store.path(d.digest))
         #expect(throws: OCIError.self) { try BlobReader(store.blob(d)) }
-        do {
-            _ = try TarReader(store.blob(d))
-        } catch let e as OCIError {
-            #expect(e.code == .missingBlob)
-            #expect(e.message.contains("\(d.digest)") && e.message.contains("incomplete"), "\(e.message)")
+        for open in [{ _ = try TarReader(store.blob(d)) }, { _ = try TarReader(layer: LayerStream(store.blob(d))) }] {
+            do {
+                try open()
+                Issue.record("opened a missing blob")
+            } catch let e as OCIError {
+                #expect(e.code == .missingBlob)
+                #expect(e.message.contains("\(d.digest)") && e.message.contains("incomplete"), "\(e.message)")
+            }
         }
     }
 
