@@ -63,8 +63,8 @@ public enum Document: Sendable {
     /// - a Docker schema-2 manifest or list without its `mediaType` field.
     ///
     /// This is containerd's rule (core/images `validateMediaType`: the descriptor decides, and
-    /// content that identifies itself as, or has the fields of, the other kind is refused), and
-    /// as strict. A document may lack `mediaType` when its descriptor says what it is and its
+    /// content that identifies itself as, or has the fields of, the other kind is refused), as
+    /// strict, and stricter where Docker is. A document may lack `mediaType` when its descriptor says what it is and its
     /// fields agree: OCI image-spec 1.0.0 only reserved the field and 1.1 still says it SHOULD
     /// (not MUST) be used, so older OCI content lacks it, and containerd and Docker both read it
     /// (Docker's detectManifestBlobMediaType falls back to OCI by shape). Docker's schema 2
