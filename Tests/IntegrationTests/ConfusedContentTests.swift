@@ -127,14 +127,8 @@ struct ConfusedContentTests {
 
     func shapes() throws -> Shapes {
         let b = try BuildFixture()
-        let src = b.fs.dir + "/layout"
-        let save = try rbuild(["save"] + b.root + ["-o", "type=oci,tar=false,dest=\(src)", "busybox:latest"])
-        guard save.status == 0 else { throw FixtureError(message: "save: \(save.stderr)") }
-        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
         let out = b.fs.dir + "/shapes"
-        let r = try runProcess("/usr/bin/python3", ["-c", confusedShapesScript, src, registry.host, out])
-        guard r.status == 0 else { throw FixtureError(message: "confused shapes: \(r.stderr)") }
-        let digests = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: String] ?? [:]
+        let (registry, digests) = try writeShapes(confusedShapesScript, from: b, into: out)
         return Shapes(b: b, registry: registry, out: out, digests: digests)
     }
 

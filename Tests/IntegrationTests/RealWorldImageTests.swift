@@ -111,6 +111,19 @@ json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+
 print(json.dumps({"oci": oci_index["digest"], "oci-arm64": oci_arm64, "arm64": images["arm64"][0]["digest"], "amd64": images["amd64"][0]["digest"]}))
 """#
 
+/// `b`'s busybox:latest saved as an OCI layout, a docker-registry of its own, and `script` (one
+/// of the shape writers above) run as `python3 -c script LAYOUT REGISTRY-HOST OUT`: the registry,
+/// and the digests the script printed as a JSON object.
+func writeShapes(_ script: String, from b: BuildFixture, into out: String) throws -> (LocalRegistry, [String: String]) {
+    let src = b.fs.dir + "/layout"
+    let save = try rbuild(["save"] + b.root + ["-o", "type=oci,tar=false,dest=\(src)", "busybox:latest"])
+    guard save.status == 0 else { throw FixtureError(message: "save: \(save.stderr)") }
+    let registry = try LocalRegistry(in: b.fs.dir + "/registry")
+    let r = try runProcess("/usr/bin/python3", ["-c", script, src, registry.host, out])
+    guard r.status == 0 else { throw FixtureError(message: "writing the shapes: \(r.stderr)") }
+    return (registry, try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: String] ?? [:])
+}
+
 /// Issue 13: images in the shapes the world serves, pulled and built from as an unprivileged user.
 @Suite("real-world image shapes: variants, attestations, Docker lists, nested indexes, layouts with several names",
        .enabled(if: Env.enabled))
@@ -124,14 +137,8 @@ struct RealWorldImageTests {
 
     func shapes() throws -> Shapes {
         let b = try MultiPlatformBuildTests().fixture()
-        let src = b.fs.dir + "/layout"
-        let save = try rbuild(["save"] + b.root + ["-o", "type=oci,tar=false,dest=\(src)", "busybox:latest"])
-        guard save.status == 0 else { throw FixtureError(message: "save: \(save.stderr)") }
-        let registry = try LocalRegistry(in: b.fs.dir + "/registry")
         let layout = b.fs.dir + "/names"
-        let r = try runProcess("/usr/bin/python3", ["-c", registryShapesScript, src, registry.host, layout])
-        guard r.status == 0 else { throw FixtureError(message: "registry shapes: \(r.stderr)") }
-        let digests = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: String] ?? [:]
+        let (registry, digests) = try writeShapes(registryShapesScript, from: b, into: layout)
         return Shapes(b: b, registry: registry, layout: layout, digests: digests)
     }
 
