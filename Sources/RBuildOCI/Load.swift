@@ -168,10 +168,14 @@ extension ImageStore {
 
         if isDir.boolValue {
             for meta in ["oci-layout", "index.json", "manifest.json", "repositories"] {
-                // One byte past the limit tells a file over it, without reading the rest.
-                guard let bytes = try readFileInRoot(root: path, path: meta, limit: DocumentLimits.maxSize + 1) else { continue }
-                guard bytes.count <= DocumentLimits.maxSize else { throw tooLarge(meta) }
-                files[meta] = bytes
+                // Inside the layout, a regular file, no more than the limit read (readFileInRoot).
+                do {
+                    guard let bytes = try readFileInRoot(root: path, path: meta, limit: DocumentLimits.maxSize) else { continue }
+                    files[meta] = bytes
+                } catch let e as ImageFileError {
+                    if case .tooLarge = e.problem { throw tooLarge(meta) }
+                    throw OCIError(.unsupported, "\(path): \(meta) is refused: \(e)")
+                }
             }
         } else {
             let reader = try TarReader(path: path)
