@@ -270,6 +270,19 @@ struct ConfusedLayoutTests {
         }
     }
 
+    /// A FIFO planted where a layer blob belongs: refused at once, not read (which would block
+    /// for ever); a directory there the same.
+    @Test(.timeLimit(.minutes(1)))
+    func aFIFOOrDirectoryAsABlob() throws {
+        let path = dir + "/blobs/sha256/" + manifest.layers[0].digest.hex
+        unlink(path)
+        #expect(mkfifo(path, 0o644) == 0)
+        try expectRejected("\(dir): blob \(manifest.layers[0].digest) is not a regular file (a FIFO, device, socket or directory): refused")
+        unlink(path)
+        #expect(mkdir(path, 0o755) == 0)
+        try expectRejected("\(dir): blob \(manifest.layers[0].digest) is not a regular file (a FIFO, device, socket or directory): refused")
+    }
+
     @Test func aDescriptorThatSaysOverFourMiB() throws {
         var big = manifestDescriptor
         big.size = 5 << 20
