@@ -1,0 +1,69 @@
+# Sourced by each scripts/fuzz/NAME: builds scripts/fuzz/NAME-entry.swift into a libFuzzer
+# binary and runs it. The modules are built once, by SwiftPM, with the sanitizers' instrumentation
+# (-sanitize=fuzzer,address; the C targets with -fsanitize=fuzzer-no-link,address) into a scratch
+# directory of their own (fuzz-out/build: the normal .build and `swift test` never see these
+# flags); each entry file is then compiled and linked against those modules by swiftc. The C
+# libraries come in through the system modules' `link` lines (CArchive, CZlib, CZstd, CCrypto…)
+# and Package.swift's linkedLibrary settings.
+# Crashers, hangs and leaks land in fuzz-out/NAME-*; keep each as a regression test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+fuzz_out=fuzz-out
+fuzz_modules=$fuzz_out/build/release
+
+# Builds fuzz-out/bin/fuzz-NAME from scripts/fuzz/NAME-entry.swift.
+fuzz_build() {
+    local name=$1
+    mkdir -p "$fuzz_out/bin"
+    # RBuildDockerfile's closure holds every module a harness imports (System, OCI, Snapshots,
+    # Registry…): one incremental build serves them all.
+    if ! swift build -c release --target RBuildDockerfile --scratch-path "$fuzz_out/build" \
+            -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address \
+            >"$fuzz_out/build.log" 2>&1; then
+        tail -n 40 "$fuzz_out/build.log"
+        echo "fuzz/$name: building the instrumented modules failed (fuzz-out/build.log)" >&2
+        exit 1
+    fi
+    # Clang modules: the system libraries' maps in Sources, the C targets' generated ones.
+    local maps=()
+    for m in Sources/C*/module.modulemap; do maps+=(-I "$(dirname "$m")"); done
+    for m in "$fuzz_modules"/C*.build/module.modulemap; do
+        maps+=(-Xcc -fmodule-map-file="$m")
+    done
+    # The C targets' own libraries (Package.swift's linkerSettings, e.g. CRBuildCurl's curl).
+    local libs=()
+    for l in $(grep -o 'linkedLibrary("[^"]*")' Package.swift | cut -d'"' -f2); do libs+=(-l"$l"); done
+    swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name "Fuzz_${name//-/_}" -use-ld=lld \
+        -I "$fuzz_modules/Modules" "${maps[@]}" "${libs[@]}" \
+        "scripts/fuzz/$name-entry.swift" "$fuzz_modules"/*.build/*.o \
+        -o "$fuzz_out/bin/fuzz-$name"
+}
+
+# Runs fuzz-out/bin/fuzz-NAME for SECONDS over fuzz-out/corpus/NAME (new inputs are kept
+# there) and fuzz-out/seeds/NAME (rewritten by each script); more libFuzzer flags may follow.
+# The whole log is fuzz-out/NAME.log; the last lines and libFuzzer's final stats are printed.
+fuzz_run() {
+    local name=$1 seconds=$2
+    shift 2
+    mkdir -p "$fuzz_out/corpus/$name" "$fuzz_out/seeds/$name"
+    local status=0
+    "$fuzz_out/bin/fuzz-$name" -max_total_time="$seconds" -print_final_stats=1 \
+        -artifact_prefix="$fuzz_out/$name-" "$@" "$fuzz_out/corpus/$name" "$fuzz_out/seeds/$name" \
+        >"$fuzz_out/$name.log" 2>&1 || status=$?
+    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$fuzz_out/$name.log" || true
+    if ((status != 0)); then
+        tail -n 40 "$fuzz_out/$name.log"
+        echo "fuzz/$name: FAILED (exit $status): the input is in $fuzz_out/$name-*" >&2
+        exit "$status"
+    fi
+    echo "fuzz/$name: ran ${seconds}s without a crash, hang or leak"
+}
+
+# A fresh seed directory for NAME (its path is printed).
+fuzz_seeds() {
+    local dir=$fuzz_out/seeds/$1
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    echo "$dir"
+}
