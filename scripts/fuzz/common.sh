@@ -5,14 +5,14 @@
 # flags); each entry file is then compiled and linked against those modules by swiftc. The C
 # libraries come in through the system modules' `link` lines (CArchive, CZlib, CZstd, CCrypto…)
 # and Package.swift's linkedLibrary settings.
-# Crashers, hangs and leaks land in fuzz-out/NAME-*; keep each as a regression test.
+# Keep each crasher, hang or leak as a regression test in the matching Tests/ target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 fuzz_out=fuzz-out
 fuzz_modules=$fuzz_out/build/release
 
-# Builds fuzz-out/bin/fuzz-NAME from scripts/fuzz/NAME-entry.swift.
+# Builds fuzz-out/bin/fuzz-NAME from scripts/fuzz/NAME-entry.swift (and support.swift).
 fuzz_build() {
     local name=$1
     mkdir -p "$fuzz_out/bin"
@@ -36,33 +36,40 @@ fuzz_build() {
     for l in $(grep -o 'linkedLibrary("[^"]*")' Package.swift | cut -d'"' -f2); do libs+=(-l"$l"); done
     swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name "Fuzz_${name//-/_}" -use-ld=lld \
         -I "$fuzz_modules/Modules" "${maps[@]}" "${libs[@]}" \
-        "scripts/fuzz/$name-entry.swift" "$fuzz_modules"/*.build/*.o \
+        "scripts/fuzz/$name-entry.swift" scripts/fuzz/support.swift "$fuzz_modules"/*.build/*.o \
         -o "$fuzz_out/bin/fuzz-$name"
 }
 
-# Runs fuzz-out/bin/fuzz-NAME for SECONDS over fuzz-out/corpus/NAME (new inputs are kept
-# there) and fuzz-out/seeds/NAME (rewritten by each script); more libFuzzer flags may follow.
-# The whole log is fuzz-out/NAME.log; the last lines and libFuzzer's final stats are printed.
+# Runs fuzz-out/bin/fuzz-NAME for SECONDS over fuzz-out/NAME/corpus (new inputs are kept
+# there) and fuzz-out/NAME/seeds (rewritten by each script); more libFuzzer flags may follow.
+# Crashers, hangs and leaks are written to fuzz-out/NAME/ (crash-*, timeout-*, leak-*), the
+# whole log to fuzz-out/NAME/log; libFuzzer's final stats are printed. As root, FUZZ_USER=USER
+# runs the fuzzer as that user (a harness that writes files then cannot reach what root could).
 fuzz_run() {
     local name=$1 seconds=$2
     shift 2
-    mkdir -p "$fuzz_out/corpus/$name" "$fuzz_out/seeds/$name"
+    local dir=$fuzz_out/$name
+    mkdir -p "$dir/corpus" "$dir/seeds"
+    local as=()
+    if [[ -n ${FUZZ_USER:-} ]]; then
+        chown -R "$FUZZ_USER" "$dir"
+        as=(runuser -u "$FUZZ_USER" --)
+    fi
     local status=0
-    "$fuzz_out/bin/fuzz-$name" -max_total_time="$seconds" -print_final_stats=1 \
-        -artifact_prefix="$fuzz_out/$name-" "$@" "$fuzz_out/corpus/$name" "$fuzz_out/seeds/$name" \
-        >"$fuzz_out/$name.log" 2>&1 || status=$?
-    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$fuzz_out/$name.log" || true
+    "${as[@]}" "$fuzz_out/bin/fuzz-$name" -max_total_time="$seconds" -print_final_stats=1 \
+        -artifact_prefix="$dir/" "$@" "$dir/corpus" "$dir/seeds" >"$dir/log" 2>&1 || status=$?
+    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$dir/log" || true
     if ((status != 0)); then
-        tail -n 40 "$fuzz_out/$name.log"
-        echo "fuzz/$name: FAILED (exit $status): the input is in $fuzz_out/$name-*" >&2
+        tail -n 40 "$dir/log"
+        echo "fuzz/$name: FAILED (exit $status): the input is in $dir/" >&2
         exit "$status"
     fi
     echo "fuzz/$name: ran ${seconds}s without a crash, hang or leak"
 }
 
-# A fresh seed directory for NAME (its path is printed).
+# Empties fuzz-out/NAME/seeds and prints its path.
 fuzz_seeds() {
-    local dir=$fuzz_out/seeds/$1
+    local dir=$fuzz_out/$1/seeds
     rm -rf "$dir"
     mkdir -p "$dir"
     echo "$dir"

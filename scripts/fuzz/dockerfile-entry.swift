@@ -5,7 +5,7 @@ import RBuildSystem
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    let text = inputText(data, size)
     guard let df = try? Dockerfile.parse(text) else { return 0 }
     _ = df.dump()
     _ = try? df.definition()
