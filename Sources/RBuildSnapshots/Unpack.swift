@@ -162,20 +162,19 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
             }
             continue
         }
-        if style == .apply && leaf.hasPrefix(".wh.") {
-            let target = String(leaf.dropFirst(4))
-            guard !target.isEmpty, target != ".", target != ".." else { throw fail(raw, "is a whiteout of nothing") }
-            try removeTree(pfd, target, entry: raw, layer: layerName)
-            continue
-        }
         if style == .overlayXattr && leaf == ".wh..wh..opq" {
             setXattr(pfd, "", "user.overlay.opaque", "y")
             continue
         }
-        if style == .overlayXattr && leaf.hasPrefix(".wh.") {
+        if style != .ociFiles && leaf.hasPrefix(".wh.") {
             let target = String(leaf.dropFirst(4))
+            guard !target.isEmpty, target != ".", target != ".." else { throw fail(raw, "is a whiteout of nothing") }
+            // What is there goes: an earlier layer's entry (.apply), or one this layer made (both
+            // styles, as moby's unpack does; opening it instead would block on a FIFO).
+            try removeTree(pfd, target, entry: raw, layer: layerName)
+            guard style == .overlayXattr else { continue }
             // Writable by its owner: setting a user.* xattr needs write permission.
-            let fd = openat(pfd, target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            let fd = openat(pfd, target, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw fail(raw, "(a whiteout) cannot be created: \(String(cString: strerror(errno)))") }
             close(fd)
             setXattr(pfd, target, "user.overlay.whiteout", "")
