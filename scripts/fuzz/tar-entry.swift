@@ -47,8 +47,18 @@ func contents(_ path: String) -> [UInt8] {
     return out
 }
 
+func seconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    let start = seconds()
+    // libFuzzer's -timeout alarm (every timeout/2+1 s) interrupts a blocked system call, which then
+    // fails with EINTR: a call that would block for ever shows up only as a slow input.
+    defer { check(seconds() - start < 3, "the input took \(Int(seconds() - start)) s: did a call block (a FIFO opened)?") }
     let input = [UInt8](UnsafeBufferPointer(start: data, count: size))
     let dir = work + "/input"
     let layer = dir + "/layer"
