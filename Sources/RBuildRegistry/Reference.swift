@@ -54,13 +54,15 @@ public struct Reference: Sendable, Equatable, CustomStringConvertible {
             registry = first
             components.removeFirst()
         }
+        guard Reference.isRegistry(registry) else {
+            throw bad("registry \"\(registry)\" must be a host name, an IPv4 address or a bracketed IPv6 address, and a port")
+        }
         if registry == "index.docker.io" || registry == "registry-1.docker.io" { registry = "docker.io" }
         if registry == "docker.io" && components.count == 1 { components.insert("library", at: 0) }
         for c in components {
             guard !c.isEmpty else { throw bad("empty path component") }
-            guard c.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || "._-".contains($0)) }),
-                  c.first.map({ $0.isLowercase || $0.isNumber }) == true, c.last.map({ $0.isLowercase || $0.isNumber }) == true else {
-                throw bad("repository path component \"\(c)\" must be lowercase letters and digits, separated by '.', '_' or '-'")
+            guard Reference.isPathComponent(c) else {
+                throw bad("repository path component \"\(c)\" must be lowercase letters and digits, separated by one '.', one or two '_' or any '-'")
             }
         }
         self.registry = registry
@@ -68,6 +70,50 @@ public struct Reference: Sendable, Equatable, CustomStringConvertible {
         self.tag = tag ?? (digest == nil ? "latest" : nil)
         self.digest = digest
     }
+
+    // The grammar of github.com/distribution/reference (regexp.go), which registries enforce.
+
+    /// `host[:port]`: dot-separated components of letters, digits and inner hyphens, or a
+    /// bracketed IPv6 address; the port, digits.
+    static func isRegistry(_ text: String) -> Bool {
+        var host = Substring(text)
+        if let colon = text.lastIndex(of: ":"), !text[colon...].contains("]") {
+            let port = text[text.index(after: colon)...]
+            guard !port.isEmpty, port.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return false }
+            host = text[..<colon]
+        }
+        if host.hasPrefix("[") {
+            return host.count > 2 && host.hasSuffix("]")
+                && host.dropFirst().dropLast().utf8.allSatisfy { $0 == UInt8(ascii: ":") || isHexDigit($0) }
+        }
+        return host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { c in
+            c.utf8.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "-") }
+                && c.utf8.first.map(isAlphanumeric) == true && c.utf8.last.map(isAlphanumeric) == true
+        }
+    }
+
+    /// `[a-z0-9]+` runs joined by one `.`, one or two `_`, or any number of `-`.
+    static func isPathComponent(_ text: String) -> Bool {
+        var separator: [UInt8] = []
+        for b in text.utf8 {
+            if (0x61...0x7a).contains(b) || (0x30...0x39).contains(b) {
+                separator = []
+            } else if b == UInt8(ascii: ".") || b == UInt8(ascii: "_") || b == UInt8(ascii: "-") {
+                separator.append(b)
+                let ok = separator == [UInt8(ascii: ".")] || separator == [UInt8(ascii: "_")]
+                    || separator == [UInt8(ascii: "_"), UInt8(ascii: "_")] || separator.allSatisfy { $0 == UInt8(ascii: "-") }
+                guard ok else { return false }
+            } else {
+                return false
+            }
+        }
+        let first = text.utf8.first, last = text.utf8.last
+        return first.map(isLowerAlphanumeric) == true && last.map(isLowerAlphanumeric) == true
+    }
+
+    private static func isLowerAlphanumeric(_ b: UInt8) -> Bool { (0x61...0x7a).contains(b) || (0x30...0x39).contains(b) }
+    private static func isAlphanumeric(_ b: UInt8) -> Bool { isLowerAlphanumeric(b) || (0x41...0x5a).contains(b) }
+    private static func isHexDigit(_ b: UInt8) -> Bool { (0x30...0x39).contains(b) || (0x61...0x66).contains(b) || (0x41...0x46).contains(b) }
 
     /// `docker.io/library/busybox:latest`, `localhost:5000/app@sha256:…`.
     public var description: String {

@@ -17,6 +17,8 @@ import Testing
         ("registry.example.com:443/x/y@sha256:" + String(repeating: "a", count: 64),
          "registry.example.com:443/x/y@sha256:" + String(repeating: "a", count: 64)),
         ("app:1@sha256:" + String(repeating: "b", count: 64), "docker.io/library/app:1@sha256:" + String(repeating: "b", count: 64)),
+        ("[::1]:5000/app", "[::1]:5000/app:latest"),
+        ("Registry.Example-1.com/a__b/c---d/e.f", "Registry.Example-1.com/a__b/c---d/e.f:latest"),
     ])
     func normalised(_ input: String, _ expected: String) throws {
         #expect(try Reference(parsing: input).description == expected)
@@ -37,7 +39,13 @@ import Testing
     }
 
     @Test(arguments: ["", "UPPER/case", "app:", "app:-bad", "a//b", "app@sha256:xyz", "app@md5:" + String(repeating: "a", count: 32),
-                      "-app", "app:" + String(repeating: "t", count: 129)])
+                      "-app", "app:" + String(repeating: "t", count: 129),
+                      // The registry and the path follow distribution's grammar (the first found
+                      // by scripts/fuzz/reference).
+                      "registry.example.comexample.com:4:443/team/app_name-x.y:v1.2.3", "ev il.com/app", "a..b/app",
+                      "-host.com/app", "host-.com/app", "host.com:/app", "host.com:12a/app", "[::1/app", "[]:5000/app",
+                      "[fe80::1%eth0]/app", "host.com\r\nX: y/app", "höst.com/app", "team/a..b", "team/a___b", "team/a_-b",
+                      "team/a.-b", "team/a_"])
     func invalid(_ input: String) {
         #expect(throws: RegistryError.self) { try Reference(parsing: input) }
     }
