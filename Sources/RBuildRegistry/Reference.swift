@@ -29,7 +29,7 @@ public struct Reference: Sendable, Equatable, CustomStringConvertible {
         func bad(_ why: String) -> RegistryError {
             RegistryError("invalid reference \"\(text)\": \(why)")
         }
-        guard !text.isEmpty, text.count <= 255 || text.contains("@") else { throw bad("empty or longer than 255 characters") }
+        guard !text.isEmpty else { throw bad("empty") }
         var rest = Substring(text)
         var digest: Digest?
         if let at = rest.firstIndex(of: "@") {
@@ -65,8 +65,13 @@ public struct Reference: Sendable, Equatable, CustomStringConvertible {
                 throw bad("repository path component \"\(c)\" must be lowercase letters and digits, separated by one '.', one or two '_' or any '-'")
             }
         }
+        let repository = components.joined(separator: "/")
+        // distribution's limit is on the name as a registry sees it: docker.io/library/… counts.
+        guard registry.utf8.count + 1 + repository.utf8.count <= 255 else {
+            throw bad("the name \(registry)/\(repository) is longer than 255 characters")
+        }
         self.registry = registry
-        self.repository = components.joined(separator: "/")
+        self.repository = repository
         self.tag = tag ?? (digest == nil ? "latest" : nil)
         self.digest = digest
     }
