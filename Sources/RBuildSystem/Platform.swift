@@ -105,22 +105,24 @@ extension Platform {
     /// older variants of the same architecture (amd64/v3 → v2 → plain; arm/v7 → v6 → v5;
     /// arm64/v9 → plain) — containerd's `platforms.Only` without its amd64 → 386 step: an amd64
     /// build silently based on a 32-bit image is a surprise no user asks for (BuildKit resolves
-    /// bases strictly too).
+    /// bases strictly too). Levels above the last that exists (amd64/v4, arm/v8) step down from
+    /// it: a wanted `amd64/v999999999` (FROM --platform, a build argument) would otherwise list
+    /// a billion platforms (found by scripts/fuzz/reference).
     public var compatible: [Platform] {
         let p = normalized
         var out = [p]
-        func level(_ v: String?) -> Int? { v.flatMap { Int($0.dropFirst()) } }
+        func level(_ v: String?) -> Int? { v.flatMap { $0.hasPrefix("v") ? Int($0.dropFirst()) : nil } }
         switch p.architecture {
         case "amd64":
             if let n = level(p.variant), n > 1 {
-                for v in stride(from: n - 1, through: 2, by: -1) {
+                for v in stride(from: min(n - 1, 4), through: 2, by: -1) {
                     out.append(Platform(os: p.os, architecture: "amd64", variant: "v\(v)"))
                 }
                 out.append(Platform(os: p.os, architecture: "amd64"))
             }
         case "arm":
             if let n = level(p.variant), n > 5 {
-                for v in stride(from: n - 1, through: 5, by: -1) {
+                for v in stride(from: min(n - 1, 8), through: 5, by: -1) {
                     out.append(Platform(os: p.os, architecture: "arm", variant: "v\(v)"))
                 }
             }

@@ -33,6 +33,11 @@ struct PlatformMatchingTests {
         ("linux/arm64", ["linux/arm/v7"], nil),
         ("linux/riscv64", ["linux/amd64", "linux/arm64"], nil),
         ("linux/amd64", ["windows/amd64", "linux/amd64"], "linux/amd64"),
+        // Levels past the last that exists step down from it, in a few steps (these listed
+        // every level below: found by scripts/fuzz/reference, as a timeout).
+        ("linux/amd64/v999999999", ["linux/amd64/v3", "linux/amd64/v4"], "linux/amd64/v4"),
+        ("linux/arm/v99999999", ["linux/arm/v6", "linux/arm/v8"], "linux/arm/v8"),
+        ("linux/amd64/x3", ["linux/amd64"], nil),
     ]
 
     @Test(arguments: choices)
@@ -43,6 +48,15 @@ struct PlatformMatchingTests {
         let wantedPlatform = try Platform(parsing: wanted)
         let chosen = PlatformMatcher(wantedPlatform).best(entries)
         #expect(chosen?.platform?.description == expected, "\(wanted) among \(offered)")
+    }
+
+    /// A wanted platform lists a few compatible ones, whatever its level; the first input is the
+    /// one scripts/fuzz/reference timed out on (a variant whose digits were read as a level).
+    @Test func aWantedPlatformListsFewCompatibleOnes() throws {
+        #expect(try Platform(parsing: "\0\0\0\0\0l/amd64/\u{1}481141").compatible.count == 1)
+        #expect(try Platform(parsing: "linux/amd64/v100000").compatible.map(\.description)
+                == ["linux/amd64/v100000", "linux/amd64/v4", "linux/amd64/v3", "linux/amd64/v2", "linux/amd64"])
+        #expect(try Platform(parsing: "linux/arm/v100000").compatible.count == 5)
     }
 
     @Test func attestationsAreNeverChosenOrListed() {
