@@ -8,8 +8,18 @@ public struct DockerIgnore: Sendable, Equatable {
         public var text: String
         public var exclusion: Bool
         var segments: [String]
-        /// The line as it would be written back (`!` first for an exception).
-        public var line: String { (exclusion ? "!" : "") + text }
+        /// The line as it would be written back (`!` first for an exception), which reads back as
+        /// this pattern: a leading `./` or a trailing `/` keeps what reading would take for a
+        /// comment or an exception, or trim (`./  x`, `a  /` read as `  x` and `a  `, as Docker
+        /// reads them).
+        public var line: String {
+            var t = text
+            if let first = t.unicodeScalars.first, CharacterSet.whitespaces.contains(first) || first == "#" || first == "!" {
+                t = "./" + t
+            }
+            if let last = t.unicodeScalars.last, CharacterSet.whitespaces.contains(last) { t += "/" }
+            return (exclusion ? "!" : "") + t
+        }
     }
 
     public private(set) var patterns: [Pattern]

@@ -324,6 +324,15 @@ struct DockerIgnoreTests {
         #expect(!DockerIgnore("src\n").canSkipDirectory("other"))
     }
 
+    /// Rules written back read as the same rules; the first file is the one scripts/fuzz/dockerignore
+    /// found (a trailing `/` cleaned away left spaces that reading trims).
+    @Test(arguments: [String(decoding: Array("./a/../b\n/abs\n".utf8) + [0x81] + Array("./up\n  space./ad  /".utf8), as: UTF8.self),
+                      "./#not-a-comment\n./!not-an-exception\n!./!an-exception\n./  leading\n!trailing \t/"])
+    func rulesWrittenBackReadTheSame(_ file: String) {
+        let rules = DockerIgnore(file)
+        #expect(DockerIgnore(rules.patterns.map(\.line).joined(separator: "\n")) == rules, "\(rules.patterns.map(\.line))")
+    }
+
     @Test func dockerfileSpecificFileWins() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("di-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
