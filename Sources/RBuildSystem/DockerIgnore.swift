@@ -27,25 +27,33 @@ public struct DockerIgnore: Sendable, Equatable {
     public init(_ text: String) {
         patterns = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).compactMap { raw in
             var line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { return nil }
+            // (`#` and `!` as scalars, as Docker reads bytes: not joined to a combining mark.)
+            if line.isEmpty || line.unicodeScalars.first == "#" { return nil }
             var exclusion = false
-            if line.hasPrefix("!") {
+            if line.unicodeScalars.first == "!" {
                 exclusion = true
-                line = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+                line = Substring(line.unicodeScalars.dropFirst()).trimmingCharacters(in: .whitespaces)
             }
             let cleaned = DockerIgnore.clean(line)
             if cleaned.isEmpty { return nil }
-            return Pattern(text: cleaned, exclusion: exclusion, segments: cleaned.split(separator: "/").map(String.init))
+            return Pattern(text: cleaned, exclusion: exclusion, segments: DockerIgnore.components(cleaned).map(String.init))
         }
+    }
+
+    /// The `/`-separated components of `path`, split on the scalar: String.split on the
+    /// Character would keep a `/` and a combining mark after it (a name may start with one) as
+    /// one Character, so `dir/\u{301}x` would not be below `dir` (found by scripts/fuzz/dockerignore).
+    static func components(_ path: String) -> [Substring] {
+        path.unicodeScalars.split(separator: "/").map { Substring($0) }
     }
 
     /// filepath.Clean plus removing a leading `/` or `./`.
     static func clean(_ path: String) -> String {
         var out: [Substring] = []
-        for part in path.split(separator: "/") {
+        for part in components(path) {
             switch part {
             case ".": continue
-            case "..": if !out.isEmpty && out.last != ".." { out.removeLast() } else if path.hasPrefix("/") { continue } else { out.append(part) }
+            case "..": if !out.isEmpty && out.last != ".." { out.removeLast() } else if path.unicodeScalars.first == "/" { continue } else { out.append(part) }
             default: out.append(part)
             }
         }
@@ -55,7 +63,7 @@ public struct DockerIgnore: Sendable, Equatable {
     /// Whether `path` (relative to the context, `/`-separated) is excluded from the context.
     public func matches(_ path: String) -> Bool {
         if patterns.isEmpty { return false }
-        let segs = DockerIgnore.clean(path).split(separator: "/").map(String.init)
+        let segs = DockerIgnore.components(DockerIgnore.clean(path)).map(String.init)
         guard !segs.isEmpty else { return false }
         var excluded = false
         for p in patterns {
@@ -78,8 +86,8 @@ public struct DockerIgnore: Sendable, Equatable {
         for p in patterns where p.exclusion {
             // An exception that could match below this directory: a wildcard anywhere, or a
             // literal path under it.
-            if p.text.contains(where: { "*?[\\".contains($0) }) { return false }
-            if p.text.hasPrefix(dir + "/") { return false }
+            if p.text.unicodeScalars.contains(where: { "*?[\\".unicodeScalars.contains($0) }) { return false }
+            if p.text.unicodeScalars.starts(with: (dir + "/").unicodeScalars) { return false }
         }
         return true
     }

@@ -324,6 +324,22 @@ struct DockerIgnoreTests {
         #expect(!DockerIgnore("src\n").canSkipDirectory("other"))
     }
 
+    /// `/` separates names even before a combining mark (a name may start with one): String's
+    /// split kept `/\u{301}` as one Character, so `secrets/\u{301}key` was not below `secrets`
+    /// and an exception's literal path not seen (the first rules are what
+    /// scripts/fuzz/dockerignore found: `\u{6DA}` skipped a directory whose `\u{6DA}/\u{6DA}` it did not exclude).
+    @Test func aNameStartingWithACombiningMark() {
+        let found = DockerIgnore("\u{6DA}")
+        #expect(found.canSkipDirectory("\u{6DA}") && found.matches("\u{6DA}/\u{6DA}"))
+        let rules = DockerIgnore("secrets\n!secrets/README\n")
+        #expect(rules.matches("secrets/\u{301}id_rsa"))
+        #expect(!rules.matches("secrets/README"))
+        #expect(!DockerIgnore("secrets\n!secrets/\u{301}keep\n").canSkipDirectory("secrets"))
+        #expect(!DockerIgnore("secrets\n!*\u{301}\n").canSkipDirectory("secrets"))
+        #expect(DockerIgnore("#\u{301} a comment\n").patterns.isEmpty)
+        #expect(DockerIgnore("!\u{301}x\n").patterns.first?.exclusion == true)
+    }
+
     /// Rules written back read as the same rules; the first file is the one scripts/fuzz/dockerignore
     /// found (a trailing `/` cleaned away left spaces that reading trims).
     @Test(arguments: [String(decoding: Array("./a/../b\n/abs\n".utf8) + [0x81] + Array("./up\n  space./ad  /".utf8), as: UTF8.self),
