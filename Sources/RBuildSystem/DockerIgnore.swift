@@ -36,21 +36,14 @@ public struct DockerIgnore: Sendable, Equatable {
             }
             let cleaned = DockerIgnore.clean(line)
             if cleaned.isEmpty { return nil }
-            return Pattern(text: cleaned, exclusion: exclusion, segments: DockerIgnore.components(cleaned).map(String.init))
+            return Pattern(text: cleaned, exclusion: exclusion, segments: pathComponents(cleaned).map(String.init))
         }
-    }
-
-    /// The `/`-separated components of `path`, split on the scalar: String.split on the
-    /// Character would keep a `/` and a combining mark after it (a name may start with one) as
-    /// one Character, so `dir/\u{301}x` would not be below `dir` (found by scripts/fuzz/dockerignore).
-    static func components(_ path: String) -> [Substring] {
-        path.unicodeScalars.split(separator: "/").map { Substring($0) }
     }
 
     /// filepath.Clean plus removing a leading `/` or `./`.
     static func clean(_ path: String) -> String {
         var out: [Substring] = []
-        for part in components(path) {
+        for part in pathComponents(path) {
             switch part {
             case ".": continue
             case "..": if !out.isEmpty && out.last != ".." { out.removeLast() } else if path.unicodeScalars.first == "/" { continue } else { out.append(part) }
@@ -63,7 +56,7 @@ public struct DockerIgnore: Sendable, Equatable {
     /// Whether `path` (relative to the context, `/`-separated) is excluded from the context.
     public func matches(_ path: String) -> Bool {
         if patterns.isEmpty { return false }
-        let segs = DockerIgnore.components(DockerIgnore.clean(path)).map(String.init)
+        let segs = pathComponents(DockerIgnore.clean(path)).map(String.init)
         guard !segs.isEmpty else { return false }
         var excluded = false
         for p in patterns {

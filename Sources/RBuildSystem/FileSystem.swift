@@ -15,6 +15,14 @@ package func pathExists(_ path: String) -> Bool {
     return lstat(path, &st) == 0
 }
 
+/// The names of a `/`-separated path as the kernel sees them, empty ones left out. Split on the
+/// `/` scalar: String's split works on Characters, and a `/` followed by a combining mark (a
+/// name may start with one) is one Character, so `../\u{301}x` would be one name, not `..`
+/// and another.
+public func pathComponents<S: StringProtocol>(_ path: S) -> [Substring] {
+    Substring(path).unicodeScalars.split(separator: "/").map { Substring($0) }
+}
+
 /// `path` made absolute against the working directory. State and snapshot directories are kept
 /// absolute: sandboxes, and the fuse-overlayfs they start, see them from another directory.
 public func absolutePath(_ path: String) -> String {
