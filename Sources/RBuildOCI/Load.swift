@@ -119,11 +119,12 @@ func archiveError(_ a: OpaquePointer) -> String {
     archive_error_string(a).map { String(cString: $0) } ?? "unknown libarchive error"
 }
 
-/// An entry name made relative (leading `/` and `./` dropped), refusing `..` components.
+/// An entry name made relative (leading `/` and `./` dropped), refusing `..` components (names
+/// as the kernel splits them: `../\u{301}x` is `..` and a name starting with a combining mark).
 public func safeEntryName(_ raw: String, archive: String) throws -> String {
     var parts: [Substring] = []
-    for p in raw.split(separator: "/") where p != "." && !p.isEmpty {
-        if p == ".." {
+    for p in pathComponents(raw) where !p.utf8.elementsEqual(".".utf8) {
+        if p.utf8.elementsEqual("..".utf8) {
             throw OCIError(.unsafeEntry, "\(archive) has an unsafe entry \"\(raw)\": names with .. are refused")
         }
         parts.append(p)

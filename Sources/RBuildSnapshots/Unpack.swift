@@ -89,7 +89,7 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
         var fd = openInRoot(rootfd, parent, flags: O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC)
         if fd == -ENOENT {
             var path = ""
-            for part in parent.split(separator: "/") {
+            for part in pathComponents(parent) {
                 let base = path.isEmpty ? fcntl(rootfd, F_DUPFD_CLOEXEC, 0) : openInRoot(rootfd, path, flags: O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC)
                 guard base >= 0 else { throw fail(entry, "has a parent that is not a directory inside the layer") }
                 mkdirat(base, String(part), 0o755)
@@ -129,21 +129,23 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
         } catch {
             throw SnapshotError("layer \(layerName): entry \"\(raw)\" is unsafe (names with .. are refused)")
         }
-        if name.isEmpty { continue }
-        let slash = name.lastIndex(of: "/")
-        let parent = slash.map { String(name[..<$0]) } ?? ""
-        let leaf = slash.map { String(name[name.index(after: $0)...]) } ?? name
+        // Names are split and compared as the kernel does, by bytes (pathComponents, `same`).
+        let parts = pathComponents(name)
+        guard let last = parts.last else { continue }
+        let parent = parts.dropLast().joined(separator: "/")
+        let leaf = String(last)
+        let isWhiteout = leaf.utf8.starts(with: ".wh.".utf8)
         // The parent's fd is kept for the next entries in the same directory (a layer lists a
         // directory's files together), and dropped as soon as an entry could change what that
         // path resolves to: one named as the directory or an ancestor of it, or an opaque mark
         // or whiteout at or above it.
-        if let c = cachedParent, c.path == name || c.path.hasPrefix(name + "/")
-            || ((leaf == ".wh..wh..opq" || leaf.hasPrefix(".wh.")) && (c.path == parent || c.path.hasPrefix(parent.isEmpty ? "" : parent + "/"))) {
+        if let c = cachedParent, same(c.path, name) || below(c.path, name)
+            || (isWhiteout && (same(c.path, parent) || below(c.path, parent))) {
             close(c.fd)
             cachedParent = nil
         }
         let pfd: Int32
-        if let c = cachedParent, c.path == parent {
+        if let c = cachedParent, same(c.path, parent) {
             pfd = c.fd
         } else {
             if let c = cachedParent { close(c.fd) }
@@ -154,7 +156,7 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
         let type = archive_entry_filetype(entry)
         let mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: 0)
 
-        if style == .apply && leaf == ".wh..wh..opq" {
+        if style == .apply && same(leaf, ".wh..wh..opq") {
             // Everything earlier layers left in this directory goes; this layer's entries stay.
             for child in (try? sortedNames(pfd)) ?? [] {
                 let path = parent.isEmpty ? child : parent + "/" + child
@@ -162,13 +164,13 @@ public func unpackLayer(_ blob: StoredBlob, into dir: String, layerName: String,
             }
             continue
         }
-        if style == .overlayXattr && leaf == ".wh..wh..opq" {
+        if style == .overlayXattr && same(leaf, ".wh..wh..opq") {
             setXattr(pfd, "", "user.overlay.opaque", "y")
             continue
         }
-        if style != .ociFiles && leaf.hasPrefix(".wh.") {
-            let target = String(leaf.dropFirst(4))
-            guard !target.isEmpty, target != ".", target != ".." else { throw fail(raw, "is a whiteout of nothing") }
+        if style != .ociFiles && isWhiteout {
+            let target = String(decoding: leaf.utf8.dropFirst(4), as: UTF8.self)
+            guard !["", ".", ".."].contains(where: { same(target, $0) }) else { throw fail(raw, "is a whiteout of nothing") }
             // What is there goes: an earlier layer's entry (.apply), or one this layer made (both
             // styles, as moby's unpack does; opening it instead would block on a FIFO).
             try removeTree(pfd, target, entry: raw, layer: layerName)
@@ -289,6 +291,13 @@ extension OCIError.Code {
     /// as they are, not as "damaged".
     var isLayerCheck: Bool { [.corruptBlob, .missingBlob, .tooLarge, .diffIDMismatch].contains(self) }
 }
+
+/// Byte equality: String's == takes canonically equivalent names (é, e + U+0301) for one, the
+/// kernel does not.
+func same(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
+
+/// Whether `path` is below `dir` ("" is the root), by bytes.
+func below(_ path: String, _ dir: String) -> Bool { dir.isEmpty || path.utf8.starts(with: (dir + "/").utf8) }
 
 /// The process's umask, read without changing it (umask(2) would race other threads).
 func processUmask() -> mode_t {

@@ -78,6 +78,18 @@ struct LoadTests {
         } throws: { ($0 as? OCIError)?.code == .unsafeEntry }
     }
 
+    /// `..` as the kernel sees it: a `/` and a combining mark after it are one Character, and the
+    /// names were split on Characters (found while fixing the same split in .dockerignore).
+    @Test(arguments: ["../\u{301}x", "a/../\u{301}x", "/..", "./../x", "..", "x/.."])
+    func dotDotIsRefusedWhateverFollows(_ name: String) {
+        #expect { try safeEntryName(name, archive: "t") } throws: { ($0 as? OCIError)?.code == .unsafeEntry }
+    }
+
+    @Test(arguments: [("./a//b/", "a/b"), ("/\u{301}x/y", "\u{301}x/y"), ("..\u{301}/x", "..\u{301}/x"), (".\u{301}", ".\u{301}")])
+    func entryNamesAreMadeRelative(_ raw: String, _ name: String) throws {
+        #expect(try safeEntryName(raw, archive: "t").utf8.elementsEqual(name.utf8))
+    }
+
     @Test func aTruncatedGzipLayerIsFound() throws {
         let (state, store, _) = try saved()
         let dir = state.path + "/layout"

@@ -75,6 +75,11 @@ struct UnpackTests {
         [("h", "hard", "../escape")],
         [("up", "sym", "../.."), ("up/.wh.victim", "file", "")],
         [("up", "sym", "../.."), ("up/.wh..wh..opq", "file", "")],
+        // A `/` and a combining mark after it are one Character: names split on Characters hid
+        // a `..` and sent a directory through a symlink (mkdirat of two names at once).
+        [("../\u{301}escape", "file", "x")],
+        [("link", "sym", "../.."), ("link/\u{301}escape/f", "file", "x")],
+        [("abs", "sym", "/"), ("abs/\u{301}escape/f", "file", "x")],
     ], [WhiteoutStyle.overlayXattr, .ociFiles, .apply])
     func hostileLayers(_ entries: [(String, String, String)], style: WhiteoutStyle) throws {
         let s = Scratch()
@@ -95,6 +100,9 @@ struct UnpackTests {
         for victim in [s.path + "/victim", s.path + "/a/victim"] {
             #expect(FileManager.default.fileExists(atPath: victim), "\(victim) was deleted")
         }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.path + "/a/b") == ["fs"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.path + "/a").sorted() == ["b", "victim"])
+        #expect(!FileManager.default.fileExists(atPath: "/\u{301}escape"))
         #expect(xattr(s.path + "/a", "user.overlay.opaque") == nil && xattr(s.path, "user.overlay.opaque") == nil)
     }
 
