@@ -62,7 +62,7 @@ extension MountPlan {
     /// mount point with RESOLVE_IN_ROOT.
     static func resolveInRoot(_ root: String, _ path: String) -> (existing: [String], missing: [String])? {
         var done: [String] = []
-        var todo = path.split(separator: "/").map(String.init)
+        var todo = pathComponents(path).map(String.init)
         var hops = 0
         while !todo.isEmpty {
             let c = todo.removeFirst()
@@ -84,8 +84,8 @@ extension MountPlan {
                 let n = readlink(host, &buf, buf.count - 1)
                 guard n > 0 else { return nil }
                 let target = String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                if target.hasPrefix("/") { done = [] }
-                todo = target.split(separator: "/").map(String.init) + todo
+                if target.utf8.first == UInt8(ascii: "/") { done = [] }
+                todo = pathComponents(target).map(String.init) + todo
             } else {
                 done.append(c)
             }

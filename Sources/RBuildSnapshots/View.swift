@@ -133,7 +133,7 @@ public struct SnapshotView: Sendable {
     /// way are followed against the view's root (`..` never leaves it), and the last one too
     /// when `followLast`. Components that do not exist are kept as written.
     public func resolve(_ path: String, followLast: Bool) throws -> [String] {
-        var pending = path.split(separator: "/").map(String.init).reversed() as [String]
+        var pending = pathComponents(path).map(String.init).reversed() as [String]
         var done: [String] = []
         var hops = 0
         var missing = false   // once a component is missing, the rest is kept as written
@@ -148,8 +148,8 @@ public struct SnapshotView: Sendable {
                     hops += 1
                     guard hops <= 40 else { throw SnapshotError("too many levels of symbolic links resolving \(path)") }
                     let target = linkTarget(e.dirfd, comp) ?? ""
-                    if target.hasPrefix("/") { done = [] }
-                    pending += target.split(separator: "/").map(String.init).reversed()
+                    if target.utf8.first == UInt8(ascii: "/") { done = [] }
+                    pending += pathComponents(target).map(String.init).reversed()
                     continue
                 }
             } else {

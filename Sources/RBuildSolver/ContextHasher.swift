@@ -40,14 +40,14 @@ public final class ContextHasher: Sendable {
     private func digest(of rel: String, include: ((String) -> Bool)?, _ st: inout State) throws -> Digest {
         if st.known == nil { st.known = (try? index?.fileDigests(under: root)) ?? [:] }
         let h = SHA256()
-        let parent = rel.isEmpty ? root : root + "/" + (rel.split(separator: "/").dropLast().joined(separator: "/"))
+        let parent = rel.isEmpty ? root : root + "/" + (pathComponents(rel).dropLast().joined(separator: "/"))
         let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirfd >= 0 else { throw SolveError("cannot open \(parent): \(String(cString: strerror(errno)))") }
         defer { close(dirfd) }
         if rel.isEmpty {
             try walk(dirfd, prefix: "", include: include, into: h, &st)
         } else {
-            let name = String(rel.split(separator: "/").last!)
+            let name = String(pathComponents(rel).last!)
             try entry(dirfd, name: name, rel: rel, include: include, into: h, &st)
         }
         return h.finish()

@@ -83,7 +83,7 @@ final class LayerStaging: @unchecked Sendable {
 /// `/a/./b/../c` → `/a/c`.
 package func cleanPath(_ path: String) -> String {
     var out: [Substring] = []
-    for c in path.split(separator: "/") {
+    for c in pathComponents(path) {
         if c == "." { continue }
         if c == ".." { if !out.isEmpty { out.removeLast() }; continue }
         out.append(c)
@@ -343,7 +343,7 @@ extension Solver {
     /// or a glob (`*`, `?`, `[…]` within one path component, as Go's filepath.Match).
     func match(_ view: SnapshotView, _ pattern: String, what: String, local: Bool = false) throws -> [CopyMatch] {
         let clean = cleanPath("/" + pattern)
-        let comps = clean.split(separator: "/").map(String.init)
+        let comps = pathComponents(clean).map(String.init)
         let hasGlob = comps.contains { $0.contains(where: { "*?[".contains($0) }) }
         if !hasGlob {
             let resolved = try view.resolve(clean, followLast: true)

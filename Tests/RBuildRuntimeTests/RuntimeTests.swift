@@ -206,5 +206,10 @@ struct ReadOnlyRootTests {
         #expect(MountPlan.resolveInRoot(root, "/conf/../../etc")! == (["etc"], []))
         #expect(MountPlan.resolveInRoot(root, "/srv/a/../b")! == ([], ["srv", "b"]))
         #expect(MountPlan.resolveInRoot(root, "/loop/x") == nil)
+        // `..` before a name starting with a combining mark is still `..` (Character splits
+        // took `../\u{301}x` for one name, looked up outside the root).
+        symlink("../\u{301}x", root + "/mark")
+        #expect(MountPlan.resolveInRoot(root, "/mark")! == ([], ["\u{301}x"]))
+        #expect(MountPlan.resolveInRoot(root, "/../\u{301}x")! == ([], ["\u{301}x"]))
     }
 }

@@ -182,6 +182,11 @@ func scratchDirectory() throws -> String {
         // A symlink is resolved against the view's root: ../ never leaves it.
         #expect(try view.resolve("/escape/kept", followLast: true) == ["etc", "kept"])
         #expect(try view.readFile("/escape/kept") == Array("k".utf8))
+        // `..` before a name starting with a combining mark is still `..` (a `/` and the mark
+        // are one Character, and paths were split on Characters).
+        try FileManager.default.createSymbolicLink(atPath: upper + "/mark", withDestinationPath: "../../\u{301}x")
+        #expect(try view.resolve("/mark", followLast: true) == ["\u{301}x"])
+        #expect(try view.resolve("/../\u{301}x", followLast: true) == ["\u{301}x"])
     }
 
     /// What the builder reads through a view (/etc/passwd for USER) is what the sandbox would
