@@ -1,11 +1,12 @@
 // libFuzzer entry point for the tar reader and layer unpack. The fuzzer's bytes are a layer blob
-// (plain tar, gzip, zstd, bzip2 or xz): they are decompressed (decompressLayer), read entry by
-// entry as `rbuild load` and `rbuild import` read archives (TarReader, safeEntryName), and
-// unpacked in each whiteout style into a directory made for this input. Afterwards that
-// directory must hold the blob, unchanged, the unpack roots and an empty `outside`, and the
-// per-process work directory nothing else: a write through a `..` name, a symlink or a hard link
-// planted by the layer shows up there. Any crash, hang, leak or write outside is a bug.
-// Built by scripts/fuzz/tar.
+// (plain tar, gzip, zstd, bzip2 or xz): they are decompressed (LayerStream, through
+// decompressLayer), read entry by entry as `rbuild load` and `rbuild import` read archives
+// (TarReader, safeEntryName), and unpacked into a directory made for this input: as an image's
+// layer in each whiteout style (through LayerStream, checked against the diff_id just computed and
+// a size limit) and as an ADD archive (libarchive's own filters). Afterwards that directory must
+// hold the blob, unchanged, the unpack roots and an empty `outside`, and the per-process work
+// directory nothing else: a write through a `..` name, a symlink or a hard link planted by the
+// layer shows up there. Any crash, hang, leak or write outside is a bug. Built by scripts/fuzz/tar.
 import CArchive
 import Foundation
 import RBuildOCI
@@ -23,7 +24,11 @@ func makeWorkDirectory() -> String {
     return dir
 }
 
-let styles: [WhiteoutStyle] = [.overlayXattr, .ociFiles, .apply]
+/// The unpacks of each input: an image's layer in each style, and an ADD archive (no check).
+let unpacks: [(style: WhiteoutStyle, checked: Bool)] = [(.overlayXattr, true), (.ociFiles, true), (.apply, true), (.apply, false)]
+
+/// A limit that a small input can pass (a gzip or zstd bomb), well below the default.
+let maxSize: Int64 = 64 << 20
 
 func names(_ path: String) -> [String] {
     let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -68,10 +73,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
     let blob = StoredBlob(path: layer)
 
-    // The decompressed stream.
+    // The decompressed stream, and its digest (the diff_id the checked unpacks expect).
     let hash = SHA256()
-    _ = try? decompressLayer(blob) { hash.update($0) }
-    _ = hash.finish()
+    _ = try? decompressLayer(blob, limit: maxSize) { hash.update($0) }
+    let diffID = hash.finish()
 
     // Entry by entry, as the archive loaders read them.
     if let reader = try? TarReader(blob) {
@@ -91,15 +96,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         } catch {}
     }
 
-    // Unpacked, each style into a root of its own.
-    for (i, style) in styles.enumerated() {
+    // Unpacked, each way into a root of its own.
+    for (i, u) in unpacks.enumerated() {
         let root = dir + "/root-\(i)"
         guard mkdir(root, 0o700) == 0 else { fail("mkdir \(root): \(String(cString: strerror(errno)))") }
-        _ = try? unpackLayer(blob, into: root, layerName: "fuzz", whiteouts: style)
+        _ = try? unpackLayer(blob, into: root, layerName: "fuzz", whiteouts: u.style,
+                             check: u.checked ? LayerCheck(diffID: diffID, maxSize: maxSize) : nil)
     }
 
     // Nothing was written outside the roots, and the blob is what it was.
-    let expected = ["layer", "outside"] + styles.indices.map { "root-\($0)" }
+    let expected = ["layer", "outside"] + unpacks.indices.map { "root-\($0)" }
     check(names(dir) == expected, "unpack wrote outside its root: \(dir) holds \(names(dir))")
     check(names(dir + "/outside").isEmpty, "unpack wrote into \(dir)/outside: \(names(dir + "/outside"))")
     check(names(work) == ["input"], "unpack wrote outside its root: \(work) holds \(names(work))")
