@@ -31,6 +31,8 @@ fuzz_build() {
     for m in "$fuzz_modules"/C*.build/module.modulemap; do
         maps+=(-Xcc -fmodule-map-file="$m")
     done
+    # (Every object of the scratch build is linked: after a source file is removed or renamed,
+    # remove fuzz-out/build once.)
     # The C targets' own libraries (Package.swift's linkerSettings, e.g. CRBuildCurl's curl).
     local libs=()
     for l in $(grep -o 'linkedLibrary("[^"]*")' Package.swift | cut -d'"' -f2); do libs+=(-l"$l"); done
