@@ -44,6 +44,9 @@ public typealias CacheIndex = RBuildSolver.CacheIndex
 public typealias BuildSecrets = RBuildSolver.BuildSecrets
 public typealias CacheMounts = RBuildSolver.CacheMounts
 public typealias Entitlement = RBuildSolver.Entitlement
+public typealias CacheImportSpec = RBuildSolver.CacheImportSpec
+public typealias CacheExportSpec = RBuildSolver.CacheExportSpec
+public typealias CacheExportMode = RBuildSolver.CacheExportMode
 
 // Outputs.
 public typealias Exporter = RBuildExporters.Exporter

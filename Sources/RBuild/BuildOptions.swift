@@ -47,6 +47,11 @@ public struct BuildOptions: Sendable {
     /// `--allow`: what the build's steps may use beyond the sandbox's defaults. A build whose
     /// graph needs an entitlement not granted here fails before anything runs.
     public var entitlements: Set<Entitlement> = []
+    /// `--cache-from`: caches whose steps count as cached (after the local cache index's; none
+    /// with `noCache`).
+    public var cacheFrom: [CacheImportSpec] = []
+    /// `--cache-to`: where the build's cache is exported once the images are built.
+    public var cacheTo: [CacheExportSpec] = []
     /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
     public var layer = LayerOptions()
     public var progress: ProgressSink?

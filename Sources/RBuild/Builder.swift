@@ -69,12 +69,52 @@ public final class Builder: Sendable {
         let vertices = Graph.walk(lowered.map(\.root))
         try checkEntitlements(vertices, options)
         try checkEmulation(vertices)
-        let stacks = try await solver.solve(lowered.map(\.root))
+        let roots = lowered.map(\.root)
+        let stacks = try await solver.localised(try await solver.solve(roots))
+        let inline = options.cacheTo.contains { $0.kind == .inline }
         var images: [BuiltImage] = []
         for (stage, stack) in zip(lowered, stacks) {
-            images.append(try await finish(stage, stack, solver: solver, options: options))
+            var cache: String?
+            if inline { cache = try await inlineCache(stage.root, stack, solver: solver) }
+            images.append(try await finish(stage, stack, solver: solver, options: options, inlineCache: cache))
         }
+        try await exportCaches(options, roots: roots, solver: solver)
         return images
+    }
+
+    /// The inline cache of one image: the steps of its own chain.
+    func inlineCache(_ root: Vertex, _ stack: Stack, solver: Solver) async throws -> String? {
+        let records = await solver.cacheRecords([root], mode: .min)
+        return try CacheRecords.inline(records, imageLayers: stack.layers)
+    }
+
+    /// Each `--cache-to` but the inline one, a progress step each. `ignore-error=true` turns a
+    /// failure into a warning.
+    func exportCaches(_ options: BuildOptions, roots: [Vertex], solver: Solver) async throws {
+        let specs = options.cacheTo.filter { $0.kind != .inline }
+        guard !specs.isEmpty else { return }
+        let reporter = solver.reporter
+        let imageLayers = await solver.imageLayers(roots)
+        let mountIDs = Solver.cacheMountIDs(roots)
+        for spec in specs {
+            let step = reporter.start("exporting cache to \(spec)")
+            do {
+                let records = await solver.cacheRecords(roots, mode: spec.mode)
+                let top = try await solver.exportCache(spec, records: records, imageLayers: imageLayers, cacheMountIDs: mountIDs) {
+                    step.output($0)
+                }
+                step.output("writing cache manifest \(top.digest) done")
+                step.finish()
+            } catch {
+                if spec.ignoreError {
+                    step.output("WARNING: exporting the cache to \(spec) failed: \(error)", stream: 2)
+                    step.finish()
+                    continue
+                }
+                step.fail("\(error)")
+                throw BuildFailure("exporting the cache to \(spec) failed: \(error)")
+            }
+        }
     }
 
     /// The cache key of every step the target needs (`[stage 2/4] RUN make` → key), inputs
@@ -100,8 +140,13 @@ public final class Builder: Sendable {
             throw BuildFailure("--platform lists \(p) twice")
         }
         let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        var imports: ImportedCaches?
+        if !options.cacheFrom.isEmpty && !options.noCache {
+            imports = ImportedCaches.load(options.cacheFrom, store: store.content, cache: cache, reporter: reporter,
+                                          maxLayerSize: snapshotter.maxLayerSize)
+        }
         let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
-                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps, secrets: secrets)
+                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps, secrets: secrets, imports: imports)
         let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, reporter: reporter) }
         return (solver, lowered)
     }
@@ -185,7 +230,8 @@ public final class Builder: Sendable {
 
     /// Writes the config and manifest of a solved stage: its layers, and a history entry per
     /// instruction (empty for those that wrote no layer).
-    func finish(_ stage: LoweredStage, _ stack: Stack, solver: Solver, options: BuildOptions) async throws -> BuiltImage {
+    func finish(_ stage: LoweredStage, _ stack: Stack, solver: Solver, options: BuildOptions,
+                inlineCache: String? = nil) async throws -> BuiltImage {
         var image = stage.image
         image.rootfs = ImageConfig.RootFS(diff_ids: stack.diffIDs)
         var history = image.history ?? []
@@ -204,6 +250,8 @@ public final class Builder: Sendable {
         }
         image.config = cfg
         image.created = timestamp(options.layer.sourceDateEpoch)
+        // A base image's inline cache is the base's, not this image's.
+        image.inlineCache = inlineCache
         image.architecture = stage.platform.architecture
         image.os = stage.platform.os
         image.variant = stage.platform.variant

@@ -27,20 +27,13 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
     // entries that are not image manifests at all.
     if top.isAttestation || !MediaType.isManifest(top.mediaType) { return top }
     var manifest = try decodeManifest(try store.content.read(top), as: top)
-    let tag = "\(compression.rawValue):\(level ?? -1)"
     var layers: [Descriptor] = []
     for layer in manifest.layers {
         guard MediaType.isLayer(layer.mediaType) else {
             layers.append(layer)
             continue
         }
-        if let known = try cache?.conversion(of: layer.digest, tag), store.content.contains(known.digest) {
-            layers.append(known)
-            continue
-        }
-        let c = try recompressLayer(layer, to: compression, level: level, store: store.content)
-        if c != layer { try cache?.rememberConversion(of: layer.digest, tag, c) }
-        layers.append(c)
+        layers.append(try compressedLayer(layer, compression: compression, level: level, store: store.content, cache: cache))
     }
     if layers == manifest.layers { return top }
     manifest.layers = layers

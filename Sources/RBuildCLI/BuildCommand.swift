@@ -45,7 +45,13 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("ssh"), help: "An ssh agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), or ID=SOCKET|KEYFILE[,KEYFILE…] (repeatable).")
     var ssh: [String] = []
 
-    @Flag(name: .customLong("no-cache"), help: "Run every step, using no cached result.")
+    @Option(name: .customLong("cache-from"), help: "Import a build cache (repeatable): type=local,src=DIR[,digest=…|tag=…], type=registry,ref=REF, or REF (a cache, or an image with an inline cache).")
+    var cacheFrom: [String] = []
+
+    @Option(name: .customLong("cache-to"), help: "Export the build cache (repeatable): type=local,dest=DIR | type=registry,ref=REF | type=inline | REF, with mode=min|max, compression=gzip|zstd|uncompressed, compression-level=N, image-manifest=true, cache-mounts=true, ignore-error=true.")
+    var cacheTo: [String] = []
+
+    @Flag(name: .customLong("no-cache"), help: "Run every step, using no cached result (local or imported).")
     var noCache = false
 
     @Option(name: .customLong("no-cache-filter"), help: "Run the steps of this stage without the cache (repeatable).")
@@ -115,6 +121,8 @@ struct BuildCommand: ParsableCommand {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             options.labels[kv[0]] = kv.count == 2 ? kv[1] : ""
         }
+        options.cacheFrom = try cacheFrom.map(CacheImportSpec.parse)
+        options.cacheTo = try cacheTo.map(CacheExportSpec.parse)
         for secret in secrets { try options.addSecret(secret) }
         for s in ssh { try options.addSSH(s) }
         for c in buildContexts {

@@ -1,5 +1,6 @@
 import Foundation
 import RBuildOCI
+import RBuildSystem
 
 /// An `-o` / `--output` value as docker buildx takes it: `type=oci,dest=out.tar`, or the
 /// shorthands `DIR` (type=local,dest=DIR) and `-` (type=tar to stdout).
@@ -20,7 +21,7 @@ public struct OutputSpec: Sendable, Equatable {
             return text == "-" ? OutputSpec(kind: .tar, attributes: ["dest": "-"]) : OutputSpec(kind: .local, attributes: ["dest": text])
         }
         var attrs: [String: String] = [:]
-        for field in splitCSV(text) {
+        for field in splitOptionFields(text) {
             let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2, !kv[0].isEmpty else {
                 throw ExportError("-o \(text): \"\(field)\" is not KEY=VALUE")
@@ -39,18 +40,6 @@ public struct OutputSpec: Sendable, Equatable {
             throw ExportError("-o \(text): unknown attribute \"\(k)\"")
         }
         return OutputSpec(kind: kind, attributes: attrs)
-    }
-
-    /// Fields split on commas, with double quotes keeping commas inside a value (`"name=a,b"`).
-    static func splitCSV(_ text: String) -> [String] {
-        var out: [String] = [], cur = "", quoted = false
-        for ch in text {
-            if ch == "\"" { quoted.toggle(); continue }
-            if ch == "," && !quoted { out.append(cur); cur = ""; continue }
-            cur.append(ch)
-        }
-        out.append(cur)
-        return out.filter { !$0.isEmpty }
     }
 
     public var destination: String? { attributes["dest"] }

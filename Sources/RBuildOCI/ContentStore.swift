@@ -66,6 +66,20 @@ public final class ContentStore: @unchecked Sendable {
         return (r.digest, r.size)
     }
 
+    /// Copies blob `d` from the image layout (or exported cache) at `layout` into the store,
+    /// verified. The file is opened non-blocking and read only when it is a regular file: a FIFO
+    /// planted as a blob would hang the reader, a device would never end.
+    public func ingestLayoutBlob(_ layout: String, _ d: Digest, size: Int64?, limit: Int64? = nil) throws {
+        let fd = open(layout + "/blobs/sha256/" + d.hex, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else { throw OCIError(.missingBlob, "\(layout) refers to blob \(d), which it does not contain") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw OCIError(.unsafeEntry, "\(layout): blob \(d) is not a regular file (a FIFO, device, socket or directory): refused")
+        }
+        _ = try ingest(fd: fd, expected: d, expectedSize: size, limit: limit)
+    }
+
     /// The whole blob, verified against its digest (and `size` when the caller knows it): for
     /// manifests and configs, small enough to hold.
     public func read(_ d: Digest, size: Int64? = nil, limit: Int = 4 << 20) throws -> [UInt8] {

@@ -211,17 +211,8 @@ extension ImageStore {
             guard isDir.boolValue else {
                 throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain")
             }
-            // Non-blocking, so that a FIFO planted as a blob cannot hang the load; only a
-            // regular file is read (a device would never end).
-            let fd = open(path + "/blobs/sha256/" + d.hex, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-            guard fd >= 0 else { throw OCIError(.missingBlob, "\(path) refers to blob \(d), which it does not contain") }
-            defer { close(fd) }
-            var st = stat()
-            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-                throw OCIError(.unsafeEntry, "\(path): blob \(d) is not a regular file (a FIFO, device, socket or directory): refused")
-            }
             do {
-                _ = try stage.ingest(fd: fd, expected: d, expectedSize: size, limit: limit)
+                try stage.ingestLayoutBlob(path, d, size: size, limit: limit)
             } catch let e as OCIError where e.code == .tooLarge {
                 throw tooLarge("blob \(d)")
             }

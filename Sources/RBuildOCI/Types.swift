@@ -131,6 +131,14 @@ public struct ImageConfig: Codable, Sendable, Equatable {
     public var config: Config?
     public var rootfs: RootFS
     public var history: [History]?
+    /// BuildKit's inline build cache (`moby.buildkit.cache.v0`, base64 of its records), written by
+    /// `--cache-to type=inline`.
+    public var inlineCache: String?
+
+    enum CodingKeys: String, CodingKey {
+        case created, author, architecture, os, variant, config, rootfs, history
+        case inlineCache = "moby.buildkit.cache.v0"
+    }
 
     public init(created: String?, author: String?, architecture: String, os: String, variant: String?, config: Config?,
                 rootfs: RootFS, history: [History]?) {

@@ -9,7 +9,7 @@ public enum Distribution {
     /// Runs `work` over `items`, at most `limit` at once, each on a thread of its own (the
     /// requests block, and dispatch has few workers to spare on a small machine). The first error
     /// is thrown once all have stopped.
-    static func concurrently(_ items: [Descriptor], limit: Int = 4, _ work: @escaping @Sendable (Descriptor) throws -> Void) throws {
+    package static func concurrently(_ items: [Descriptor], limit: Int = 4, _ work: @escaping @Sendable (Descriptor) throws -> Void) throws {
         let state = FirstError()
         let slots = DispatchSemaphore(value: limit)
         let group = DispatchGroup()

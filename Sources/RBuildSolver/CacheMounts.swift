@@ -125,6 +125,21 @@ public final class CacheMounts: Sendable {
         try? removeDirectory(tmp, tasks: tasks)
     }
 
+    /// Runs `body` on the shared copy of cache `id` (`<n>` = 0, the one `shared` and `locked`
+    /// steps use) under a shared lock, when this state dir has it; nil when it has not.
+    public func withExisting<T>(id: String, _ body: (String) throws -> T) throws -> T? {
+        let dir = directory(id: id)
+        guard access(dir + "/0", F_OK) == 0 else { return nil }
+        let fd = open(dir + "/0.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SolveError("cannot open \(dir)/0.lock: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard retryingOnInterrupt({ flock(fd, LOCK_SH) }) == 0 else {
+            throw SolveError("cannot lock the cache mount \(id) (\(dir)/0.lock): \(String(cString: strerror(errno)))")
+        }
+        guard access(dir + "/0", F_OK) == 0 else { return nil }   // pruned while we waited
+        return try body(dir + "/0")
+    }
+
     /// One cache as `du` and `prune` see it.
     public struct Entry: Sendable {
         public var id: String

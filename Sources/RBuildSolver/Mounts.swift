@@ -102,6 +102,9 @@ extension Solver {
             if let from = c.from {
                 let input = vertex.inputs[from]
                 seed = { [self] dir in try copyInto(dir, from: input, snapshot: sources[from], source: c.source) }
+            } else {
+                // A cache this state dir lacks starts as an imported export of it, if any.
+                seed = imports?.cacheMountSeed(id: c.id)
             }
             let lease = try cacheMounts.acquire(id: c.id, sharing: c.sharing, owner: owner, mode: c.mode, seed: seed)
             held.leases.append(lease)

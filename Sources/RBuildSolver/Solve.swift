@@ -63,7 +63,7 @@ public final class Solver: Sendable {
     public let store: ImageStore
     public let snapshotter: any Snapshotter
     public let cache: CacheIndex
-    let reporter: ProgressReporter
+    public let reporter: ProgressReporter
     /// Layers are written uncompressed (fast to write, cheap to unpack); exports compress them.
     let layerOptions: LayerOptions
     /// Work by cache key, shared by the solvers of one `Builder` (concurrent builds in one process).
@@ -74,9 +74,11 @@ public final class Solver: Sendable {
     let secrets: BuildSecrets
     /// RUN --mount=type=cache directories.
     let cacheMounts: CacheMounts
+    /// The caches `--cache-from` named (nil: none, or `--no-cache`).
+    let imports: ImportedCaches?
 
-    private let keys = LockedDictionary<Digest, Task<Digest, Error>>()
-    private let stacks = LockedDictionary<Digest, Task<Stack, Error>>()
+    let keys = LockedDictionary<Digest, Task<Digest, Error>>()
+    let stacks = LockedDictionary<Digest, Task<Stack, Error>>()
     private let hashers = LockedDictionary<String, ContextHasher>()
     private let fetching = LockedDictionary<Digest, Task<Download, Error>>()
     private let fetched = LockedDictionary<Digest, Download>()
@@ -84,7 +86,7 @@ public final class Solver: Sendable {
 
     public init(store: ImageStore, snapshotter: any Snapshotter, cache: CacheIndex, reporter: ProgressReporter,
                 sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(), secrets: BuildSecrets = BuildSecrets(),
-                parallelism: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
+                imports: ImportedCaches? = nil, parallelism: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
         self.store = store
         self.snapshotter = snapshotter
         self.cache = cache
@@ -99,6 +101,7 @@ public final class Solver: Sendable {
         tmpRoot = store.layout.tmp
         self.secrets = secrets
         cacheMounts = CacheMounts(root: store.layout.cacheMounts, tasks: snapshotter.tasks)
+        self.imports = imports
     }
 
     /// The stacks of `roots`, in order. Context digests learnt on the way are remembered in the
@@ -245,6 +248,17 @@ public final class Solver: Sendable {
                 step.finish()
                 return base.adding(hit, snapshot: nil)
             }
+            // An imported cache's record, when it continues this build's input: CACHED as a
+            // local hit is; its layer is fetched only when something needs its files.
+            if !vertex.ignoreCache, let imports, imports.record(key) != nil {
+                let base = try await stack(vertex.inputs[0])
+                if let hit = try imports.result(for: key, on: base) {
+                    let step = reporter.start(vertex.name)
+                    step.cached()
+                    step.finish()
+                    return base.adding(hit, snapshot: nil)
+                }
+            }
             // Every input at once (a COPY --from's stage alongside the chain below it), then wait.
             let needed = vertex.inputs.enumerated().filter { $0.offset == 0 || !$0.element.readsFilesDirectly }
             let tasks = needed.map { (index: $0.offset, task: stackTask($0.element)) }
@@ -286,9 +300,31 @@ public final class Solver: Sendable {
         if let snap = s.snapshot { return snap }
         var snap = Snapshot(chainID: nil, directories: [])
         for (layer, diffID) in zip(s.layers, s.diffIDs) {
-            snap = try snapshotter.apply(layer: store.content.blob(layer), diffID: diffID, name: layer.digest.description, on: snap)
+            let local = try localLayer(layer)
+            snap = try snapshotter.apply(layer: store.content.blob(local), diffID: diffID, name: layer.digest.description, on: snap)
         }
         return snap
+    }
+
+    /// A stack's layer as the content store has it: one taken from an imported cache is fetched
+    /// first (its size is unknown until then).
+    func localLayer(_ layer: Descriptor) throws -> Descriptor {
+        if layer.size >= 0 || imports == nil { return layer }
+        return try imports!.localLayer(layer)
+    }
+
+    /// `stacks` with every layer in the content store: what an image's manifest and its exports
+    /// need. Layers of imported caches are fetched here (the intermediate stages' stay where they
+    /// are unless a step needed their files).
+    public func localised(_ stacks: [Stack]) async throws -> [Stack] {
+        guard imports != nil, stacks.contains(where: { $0.layers.contains { $0.size < 0 } }) else { return stacks }
+        return try await blocking { [self] in
+            try stacks.map { s in
+                var out = s
+                out.layers = try s.layers.map { try localLayer($0) }
+                return out
+            }
+        }
     }
 
     /// Runs `work` on a thread of its own, at most `parallelism` such at once.
