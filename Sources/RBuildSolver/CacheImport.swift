@@ -215,6 +215,9 @@ enum CacheReader {
         case .local(let dir, let tag, let digest):
             let source = LayoutBlobSource(directory: dir)
             let top = try localEntry(dir, tag: tag, digest: digest)
+            guard (0...Int64(DocumentLimits.maxSize)).contains(top.size) else {
+                throw SolveError("\(dir)/index.json: \(top.digest) says \(top.size) bytes, over the \(DocumentLimits.maxSize >> 20) MiB limit for a cache index")
+            }
             try source.fetch(top, into: store)
             return (source, try read(top, bytes: try store.read(top.digest, size: top.size), source: source, store: store))
         case .registry(let text):

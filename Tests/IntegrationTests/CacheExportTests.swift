@@ -114,6 +114,13 @@ struct CacheExportTests {
         #expect(none.status == 0, "\(none.stderr)")
         #expect(cachedSteps(none.stderr).isEmpty, "\(none.stderr)")
         #expect(!none.stderr.contains("importing cache manifest"))
+        // By digest (index.json's entry), and a tag the directory lacks (a warning naming its tags).
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cache + "/index.json"))) as? [String: Any]
+        let top = ((index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String) ?? ""
+        let byDigest = try c.build("g", ["--cache-from", "type=local,src=\(cache),digest=\(top)"], ctx)
+        #expect(cachedSteps(byDigest.stderr) == Self.finalSteps, "\(byDigest.stderr)")
+        let badTag = try c.build("h", ["--cache-from", "type=local,src=\(cache),tag=v2"], ctx)
+        #expect(badTag.status == 0 && badTag.stderr.contains("has no cache named v2 (it has: latest)"), "\(badTag.stderr)")
         // A cache that is not there is a warning, as in buildx; the build goes on.
         let missing = try c.build("m", ["--cache-from", "type=local,src=\(c.dir)/nowhere"], ctx)
         #expect(missing.status == 0, "\(missing.stderr)")
@@ -133,7 +140,8 @@ struct CacheExportTests {
         let fromMin = try c.build("b", builder + ["--cache-from", "type=local,src=\(minCache)"], ctx)
         #expect(fromMin.status == 0, "\(fromMin.stderr)")
         #expect(cachedSteps(fromMin.stderr).isEmpty, "min holds no builder step: \(fromMin.stderr)")
-        let fromMax = try c.build("c", builder + ["--cache-from", "type=local,src=\(maxCache)"], ctx)
+        // Two imports at once: the builder's steps come from the one that has them.
+        let fromMax = try c.build("c", builder + ["--cache-from", "type=local,src=\(minCache)", "--cache-from", "type=local,src=\(maxCache)"], ctx)
         #expect(cachedSteps(fromMax.stderr) == ["[builder 2/3] RUN echo built > /artifact",
                                                  "[builder 3/3] RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/log; wc -l < /cache/log > /count'"],
                 "\(fromMax.stderr)")
