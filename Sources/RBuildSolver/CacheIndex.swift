@@ -203,18 +203,41 @@ public final class CacheIndex: Sendable {
         return out
     }
 
+    /// One transaction, one prepared statement: a context of thousands of new files is
+    /// remembered in milliseconds, not a statement compiled per file.
     public func rememberFiles(_ entries: [(path: String, identity: FileIdentity, digest: Digest)]) throws {
         guard !entries.isEmpty else { return }
-        try query("BEGIN IMMEDIATE", [])
-        do {
-            for e in entries {
-                try query("INSERT OR REPLACE INTO files(path, dev, ino, size, mtime, ctime, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          [e.path, e.identity.dev, e.identity.ino, e.identity.size, e.identity.mtime, e.identity.ctime, e.digest.description])
+        try connection.withLock { db in
+            let raw = db.raw
+            try CacheIndex.query(raw, path, "BEGIN IMMEDIATE", [], row: nil)
+            var stmt: OpaquePointer?
+            defer { sqlite3_finalize(stmt) }
+            do {
+                let sql = "INSERT OR REPLACE INTO files(path, dev, ino, size, mtime, ctime, digest) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                guard sqlite3_prepare_v2(raw, sql, -1, &stmt, nil) == SQLITE_OK else {
+                    throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(raw)))")
+                }
+                for e in entries {
+                    sqlite3_bind_text(stmt, 1, e.path, -1, CacheIndex.transient)
+                    sqlite3_bind_int64(stmt, 2, Int64(bitPattern: e.identity.dev))
+                    sqlite3_bind_int64(stmt, 3, Int64(bitPattern: e.identity.ino))
+                    sqlite3_bind_int64(stmt, 4, e.identity.size)
+                    sqlite3_bind_int64(stmt, 5, e.identity.mtime)
+                    sqlite3_bind_int64(stmt, 6, e.identity.ctime)
+                    sqlite3_bind_text(stmt, 7, e.digest.description, -1, CacheIndex.transient)
+                    let rc = CacheIndex.retryingBusy {
+                        let rc = sqlite3_step(stmt)
+                        if rc == SQLITE_BUSY || rc == SQLITE_LOCKED { sqlite3_reset(stmt) }
+                        return rc
+                    }
+                    guard rc == SQLITE_DONE else { throw SolveError("cache index \(path): \(String(cString: sqlite3_errmsg(raw)))") }
+                    sqlite3_reset(stmt)
+                }
+                try CacheIndex.query(raw, path, "COMMIT", [], row: nil)
+            } catch {
+                try? CacheIndex.query(raw, path, "ROLLBACK", [], row: nil)
+                throw error
             }
-            try query("COMMIT", [])
-        } catch {
-            try? query("ROLLBACK", [])
-            throw error
         }
     }
 }
