@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Compose files are YAML (bake); HCL and JSON bake files are read by RBuildBake itself.
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C at the edge: what must run between clone() and execve(), and library bindings.
@@ -42,8 +44,10 @@ let package = Package(
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
+        // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
+        .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
-                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry"]),
+                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -56,6 +60,7 @@ let package = Package(
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem"]),
+        .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",
