@@ -1,4 +1,5 @@
 import Foundation
+import RBuildBake
 import RBuildDockerfile
 import RBuildExporters
 import RBuildOCI
@@ -47,6 +48,14 @@ public typealias Entitlement = RBuildSolver.Entitlement
 public typealias CacheImportSpec = RBuildSolver.CacheImportSpec
 public typealias CacheExportSpec = RBuildSolver.CacheExportSpec
 public typealias CacheExportMode = RBuildSolver.CacheExportMode
+
+// Bake files.
+public typealias Bake = RBuildBake.Bake
+public typealias BakeFile = RBuildBake.BakeFile
+public typealias BakeError = RBuildBake.BakeError
+public typealias BakeTarget = RBuildBake.BakeTarget
+public typealias BakeDefinition = RBuildBake.BakeDefinition
+public typealias BakeVariable = RBuildBake.BakeVariable
 
 // Outputs.
 public typealias Exporter = RBuildExporters.Exporter

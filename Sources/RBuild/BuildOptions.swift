@@ -29,6 +29,11 @@ public struct BuildOptions: Sendable {
     public var pull = false
     /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
     public var buildContexts: [String: String] = [:]
+    /// Named contexts that are another build's result (bake's `target:OTHER`): lowered with
+    /// this build, for each of its platforms, into one graph, so their steps are this build's.
+    public var targetContexts: [String: BuildOptions] = [:]
+    /// Put before every step name (bake: the target's name).
+    public var label: String?
     /// `--secret id=ID,src=FILE` / `id=ID,env=VARIABLE`: read when a step mounts them, never
     /// stored.
     public var secrets: [String: BuildSecrets.Source] = [:]

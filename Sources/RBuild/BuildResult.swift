@@ -52,7 +52,7 @@ extension Builder {
         }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch)
         var results: [ExportResult] = []
         for exporter in exporters {
-            try reporter.step(exporter.title) { step in
+            try reporter.step((options.label.map { "[\($0)] " } ?? "") + exporter.title) { step in
                 let result = try exporter.export(request) { step.output($0) }
                 step.output("exporting manifest \(result.descriptor.digest) done")
                 step.output(result.summary + " done")

@@ -154,7 +154,23 @@ public final class Builder: Sendable {
     /// The Dockerfile parsed once, its .dockerignore read, and lowered for each platform into
     /// one graph.
     func lower(_ options: BuildOptions, platforms: [Platform], reporter: ProgressReporter) throws -> [LoweredStage] {
-        let load = reporter.start("[internal] load build definition from \(options.dockerfileName)")
+        let resolver = ImageResolver(store: store, pull: options.pull, reporter: reporter, pulls: pulls,
+                                     maxLayerSize: snapshotter.maxLayerSize)
+        return try lower(options, platforms: platforms, reporter: reporter, graph: Graph(), resolver: resolver, depth: 0)
+    }
+
+    /// `lower` into `graph`: each of `options.targetContexts` first (another build's result for
+    /// each platform, in the same graph), then this Dockerfile with them as named contexts.
+    func lower(_ options: BuildOptions, platforms: [Platform], reporter: ProgressReporter, graph: Graph,
+               resolver: ImageResolver, depth: Int) throws -> [LoweredStage] {
+        guard depth < 16 else {
+            throw BuildFailure("target contexts nest more than 16 deep (does a target name itself through target:?)")
+        }
+        var others: [String: [LoweredStage]] = [:]
+        for (name, other) in options.targetContexts.sorted(by: { $0.key < $1.key }) {
+            others[name] = try lower(other, platforms: platforms, reporter: reporter, graph: graph, resolver: resolver, depth: depth + 1)
+        }
+        let load = reporter.start("[\(options.label.map { $0 + " " } ?? "")internal] load build definition from \(options.dockerfileName)")
         let dockerfile: Dockerfile, definition: BuildDefinition
         do {
             dockerfile = try Dockerfile.parse(options.dockerfileText, fileName: options.dockerfileName)
@@ -181,17 +197,16 @@ public final class Builder: Sendable {
             }
             let resolved = URL(fileURLWithPath: dir).standardizedFileURL.resolvingSymlinksInPath().path
             base.contextDirectory = resolved
-            base.ignore = try reporter.step("[internal] load .dockerignore") { _ in
+            base.ignore = try reporter.step("[\(options.label.map { $0 + " " } ?? "")internal] load .dockerignore") { _ in
                 try DockerIgnore.load(contextDirectory: resolved, dockerfilePath: options.dockerfilePath)
             }
         }
-        let resolver = ImageResolver(store: store, pull: options.pull, reporter: reporter, pulls: pulls,
-                                     maxLayerSize: snapshotter.maxLayerSize)
-        let graph = Graph()
-        return try platforms.map { p in
+        return try platforms.enumerated().map { i, p in
             var o = base
             o.platform = p
-            o.label = platforms.count > 1 ? p.description : nil
+            let labels = [options.label, platforms.count > 1 ? p.description : nil].compactMap { $0 }
+            o.label = labels.isEmpty ? nil : labels.joined(separator: " ")
+            o.stageContexts = others.mapValues { $0[i] }
             return try dockerfile.lower(o, definition: definition, graph: graph, resolver: resolver)
         }
     }

@@ -9,7 +9,7 @@ public struct RBuildCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "rbuild",
         abstract: "Build container images from Dockerfiles as an ordinary user: no daemon, no root.",
-        subcommands: [BuildCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
+        subcommands: [BuildCommand.self, BakeCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
                       SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
                       PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self]
     )
@@ -28,7 +28,7 @@ public struct RBuildCommand: ParsableCommand {
         // The commands that read or remove trees made in sandboxes run in rbuild's own user
         // namespace, so they do it with the sandboxes' identity (see UserNamespace). The others
         // only move blobs the user owns and skip the extra process.
-        if command is BuildCommand || command is RunCommand || command is PruneCommand {
+        if command is BuildCommand || command is RunCommand || command is PruneCommand || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments)
         }
         do {

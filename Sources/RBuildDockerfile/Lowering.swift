@@ -14,6 +14,9 @@ public struct LoweringOptions: Sendable {
     public var buildPlatform: Platform = .host
     /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
     public var buildContexts: [String: String] = [:]
+    /// Named contexts that are another build's result, lowered into the same graph by the caller
+    /// (bake's `target:OTHER`): used as an earlier stage of this Dockerfile would be.
+    public var stageContexts: [String: LoweredStage] = [:]
     /// The build context directory (symlinks resolved); nil: the build has none.
     public var contextDirectory: String?
     /// The context's .dockerignore.
@@ -209,6 +212,10 @@ final class Lowering {
             switch namedContext(name) {
             case .image(let r)?:
                 ref = r
+            case .stage(let other)?:
+                var base = other
+                base.scope = scope(base.config.Env ?? [])
+                return base
             case .directory(let local)?:
                 // A directory as a base: its files, owned by root, on an empty root.
                 let copy = CopyAction(sources: [CopySource(input: 1, paths: ["."], what: "build context \(name)")],
@@ -235,6 +242,8 @@ final class Lowering {
     }
 
     enum NamedContext {
+        /// Another build's result (`LoweringOptions.stageContexts`).
+        case stage(LoweredStage)
         /// The local source of a directory.
         case directory(Vertex)
         /// An image reference for the resolver (`oci-layout://…` included).
@@ -244,6 +253,7 @@ final class Lowering {
     /// `--build-context NAME=…`: `docker-image://REF` and other URLs (`oci-layout://DIR`) name
     /// images; anything else is a directory.
     func namedContext(_ name: String) -> NamedContext? {
+        if let other = options.stageContexts[name] { return .stage(other) }
         guard let value = options.buildContexts[name] else { return nil }
         if value.hasPrefix("docker-image://") { return .image(String(value.dropFirst("docker-image://".count))) }
         if value.contains("://") { return .image(value) }
@@ -511,6 +521,7 @@ final class Lowering {
         if let i = stageIndex(named: from, before: stage.index) { return try self.stage(i).root }
         var ref = from
         switch namedContext(from) {
+        case .stage(let other)?: return other.root
         case .directory(let local)?: return local
         case .image(let r)?: ref = r
         case nil: break
@@ -571,6 +582,8 @@ final class Lowering {
                 sources.append(CopySource(input: input(try self.stage(i).root), paths: patterns, what: "stage \(from)"))
             } else if case .directory(let local)? = namedContext(from) {
                 sources.append(CopySource(input: input(local), paths: patterns, what: "build context \(from)"))
+            } else if case .stage(let other)? = namedContext(from) {
+                sources.append(CopySource(input: input(other.root), paths: patterns, what: "target \(from)"))
             } else {
                 var ref = from
                 if case .image(let r)? = namedContext(from) { ref = r }
