@@ -273,6 +273,7 @@ struct HCLParser {
         if case (.ident("for"), _) = try lexer.next(newlines: true) {
             let (after, _) = try peek()
             if case .ident = after {
+                lexer = saved
                 return try withNewlines(skipped: true) { try $0.parseFor(pos, object: true) }
             }
         }
@@ -406,14 +407,14 @@ struct HCLParser {
                 }
                 continue
             }
-            if try templateSpecial(&parts, &lit, flush) { continue }
+            if try templateSpecial(&parts, &lit) { continue }
             lit.append(b)
             lexer.advance()
         }
     }
 
     /// `$${` and `%%{` escapes, `${…}` interpolations; true when one was consumed.
-    private mutating func templateSpecial(_ parts: inout [TemplatePart], _ lit: inout [UInt8], _ flush: () -> Void) throws -> Bool {
+    private mutating func templateSpecial(_ parts: inout [TemplatePart], _ lit: inout [UInt8]) throws -> Bool {
         if lexer.matches("$${") || lexer.matches("%%{") {
             lit.append(lexer.bytes[lexer.offset])
             lexer.advance()
@@ -429,7 +430,8 @@ struct HCLParser {
             let pos = lexer.pos
             lexer.advance()
             lexer.advance()
-            flush()
+            if !lit.isEmpty { parts.append(.literal(String(decoding: lit, as: UTF8.self))) }
+            lit = []
             let e = try withNewlines(skipped: true) { p in
                 let e = try p.parseExpr()
                 let (t, tpos) = try p.next()
@@ -495,7 +497,7 @@ struct HCLParser {
                 }
                 continue
             }
-            if try templateSpecial(&parts, &lit, flush) { continue }
+            if try templateSpecial(&parts, &lit) { continue }
             let b = lexer.bytes[lexer.offset]
             lit.append(b)
             lexer.advance()
