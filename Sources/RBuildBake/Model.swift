@@ -70,6 +70,10 @@ public struct BakeDefinition: Sendable {
     public var groups: [String: [String]] = [:]
     /// Every `variable` block: its name, value (after the environment) and description.
     public var variables: [BakeVariable] = []
+    /// Group name → its `description`, when it has one.
+    public var groupDescriptions: [String: String] = [:]
+    /// Target names in the order the files define them (globs and `--list` follow it).
+    public var targetOrder: [String] = []
     public init() {}
 }
 
