@@ -87,22 +87,3 @@ public struct BakeVariable: Sendable, Equatable {
         self.description = description
     }
 }
-
-// Until the readers land (branch bake-parse): the API the builder and CLI use.
-public enum Bake {
-    public static let defaultFileNames: [String] = ["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml",
-                                                    "docker-bake.json", "docker-bake.hcl", "docker-bake.override.json", "docker-bake.override.hcl"]
-    public static func defaultFiles(in dir: String) -> [String] {
-        defaultFileNames.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
-    }
-    public static func load(_ files: [BakeFile], environment: [String: String], overrides: [String] = []) throws -> BakeDefinition {
-        throw BakeError(file: files.first?.name ?? "", "not yet")
-    }
-}
-
-extension BakeDefinition {
-    public func resolve(_ names: [String]) throws -> [BakeTarget] { [] }
-    public func printJSON(_ names: [String]) throws -> [UInt8] { [] }
-    public func listTargets() -> [(name: String, description: String?)] { [] }
-    public func listVariables() -> [BakeVariable] { variables }
-}

@@ -86,12 +86,12 @@ struct BakeCommand: ParsableCommand {
         if let list {
             switch list {
             case "targets":
-                Swift.print(String(format: "%-24@ %@", "TARGET" as NSString, "DESCRIPTION"))
-                for row in def.listTargets() { Swift.print(String(format: "%-24@ %@", row.name as NSString, row.description ?? "")) }
+                Swift.print(pad("TARGET", 24) + " DESCRIPTION")
+                for row in def.listTargets() { Swift.print(pad(row.name, 24) + " " + row.description) }
             case "variables":
-                Swift.print(String(format: "%-24@ %-24@ %@", "VARIABLE" as NSString, "VALUE" as NSString, "DESCRIPTION"))
-                for v in def.listVariables() {
-                    Swift.print(String(format: "%-24@ %-24@ %@", v.name as NSString, (v.value ?? "") as NSString, v.description ?? ""))
+                Swift.print(pad("VARIABLE", 24) + " " + pad("VALUE", 24) + " DESCRIPTION")
+                for v in def.variables.sorted(by: { $0.name < $1.name }) {
+                    Swift.print(pad(v.name, 24) + " " + pad(v.value ?? "", 24) + " " + (v.description ?? ""))
                 }
             default:
                 throw ValidationError("--list \(list): expected targets or variables")
@@ -139,6 +139,11 @@ struct BakeCommand: ParsableCommand {
         for f in failed { printError("target \(f.target) failed: \(f.error!)") }
         if !failed.isEmpty { throw ExitCode(1) }
     }
+}
+
+/// `text` padded with spaces to `width` characters (a column of a listing).
+private func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
 }
 
 extension BakeError: RenderableError { var exitStatus: Int32 { 1 } }
