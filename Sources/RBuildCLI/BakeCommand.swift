@@ -99,16 +99,7 @@ struct BakeCommand: ParsableCommand {
             return
         }
         let resolved = try def.resolve(targets)
-        let sink: ProgressSink?
-        var tty: TTYProgress?
-        switch progress {
-        case "auto": if isatty(2) == 1 { tty = TTYProgress(); sink = tty } else { sink = PlainProgress() }
-        case "tty": tty = TTYProgress(); sink = tty
-        case "plain": sink = PlainProgress()
-        case "rawjson": sink = JSONProgress()
-        case "quiet": sink = nil
-        default: throw ValidationError("--progress \(progress): expected auto, tty, plain, rawjson or quiet")
-        }
+        let (sink, tty) = try progressSink(progress)
         var run = BakeRunOptions(directory: FileManager.default.currentDirectoryPath)
         run.noCache = noCache
         run.pull = pull
@@ -116,12 +107,7 @@ struct BakeCommand: ParsableCommand {
         run.push = push
         run.reporter = ProgressReporter(sink: sink)
         Sandbox.killSandboxesOnInterrupt()
-        let kind = try snapshotter.map { name in
-            guard let k = SnapshotterKind(rawValue: name) else {
-                throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
-            }
-            return k
-        }
+        let kind = try snapshotterKind(snapshotter)
         let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
         let outcomes = builder.bake(resolved, definition: def, run: run)
         tty?.finish()

@@ -162,26 +162,13 @@ struct BuildCommand: ParsableCommand {
         }
 
         let mode = quiet ? "quiet" : progress
-        let sink: ProgressSink?
-        var tty: TTYProgress?
-        switch mode {
-        case "auto": if isatty(2) == 1 { tty = TTYProgress(); sink = tty } else { sink = PlainProgress() }
-        case "tty": tty = TTYProgress(); sink = tty
-        case "plain": sink = PlainProgress()
-        case "rawjson": sink = JSONProgress()
-        case "quiet": sink = nil
-        default: throw ValidationError("--progress \(progress): expected auto, tty, plain, rawjson or quiet")
-        }
+        let (sink, view) = try progressSink(mode)
+        var tty = view
         options.progress = sink
         let reporter = ProgressReporter(sink: sink)
         options.reporter = reporter
         Sandbox.killSandboxesOnInterrupt()
-        let kind = try snapshotter.map { name in
-            guard let k = SnapshotterKind(rawValue: name) else {
-                throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
-            }
-            return k
-        }
+        let kind = try snapshotterKind(snapshotter)
         let builder = try Builder(stateDirectory: global.root, snapshotter: kind, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
         defer { tty?.finish() }
         do {

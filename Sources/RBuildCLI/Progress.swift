@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import RBuild
 
@@ -154,5 +155,30 @@ final class TTYProgress: ProgressSink, @unchecked Sendable {
         lock.lock()
         redraw(final: true)
         lock.unlock()
+    }
+}
+
+/// The display `--progress MODE` asks for (`auto`: the live view on a terminal, else plain), and
+/// the live view itself when it is that one (it must be finished before anything else prints).
+func progressSink(_ mode: String) throws -> (ProgressSink?, TTYProgress?) {
+    switch mode {
+    case "auto":
+        if isatty(2) == 1 { let t = TTYProgress(); return (t, t) }
+        return (PlainProgress(), nil)
+    case "tty": let t = TTYProgress(); return (t, t)
+    case "plain": return (PlainProgress(), nil)
+    case "rawjson": return (JSONProgress(), nil)
+    case "quiet": return (nil, nil)
+    default: throw ValidationError("--progress \(mode): expected auto, tty, plain, rawjson or quiet")
+    }
+}
+
+/// `--snapshotter NAME`, checked.
+func snapshotterKind(_ name: String?) throws -> SnapshotterKind? {
+    try name.map { name in
+        guard let k = SnapshotterKind(rawValue: name) else {
+            throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
+        }
+        return k
     }
 }
