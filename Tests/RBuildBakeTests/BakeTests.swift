@@ -476,6 +476,33 @@ private let json = #"""
         #expect(t.args["B"]??.count == 111 && t.args["C"] == "it's")
     }
 
+    /// A function whose result nests 60 lists around a call of itself, 100 calls deep,
+    /// overflowed the stack in evaluation (each expression within the parser's limit).
+    @Test func evaluationDepthHasALimit() throws {
+        for (open, close) in [("[", "]"), ("upper(", ")"), ("\"${", "}\"")] {
+            let f = "function \"f\" {\n  params = [x]\n  result = " + String(repeating: open, count: 60) + "f(x)"
+                + String(repeating: close, count: 60) + "\n}\ntarget \"default\" { tags = [f(1)] }\n"
+            let e = try #require(error("docker-bake.hcl", f))
+            #expect(e.line == 3 && (e.message.contains("nested more than 512") || e.message.contains("too deeply")), "\(e)")
+        }
+    }
+
+    /// Numbers past Int's range trapped on conversion (1e300 and infinity are whole numbers);
+    /// format widths of a billion asked for a gigabyte; a matrix of 10^10 combinations.
+    @Test func hugeNumbersAreErrors() throws {
+        for expr in ["element([\"a\"], 1e300)", "slice([\"a\"], 0, 1e300)", "substr(\"abc\", 1, 1e300)",
+                     "[\"a\"][1e300]", "[\"a\"][-1e300]", "format(\"%d\", 1e300)", "format(\"%d\", 1e308 * 10)",
+                     "format(\"%999999999d\", 1)", "format(\"%.999999999f\", 1)", "format(\"%-99999999999999999999s\", \"a\")"] {
+            let e = error("docker-bake.hcl", "target \"default\" { args = { A = \(expr) } }\n")
+            #expect(e != nil, "\(expr)")
+        }
+        #expect(try load("docker-bake.hcl", "target \"default\" { args = { A = substr(\"abcd\", 1, 9007199254740991) } }\n")
+            .resolve([])[0].args["A"] == "bcd")
+        let keys = (0..<10).map { "k\($0) = [" + (0..<10).map { "\"\($0)\"" }.joined(separator: ",") + "]" }.joined(separator: ", ")
+        let m = try #require(error("docker-bake.hcl", "target \"a\" {\n  matrix = { \(keys) }\n  name = \"a\"\n}\n"))
+        #expect(m.line == 2 && m.message.contains("more than 1024 targets"), "\(m)")
+    }
+
     /// Aliases of aliases expand exponentially (a "billion laughs").
     @Test func yamlAliasExpansionHasALimit() throws {
         var y = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
