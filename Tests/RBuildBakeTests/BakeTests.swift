@@ -503,6 +503,14 @@ private let json = #"""
         #expect(m.line == 2 && m.message.contains("more than 1024 targets"), "\(m)")
     }
 
+    /// A group named as a glob with many `*`s, asked for beside a long target name, hung the
+    /// glob matcher (exponential in the stars).
+    @Test func globNamesResolveInLinearTime() throws {
+        let d = try load("docker-bake.hcl", "target \"" + String(repeating: "a", count: 3000) + "\" {}\ngroup \"*a*a*a*a*a*a*a*a*a*a*b\" { targets = [] }\n")
+        #expect(try d.resolve(["*a*a*a*a*a*a*a*a*a*a*b"]).isEmpty) // the (empty) group only
+        #expect(try d.resolve(["*a*a*a*a*a*a*a*a*a*a*"]).count == 1)
+    }
+
     /// Aliases of aliases expand exponentially (a "billion laughs").
     @Test func yamlAliasExpansionHasALimit() throws {
         var y = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
