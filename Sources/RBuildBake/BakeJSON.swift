@@ -12,6 +12,9 @@ enum JSONNode {
 
 struct JSONReader {
     var lexer: Lexer
+    /// Arrays and objects the value being read is inside (recursion takes stack for each).
+    var depth = 0
+    static let maxDepth = 64
 
     static func parse(file: String, bytes: [UInt8]) throws -> (JSONNode, SourcePos) {
         var r = JSONReader(lexer: Lexer(file: file, bytes: bytes))
@@ -30,38 +33,13 @@ struct JSONReader {
         let pos = lexer.pos
         guard let b = lexer.peekByte() else { throw pos.error("unexpected end of JSON") }
         switch b {
-        case UInt8(ascii: "{"):
-            lexer.advance()
-            var items: [(key: String, value: JSONNode, pos: SourcePos)] = []
-            skip()
-            if lexer.peekByte() == UInt8(ascii: "}") { lexer.advance(); return (.object(items), pos) }
-            while true {
-                skip()
-                let kpos = lexer.pos
-                guard lexer.peekByte() == UInt8(ascii: "\"") else { throw kpos.error("expected a quoted key in a JSON object") }
-                let key = try string()
-                skip()
-                guard lexer.peekByte() == UInt8(ascii: ":") else { throw lexer.pos.error("expected \":\" after the key \"\(key)\"") }
-                lexer.advance()
-                let (v, _) = try value()
-                items.append((key, v, kpos))
-                skip()
-                if lexer.peekByte() == UInt8(ascii: ",") { lexer.advance(); continue }
-                if lexer.peekByte() == UInt8(ascii: "}") { lexer.advance(); return (.object(items), pos) }
-                throw lexer.pos.error("expected \",\" or \"}\" in a JSON object")
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maxDepth else {
+                throw pos.error("arrays and objects nested more than \(Self.maxDepth) levels deep: bake files here nest at most \(Self.maxDepth)")
             }
-        case UInt8(ascii: "["):
-            lexer.advance()
-            var items: [(JSONNode, SourcePos)] = []
-            skip()
-            if lexer.peekByte() == UInt8(ascii: "]") { lexer.advance(); return (.array(items), pos) }
-            while true {
-                items.append(try value())
-                skip()
-                if lexer.peekByte() == UInt8(ascii: ",") { lexer.advance(); continue }
-                if lexer.peekByte() == UInt8(ascii: "]") { lexer.advance(); return (.array(items), pos) }
-                throw lexer.pos.error("expected \",\" or \"]\" in a JSON array")
-            }
+            return b == UInt8(ascii: "{") ? try object(pos) : try array(pos)
         case UInt8(ascii: "\""):
             return (.string(try string()), pos)
         default:
@@ -74,6 +52,42 @@ struct JSONReader {
                 throw pos.error("expected a JSON value")
             }
             return (.number(d), pos)
+        }
+    }
+
+    private mutating func object(_ pos: SourcePos) throws -> (JSONNode, SourcePos) {
+        lexer.advance()
+        var items: [(key: String, value: JSONNode, pos: SourcePos)] = []
+        skip()
+        if lexer.peekByte() == UInt8(ascii: "}") { lexer.advance(); return (.object(items), pos) }
+        while true {
+            skip()
+            let kpos = lexer.pos
+            guard lexer.peekByte() == UInt8(ascii: "\"") else { throw kpos.error("expected a quoted key in a JSON object") }
+            let key = try string()
+            skip()
+            guard lexer.peekByte() == UInt8(ascii: ":") else { throw lexer.pos.error("expected \":\" after the key \"\(key)\"") }
+            lexer.advance()
+            let (v, _) = try value()
+            items.append((key, v, kpos))
+            skip()
+            if lexer.peekByte() == UInt8(ascii: ",") { lexer.advance(); continue }
+            if lexer.peekByte() == UInt8(ascii: "}") { lexer.advance(); return (.object(items), pos) }
+            throw lexer.pos.error("expected \",\" or \"}\" in a JSON object")
+        }
+    }
+
+    private mutating func array(_ pos: SourcePos) throws -> (JSONNode, SourcePos) {
+        lexer.advance()
+        var items: [(JSONNode, SourcePos)] = []
+        skip()
+        if lexer.peekByte() == UInt8(ascii: "]") { lexer.advance(); return (.array(items), pos) }
+        while true {
+            items.append(try value())
+            skip()
+            if lexer.peekByte() == UInt8(ascii: ",") { lexer.advance(); continue }
+            if lexer.peekByte() == UInt8(ascii: "]") { lexer.advance(); return (.array(items), pos) }
+            throw lexer.pos.error("expected \",\" or \"]\" in a JSON array")
         }
     }
 

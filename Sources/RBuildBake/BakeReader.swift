@@ -189,6 +189,9 @@ struct BakeReader {
 
     /// One scope per matrix combination: keys in sorted order, later keys varying slowest, as
     /// buildx builds its eval contexts.
+    /// Targets one matrix may make: ten keys of ten values asked for ten billion.
+    static let maxMatrix = 1024
+
     private func matrixScopes(_ b: Block, _ ev: Evaluator) throws -> [Scope] {
         guard let m = b.body.attribute("matrix") else { return [[:]] }
         let v = try ev.eval(m.expr, [:])
@@ -197,6 +200,9 @@ struct BakeReader {
         for key in o.keys.sorted() {
             guard case .list(let values) = o[key]! else {
                 throw m.pos.error("target \(b.labels[0]): matrix values must be lists (\(key) is a \(o[key]!.typeName))")
+            }
+            guard values.count <= Self.maxMatrix / max(1, scopes.count) else {
+                throw m.pos.error("target \(b.labels[0]): the matrix makes more than \(Self.maxMatrix) targets")
             }
             scopes = values.flatMap { value in scopes.map { s in var s = s; s[key] = value; return s } }
         }

@@ -9,6 +9,7 @@ import Yams
 
 enum Compose {
     static func root(_ f: BakeFile, environment: [String: String]) throws -> [String: Any] {
+        try checkNesting(f.contents, file: f.name)
         let text = String(decoding: f.contents, as: UTF8.self)
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch let e as YamlError {
@@ -20,21 +21,137 @@ enum Compose {
             }
         }
         guard let node, case .mapping = node else { throw BakeError(file: f.name, "a compose file is a mapping with services:") }
-        return try plain(node, f.name, environment) as? [String: Any] ?? [:]
+        var budget = maxNodes
+        return try plain(node, f.name, environment, &budget) as? [String: Any] ?? [:]
     }
 
+    /// Nodes the tree may expand to: an alias is its anchor's whole tree again, so aliases of
+    /// aliases grow exponentially ("billion laughs") from a few lines.
+    static let maxNodes = 100_000
+
     /// The YAML tree as dictionaries, lists and strings, every scalar interpolated.
-    private static func plain(_ n: Node, _ file: String, _ env: [String: String]) throws -> Any {
+    private static func plain(_ n: Node, _ file: String, _ env: [String: String], _ budget: inout Int) throws -> Any {
+        budget -= 1
+        guard budget >= 0 else {
+            throw BakeError(file: file, "the YAML expands to more than \(maxNodes) values (aliases of aliases?)")
+        }
         switch n {
         case .scalar(let s):
             let m = n.mark
             return try interpolate(s.string, env) { BakeError(file: file, line: m?.line ?? 0, column: m?.column ?? 0, $0) }
         case .sequence(let seq):
-            return try seq.map { try plain($0, file, env) }
+            return try seq.map { try plain($0, file, env, &budget) }
         case .mapping(let map):
             var d: [String: Any] = [:]
-            for (k, v) in map { d[k.string ?? ""] = try plain(v, file, env) }
+            for (k, v) in map { d[k.string ?? ""] = try plain(v, file, env, &budget) }
             return d
+        }
+    }
+
+    /// How deep a YAML document may nest. Yams builds its tree recursively (Parser.loadNode), so
+    /// thousands of `[` overflow the stack: `checkNesting` refuses such a file before Yams reads it.
+    static let maxDepth = 100
+
+    /// Refuses YAML that may nest past `maxDepth`, by a bound that never undercounts: the open
+    /// flow brackets (`[`, `{`) plus, for block structure, two levels (a mapping and a sequence
+    /// can share a column) per open indentation and one per `- ` or `? ` starting the line. Quoted
+    /// scalars, comments and block scalars' (`|`, `>`) lines are not structure and are skipped.
+    static func checkNesting(_ b: [UInt8], file: String) throws {
+        let space = UInt8(ascii: " "), tab = UInt8(ascii: "\t"), cr = UInt8(ascii: "\r")
+        var flow = 0
+        var indents: [Int] = []
+        var blockDepth = 0
+        var quote: UInt8?
+        var scalarHeader: Int?, scalarIndent: Int?
+        var line = 0
+        var start = 0
+        while start <= b.count {
+            line += 1
+            var end = start
+            while end < b.count, b[end] != UInt8(ascii: "\n") { end += 1 }
+            defer { start = end + 1 }
+            var k = start
+            while k < end, b[k] == space { k += 1 }
+            let indent = k - start
+            let blank = !b[k..<end].contains { $0 != space && $0 != tab && $0 != cr }
+            if let h = scalarHeader {
+                if blank { continue }
+                if scalarIndent == nil, indent > h { scalarIndent = indent }
+                if let si = scalarIndent, indent >= si { continue }
+                scalarHeader = nil
+                scalarIndent = nil
+            }
+            if quote == nil, flow == 0, !blank, b[k] != UInt8(ascii: "#") {
+                while let t = indents.last, t > indent { indents.removeLast() }
+                if indents.last != indent { indents.append(indent) }
+                var n = 0
+                var j = k
+                while j < end, b[j] == UInt8(ascii: "-") || b[j] == UInt8(ascii: "?"), j + 1 == end || b[j + 1] == space {
+                    n += 1
+                    j += 1
+                    while j < end, b[j] == space { j += 1 }
+                }
+                blockDepth = 2 * indents.count + n
+            }
+            /// Whether `j` starts a node: the line's first text, or after `[ { ,`, or after an
+            /// indicator `: - ?` and a blank.
+            func startsNode(_ j: Int) -> Bool {
+                var p = j - 1
+                while p >= start, b[p] == space || b[p] == tab { p -= 1 }
+                guard p >= start else { return true }
+                if "[{,".utf8.contains(b[p]) { return true }
+                return ":-?".utf8.contains(b[p]) && p + 1 < j && (b[p + 1] == space || b[p + 1] == tab)
+            }
+            var contentEnd = end
+            var j = k
+            while j < end {
+                let c = b[j]
+                if let q = quote {
+                    if q == UInt8(ascii: "\"") && c == UInt8(ascii: "\\") { j += 2; continue }
+                    if c == q {
+                        if q == UInt8(ascii: "'"), j + 1 < end, b[j + 1] == q { j += 2; continue }
+                        quote = nil
+                    }
+                    j += 1
+                    continue
+                }
+                switch c {
+                case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                    // Only where a scalar starts: a quote inside a plain scalar (it's) is text.
+                    if startsNode(j) { quote = c }
+                case UInt8(ascii: "#") where j == k || b[j - 1] == space || b[j - 1] == tab:
+                    contentEnd = j
+                    j = end
+                    continue
+                case UInt8(ascii: "["), UInt8(ascii: "{"):
+                    flow += 1
+                    if blockDepth + flow > maxDepth {
+                        throw BakeError(file: file, line: line, column: j - start + 1,
+                                        "YAML nested more than \(maxDepth) levels deep: compose files here nest at most \(maxDepth)")
+                    }
+                case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                    flow = max(0, flow - 1)
+                default:
+                    break
+                }
+                j += 1
+            }
+            if blockDepth > maxDepth {
+                throw BakeError(file: file, line: line, column: indent + 1,
+                                "YAML nested more than \(maxDepth) levels deep: compose files here nest at most \(maxDepth)")
+            }
+            // A block scalar's header: `|` or `>`, then chomping and indentation indicators, ends the line.
+            if quote == nil, flow == 0 {
+                var e = contentEnd
+                while e > k, b[e - 1] == space || b[e - 1] == tab || b[e - 1] == cr { e -= 1 }
+                while e > k, "+-0123456789".utf8.contains(b[e - 1]) { e -= 1 }
+                if e > k, b[e - 1] == UInt8(ascii: "|") || b[e - 1] == UInt8(ascii: ">") {
+                    if startsNode(e - 1) {
+                        scalarHeader = indent
+                        scalarIndent = nil
+                    }
+                }
+            }
         }
     }
 

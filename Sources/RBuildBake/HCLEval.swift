@@ -42,6 +42,11 @@ final class Evaluator {
     private var resolved: [String: HCLValue] = [:]
     private var resolving: [String] = []
     private var callDepth = 0
+    /// Evaluations in progress, one inside the other: the parser bounds an expression's nesting,
+    /// but calls multiply it (a function whose result nests 60 lists around a call of itself,
+    /// 100 calls deep, overflowed the stack), so evaluation has a bound of its own.
+    private var evalDepth = 0
+    static let maxEvalDepth = 512
 
     init(environment: [String: String], now: @escaping () -> Date = Date.init) {
         self.environment = environment
@@ -139,6 +144,11 @@ final class Evaluator {
     // MARK: expressions
 
     func eval(_ e: Expr, _ scope: Scope) throws -> HCLValue {
+        evalDepth += 1
+        defer { evalDepth -= 1 }
+        guard evalDepth <= Self.maxEvalDepth else {
+            throw e.pos.error("evaluation nested more than \(Self.maxEvalDepth) levels deep (expressions inside function calls inside expressions…): is a function calling itself?")
+        }
         switch e.kind {
         case .literal(let v):
             return v
@@ -289,8 +299,8 @@ final class Evaluator {
             guard let d = key.asNumber, d == d.rounded() else {
                 throw pos.error("a list index must be a whole number, not \(key.jsonText)")
             }
-            guard d >= 0, Int(d) < l.count else {
-                throw pos.error("index \(Int(d)) is out of range: the list has \(l.count) elements")
+            guard d >= 0, d < Double(l.count) else {
+                throw pos.error("index \(HCLValue.formatNumber(d)) is out of range: the list has \(l.count) elements")
             }
             return l[Int(d)]
         case .object(let o):

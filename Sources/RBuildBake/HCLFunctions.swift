@@ -35,6 +35,10 @@ struct FunctionCall {
     func int(_ i: Int) throws -> Int {
         let d = try number(i)
         guard d == d.rounded() else { throw fail("argument \(i + 1) must be a whole number, not \(d)") }
+        // (Int(d) traps past Int's range: 1e300 and infinity are whole numbers too.)
+        guard abs(d) <= 9_007_199_254_740_992 else {
+            throw fail("argument \(i + 1) must be a whole number within ±2^53, not \(HCLValue.formatNumber(d))")
+        }
         return Int(d)
     }
     func bool(_ i: Int) throws -> Bool {
@@ -52,6 +56,9 @@ struct FunctionCall {
 }
 
 enum HCLFunctions {
+    /// The widest field format() pads to, and its longest precision.
+    static let maxFormatWidth = 10_000
+
     typealias Fn = @Sendable (FunctionCall) throws -> HCLValue
 
     static let table: [String: Fn] = [
@@ -103,7 +110,7 @@ enum HCLFunctions {
             var off = try c.int(1), len = try c.int(2)
             if off < 0 { off += s.count }
             off = max(0, min(off, s.count))
-            if len < 0 || off + len > s.count { len = s.count - off }
+            if len < 0 || len > s.count - off { len = s.count - off }
             return .string(String(s[off..<off + len]))
         },
         "replace": { c in
@@ -312,6 +319,11 @@ enum HCLFunctions {
             let leftAlign = spec.hasPrefix("-")
             let width = Int(parts.first?.filter(\.isNumber) ?? "") ?? 0
             let precision = parts.count > 1 ? Int(parts[1]) : nil
+            // A width or precision of a billion asked for a gigabyte of padding.
+            guard width <= Self.maxFormatWidth, (precision ?? 0) <= Self.maxFormatWidth, parts.count <= 2,
+                  parts.first?.filter(\.isNumber).count ?? 0 <= 6 else {
+                throw c.fail("the width and precision of %\(spec)\(verb) must be at most \(Self.maxFormatWidth)")
+            }
             var text: String
             switch verb {
             case "s", "v":
@@ -321,8 +333,8 @@ enum HCLFunctions {
                 }
                 if let p = precision { text = String(text.prefix(p)) }
             case "d":
-                guard let d = v.asNumber, d == d.rounded() else { throw c.fail("%d needs a whole number, not \(v.jsonText)") }
-                text = String(Int64(d))
+                guard let d = v.asNumber, let i = Int64(exactly: d) else { throw c.fail("%d needs a whole number within Int64, not \(v.jsonText)") }
+                text = String(i)
             case "f":
                 guard let d = v.asNumber else { throw c.fail("%f needs a number, not \(v.jsonText)") }
                 text = String(format: "%.\(precision ?? 6)f", d)

@@ -7,6 +7,10 @@ struct HCLParser {
     var lexer: Lexer
     /// Whether newlines are insignificant here: true inside (), [] and ${}, false in bodies and objects.
     private var skipNewlines: [Bool] = [false]
+    /// How many expressions (or blocks) the one being read is inside: recursive descent takes stack
+    /// for each level, so thousands of `(` or `[` would overflow it. Real bake files nest a few.
+    private var depth = 0
+    static let maxDepth = 64
 
     init(file: String, bytes: [UInt8]) {
         lexer = Lexer(file: file, bytes: bytes)
@@ -35,6 +39,17 @@ struct HCLParser {
             throw pos.error("expected \"\(p)\" \(context), found \(t.display)")
         }
         return pos
+    }
+
+    /// One level deeper (an expression, a `!`/`-` operand, a block), refused past `maxDepth`.
+    private mutating func nested<T>(_ what: String, _ body: (inout HCLParser) throws -> T) throws -> T {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > Self.maxDepth {
+            let (_, pos) = try peek()
+            throw pos.error("\(what) nested more than \(Self.maxDepth) levels deep: bake files here nest at most \(Self.maxDepth) expressions or blocks")
+        }
+        return try body(&self)
     }
 
     private mutating func withNewlines<T>(skipped: Bool, _ body: (inout HCLParser) throws -> T) rethrows -> T {
@@ -90,7 +105,7 @@ struct HCLParser {
                     (lt, lpos) = try peek()
                 }
                 _ = try next()
-                let inner = try withNewlines(skipped: false) { try $0.parseBody(topLevel: false) }
+                let inner = try nested("a block") { p in try p.withNewlines(skipped: false) { try $0.parseBody(topLevel: false) } }
                 body.blocks.append(Block(type: name, labels: labels, body: inner, pos: pos))
                 try endOfItem(topLevel: topLevel, what: "a block")
                 if !topLevel, case (.punct("}"), _) = try peek() { _ = try next(); return body }
@@ -123,6 +138,10 @@ struct HCLParser {
     // MARK: expressions
 
     mutating func parseExpr() throws -> Expr {
+        try nested("an expression") { try $0.parseConditional() }
+    }
+
+    private mutating func parseConditional() throws -> Expr {
         let cond = try parseBinary(0)
         if case (.punct("?"), _) = try peek() {
             _ = try next()
@@ -151,11 +170,11 @@ struct HCLParser {
         let (t, pos) = try peek()
         if t == .punct("!") {
             _ = try next()
-            return Expr(.not(try parseUnary()), pos)
+            return Expr(.not(try nested("an operand of !") { try $0.parseUnary() }), pos)
         }
         if t == .punct("-") {
             _ = try next()
-            return Expr(.negate(try parseUnary()), pos)
+            return Expr(.negate(try nested("an operand of -") { try $0.parseUnary() }), pos)
         }
         return try parsePostfix()
     }

@@ -416,3 +416,106 @@ private let json = #"""
         }
     }
 }
+
+/// Inputs found by scripts/fuzz/bake (or written beside it): each once crashed or hung the reader.
+@Suite struct BakeFuzzRegressionTests {
+    private func error(_ name: String, _ text: String) -> BakeError? {
+        do { _ = try load(name, text); return nil } catch let e as BakeError { return e } catch { return nil }
+    }
+
+    /// 3,000 parentheses overflowed the stack in the recursive-descent parser.
+    @Test func hclNestingHasALimit() throws {
+        let e = try #require(error("docker-bake.hcl", "x = " + String(repeating: "(", count: 3000) + "1" + String(repeating: ")", count: 3000) + "\n"))
+        #expect(e.file == "docker-bake.hcl" && e.line == 1 && e.column == 5 + HCLParser.maxDepth, "\(e)")
+        #expect(e.message.contains("nested more than 64 levels"), "\(e)")
+        #expect(error("docker-bake.hcl", "x = " + String(repeating: "[", count: 5000)) != nil)
+        #expect(error("docker-bake.hcl", "x = \"" + String(repeating: "${\"", count: 2000) + "\n") != nil)
+        #expect(error("docker-bake.hcl", "x = " + String(repeating: "!", count: 6000) + "true\n")?.message.contains("nested") == true)
+        #expect(error("docker-bake.hcl", String(repeating: "a {\n", count: 2500) + String(repeating: "}\n", count: 2500))?.message.contains("nested") == true)
+        // 64 levels still read.
+        let ok = "target \"a\" {\n  tags = " + String(repeating: "[", count: 60) + "\"x\"" + String(repeating: "]", count: 60) + "\n}\n"
+        #expect(error("docker-bake.hcl", ok)?.message.contains("nested") != true)
+    }
+
+    @Test func jsonNestingHasALimit() throws {
+        let e = try #require(error("docker-bake.json", String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000)))
+        #expect(e.line == 1 && e.column == JSONReader.maxDepth + 1 && e.message.contains("nested more than 64"), "\(e)")
+        let deep = "{\"target\": {\"a\": {\"args\": {\"X\": " + String(repeating: "{\"a\": ", count: 3000) + "1" + String(repeating: "}", count: 3000) + "}}}}"
+        #expect(error("docker-bake.json", deep)?.message.contains("nested") == true)
+    }
+
+    /// Yams builds its tree recursively: 4,000 `[` (or a JSON file read as compose) overflowed the stack.
+    @Test func yamlNestingHasALimit() throws {
+        let flow = try #require(error("compose.yaml", String(repeating: "[", count: 4000) + String(repeating: "]", count: 4000)))
+        #expect(flow.line == 1 && flow.message.contains("nested more than 100"), "\(flow)")
+        let block = "services:\n  a:\n    build:\n      x-bake:\n        tags:\n" + String(repeating: "- ", count: 3000) + "x\n"
+        let e = try #require(error("compose.yaml", block))
+        #expect(e.line == 6 && e.message.contains("nested"), "\(e)")
+        var indented = "services:\n"
+        for i in 1...200 { indented += String(repeating: " ", count: i) + "k\(i):\n" }
+        #expect(error("compose.yaml", indented)?.message.contains("nested") == true)
+    }
+
+    /// Nothing that only looks nested is refused: block scalars, quotes, comments.
+    @Test func yamlNestingCheckLeavesTextAlone() throws {
+        let compose = """
+        services:
+          web:
+            build:
+              context: .
+              dockerfile_inline: |
+                FROM scratch
+        \(String(repeating: " ", count: 300))RUN echo [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+              args:
+                A: "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                B: '{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{'
+                C: it's # [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+        """
+        let t = try load("compose.yaml", compose).resolve(["web"])[0]
+        #expect(t.dockerfileInline?.hasPrefix("FROM scratch\n") == true)
+        #expect(t.args["B"]??.count == 111 && t.args["C"] == "it's")
+    }
+
+    /// A function whose result nests 60 lists around a call of itself, 100 calls deep,
+    /// overflowed the stack in evaluation (each expression within the parser's limit).
+    @Test func evaluationDepthHasALimit() throws {
+        for (open, close) in [("[", "]"), ("upper(", ")"), ("\"${", "}\"")] {
+            let f = "function \"f\" {\n  params = [x]\n  result = " + String(repeating: open, count: 60) + "f(x)"
+                + String(repeating: close, count: 60) + "\n}\ntarget \"default\" { tags = [f(1)] }\n"
+            let e = try #require(error("docker-bake.hcl", f))
+            #expect(e.line == 3 && (e.message.contains("nested more than 512") || e.message.contains("too deeply")), "\(e)")
+        }
+    }
+
+    /// Numbers past Int's range trapped on conversion (1e300 and infinity are whole numbers);
+    /// format widths of a billion asked for a gigabyte; a matrix of 10^10 combinations.
+    @Test func hugeNumbersAreErrors() throws {
+        for expr in ["element([\"a\"], 1e300)", "slice([\"a\"], 0, 1e300)", "substr(\"abc\", 1, 1e300)",
+                     "[\"a\"][1e300]", "[\"a\"][-1e300]", "format(\"%d\", 1e300)", "format(\"%d\", 1e308 * 10)",
+                     "format(\"%999999999d\", 1)", "format(\"%.999999999f\", 1)", "format(\"%-99999999999999999999s\", \"a\")"] {
+            let e = error("docker-bake.hcl", "target \"default\" { args = { A = \(expr) } }\n")
+            #expect(e != nil, "\(expr)")
+        }
+        #expect(try load("docker-bake.hcl", "target \"default\" { args = { A = substr(\"abcd\", 1, 9007199254740991) } }\n")
+            .resolve([])[0].args["A"] == "bcd")
+        let keys = (0..<10).map { "k\($0) = [" + (0..<10).map { "\"\($0)\"" }.joined(separator: ",") + "]" }.joined(separator: ", ")
+        let m = try #require(error("docker-bake.hcl", "target \"a\" {\n  matrix = { \(keys) }\n  name = \"a\"\n}\n"))
+        #expect(m.line == 2 && m.message.contains("more than 1024 targets"), "\(m)")
+    }
+
+    /// A group named as a glob with many `*`s, asked for beside a long target name, hung the
+    /// glob matcher (exponential in the stars).
+    @Test func globNamesResolveInLinearTime() throws {
+        let d = try load("docker-bake.hcl", "target \"" + String(repeating: "a", count: 3000) + "\" {}\ngroup \"*a*a*a*a*a*a*a*a*a*a*b\" { targets = [] }\n")
+        #expect(try d.resolve(["*a*a*a*a*a*a*a*a*a*a*b"]).isEmpty) // the (empty) group only
+        #expect(try d.resolve(["*a*a*a*a*a*a*a*a*a*a*"]).count == 1)
+    }
+
+    /// Aliases of aliases expand exponentially (a "billion laughs").
+    @Test func yamlAliasExpansionHasALimit() throws {
+        var y = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for i in 1...8 { y += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        y += "services:\n  web:\n    build:\n      context: .\n      x-bake:\n        tags: *a8\n"
+        #expect(error("compose.yaml", y)?.message.contains("expands to more than") == true)
+    }
+}

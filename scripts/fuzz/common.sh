@@ -17,28 +17,35 @@ fuzz_build() {
     local name=$1
     mkdir -p "$fuzz_out/bin"
     # RBuildDockerfile's closure holds every module a harness imports (System, OCI, Snapshots,
-    # Registry…): one incremental build serves them all.
-    if ! swift build -c release --target RBuildDockerfile --scratch-path "$fuzz_out/build" \
-            -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address \
-            >"$fuzz_out/build.log" 2>&1; then
-        tail -n 40 "$fuzz_out/build.log"
-        echo "fuzz/$name: building the instrumented modules failed (fuzz-out/build.log)" >&2
-        exit 1
-    fi
+    # Registry…) but RBuildBake (and Yams): two incremental builds serve them all (both always,
+    # since every object of the scratch build is linked into each harness).
+    : >"$fuzz_out/build.log"
+    local target
+    for target in RBuildDockerfile RBuildBake; do
+        if ! swift build -c release --target "$target" --scratch-path "$fuzz_out/build" \
+                -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address \
+                >>"$fuzz_out/build.log" 2>&1; then
+            tail -n 40 "$fuzz_out/build.log"
+            echo "fuzz/$name: building the instrumented modules failed (fuzz-out/build.log)" >&2
+            exit 1
+        fi
+    done
     # Clang modules: the system libraries' maps in Sources, the C targets' generated ones.
     local maps=()
     for m in Sources/C*/module.modulemap; do maps+=(-I "$(dirname "$m")"); done
     for m in "$fuzz_modules"/C*.build/module.modulemap; do
         maps+=(-Xcc -fmodule-map-file="$m")
     done
-    # (Every object of the scratch build is linked: after a source file is removed or renamed,
-    # remove fuzz-out/build once.)
+    # (Every object of the scratch build is linked, packages' C targets' from subdirectories such
+    # as Yams' CYaml.build/src: after a source file is removed or renamed, remove fuzz-out/build once.)
+    local objects=()
+    mapfile -t objects < <(find -H "$fuzz_modules" -path '*.build/*' -name '*.o' | sort)
     # The C targets' own libraries (Package.swift's linkerSettings, e.g. CRBuildCurl's curl).
     local libs=()
     for l in $(grep -o 'linkedLibrary("[^"]*")' Package.swift | cut -d'"' -f2); do libs+=(-l"$l"); done
     swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name "Fuzz_${name//-/_}" -use-ld=lld \
         -I "$fuzz_modules/Modules" "${maps[@]}" "${libs[@]}" \
-        "scripts/fuzz/$name-entry.swift" scripts/fuzz/support.swift "$fuzz_modules"/*.build/*.o \
+        "scripts/fuzz/$name-entry.swift" scripts/fuzz/support.swift "${objects[@]}" \
         -o "$fuzz_out/bin/fuzz-$name"
 }
 
