@@ -138,11 +138,7 @@ extension Builder {
         } else if run.load {
             outputs = [OutputSpec(kind: .image)]
         } else {
-            // `type=cacheonly` (buildx's output of a target only another's `target:` context
-            // names): built into the cache, exported nowhere.
-            let cacheOnly = !t.outputs.isEmpty && t.outputs.allSatisfy { $0.replacingOccurrences(of: " ", with: "") == "type=cacheonly" }
-            do { outputs = cacheOnly ? [] : try t.outputs.map(OutputSpec.parse) } catch { throw fail("\(error)") }
-            if cacheOnly { return finishOptions(o, [], t) }
+            do { outputs = try t.outputs.map(OutputSpec.parse) } catch { throw fail("\(error)") }
         }
         if outputs.isEmpty && !t.tags.isEmpty { outputs = [OutputSpec(kind: .image)] }
         for s in outputs { do { _ = try s.compression() } catch { throw fail("\(error)") } }
@@ -155,11 +151,7 @@ extension Builder {
         if !t.annotations.isEmpty {
             run.reporter?.note("WARNING: target \(t.name): annotations ignored: rbuild does not write annotations yet")
         }
-        return finishOptions(o, outputs, t)
-    }
-
-    private func finishOptions(_ o: BuildOptions, _ outputs: [OutputSpec], _ t: BakeTarget) -> (BuildOptions, [OutputSpec], [String]) {
-        (o, outputs, outputs.isEmpty ? [] : t.tags)
+        return (o, outputs, t.tags)
     }
 }
 

@@ -69,8 +69,9 @@ extension Builder {
     }
 
     /// `rbuild build -o … -t …`: each output mapped to its exporter (`OutputSpec.exporter()`,
-    /// which checks what it can before anything is built), then `build(_:exporters:tags:)`.
+    /// which checks what it can before anything is built; `type=cacheonly` has none), then
+    /// `build(_:exporters:tags:)`.
     public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = []) throws -> BuildResult {
-        try build(options, exporters: try outputs.map { try $0.exporter() }, tags: tags)
+        try build(options, exporters: try outputs.filter { $0.kind != .cacheonly }.map { try $0.exporter() }, tags: tags)
     }
 }

@@ -96,10 +96,17 @@ public final class Builder: Sendable {
         let reporter = solver.reporter
         let imageLayers = await solver.imageLayers(roots)
         let mountIDs = Solver.cacheMountIDs(roots)
+        var byMode: [CacheExportMode: [(key: Digest, stack: Stack)]] = [:]   // several exports, one mode: found once
         for spec in specs {
             let step = reporter.start("exporting cache to \(spec)")
             do {
-                let records = await solver.cacheRecords(roots, mode: spec.mode)
+                let records: [(key: Digest, stack: Stack)]
+                if let known = byMode[spec.mode] {
+                    records = known
+                } else {
+                    records = await solver.cacheRecords(roots, mode: spec.mode)
+                    byMode[spec.mode] = records
+                }
                 let top = try await solver.exportCache(spec, records: records, imageLayers: imageLayers, cacheMountIDs: mountIDs) {
                     step.output($0)
                 }

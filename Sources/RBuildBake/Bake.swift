@@ -25,17 +25,17 @@ public enum Bake {
 
     static func load(_ files: [BakeFile], environment: [String: String], overrides: [String], now: @escaping () -> Date) throws -> BakeDefinition {
         var reader = BakeReader(environment: environment, now: now)
-        var composeFiles: [BakeFile] = []
+        var composed: [[TargetSpec]] = []   // each compose file's services, read once
         var bodies: [Body] = []
         for f in files {
             switch kind(of: f) {
-            case .compose: composeFiles.append(f)
+            case .compose: composed.append(try Compose.read(f, environment: environment))
             case .hcl: bodies.append(try HCLParser.parse(file: f.name, bytes: f.contents))
             case .json: bodies.append(try BakeJSON.parse(file: f.name, bytes: f.contents))
             case .unknown:
                 // As buildx: a compose file if it reads as one, else HCL, else JSON.
                 if let c = try? Compose.read(f, environment: environment), !c.isEmpty {
-                    composeFiles.append(f)
+                    composed.append(c)
                 } else {
                     do { bodies.append(try HCLParser.parse(file: f.name, bytes: f.contents)) } catch let hclError {
                         guard let b = try? BakeJSON.parse(file: f.name, bytes: f.contents) else { throw hclError }
@@ -45,9 +45,9 @@ public enum Bake {
             }
         }
         // buildx reads compose files first, then all HCL/JSON files merged as one body.
-        for f in composeFiles {
-            for spec in try Compose.read(f, environment: environment) { reader.add(spec) }
-            reader.addGroup("default", try Compose.serviceNames(f, environment: environment), description: nil)
+        for specs in composed {
+            for spec in specs { reader.add(spec) }
+            reader.addGroup("default", specs.map(\.name), description: nil)
         }
         if !bodies.isEmpty { try reader.read(bodies) }
         return try reader.definition(overrides: overrides)

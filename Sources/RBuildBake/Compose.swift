@@ -191,10 +191,6 @@ enum Compose {
         return out
     }
 
-    static func serviceNames(_ f: BakeFile, environment: [String: String]) throws -> [String] {
-        try read(f, environment: environment).map(\.name)
-    }
-
     static func read(_ f: BakeFile, environment: [String: String]) throws -> [TargetSpec] {
         let r = try root(f, environment: environment)
         guard let services = r["services"] as? [String: Any] else {

@@ -21,7 +21,7 @@ struct BuildCommand: ParsableCommand {
     @Option(name: [.short, .customLong("tag")], help: "Name the image (repeatable).")
     var tags: [String] = []
 
-    @Option(name: [.short, .customLong("output")], help: "type=oci|docker|local|tar|image[,dest=…][,name=…][,tar=false][,compression=gzip|zstd][,compression-level=N][,rewrite-timestamp=true] (repeatable).")
+    @Option(name: [.short, .customLong("output")], help: "type=oci|docker|local|tar|image|cacheonly[,dest=…][,name=…][,tar=false][,compression=gzip|zstd][,compression-level=N][,rewrite-timestamp=true] (repeatable).")
     var outputs: [String] = []
 
     @Option(name: .customLong("build-arg"), help: "KEY=VALUE, or KEY to take it from the environment.")

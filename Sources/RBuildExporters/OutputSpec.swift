@@ -7,6 +7,9 @@ import RBuildSystem
 public struct OutputSpec: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case oci, docker, local, tar, image, registry
+        /// Built into the cache only, exported nowhere (buildx's `type=cacheonly`; bake gives it
+        /// to a target that only another target's `target:` context names).
+        case cacheonly
     }
     public var kind: Kind
     public var attributes: [String: String]
@@ -32,7 +35,7 @@ public struct OutputSpec: Sendable, Equatable {
             throw ExportError("-o \(text): no type= given (oci, docker, local, tar, image or registry)")
         }
         guard let kind = Kind(rawValue: t) else {
-            throw ExportError("-o \(text): unknown type \"\(t)\" (expected oci, docker, local, tar, image or registry)")
+            throw ExportError("-o \(text): unknown type \"\(t)\" (expected oci, docker, local, tar, image, registry or cacheonly)")
         }
         let known: Set<String> = ["dest", "name", "tar", "compression", "compression-level", "force-compression",
                                   "rewrite-timestamp", "push", "oci-mediatypes", "unpack", "annotation", "store"]
@@ -96,6 +99,7 @@ extension OutputSpec {
         case .tar: return TarExporter(dest: dest, names: imageNames)
         case .image: return ImageExporter(names: imageNames, compression: c?.0, level: c?.1, push: attributes["push"] == "true")
         case .registry: return RegistryExporter(names: imageNames, compression: c?.0 ?? .gzip, level: c?.1)
+        case .cacheonly: throw ExportError("type=cacheonly has no exporter: it is the build with no export")
         }
     }
 }

@@ -132,4 +132,10 @@ final class HandMadeImage: @unchecked Sendable {
         #expect(throws: ExportError.self) { try OutputSpec.parse("type=docker,dest=d,tar=false").exporter() }
         #expect(throws: ExportError.self) { try OutputSpec.parse("type=oci,dest=d,compression=lz4").exporter() }
     }
+
+    /// buildx's `type=cacheonly`: parsed, and no exporter (the build leaves only its cache).
+    @Test func cacheOnlyHasNoExporter() throws {
+        #expect(try OutputSpec.parse("type=cacheonly").kind == .cacheonly)
+        #expect(throws: ExportError.self) { try OutputSpec.parse("type=cacheonly").exporter() }
+    }
 }
