@@ -628,11 +628,21 @@ static int loopback_up(void) {
 }
 
 static void drop_privileges(struct rb_plan *p, int sfd) {
+    // Only what the bounding set still holds is dropped: an outer runtime (a CI container) may
+    // have dropped more already, and dropping needs CAP_SETPCAP, which it may not have left us.
     for (int cap = 0; cap <= p->last_cap && cap < 64; cap++) {
         if (p->capabilities & (1ULL << cap)) continue;
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1) continue;
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             fail(sfd, RB_STAGE_CAPABILITIES, errno, cap);
     }
+    // What we may keep is at most what we hold (a new user namespace gives its root every
+    // capability; the chroot isolation has only what the container gave rbuild).
+    struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct held[2];
+    memset(held, 0, sizeof(held));
+    if (syscall(SYS_capget, &hdr, held) < 0) fail(sfd, RB_STAGE_CAPABILITIES, errno, -3);
+    uint64_t keep = p->capabilities & ((uint64_t)held[0].permitted | ((uint64_t)held[1].permitted << 32));
     // Raw syscalls, not glibc's wrappers: in a multithreaded process those broadcast the change
     // to every thread glibc believes exists (nptl's setxid), and in this clone those threads are
     // gone, so the wrapper would wait for them forever.
@@ -644,12 +654,11 @@ static void drop_privileges(struct rb_plan *p, int sfd) {
     // "Effect of user ID changes on capabilities"), as docker does for USER.
     if (syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0) fail(sfd, RB_STAGE_SETUID, errno, (int)p->uid);
 
-    struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof(data));
     if (p->uid == 0) {
-        data[0].effective = data[0].permitted = (uint32_t)p->capabilities;
-        data[1].effective = data[1].permitted = (uint32_t)(p->capabilities >> 32);
+        data[0].effective = data[0].permitted = (uint32_t)keep;
+        data[1].effective = data[1].permitted = (uint32_t)(keep >> 32);
     }
     // Inheritable stays empty (CVE-2022-24769), and so does the ambient set.
     if (syscall(SYS_capset, &hdr, data) < 0) fail(sfd, RB_STAGE_CAPABILITIES, errno, -1);
@@ -721,9 +730,40 @@ static int forwardable(int sig) {
     }
 }
 
+// Without a pid namespace of its own (the no-pid-sandbox and chroot isolations) the init is a
+// child subreaper instead of pid 1: when the command ends, whatever it left running (reparented
+// to the init) is killed as the end of a pid namespace would kill it. `children` is the init's
+// /proc/thread-self/children, opened before the root changed (-1: only the command's process
+// group is killed).
+static void kill_leftovers(pid_t cmd, int children) {
+    kill(-cmd, SIGKILL);
+    for (int round = 0; round < 10000; round++) {
+        int killed = 0;
+        if (children >= 0) {
+            char buf[4096];
+            ssize_t n = pread(children, buf, sizeof(buf) - 1, 0);
+            if (n > 0) {
+                buf[n] = 0;
+                for (char *q = buf; *q;) {
+                    while (*q == ' ' || *q == '\n') q++;
+                    if (!*q) break;
+                    long pid = 0;
+                    while (*q >= '0' && *q <= '9') pid = pid * 10 + (*q++ - '0');
+                    if (*q && *q != ' ' && *q != '\n') break;
+                    if (pid > 0) { kill((pid_t)pid, SIGKILL); killed = 1; }
+                }
+            }
+        }
+        int status;
+        if ((pid_t)syscall(SYS_wait4, -1, &status, killed ? 0 : WNOHANG, NULL) < 0 && errno == ECHILD) return;
+        if (!killed && children < 0) return;
+    }
+}
+
 // pid 1 of the sandbox: reaps every zombie, forwards signals sent to it with kill(), and exits
 // with the command's status (128+N when a signal N killed it), as docker --init does.
-__attribute__((noreturn)) static void run_init(pid_t cmd) {
+// `own_pid_ns` 0: see kill_leftovers.
+__attribute__((noreturn)) static void run_init(pid_t cmd, int own_pid_ns, int children) {
     sigset_t all;
     sigfillset(&all);
     for (;;) {
@@ -735,6 +775,7 @@ __attribute__((noreturn)) static void run_init(pid_t cmd) {
             pid_t w;
             while ((w = (pid_t)syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
                 if (w != cmd) continue;
+                if (!own_pid_ns) kill_leftovers(cmd, children);
                 if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
                 if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
             }
@@ -862,11 +903,28 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 
     if (p->probe != RB_PROBE_NONE) run_probe(p, sfd);
 
-    prepare_host_side(p, sfd);
-    enter_root(p, sfd);
-    int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 3);
-    mount_inside(p, rootfd, sfd);
+    int own_pid_ns = (p->clone_flags & RB_CLONE_NEWPID) != 0;
+    int children = -1;
+    if (!own_pid_ns) {
+        // Orphans of the command come to the init, which kills them when the command ends.
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) fail(sfd, RB_STAGE_CHROOT, errno, 1);
+        children = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+    }
+    int rootfd;
+    if (p->chroot_root) {
+        // No mount namespace: the parent made the root's /dev nodes and /etc files in place.
+        // CAP_SYS_CHROOT is not among the command's capabilities (a second chroot is the
+        // classic way out of a first), and no descriptor of the host's tree survives below.
+        if (chdir(p->rootfs) < 0 || chroot(".") < 0 || chdir("/") < 0) fail(sfd, RB_STAGE_CHROOT, errno, 0);
+        rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) fail(sfd, RB_STAGE_CHROOT, errno, 0);
+    } else {
+        prepare_host_side(p, sfd);
+        enter_root(p, sfd);
+        rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) fail(sfd, RB_STAGE_PIVOT_ROOT, errno, 3);
+        mount_inside(p, rootfd, sfd);
+    }
 
     if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0)
         fail(sfd, RB_STAGE_HOSTNAME, errno, 0);
@@ -905,11 +963,14 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 
     // Only 0-2 and the status pipe survive; the status pipe is close-on-exec, so a successful
     // exec closes it and the parent sees EOF.
-    // (and, until the filter is loaded, the socket that takes its listener to the parent).
-    int keep[2] = { sfd, notify_sock };
-    if (keep[1] >= 0 && keep[1] < keep[0]) { keep[0] = notify_sock; keep[1] = sfd; }
+    // (and, until the filter is loaded, the socket that takes its listener to the parent; and
+    // the init's list of children, close-on-exec too).
+    int keep[3] = { sfd, notify_sock, children };
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
     unsigned next = 3;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (keep[i] < 3) continue;
         if ((unsigned)keep[i] > next && sys_close_range(next, (unsigned)keep[i] - 1, 0) < 0)
             fail(sfd, RB_STAGE_CLOSE_FDS, errno, i);
@@ -936,6 +997,11 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     if (cmd < 0) fail(sfd, RB_STAGE_FORK, errno, 0);
     if (cmd == 0) {
         rb_reset_signals();
+        if (!own_pid_ns) {
+            // A process group of its own, for kill_leftovers; and no init, no command.
+            setpgid(0, 0);
+            prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        }
         // The terminal becomes the command's controlling one, in a session of its own (the
         // init leads the sandbox's).
         if (console >= 0 && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) fail(sfd, RB_STAGE_CONSOLE, errno, 5);
@@ -949,7 +1015,7 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     // rbuild killed (even with SIGKILL): the init dies, and with it everything in its pid
     // namespace. Set here, after every credential change (which would clear it).
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    run_init(cmd);
+    run_init(cmd, own_pid_ns, children);
 }
 
 // ---- parent side ----------------------------------------------------------------------------
@@ -1065,6 +1131,10 @@ int rb_wifexited(int status) { return WIFEXITED(status); }
 int rb_wexitstatus(int status) { return WEXITSTATUS(status); }
 int rb_wifsignaled(int status) { return WIFSIGNALED(status); }
 int rb_wtermsig(int status) { return WTERMSIG(status); }
+
+int rb_set_undumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 ? -errno : 0;
+}
 
 int rb_die_with_parent(void) {
     return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ? -errno : 0;

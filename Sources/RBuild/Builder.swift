@@ -23,14 +23,33 @@ public final class Builder: Sendable {
     /// Base images pulled in this process (each once, however many stages name it).
     let pulls = InFlight<Descriptor>()
 
+    /// How RUN steps are isolated (`Isolation.choose`), or why they cannot be here: a build that
+    /// runs a step fails with that error.
+    public let isolation: Result<IsolationChoice, RuntimeError>
+
     /// `stateDirectory` nil: the default (`$XDG_DATA_HOME/rbuild`); `snapshotter` nil: the first
-    /// kind that works here; `maxLayerSize`: the most bytes a base image's layer may unpack to
-    /// (`--max-layer-size`; `MaxLayerSize.resolve` reads the flag and the environment).
+    /// kind that works here (copy with the chroot isolation); `maxLayerSize`: the most bytes a base
+    /// image's layer may unpack to (`--max-layer-size`; `MaxLayerSize.resolve` reads the flag and
+    /// the environment); `isolation` nil: `RBUILD_ISOLATION`, else the strongest that works here.
     public init(stateDirectory: String? = nil, snapshotter kind: SnapshotterKind? = nil,
-                maxLayerSize: Int64 = MaxLayerSize.defaultValue) throws {
+                maxLayerSize: Int64 = MaxLayerSize.defaultValue, isolation requested: Isolation? = nil) throws {
+        do {
+            isolation = .success(try Isolation.choose(requested))
+        } catch let e as RuntimeError {
+            if requested != nil { throw e }   // asked for by name: say so at once
+            isolation = .failure(e)
+        }
+        var kind = kind
+        if case .success(let c) = isolation, c.isolation == .chroot {
+            // Nothing can be mounted: a root is a directory of its own.
+            if let k = kind, k != .copy {
+                throw RuntimeError(.badOption, "--snapshotter \(k.rawValue) cannot be used with the chroot isolation, which mounts nothing: use copy")
+            }
+            kind = .copy
+        }
         store = try StateDirectory.open(stateDirectory)
         let tasks = SandboxTasks()
-        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind, tasks: tasks).kind, stateDirectory: store.root, tasks: tasks,
+        snapshotter = try Snapshotters.make(try Snapshotters.choose(kind, tasks: tasks, stateDirectory: store.root).kind, stateDirectory: store.root, tasks: tasks,
                                             maxLayerSize: maxLayerSize)
         cache = try CacheIndex(path: store.layout.cacheIndex)
         try FileManager.default.createDirectory(atPath: store.layout.tmp, withIntermediateDirectories: true)
@@ -147,13 +166,18 @@ public final class Builder: Sendable {
             throw BuildFailure("--platform lists \(p) twice")
         }
         let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        let isolation = try self.isolation.get()
+        if let warning = isolation.warning {
+            reporter.note("isolation: \(isolation.isolation.rawValue) (\(warning))")
+        }
         var imports: ImportedCaches?
         if !options.cacheFrom.isEmpty && !options.noCache {
             imports = ImportedCaches.load(options.cacheFrom, store: store.content, cache: cache, reporter: reporter,
                                           maxLayerSize: snapshotter.maxLayerSize)
         }
         let solver = Solver(store: store, snapshotter: snapshotter, cache: cache, reporter: reporter,
-                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps, secrets: secrets, imports: imports)
+                            sourceDateEpoch: options.layer.sourceDateEpoch, steps: steps, secrets: secrets, imports: imports,
+                            isolation: isolation.isolation)
         let lowered = try await solver.blocking { try self.lower(options, platforms: platforms, reporter: reporter) }
         return (solver, lowered)
     }

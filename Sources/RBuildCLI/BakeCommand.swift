@@ -51,6 +51,9 @@ struct BakeCommand: ParsableCommand {
     @Option(name: .long, help: "How image layers become root filesystems: overlay, fuse-overlayfs or copy.")
     var snapshotter: String?
 
+    @Option(name: .long, help: "How RUN steps are isolated: auto (the default: the strongest this system allows), sandbox, no-pid-sandbox or chroot (see `rbuild info`); also RBUILD_ISOLATION.")
+    var isolation: String?
+
     @Argument(help: "Targets or groups to build (default: the default group).")
     var targets: [String] = []
 
@@ -108,7 +111,7 @@ struct BakeCommand: ParsableCommand {
         run.reporter = ProgressReporter(sink: sink)
         Sandbox.killSandboxesOnInterrupt()
         let kind = try snapshotterKind(snapshotter)
-        let builder = try Builder(stateDirectory: global.root, snapshotter: kind)
+        let builder = try Builder(stateDirectory: global.root, snapshotter: kind, isolation: try isolation.flatMap(Isolation.parse))
         let outcomes = builder.bake(resolved, definition: def, run: run)
         tty?.finish()
         if Sandbox.interruptedBy != 0 {

@@ -84,6 +84,9 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .long, help: "How image layers become root filesystems: overlay, fuse-overlayfs or copy (default: see `rbuild info`).")
     var snapshotter: String?
 
+    @Option(name: .long, help: "How RUN steps are isolated: auto (the default: the strongest this system allows), sandbox, no-pid-sandbox or chroot (see `rbuild info`); also RBUILD_ISOLATION.")
+    var isolation: String?
+
     @Option(name: .customLong("max-layer-size"), help: "The most bytes one image layer may unpack to, e.g. 64GiB (the default), 512m; also RBUILD_MAX_LAYER_SIZE.")
     var maxLayerSize: String?
 
@@ -169,7 +172,8 @@ struct BuildCommand: ParsableCommand {
         options.reporter = reporter
         Sandbox.killSandboxesOnInterrupt()
         let kind = try snapshotterKind(snapshotter)
-        let builder = try Builder(stateDirectory: global.root, snapshotter: kind, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
+        let builder = try Builder(stateDirectory: global.root, snapshotter: kind, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize),
+                                  isolation: try isolation.flatMap(Isolation.parse))
         defer { tty?.finish() }
         do {
             let result = try builder.build(options, outputs: specs, tags: tags)

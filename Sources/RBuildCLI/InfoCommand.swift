@@ -21,6 +21,11 @@ struct InfoCommand: ParsableCommand {
         case "text":
             print("rbuild on Linux \(report.kernel) (\(report.architecture)), user \(report.user) (uid \(report.uid))")
             print("identity mapping: \(report.idMapping.rawValue): \(report.idMappingReason)")
+            if let c = report.isolation {
+                print("isolation: \(c.isolation.rawValue): \(c.reason)" + (c.warning.map { "; \($0)" } ?? ""))
+            } else {
+                print("isolation: none: \(report.isolationProblem ?? "")")
+            }
             let width = report.checks.map(\.name.count).max() ?? 0
             for c in report.checks {
                 let name = c.name.padding(toLength: width, withPad: " ", startingAt: 0)
@@ -28,11 +33,14 @@ struct InfoCommand: ParsableCommand {
             }
             print("snapshotters:")
             let tasks = SandboxTasks()
-            let snapshotters = Snapshotters.availability(tasks: tasks)
+            // For the default state directory (its filesystem decides where overlay upper directories go).
+            let stateDirectory = StateDirectory.defaultPath
+            try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            let snapshotters = Snapshotters.availability(tasks: tasks, stateDirectory: stateDirectory)
             for a in snapshotters {
                 print("  \(a.kind.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(a.available ? "yes" : "no ")  \(a.detail)")
             }
-            if let chosen = try? Snapshotters.choose(nil, known: snapshotters, tasks: tasks) {
+            if let chosen = try? Snapshotters.choose(nil, known: snapshotters, tasks: tasks, stateDirectory: stateDirectory) {
                 print("  used: \(chosen.kind) (\(chosen.reason))")
             }
             print("platforms:")

@@ -57,6 +57,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "How an image's layers become the root: overlay, fuse-overlayfs or copy (default: the first that works here; see `rbuild info`).")
     var snapshotter: String?
 
+    @Option(name: .long, help: "How RUN steps are isolated: auto (the default: the strongest this system allows), sandbox, no-pid-sandbox or chroot (see `rbuild info`); also RBUILD_ISOLATION.")
+    var isolation: String?
+
     @Flag(name: [.short, .long], help: "Keep stdin open: the command reads rbuild's stdin (without it, the command's stdin is /dev/null).")
     var interactive = false
 
@@ -70,6 +73,8 @@ struct RunCommand: ParsableCommand {
     var command: [String] = []
 
     func run() throws {
+        let requested = try isolation.flatMap(Isolation.parse)
+        let chosen = try Isolation.choose(requested)
         var args = command
         var spec: SandboxSpec
         var scratch: String?
@@ -97,12 +102,9 @@ struct RunCommand: ParsableCommand {
             let dir = try makeScratchDirectory(in: store.layout.run)
             scratch = dir
             let tasks = SandboxTasks()
-            let kind = try Snapshotters.choose(try snapshotter.map { name in
-                guard let k = SnapshotterKind(rawValue: name) else {
-                    throw RuntimeError(.badOption, "--snapshotter \(name): expected overlay, fuse-overlayfs or copy")
-                }
-                return k
-            }, tasks: tasks).kind
+            // The chroot isolation mounts nothing: its root is a copy.
+            let kind = try Snapshotters.choose(try snapshotterKind(snapshotter) ?? (chosen.isolation == .chroot ? .copy : nil),
+                                               tasks: tasks, stateDirectory: store.root).kind
             let snapshots = try Snapshotters.make(kind, stateDirectory: store.root, tasks: tasks,
                                                   maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
             let run = try prepareImageRun(image, platform: try platform.map(Platform.init(parsing:)), store: store,
@@ -112,6 +114,10 @@ struct RunCommand: ParsableCommand {
             spec = run.spec
         }
         try configure(&spec)
+        spec.isolation = chosen.isolation
+        if let warning = chosen.warning {
+            FileHandle.standardError.write(Data("rbuild: isolation \(chosen.isolation.rawValue): \(warning)\n".utf8))
+        }
         if Sandbox.interruptedBy != 0 { throw ExitCode(128 + Sandbox.interruptedBy) }
         let status = try Sandbox.run(spec)
         throw ExitCode(status)

@@ -41,6 +41,10 @@ public struct HostReport: Codable, Sendable {
     public var platforms: [PlatformSupport]
     /// The user-mode network helper behind RUN steps' own network.
     public var networkHelper: NetworkHelperReport
+    /// How RUN steps are isolated here (`RBUILD_ISOLATION`, else the strongest that works), or
+    /// nil and why none can be (`isolationProblem`).
+    public var isolation: IsolationChoice?
+    public var isolationProblem: String?
 
     public struct NetworkHelperReport: Codable, Sendable {
         /// The helper used; nil when none can be (`detail` says why and what to do).
@@ -123,6 +127,15 @@ public struct HostReport: Codable, Sendable {
         let network = networkHelperReport()
         add("network helper", network.kind != nil, network.detail)
 
+        var isolation: IsolationChoice?, isolationProblem: String?
+        do {
+            isolation = try Isolation.choose()
+        } catch let e as RuntimeError {
+            isolationProblem = e.message
+        } catch {
+            isolationProblem = String(describing: error)
+        }
+
         var uts = utsname()
         uname(&uts)
         let machine = withUnsafeBytes(of: &uts.machine) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
@@ -141,7 +154,7 @@ public struct HostReport: Codable, Sendable {
                               } catch {
                                   return PlatformSupport(platform: arch.platform, supported: false, how: String(describing: error))
                               }
-                          }, networkHelper: network)
+                          }, networkHelper: network, isolation: isolation, isolationProblem: isolationProblem)
     }
 
     /// Which helper RUN steps' own network uses (`NetworkHelper.current`), its version, and
@@ -161,7 +174,7 @@ public struct HostReport: Codable, Sendable {
         }
     }
 
-    enum ProbeKind { case userns, overlay, binfmt }
+    enum ProbeKind { case userns, overlay, binfmt, proc }
 
     /// Creates namespaces for a probe, maps ids as single-id mode would, runs `mounts` in the
     /// child, and returns nil on success or the failure's text.
@@ -176,6 +189,10 @@ public struct HostReport: Codable, Sendable {
         case .overlay, .binfmt:
             plan.probe = Int32(kind == .overlay ? RB_PROBE_OVERLAY.rawValue : RB_PROBE_BINFMT.rawValue)
             plan.clone_flags = UInt(RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue)
+        case .proc:
+            // Mounting a procfs needs the pid namespace it shows: the probe's own.
+            plan.probe = Int32(RB_PROBE_PROC.rawValue)
+            plan.clone_flags = UInt(RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue)
         }
         plan.mounts = try! arena.mounts(mounts)   // probe steps carry no file content
         plan.nmounts = mounts.count
@@ -192,16 +209,28 @@ public struct HostReport: Codable, Sendable {
     }
 
     /// nil when an overlay with userxattr can be mounted in a new user namespace, else why not.
-    public static func probeOverlayInUserNamespace() -> String? { probeOverlay() }
+    /// `directory` nil: in a temporary directory.
+    public static func probeOverlayInUserNamespace(in directory: String? = nil) -> String? { probeOverlay(in: directory) }
 
-    static func probeOverlay() -> String? {
-        guard let dir = try? ScratchDir() else { return "cannot create a scratch directory" }
+    static func probeOverlay(in directory: String? = nil) -> String? {
+        guard let dir = try? ScratchDir(in: directory) else { return "cannot create a scratch directory" }
         defer { for d in ["merged", "work/work", "work", "upper", "lower"] { rmdir(dir.path + "/" + d) } }
         for d in ["lower", "upper", "work", "merged"] { mkdir(dir.path + "/" + d, 0o755) }
         let step = MountStep(kind: .fs, options: [], source: nil, target: dir.path + "/merged", fstype: "overlay",
                              data: "lowerdir=\(dir.path)/lower,upperdir=\(dir.path)/upper,workdir=\(dir.path)/work,userxattr",
                              flags: 0)
         return probe(.overlay, mounts: [step])
+    }
+
+    /// nil when a fresh procfs can be mounted in a new user, mount and pid namespace (what the
+    /// sandbox isolation needs), else why not.
+    static func probeProcInUserNamespace() -> String? {
+        guard let dir = try? ScratchDir() else { return "cannot create a scratch directory" }
+        defer { rmdir(dir.path + "/proc") }
+        mkdir(dir.path + "/proc", 0o755)
+        let step = MountStep(kind: .fs, options: [], source: nil, target: dir.path + "/proc", fstype: "proc",
+                             data: nil, flags: 0)
+        return probe(.proc, mounts: [step])
     }
 
     static func probeBinfmt() -> String? {

@@ -27,6 +27,8 @@ extension IDMapping {
         case .subordinate:
             try runHelper(newuidmap!, pid: pid, lines: mapLines(forUIDs: true))
             try runHelper(newgidmap!, pid: pid, lines: mapLines(forUIDs: false))
+        case .host:
+            return   // no user namespace was made (`Sandbox.spawnAndWait` leaves it out)
         }
     }
 

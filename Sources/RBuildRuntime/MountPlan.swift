@@ -73,6 +73,8 @@ enum MountPlan {
     /// The mount points a sandbox for `spec` makes in its root (those not under an earlier
     /// mount): a build step removes the ones it created, so they never reach a layer.
     static func rootMountPoints(_ spec: SandboxSpec) -> [String] {
+        // The chroot isolation mounts nothing and takes back what it made (`ChrootRoot`).
+        if (try? Isolation.choose(spec.isolation))?.isolation == .chroot { return [] }
         let etc = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].map { (target: $0, source: "/dev/null") }
         var seen: [String] = []
         for step in build(spec: spec, etcFiles: etc, ttyGroupMapped: false) {
@@ -90,8 +92,11 @@ enum MountPlan {
 
     /// The ordered plan for a spec. `etcFiles` maps /etc/hosts, /etc/hostname, /etc/resolv.conf
     /// to host files prepared for this run; `ttyGroupMapped` says whether gid 5 exists inside.
+    /// `ownProc` false (the no-pid sandbox, where the kernel refuses the sandbox a procfs or
+    /// sysfs of its own because the outer ones are partly masked): the outer /proc and /sys are
+    /// bound read-only, their masks included.
     static func build(spec: SandboxSpec, etcFiles: [(target: String, source: String)],
-                      ttyGroupMapped: Bool, binfmtRegistration: String? = nil) -> [MountStep] {
+                      ttyGroupMapped: Bool, binfmtRegistration: String? = nil, ownProc: Bool = true) -> [MountStep] {
         var steps: [MountStep] = []
         func fs(_ type: String, _ target: String, _ data: String?, _ flags: UInt, early: Bool = false,
                 _ options: MountStep.Options = []) {
@@ -107,7 +112,11 @@ enum MountPlan {
                                    fstype: nil, data: nil, flags: 0))
         }
 
-        fs("proc", "/proc", nil, nosuid | nodev | noexec, early: true)
+        if ownProc {
+            fs("proc", "/proc", nil, nosuid | nodev | noexec, early: true)
+        } else {
+            bind("/proc", "/proc", [.recursive, .readOnly, .targetIsDirectory])
+        }
         if let binfmtRegistration {
             // Where the host has its binfmt_misc; before /proc/sys is made read-only.
             steps.append(MountStep(kind: .binfmt, options: [.targetIsDirectory, .noCreate], source: nil,
@@ -128,7 +137,7 @@ enum MountPlan {
         link("/dev/stderr", "/proc/self/fd/2")
         fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid | nodev | noexec)
         fs("mqueue", "/dev/mqueue", nil, nosuid | nodev | noexec)
-        if spec.network.hasOwnNamespace {
+        if spec.network.hasOwnNamespace && ownProc {
             // A sysfs instance belongs to the mounting network namespace; only a new one can be mounted.
             fs("sysfs", "/sys", nil, nosuid | nodev | noexec, early: true, [.readOnly, .skipIfReadOnly])
         } else {

@@ -78,7 +78,7 @@ public struct SandboxTasks: UserNamespaceTasks {
         try Ownership.reclaim(root, mapping: mapping)
     }
 
-    public func overlayMountProblem() -> String? {
-        HostReport.probeOverlayInUserNamespace()
+    public func overlayMountProblem(in directory: String?) -> String? {
+        HostReport.probeOverlayInUserNamespace(in: directory)
     }
 }

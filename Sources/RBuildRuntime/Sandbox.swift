@@ -26,7 +26,10 @@ public enum Sandbox {
     /// Runs `spec` to completion with stdin/stdout/stderr passed through, and returns the exit
     /// status the command ended with (128+N when signal N killed it).
     public static func run(_ spec: SandboxSpec) throws -> Int32 {
+        let isolation = try Isolation.choose(spec.isolation).isolation
+        if isolation != .sandbox { Isolation.protectBuilder() }
         let rootfs = try resolveRootfs(spec.rootfs)
+        if isolation == .chroot { return try runChrooted(spec, rootfs: rootfs) }
         let envForce = ProcessInfo.processInfo.environment["RBUILD_IDMAP"].flatMap(IDMappingMode.init(rawValue:))
         let mapping = IDMapping.detect(force: spec.idMapping ?? envForce)
         var userRoots = [rootfs]
@@ -63,7 +66,7 @@ public enum Sandbox {
         let etcFiles = try scratch.writeEtcFiles(hostname: spec.hostname, network: spec.network, helper: networkHelper?.kind,
                                                  extraHosts: spec.extraHosts)
         let steps = MountPlan.build(spec: spec, etcFiles: etcFiles, ttyGroupMapped: mapping.maxInsideGID >= 5,
-                                    binfmtRegistration: registration)
+                                    binfmtRegistration: registration, ownProc: isolation == .sandbox)
         // A root the user cannot write that lacks a mount point runs as a throw-away overlay.
         var overlay = spec.overlay
         var mountRoot = rootfs
@@ -77,59 +80,21 @@ public enum Sandbox {
 
         // Only id 0 exists in single-id mode: id changes a package manager makes are faked (see
         // SeccompProfile.idChangingSyscalls); with a range they are real.
-        let fakeIDs = mapping.mode == .single
-        let program: SeccompProgram?
-        switch spec.seccomp {
-        case .unconfined: program = nil
-        case .default: program = try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
-        case .profile(let p): program = try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities, fakeIDChanges: fakeIDs)
-        }
+        let program = try seccompProgram(spec, fakeIDs: mapping.mode == .single, crossProcess: isolation == .sandbox)
 
-        var env = spec.env
-        func setDefault(_ key: String, _ value: String) {
-            if !env.contains(where: { $0.hasPrefix(key + "=") }) { env.append(key + "=" + value) }
-        }
-        setDefault("PATH", defaultPath)
-        setDefault("HOSTNAME", spec.hostname)
-        setDefault("HOME", user.home)
-        if spec.terminal != nil { setDefault("TERM", "xterm") }
-        let pathSearch = env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) } ?? defaultPath
-
-        var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue | RB_CLONE_NEWPID.rawValue
+        var flags = RB_CLONE_NEWUSER.rawValue | RB_CLONE_NEWNS.rawValue
             | RB_CLONE_NEWIPC.rawValue | RB_CLONE_NEWUTS.rawValue | RB_CLONE_NEWCGROUP.rawValue
+        if isolation == .sandbox { flags |= RB_CLONE_NEWPID.rawValue }
         if spec.network.hasOwnNamespace { flags |= RB_CLONE_NEWNET.rawValue }
 
         let arena = CArena()
-        var plan = rb_plan()
-        plan.rootfs = arena.string(mountRoot)
-        plan.argv = arena.stringArray(spec.argv)
-        plan.envp = arena.stringArray(env)
-        plan.path_search = arena.string(pathSearch)
-        plan.workdir = arena.string(spec.workdir)
+        var plan = try commonPlan(spec, root: mountRoot, user: user, mapping: mapping, program: program, arena: arena)
         plan.hostname = arena.string(spec.hostname)
-        plan.uid = user.uid
-        plan.gid = user.gid
-        let groups = user.groups.filter { $0 <= mapping.maxInsideGID }
-        plan.groups = UnsafePointer(arena.array(groups))
-        plan.ngroups = groups.count
-        // setgroups(2) is denied in single-id mode (we had to write "deny" to map our gid).
-        plan.set_groups = mapping.mode == .single ? 0 : 1
         plan.new_netns = spec.network.hasOwnNamespace ? 1 : 0
         plan.readonly_root = spec.readOnlyRoot ? 1 : 0
         plan.mounts = try arena.mounts(steps)
         plan.nmounts = steps.count
-        let limits = defaultRlimits()
-        plan.rlimits = UnsafePointer(arena.array(limits))
-        plan.nrlimits = limits.count
-        plan.capabilities = spec.capabilities.mask
-        plan.last_cap = Int32(CapabilitySet.lastCap)
-        if let program, !program.bytes.isEmpty {
-            plan.bpf = UnsafeRawPointer(arena.array(program.bytes))
-            plan.bpf_len = UInt16(program.instructionCount)
-            plan.fake_ids = program.notifies ? 1 : 0
-        }
         plan.clone_flags = UInt(flags)
-        plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
         plan.console = spec.terminal == nil ? 0 : 1
         // fuse-overlayfs daemons (the root's, a mounted snapshot's) run chrooted in a bind of
         // the host root (see rb_plan.fuse_argv).
@@ -164,9 +129,65 @@ public enum Sandbox {
         withExtendedLifetime(arena) {}
         withExtendedLifetime(scratch) {}
         if let report = outcome.report {
-            throw describe(report, steps: steps, spec: spec, rootfs: rootfs, pathSearch: pathSearch)
+            throw describe(report, steps: steps, spec: spec, rootfs: rootfs, pathSearch: searchPath(plan))
         }
         return outcome.exitCode
+    }
+
+    /// The seccomp program for `spec` (nil: unconfined).
+    static func seccompProgram(_ spec: SandboxSpec, fakeIDs: Bool, crossProcess: Bool) throws -> SeccompProgram? {
+        switch spec.seccomp {
+        case .unconfined: return nil
+        case .default:
+            return try seccompProgramForSandbox(profile: nil, capabilities: spec.capabilities, fakeIDChanges: fakeIDs, crossProcess: crossProcess)
+        case .profile(let p):
+            return try seccompProgramForSandbox(profile: p, capabilities: spec.capabilities, fakeIDChanges: fakeIDs, crossProcess: crossProcess)
+        }
+    }
+
+    /// The parts of a plan every isolation fills alike: the command, its environment (with
+    /// Docker's defaults), identity, limits, capabilities, filter and stdio.
+    static func commonPlan(_ spec: SandboxSpec, root: String, user: ResolvedUser, mapping: IDMapping,
+                           program: SeccompProgram?, arena: CArena) throws -> rb_plan {
+        var env = spec.env
+        func setDefault(_ key: String, _ value: String) {
+            if !env.contains(where: { $0.hasPrefix(key + "=") }) { env.append(key + "=" + value) }
+        }
+        setDefault("PATH", defaultPath)
+        setDefault("HOSTNAME", spec.hostname)
+        setDefault("HOME", user.home)
+        if spec.terminal != nil { setDefault("TERM", "xterm") }
+        let pathSearch = env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) } ?? defaultPath
+
+        var plan = rb_plan()
+        plan.rootfs = arena.string(root)
+        plan.argv = arena.stringArray(spec.argv)
+        plan.envp = arena.stringArray(env)
+        plan.path_search = arena.string(pathSearch)
+        plan.workdir = arena.string(spec.workdir)
+        plan.uid = user.uid
+        plan.gid = user.gid
+        let groups = user.groups.filter { $0 <= mapping.maxInsideGID }
+        plan.groups = UnsafePointer(arena.array(groups))
+        plan.ngroups = groups.count
+        // setgroups(2) is denied in single-id mode (we had to write "deny" to map our gid).
+        plan.set_groups = mapping.mode == .single ? 0 : 1
+        let limits = defaultRlimits()
+        plan.rlimits = UnsafePointer(arena.array(limits))
+        plan.nrlimits = limits.count
+        plan.capabilities = spec.capabilities.mask
+        plan.last_cap = Int32(CapabilitySet.lastCap)
+        if let program, !program.bytes.isEmpty {
+            plan.bpf = UnsafeRawPointer(arena.array(program.bytes))
+            plan.bpf_len = UInt16(program.instructionCount)
+            plan.fake_ids = program.notifies ? 1 : 0
+        }
+        plan.stdio = (spec.stdin ?? -1, spec.stdout ?? -1, spec.stderr ?? -1)
+        return plan
+    }
+
+    static func searchPath(_ plan: rb_plan) -> String {
+        plan.path_search.map { String(cString: $0) } ?? defaultPath
     }
 
     /// fuse-overlayfs's `-o` for an overlay root.
@@ -190,6 +211,11 @@ public enum Sandbox {
     static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false,
                              terminal: TerminalAttachment? = nil,
                              network: ((pid_t) throws -> NetworkAttachment)? = nil) throws -> Outcome {
+        if mapping.mode == .host {
+            // No user namespace can be made here: what a task or probe does from one, rbuild
+            // (root) does itself.
+            plan.clone_flags &= ~UInt(RB_CLONE_NEWUSER.rawValue)
+        }
         var child = rb_child()
         let rc = rb_spawn(&plan, &child)
         if rc < 0 {
@@ -368,6 +394,7 @@ public enum Sandbox {
             stage = item == -11 ? "making the mount points \(rootfs) lacks in its throw-away overlay (it is not writable)"
                 : "mounting the overlay root\(layer)"
         case RB_STAGE_SESSION.rawValue: stage = "starting a session of its own (setsid)"
+        case RB_STAGE_CHROOT.rawValue: stage = item == 0 ? "chroot into the root" : "becoming the subreaper of the step's processes"
         case RB_STAGE_CONSOLE.rawValue:
             stage = ["opening a terminal in the sandbox's /dev/pts", "unlocking the terminal", "opening the terminal's peer",
                      "giving the terminal to the command's user", "handing the terminal over", "making the terminal the command's"][safe: item]
@@ -464,8 +491,9 @@ final class CArena {
 final class ScratchDir {
     let path: String
 
-    init() throws {
-        let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { isDirectory($0) && access($0, W_OK) == 0 ? $0 : nil }
+    /// In `directory`, else XDG_RUNTIME_DIR, TMPDIR or /tmp.
+    init(in directory: String? = nil) throws {
+        let base = directory ?? ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { isDirectory($0) && access($0, W_OK) == 0 ? $0 : nil }
             ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         guard let p = makeTemporaryDirectory(prefix: base + "/rbuild-run-") else {
             throw RuntimeError(.spawnFailed, "cannot create a scratch directory in \(base): \(errnoText(errno))")

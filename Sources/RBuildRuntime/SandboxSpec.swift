@@ -40,6 +40,9 @@ public struct SandboxSpec: Sendable {
     public var architecture: Architecture
     /// Forces an identity mode instead of the automatic choice (tests, `--userns`).
     public var idMapping: IDMappingMode?
+    /// The isolation to use; nil: `RBUILD_ISOLATION`, else the strongest this system allows
+    /// (`Isolation.choose`).
+    public var isolation: Isolation?
     /// File descriptors of this process that become the command's stdin, stdout and stderr;
     /// nil passes ours through. The caller keeps ownership (a pipe to capture a step's log).
     public var stdin: Int32?

@@ -71,6 +71,12 @@ public struct SeccompProfile: Sendable, Decodable {
     /// without changing anything: files stay owned by 0:0, and the ids a process asked for are
     /// only what `FakeIDs` answers it.
     public static let idChangingSyscalls = idSetters + ownerChanges
+
+    /// The calls that read or change another process's memory or descriptors: refused when RUN
+    /// steps share a pid namespace with processes of their uid outside the sandbox.
+    public static let crossProcessSyscalls: Set<String> = [
+        "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp", "process_madvise",
+    ]
     static let idSetters = [
         "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups",
         "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
@@ -94,7 +100,8 @@ public struct SeccompProfile: Sendable, Decodable {
     /// return 0 and the id setters and getters notify a listener (`SeccompProgram.notifies`),
     /// or, where the kernel cannot, the setters return 0.
     public func compile(capabilities: CapabilitySet, kernel: KernelVersion? = nil,
-                        architecture: Architecture = .host, fakeIDChanges: Bool = false) throws -> SeccompProgram {
+                        architecture: Architecture = .host, fakeIDChanges: Bool = false,
+                        denying denied: Set<String> = []) throws -> SeccompProgram {
         let native = architecture.seccompArch
         guard let ctx = seccomp_init(try SeccompProfile.action(defaultAction, errno: defaultErrnoRet, rule: "defaultAction")) else {
             throw RuntimeError(.seccomp, "libseccomp could not create a filter")
@@ -146,7 +153,7 @@ public struct SeccompProfile: Sendable, Decodable {
             // Conditions on the same argument cannot be ANDed by libseccomp: moby adds one rule each.
             let sameIndexTwice = Set(conditions.map(\.arg)).count != conditions.count
             let groups: [[scmp_arg_cmp]] = sameIndexTwice ? conditions.map { [$0] } : [conditions]
-            for name in rule.names where !faked.contains(name) {
+            for name in rule.names where !faked.contains(name) && !denied.contains(name) {
                 let nr = seccomp_syscall_resolve_name(name)
                 if nr == __NR_SCMP_ERROR { continue }   // unknown to this libseccomp: skipped, as Docker does
                 for group in groups {
@@ -278,13 +285,18 @@ extension Architecture {
 /// so the built-in profile's program is kept in memory and in `$XDG_CACHE_HOME/rbuild/seccomp/`
 /// under a key of everything that shapes it (profile text, capabilities, architecture, kernel,
 /// libseccomp version). A cached file that is not a whole number of instructions is ignored.
+///
+/// `crossProcess` false (the reduced isolations, where RUN steps share a pid namespace and a uid
+/// with processes outside them) leaves out the rules that allow reaching into another process:
+/// `SeccompProfile.crossProcessSyscalls` then fail with the profile's default action.
 public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: CapabilitySet,
-                                     fakeIDChanges: Bool = false) throws -> SeccompProgram {
+                                     fakeIDChanges: Bool = false, crossProcess: Bool = true) throws -> SeccompProgram {
+    let denied = crossProcess ? [] : SeccompProfile.crossProcessSyscalls
     guard profile == nil else {
-        return try profile!.compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
+        return try profile!.compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges, denying: denied)
     }
     let v = seccomp_version()!.pointee
-    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges && SeccompProfile.canNotify ? "notify" : String(fakeIDChanges))")
+    let key = fnv1a64("\(defaultSeccompProfileJSON)|\(capabilities.mask)|\(Architecture.host.rawValue)|\(KernelVersion.current)|\(v.major).\(v.minor).\(v.micro)|fake-ids=\(fakeIDChanges && SeccompProfile.canNotify ? "notify" : String(fakeIDChanges))" + (crossProcess ? "" : "|no-cross-process"))
     if let cached = defaultProgramCache.value, cached.key == key { return cached.program }
     let file = seccompCacheDirectory().map { "\($0)/\(String(key, radix: 16)).bpf" }
     if let file, let bytes = FileManager.default.contents(atPath: file), !bytes.isEmpty, bytes.count % 8 == 0 {
@@ -292,7 +304,7 @@ public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: Cap
         defaultProgramCache.value = (key, program)
         return program
     }
-    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges)
+    let program = try SeccompProfile.builtinDefault().compile(capabilities: capabilities, fakeIDChanges: fakeIDChanges, denying: denied)
     defaultProgramCache.value = (key, program)
     if let file {
         // Best effort: temp file + rename, so a reader never sees half a program.

@@ -108,12 +108,12 @@ public enum Snapshotters {
 
     /// Each kind, whether it works here, and why (probes a real overlay mount in a user namespace,
     /// through `tasks`).
-    public static func availability(tasks: any UserNamespaceTasks) -> [Availability] {
-        SnapshotterKind.allCases.map { check($0, tasks: tasks) }
+    public static func availability(tasks: any UserNamespaceTasks, stateDirectory: String? = nil) -> [Availability] {
+        SnapshotterKind.allCases.map { check($0, tasks: tasks, stateDirectory: stateDirectory) }
     }
 
-    /// Whether one kind works here, and why.
-    public static func check(_ kind: SnapshotterKind, tasks: any UserNamespaceTasks) -> Availability {
+    /// Whether one kind works here (for a state dir in `stateDirectory`, when given), and why.
+    public static func check(_ kind: SnapshotterKind, tasks: any UserNamespaceTasks, stateDirectory: String? = nil) -> Availability {
         switch kind {
         case .overlay:
             let kernel = KernelVersion.current
@@ -121,10 +121,17 @@ public enum Snapshotters {
                 return Availability(kind: .overlay, available: false,
                                     detail: "Linux \(kernel) is older than 6.8, which overlayfs needs to read xattr whiteouts in a user namespace")
             }
-            if let why = tasks.overlayMountProblem() {
+            var scratch: String?
+            switch stateDirectory.flatMap(OverlayPlacement.scratch(forStateDirectory:)) {
+            case .failure(let e)?: return Availability(kind: .overlay, available: false, detail: e.message)
+            case .success(let dir)?: scratch = dir
+            case nil: break
+            }
+            if let why = tasks.overlayMountProblem(in: scratch) {
                 return Availability(kind: .overlay, available: false, detail: "overlayfs cannot be mounted in a user namespace here: \(why)")
             }
-            return Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace")
+            return Availability(kind: .overlay, available: true, detail: "kernel overlayfs with userxattr in the sandbox's user namespace"
+                                + (scratch.map { "; upper directories in \($0) (the state directory is on overlayfs)" } ?? ""))
         case .fuseOverlayfs:
             guard let program = fuseProgram() else {
                 return Availability(kind: .fuseOverlayfs, available: false, detail: "no fuse-overlayfs program (apt install fuse-overlayfs)")
@@ -145,8 +152,10 @@ public enum Snapshotters {
     /// overlay, fuse-overlayfs, copy; with the reason. Only the kinds needed are probed, unless
     /// `known` already holds the answers (`availability(tasks:)`).
     public static func choose(_ requested: SnapshotterKind?, known: [Availability] = [],
-                              tasks: any UserNamespaceTasks) throws -> (kind: SnapshotterKind, reason: String) {
-        let check = { (kind: SnapshotterKind) in known.first { $0.kind == kind } ?? Snapshotters.check(kind, tasks: tasks) }
+                              tasks: any UserNamespaceTasks, stateDirectory: String? = nil) throws -> (kind: SnapshotterKind, reason: String) {
+        let check = { (kind: SnapshotterKind) in
+            known.first { $0.kind == kind } ?? Snapshotters.check(kind, tasks: tasks, stateDirectory: stateDirectory)
+        }
         if let requested {
             let a = check(requested)
             guard a.available else {
@@ -159,7 +168,7 @@ public enum Snapshotters {
             guard let kind = SnapshotterKind(rawValue: env) else {
                 throw SnapshotError("RBUILD_SNAPSHOTTER=\(env) is not one of overlay, fuse-overlayfs, copy")
             }
-            return try choose(kind, known: known, tasks: tasks)
+            return try choose(kind, known: known, tasks: tasks, stateDirectory: stateDirectory)
         }
         var skipped: [String] = []
         for kind in SnapshotterKind.allCases {
@@ -252,7 +261,20 @@ func materialise(_ final: String, in parent: String, tasks: any UserNamespaceTas
 func commitDirectory(_ tree: String, to final: String, tasks: any UserNamespaceTasks) throws -> String {
     let parent = String(final[..<final.lastIndex(of: "/")!])
     let tmp = try makeTemporaryDirectory(in: parent, prefix: "tmp-")
-    if rename(tree, tmp + "/fs") != 0 || rename(tmp, final) != 0 {
+    var moved = rename(tree, tmp + "/fs") == 0
+    if !moved && errno == EXDEV {
+        // An upper directory off the state dir's filesystem (`OverlayPlacement`): copied, with
+        // overlayfs's own marks (whiteouts, opaque directories) and the owners.
+        do {
+            let owners = try copyTree(from: tree, to: tmp + "/fs", mapping: tasks.mapping, keepOverlayMarks: true)
+            try restoreOwners(owners, under: tmp + "/fs", tasks: tasks)
+            moved = true
+        } catch {
+            try? removeDirectory(tmp, tasks: tasks)
+            throw error
+        }
+    }
+    if !moved || rename(tmp, final) != 0 {
         try? removeDirectory(tmp, tasks: tasks)
     }
     guard access(final + "/fs", F_OK) == 0 else { throw SnapshotError("cannot commit a snapshot to \(final)") }
@@ -304,10 +326,35 @@ public final class OverlaySnapshotter: Snapshotter {
         self.maxLayerSize = maxLayerSize
         root = StateLayout(root: absolutePath(stateDirectory)).snapshots(kind: (fuseProgram == nil ? SnapshotterKind.overlay : .fuseOverlayfs).rawValue)
         empty = root + "/empty"
-        for d in [root + "/layers", root + "/active", empty] {
+        active = root + "/active"
+        for d in [root + "/layers", active, empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         }
+        if fuseProgram == nil, let placement = OverlayPlacement.scratch(forStateDirectory: root) {
+            switch placement {
+            case .failure(let e): throw SnapshotError(e.message)
+            case .success(let dir):
+                // One directory per user and state dir, kept between builds (`prune` sweeps it).
+                let name = "rbuild-upper-\(getuid())-" + String(root.utf8.reduce(UInt64(14695981039346656037)) { ($0 ^ UInt64($1)) &* 1099511628211 }, radix: 16)
+                upperRoot = dir + "/" + name
+                if mkdir(upperRoot, 0o700) != 0 && errno != EEXIST {
+                    throw SnapshotError("cannot create \(upperRoot): \(String(cString: strerror(errno)))")
+                }
+                var st = stat()
+                guard lstat(upperRoot, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, st.st_uid == getuid() else {
+                    throw SnapshotError("\(upperRoot) is not a directory of this user's: remove it, or set TMPDIR to a directory of your own")
+                }
+                return
+            }
+        }
+        upperRoot = active
     }
+
+    /// The state dir's directory of active snapshots.
+    let active: String
+    /// Where active snapshots are made: `active`, or a scratch directory off overlayfs when the
+    /// state dir is on one (`OverlayPlacement`).
+    public let upperRoot: String
 
     func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
 
@@ -334,7 +381,7 @@ public final class OverlaySnapshotter: Snapshotter {
     }
 
     public func prepare(_ parent: Snapshot) throws -> ActiveSnapshot {
-        let dir = try makeTemporaryDirectory(in: root + "/active", prefix: "")
+        let dir = try makeTemporaryDirectory(in: upperRoot, prefix: "")
         for d in ["upper", "work", "merged"] { mkdir(dir + "/" + d, 0o755) }
         return ActiveSnapshot(parent: parent, directory: dir)
     }
@@ -497,7 +544,8 @@ public final class CopySnapshotter: Snapshotter {
 /// Owners are not copied (the copy belongs to the caller); the entries whose owner is not the
 /// caller are returned with their ids inside `mapping`, for `Ownership.apply`.
 @discardableResult
-public func copyTree(from source: String, to destination: String, mapping: IDMapping) throws -> [Ownership.Record] {
+public func copyTree(from source: String, to destination: String, mapping: IDMapping,
+                     keepOverlayMarks: Bool = false) throws -> [Ownership.Record] {
     var owners: [Ownership.Record] = []
     let src = open(source, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard src >= 0 else { throw SnapshotError("cannot open \(source): \(String(cString: strerror(errno)))") }
@@ -519,7 +567,7 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
 
     func finish(_ s: Int32, _ d: Int32, _ name: String, _ st: stat, isLink: Bool) {
         // The copy snapshotter's trees hold no overlay marks: deletions really happen there.
-        if !isLink { copyLayerXattrs(from: s, name, to: d, name) }
+        if !isLink { copyLayerXattrs(from: s, name, to: d, name, overlayMarks: keepOverlayMarks) }
         if (st.st_mode & S_IFMT) != S_IFLNK { fchmodat(d, name, st.st_mode & 0o7777, 0) }
         var times = [st.st_atim, st.st_mtim]
         utimensat(d, name, &times, AT_SYMLINK_NOFOLLOW)
@@ -566,6 +614,16 @@ public func copyTree(from source: String, to destination: String, mapping: IDMap
                 guard copyContents(fi, fo, size: Int(st.st_size), canClone: &canClone) else { throw fail(rel, "copy") }
             case S_IFLNK:
                 guard let target = linkTarget(s, name), symlinkat(target, d, name) == 0 else { throw fail(rel, "symlink") }
+            case S_IFCHR where keepOverlayMarks && st.st_rdev == 0:
+                // An overlayfs whiteout (0/0). The state dir may be an overlayfs itself, which
+                // refuses to make those: it becomes an xattr whiteout, as unpacked layers have.
+                let fo = openat(d, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard fo >= 0 else { throw fail(rel, "create a whiteout") }
+                close(fo)
+                lsetxattr("/proc/self/fd/\(d)/\(name)", "user.overlay.whiteout", "", 0, 0)
+                var mark = [CChar](repeating: 0, count: 2)
+                if fgetxattr(d, "user.overlay.opaque", &mark, 1) != 1 { fsetxattr(d, "user.overlay.opaque", "x", 1, 0) }
+                continue
             case S_IFIFO, S_IFCHR, S_IFBLK:
                 guard mknodat(d, name, st.st_mode, st.st_rdev) == 0 else { throw fail(rel, "mknod") }
             default:
@@ -604,6 +662,12 @@ public func removeLeftovers(stateDirectory: String, olderThan age: TimeInterval,
     for kind in SnapshotterKind.allCases {
         let root = layout.snapshots(kind: kind.rawValue)
         sweep(root + "/active")
+        if let dir = try? OverlayPlacement.scratch(forStateDirectory: root)?.get() {
+            let uid = "rbuild-upper-\(getuid())-"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(uid) {
+                sweep(dir + "/" + name)
+            }
+        }
         for sub in ["layers", "chains"] {
             sweep(root + "/" + sub, only: { $0.hasPrefix("tmp-") })
             if snapshots { sweep(root + "/" + sub, all: true, only: { !$0.hasPrefix("tmp-") }) }

@@ -139,6 +139,7 @@ extension Solver {
         spec.network = e.network
         spec.extraHosts = e.extraHosts
         spec.hostname = "buildkitsandbox"
+        spec.isolation = isolation
         if let arch = Architecture(platform: e.platform) { spec.architecture = arch }
         let mounts = try prepareMounts(e, vertex: vertex, root: root, sources: sources, user: spec.user)
         defer { mounts.release(snapshotter) }

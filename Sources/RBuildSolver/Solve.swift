@@ -76,6 +76,8 @@ public final class Solver: Sendable {
     let cacheMounts: CacheMounts
     /// The caches `--cache-from` named (nil: none, or `--no-cache`).
     let imports: ImportedCaches?
+    /// How RUN steps are isolated (nil: `Isolation.choose()`'s pick).
+    let isolation: Isolation?
 
     let keys = LockedDictionary<Digest, Task<Digest, Error>>()
     let stacks = LockedDictionary<Digest, Task<Stack, Error>>()
@@ -86,8 +88,10 @@ public final class Solver: Sendable {
 
     public init(store: ImageStore, snapshotter: any Snapshotter, cache: CacheIndex, reporter: ProgressReporter,
                 sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(), secrets: BuildSecrets = BuildSecrets(),
-                imports: ImportedCaches? = nil, parallelism: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
+                imports: ImportedCaches? = nil, isolation: Isolation? = nil,
+                parallelism: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
         self.store = store
+        self.isolation = isolation
         self.snapshotter = snapshotter
         self.cache = cache
         self.reporter = reporter

@@ -63,7 +63,25 @@ package func copyContents(_ fi: Int32, _ fo: Int32, size: Int, canClone: inout B
     while left > 0 {
         let n = rb_copy_file_range(fi, fo, left)
         if n == -Int(EINTR) { continue }
+        // Between two filesystems (a CI job's context volume and a state dir on the container's
+        // overlayfs) the kernel refuses (EXDEV, or EOPNOTSUPP/EINVAL from some filesystems):
+        // plain reads and writes then, from where it stopped.
+        if n < 0, [EXDEV, EOPNOTSUPP, EINVAL, ENOSYS].contains(Int32(-n)) { return copyByReading(fi, fo, left: left) }
         guard n > 0 else { errno = n < 0 ? Int32(-n) : EIO; return false }
+        left -= n
+    }
+    return true
+}
+
+/// The rest of `fi` (from its offset) appended to `fo` with read and write.
+private func copyByReading(_ fi: Int32, _ fo: Int32, left: Int) -> Bool {
+    var left = left
+    var buf = [UInt8](repeating: 0, count: 1 << 17)
+    while left > 0 {
+        let n = read(fi, &buf, min(buf.count, left))
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { if n == 0 { errno = EIO }; return false }
+        guard (try? buf.withUnsafeBytes({ try writeAll(fo, UnsafeRawBufferPointer(rebasing: $0[0..<n])) })) != nil else { return false }
         left -= n
     }
     return true

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CRBuildSys
 import Foundation
 
 /// How ids inside the sandbox map to host ids.
@@ -12,6 +13,23 @@ public enum IDMappingMode: String, Sendable, Codable {
     case subordinate
     /// rbuild runs as real root: 0…65535 map to themselves, still inside a user namespace.
     case root
+    /// rbuild runs as root where no user namespace can be made (a CI container's seccomp profile
+    /// refuses them): there is none, the ids are the host's (the container's) own, and sandboxes
+    /// use the chroot isolation.
+    case host
+}
+
+/// Whether this process can create a user namespace (probed once: a child cloned into one).
+public enum UserNamespaceSupport {
+    /// nil when it can, else why not.
+    public static let problem: String? = {
+        let rc = rb_userns_probe()
+        guard rc != 0 else { return nil }
+        let maxNS = (try? String(contentsOfFile: "/proc/sys/user/max_user_namespaces", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        return "clone(CLONE_NEWUSER): \(errnoText(-rc)) (max_user_namespaces=\(maxNS)"
+            + (rc == -EPERM ? "; a seccomp profile (Docker's and Kubernetes' defaults) or a policy forbids them)" : ")")
+    }()
 }
 
 /// One line of /etc/subuid or /etc/subgid that applies to this user.
@@ -42,14 +60,14 @@ public struct IDMapping: Sendable {
         switch mode {
         case .single: return 0
         case .subordinate: return uidRange.map { $0.count } ?? 0
-        case .root: return 65535
+        case .root, .host: return 65535
         }
     }
     public var maxInsideGID: UInt32 {
         switch mode {
         case .single: return 0
         case .subordinate: return gidRange.map { $0.count } ?? 0
-        case .root: return 65535
+        case .root, .host: return 65535
         }
     }
 
@@ -77,8 +95,13 @@ public struct IDMapping: Sendable {
         let name = userName(uid: uid)
         var m = IDMapping(mode: .single, hostUID: uid, hostGID: gid, reason: "")
         if uid == 0 && force != .single {
-            m.mode = .root
-            m.reason = "running as root: ids 0-65535 map to themselves inside a user namespace"
+            if let why = UserNamespaceSupport.problem {
+                m.mode = .host
+                m.reason = "running as root where no user namespace can be made (\(why)): the ids are this system's own"
+            } else {
+                m.mode = .root
+                m.reason = "running as root: ids 0-65535 map to themselves inside a user namespace"
+            }
             return m
         }
         m.uidRange = parseSubordinate(path: subuidPath, name: name, id: uid)
@@ -132,7 +155,7 @@ public struct IDMapping: Sendable {
         switch mode {
         case .single:
             return [(0, forUIDs ? hostUID : hostGID, 1)]
-        case .root:
+        case .root, .host:
             return [(0, 0, IDMapping.wantedCount + 1)]
         case .subordinate:
             let range = forUIDs ? uidRange! : gidRange!

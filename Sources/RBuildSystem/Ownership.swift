@@ -32,7 +32,7 @@ public protocol UserNamespaceTasks: Sendable {
     /// Gives every entry under `root` back to the invoking user and makes directories writable,
     /// so that the tree can be removed.
     func reclaim(_ root: String) throws
-    /// nil when kernel overlayfs can be mounted (with userxattr) in a new user namespace here;
-    /// else why not.
-    func overlayMountProblem() -> String?
+    /// nil when kernel overlayfs can be mounted (with userxattr) in a new user namespace here,
+    /// with its upper directory in `directory` (nil: a temporary directory); else why not.
+    func overlayMountProblem(in directory: String?) -> String?
 }

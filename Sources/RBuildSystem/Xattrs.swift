@@ -21,11 +21,17 @@ public func layerXattrs(fd: Int32) -> [(name: String, value: [UInt8])] {
 }
 
 /// Copies the layer-carried xattrs of `name` in `source` to `name` in `destination` (both
-/// directory fds; the entries are not followed if symlinks). Failures are ignored: an xattr
-/// the filesystem or our privileges refuse is one the copy goes without.
-public func copyLayerXattrs(from source: Int32, _ name: String, to destination: Int32, _ destName: String) {
+/// directory fds; the entries are not followed if symlinks), and with `overlayMarks` overlayfs's
+/// own (user.overlay.*) too. Failures are ignored: an xattr the filesystem or our privileges
+/// refuse is one the copy goes without.
+public func copyLayerXattrs(from source: Int32, _ name: String, to destination: Int32, _ destName: String,
+                            overlayMarks: Bool = false) {
+    let path = "/proc/self/fd/\(source)/\(name)"
     let to = "/proc/self/fd/\(destination)/\(destName)"
-    for x in layerXattrs(path: "/proc/self/fd/\(source)/\(name)") { lsetxattr(to, x.name, x.value, x.value.count, 0) }
+    let wanted = { (x: String) in isLayerXattr(x) || (overlayMarks && x.hasPrefix("user.overlay.")) }
+    for x in xattrs(list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) }, where: wanted) {
+        lsetxattr(to, x.name, x.value, x.value.count, 0)
+    }
 }
 
 /// The extended attributes whose name `wanted` accepts, sorted by name, read with `list`

@@ -44,6 +44,7 @@ enum rb_stage {
     RB_STAGE_FUSE,             // starting fuse-overlayfs (item = -1 bind, -2 clone, else its exit status)
     RB_STAGE_SESSION,          // setsid(): leaving the caller's session and terminal
     RB_STAGE_CONSOLE,          // the command's pseudo-terminal (item: 0 open, 1 unlock, 2 peer, 3 owner, 4 send, 5 controlling)
+    RB_STAGE_CHROOT,           // the chroot isolation: chroot(rootfs) (item 0), opening /proc's child list (1)
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -145,6 +146,7 @@ enum rb_probe {
     RB_TASK_RECLAIM,           // give everything under `task_root` back to 0:0 (the invoking user)
     RB_TASK_EXEC,              // execve `argv` with `envp` in the new user namespace, every fd kept
                                // (rbuild re-executing itself there: see UserNamespace.swift)
+    RB_PROBE_PROC,             // mount a procfs (the plan's one mount step; with CLONE_NEWPID)
 };
 
 /// One ownership record of RB_TASK_OWNERS, followed by `path_len` bytes of a path relative to
@@ -205,6 +207,9 @@ struct rb_plan {
     const char *const *fuse_argv;
     const char *fuse_hostroot;
     const char *fuse_rootfs;
+    // The chroot isolation (no namespaces at all, for rbuild as root where none can be made):
+    // no mounts, no pivot_root; the child chroots into `rootfs`, which the parent prepared.
+    int chroot_root;
     const char *task_root;             // RB_TASK_*: the directory the task works in
     int task_fd;                       // RB_TASK_OWNERS: records (struct rb_owner_record + path)
 };
@@ -266,6 +271,10 @@ int rb_read_report(int fd, struct rb_report *report);
 
 /// memfd_create(name, MFD_CLOEXEC). Returns fd or -errno.
 int rb_memfd(const char *name);
+
+/// PR_SET_DUMPABLE(0) for the calling process: no ptrace and no /proc/PID access by others of
+/// its uid without CAP_SYS_PTRACE. Returns 0 or -errno.
+int rb_set_undumpable(void);
 
 /// PR_SET_PDEATHSIG(SIGKILL) for the calling process (prctl is variadic: Swift cannot call it).
 int rb_die_with_parent(void);

@@ -26,6 +26,13 @@ long rb_copy_file_range(int in, int out, size_t len);
 /// ioctl(out, FICLONE, in): share `in`'s blocks (reflink). Returns 0, or -errno.
 int rb_ficlone(int out, int in);
 
+/// The filesystem type (statfs's f_type, e.g. 0x794c7630 for overlayfs) of `path`, or -errno.
+long long rb_fs_type(const char *path);
+
+/// Clones a child into a new user namespace, which exits at once. Returns 0 when that worked,
+/// or -errno (EPERM: a seccomp profile or policy forbids it; ENOSPC: max_user_namespaces).
+int rb_userns_probe(void);
+
 #ifdef __cplusplus
 }
 #endif
