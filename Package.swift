@@ -40,14 +40,15 @@ let package = Package(
         .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildSystem", "CArchive"]),
         .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite"]),
         // Above the registry client (DESIGN.md's layers): type=registry and push=true push themselves.
-        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry", "RBuildSystem"]),
+        .target(name: "RBuildAttest", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildSystem", "CSQLite"]),
+        .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry", "RBuildSystem", "RBuildAttest"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
-                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake"]),
+                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -61,6 +62,7 @@ let package = Package(
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
+        .testTarget(name: "RBuildAttestTests", dependencies: ["RBuildAttest", "RBuildOCI", "RBuildSnapshots", "CSQLite"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),
         .testTarget(name: "RBuildDockerfileTests", dependencies: ["RBuildDockerfile", "RBuildSystem", "RBuildSolver", "RBuildOCI",

@@ -1,4 +1,5 @@
 import Foundation
+import RBuildAttest
 import RBuildBake
 import RBuildDockerfile
 import RBuildExporters
@@ -92,6 +93,7 @@ public typealias TerminalAttachment = RBuildRuntime.TerminalAttachment
 public typealias SandboxTasks = RBuildRuntime.SandboxTasks
 public typealias RuntimeError = RBuildRuntime.RuntimeError
 public typealias Isolation = RBuildRuntime.Isolation
+public typealias Attestation = RBuildAttest.Attestation
 public typealias IsolationChoice = RBuildRuntime.IsolationChoice
 public typealias Architecture = RBuildRuntime.Architecture
 public typealias NetworkMode = RBuildRuntime.NetworkMode

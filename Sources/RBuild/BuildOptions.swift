@@ -1,4 +1,5 @@
 import Foundation
+import RBuildAttest
 import RBuildDockerfile
 import RBuildExporters
 import RBuildOCI
@@ -59,6 +60,8 @@ public struct BuildOptions: Sendable {
     public var cacheTo: [CacheExportSpec] = []
     /// Compression, level and SOURCE_DATE_EPOCH of the layers made.
     public var layer = LayerOptions()
+    /// `--provenance`, `--sbom`, `--attest`: attestations attached to each platform's image.
+    public var attestations = AttestationRequest()
     public var progress: ProgressSink?
     /// Numbers the steps; pass one to continue its numbering afterwards (exporting).
     public var reporter: ProgressReporter?
@@ -113,4 +116,6 @@ public struct BuiltImage: Sendable {
     /// `Builder.exportable` compresses them.
     public internal(set) var layers: [Descriptor]
     public internal(set) var diffIDs: [Digest]
+    /// Its attestations (`BuildOptions.attestations`), attached when it is exported.
+    public internal(set) var attestations: [Attestation] = []
 }

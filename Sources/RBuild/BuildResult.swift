@@ -48,7 +48,7 @@ extension Builder {
         let images = try build(platforms: options)
         let request = ExportRequest(images: images.map { image in
             ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
-                        compressed: { try self.exportable(image, compression: $0, level: $1) })
+                        compressed: { try self.exportable(image, compression: $0, level: $1) }, attestations: image.attestations)
         }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch)
         var results: [ExportResult] = []
         for exporter in exporters {

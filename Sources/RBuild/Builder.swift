@@ -1,4 +1,5 @@
 import Foundation
+import RBuildAttest
 import RBuildDockerfile
 import RBuildExporters
 import RBuildOCI
@@ -82,6 +83,7 @@ public final class Builder: Sendable {
 
     /// `build(platforms:)` for async callers.
     public func solve(_ options: BuildOptions) async throws -> [BuiltImage] {
+        let started = Int64(Date().timeIntervalSince1970)
         let agents = try SSHAgents(options.ssh)
         defer { agents.stop() }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
@@ -98,6 +100,20 @@ public final class Builder: Sendable {
             images.append(try await finish(stage, stack, solver: solver, options: options, inlineCache: cache))
         }
         try await exportCaches(options, roots: roots, solver: solver)
+        if !options.attestations.isEmpty {
+            let step = solver.reporter.start((options.label.map { "[\($0)] " } ?? "") + "generating attestations")
+            do {
+                for (i, list) in try await attestations(for: images, stages: lowered, solver: solver, options: options,
+                                                         started: started).enumerated() {
+                    images[i].attestations = list
+                    step.output("\(images[i].manifest.platform?.description ?? "image"): " + list.map { $0.predicateType }.joined(separator: ", "))
+                }
+                step.finish()
+            } catch {
+                step.fail("\(error)")
+                throw error
+            }
+        }
         return images
     }
 

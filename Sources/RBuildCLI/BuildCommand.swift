@@ -51,6 +51,15 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("cache-to"), help: "Export the build cache (repeatable): type=local,dest=DIR | type=registry,ref=REF | type=inline | REF, with mode=min|max, compression=gzip|zstd|uncompressed, compression-level=N, image-manifest=true, cache-mounts=true, ignore-error=true.")
     var cacheTo: [String] = []
 
+    @Option(name: .long, help: "Attach an SLSA provenance attestation: true (mode=min), false, or mode=min|max.")
+    var provenance: String?
+
+    @Option(name: .long, help: "Attach an SPDX SBOM attestation of the packages in the image (dpkg, apk, rpm, Python, Node): true or false.")
+    var sbom: String?
+
+    @Option(name: .long, help: "Attestation (repeatable): type=provenance[,mode=min|max] or type=sbom.")
+    var attest: [String] = []
+
     @Flag(name: .customLong("no-cache"), help: "Run every step, using no cached result (local or imported).")
     var noCache = false
 
@@ -112,6 +121,9 @@ struct BuildCommand: ParsableCommand {
         options.buildArgs = parseArgs()
         options.target = target
         options.noCache = noCache
+        for a in attest { try options.attestations.addAttest(a) }
+        if let provenance { try options.attestations.addProvenance(provenance) }
+        if let sbom { try options.attestations.addSBOM(sbom) }
         options.noCacheFilter = noCacheFilter
         options.pull = pull
         guard let networkMode = NetworkMode(rawValue: network) else {

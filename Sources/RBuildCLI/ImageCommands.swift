@@ -54,12 +54,19 @@ struct InspectCommand: ParsableCommand {
     @Option(name: .long, help: "Which platform of a multi-platform image.")
     var platform: String?
 
+    @Flag(name: .long, help: "Show the image's attestations instead (provenance and SBOM, by platform and predicate type), as JSON.")
+    var attestations = false
+
     @Argument var name: String
 
     func run() throws {
         let store = try StateDirectory.open(global.root)
         let full = try ImageStore.normalise(name)
         guard let d = try store.lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
+        if attestations {
+            print(String(decoding: try attestationsJSON(of: d, store: store), as: UTF8.self))
+            return
+        }
         let (m, manifest) = try store.manifest(of: d, platform: try platform.map(Platform.init(parsing:)))
         let config = try store.config(of: manifest)
         struct Out: Encodable {

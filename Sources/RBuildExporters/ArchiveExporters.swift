@@ -54,18 +54,19 @@ public struct DockerExporter: Exporter {
                                throw ExportError("docker exporter does not currently support exporting manifest lists: type=docker holds one platform; build one platform, or use type=oci")
                            }
                        },
-                       target: { .dockerArchive($0) })
+                       target: { .dockerArchive($0) }, attestations: false)
     }
 }
 
 /// The image, its layers compressed so, written to `dest` (`-`: stdout) as `target` says, named
 /// by its first name; `check` sees the destination before anything is written.
 func writeImage(_ request: ExportRequest, kind: String, dest: String, names: [String], compression: Compression, level: Int?,
-                isDirectory: Bool, check: (String) throws -> Void, target: (String) -> ExportTarget) throws -> ExportResult {
+                isDirectory: Bool, check: (String) throws -> Void, target: (String) -> ExportTarget,
+                attestations: Bool = true) throws -> ExportResult {
     let names = try request.names(names)
     let dest = try requireDestination(dest, kind)
     try check(dest)
-    let image = try request.image(compression: compression, level: level)
+    let image = try request.image(compression: compression, level: level, attestations: attestations)
     try request.output(to: dest, isDirectory: isDirectory) { tmp in
         try request.store.export(image, name: names.normalised.first, to: target(tmp), sourceDateEpoch: request.sourceDateEpoch)
     }

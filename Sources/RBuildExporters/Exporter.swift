@@ -1,4 +1,5 @@
 import Foundation
+import RBuildAttest
 import RBuildOCI
 import RBuildSystem
 import RBuildSnapshots
@@ -49,12 +50,16 @@ public struct ExportImage {
     public var rootfs: () throws -> SnapshotView
     /// The manifest with its layers compressed so (builds make them uncompressed).
     public var compressed: (Compression, Int?) throws -> Descriptor
+    /// Its provenance and SBOM (`--attest`): attached to the manifest an exporter writes, in an
+    /// attestation manifest beside it in the index.
+    public var attestations: [Attestation]
 
     public init(manifest: Descriptor, rootfs: @escaping () throws -> SnapshotView,
-                compressed: @escaping (Compression, Int?) throws -> Descriptor) {
+                compressed: @escaping (Compression, Int?) throws -> Descriptor, attestations: [Attestation] = []) {
         self.manifest = manifest
         self.rootfs = rootfs
         self.compressed = compressed
+        self.attestations = attestations
     }
 
     /// buildx's directory name for a platform in multi-platform local and tar outputs: linux_arm_v7.
@@ -81,10 +86,22 @@ public struct ExportRequest {
     }
 
     /// The image to write: the one manifest, or an OCI index of every platform's, each with its
-    /// layers compressed as asked (nil: as built).
-    public func image(compression: Compression?, level: Int? = nil) throws -> Descriptor {
-        let manifests = try images.map { i in try compression.map { try i.compressed($0, level) } ?? i.manifest }
-        if manifests.count == 1 { return manifests[0] }
+    /// layers compressed as asked (nil: as built). Attestations (unless `attestations` is false:
+    /// a Docker archive has no place for them) make it an index even for one platform, each
+    /// manifest followed by its attestation manifest, as buildx writes them.
+    public func image(compression: Compression?, level: Int? = nil, attestations: Bool = true) throws -> Descriptor {
+        var manifests: [Descriptor] = []
+        var attested = false
+        for i in images {
+            let m = try compression.map { try i.compressed($0, level) } ?? i.manifest
+            manifests.append(m)
+            if attestations && !i.attestations.isEmpty {
+                manifests.append(try AttestationManifest.make(subject: m, subjectName: names.first ?? "image",
+                                                              attestations: i.attestations, store: store.content))
+                attested = true
+            }
+        }
+        if manifests.count == 1 && !attested { return manifests[0] }
         let index = Index(mediaType: MediaType.ociIndex, manifests: manifests)
         let bytes = try canonicalJSON(index)
         let d = try store.content.put(bytes)

@@ -131,6 +131,35 @@ struct DebianTests {
         #expect(agents.stdout.isEmpty, "an agent outlived the build: \(agents.stdout)")
     }
 
+    /// `--sbom`: the SPDX document lists what dpkg installed, jq included after apt-get install jq.
+    @Test("--sbom lists jq after apt-get install jq", .timeLimit(.minutes(10)))
+    func sbomListsInstalledPackages() throws {
+        let fs = try Rootfs()
+        guard let state = try importedDebian(fs) else { return }
+        let context = fs.dir + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try """
+        FROM debian:bookworm
+        RUN apt-get update -q && apt-get install -y -q --no-install-recommends jq && jq --version
+
+        """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+        let out = fs.dir + "/sbom.tar"
+        let r = try rbuild(["build", "--root", state, "--progress", "plain", "--sbom", "true", "-t", "jq:1",
+                            "-o", "type=oci,dest=\(out)", "-o", "type=image", context])
+        #expect(r.status == 0, "\(r.stderr.split(separator: "\n").suffix(40).joined(separator: "\n"))")
+        let shown = try rbuild(["inspect", "--root", state, "--attestations", "jq:1"])
+        let doc = try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: [String: Any]]
+        let sbom = doc?["linux/amd64"]?["https://spdx.dev/Document"] as? [String: Any]
+        let packages = sbom?["packages"] as? [[String: Any]] ?? []
+        let jq = packages.first { $0["name"] as? String == "jq" }
+        #expect(jq != nil, "\(shown.stdout.prefix(3000)) \(shown.stderr)")
+        let purl = ((jq?["externalRefs"] as? [[String: Any]])?.first?["referenceLocator"] as? String) ?? ""
+        #expect(purl.hasPrefix("pkg:deb/debian/jq@") && purl.hasSuffix("?arch=amd64"), "\(purl)")
+        #expect(packages.contains { $0["name"] as? String == "libc6" } && packages.count > 80, "\(packages.count) packages")
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:" + out])
+        #expect(raw.stdout.contains("attestation-manifest"), "\(raw.stdout)")
+    }
+
     func buildHello(_ apt: String) throws {
         let fs = try Rootfs()
         guard let state = try importedDebian(fs) else { return }
