@@ -145,8 +145,10 @@ extension Builder {
         if o.platforms.count > 1, outputs.contains(where: { $0.kind == .docker }) {
             throw fail("type=docker holds one platform; build one platform, or use type=oci")
         }
-        if !t.attest.isEmpty {
-            run.reporter?.note("WARNING: target \(t.name): attest \(t.attest.joined(separator: " ")) ignored: rbuild makes no attestations yet")
+        do {
+            for a in t.attest { try o.attestations.addAttest(a) }
+        } catch {
+            throw fail("\(error)")
         }
         if !t.annotations.isEmpty {
             run.reporter?.note("WARNING: target \(t.name): annotations ignored: rbuild does not write annotations yet")

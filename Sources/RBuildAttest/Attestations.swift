@@ -157,17 +157,7 @@ public enum AttestationManifest {
                             store: ContentStore) throws -> Descriptor {
         var layers: [Descriptor] = []
         for a in attestations {
-            guard let predicate = try? JSONSerialization.jsonObject(with: Data(a.predicate)) else {
-                throw OCIError(.invalidArgument, "attestation \(a.predicateType): its predicate is not JSON")
-            }
-            let platform = subject.platform?.description ?? "unknown"
-            let statement: [String: Any] = [
-                "_type": statementType, "predicateType": a.predicateType,
-                "subject": [["name": "pkg:docker/\(subjectName)?platform=\(platform.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? platform)",
-                             "digest": [subject.digest.algorithm: subject.digest.hex]]],
-                "predicate": predicate,
-            ]
-            let bytes = try stableJSON(statement)
+            let bytes = try statement(a, subject: subject, subjectName: subjectName)
             let digest = try store.put(bytes)
             layers.append(Descriptor(mediaType: layerMediaType, digest: digest, size: Int64(bytes.count),
                                      annotations: ["in-toto.io/predicate-type": a.predicateType]))
@@ -184,6 +174,25 @@ public enum AttestationManifest {
                           annotations: ["vnd.docker.reference.digest": subject.digest.description,
                                         "vnd.docker.reference.type": "attestation-manifest"],
                           platform: Platform(os: "unknown", architecture: "unknown"))
+    }
+
+    /// The in-toto statement of `attestation` about `subject`.
+    public static func statement(_ attestation: Attestation, subject: Descriptor, subjectName: String) throws -> [UInt8] {
+        guard let predicate = try? JSONSerialization.jsonObject(with: Data(attestation.predicate)) else {
+            throw OCIError(.invalidArgument, "attestation \(attestation.predicateType): its predicate is not JSON")
+        }
+        let platform = subject.platform?.description ?? "unknown"
+        return try stableJSON([
+            "_type": statementType, "predicateType": attestation.predicateType,
+            "subject": [["name": "pkg:docker/\(subjectName)?platform=\(platform.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? platform)",
+                         "digest": [subject.digest.algorithm: subject.digest.hex]]],
+            "predicate": predicate,
+        ] as [String: Any])
+    }
+
+    /// The file a local or tar output holds an attestation in, as BuildKit names them.
+    public static func fileName(_ predicateType: String) -> String {
+        predicateType == Attestation.spdx ? "sbom.spdx.json" : predicateType == Attestation.slsaProvenanceV1 ? "provenance.json" : "attestation.json"
     }
 
     /// The statements of an attestation manifest, by predicate type (for `rbuild inspect`).

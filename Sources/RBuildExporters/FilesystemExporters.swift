@@ -1,4 +1,5 @@
 import Foundation
+import RBuildAttest
 import RBuildOCI
 import RBuildSystem
 import RBuildSnapshots
@@ -29,6 +30,7 @@ public struct LocalExporter: Exporter {
             guard fd >= 0 else { throw ExportError("cannot open \(dir): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             _ = try copyView(try i.rootfs(), into: fd, prefix: "", root: fd, mapping: request.mapping)
+            try writeAttestationFiles(i, names: request.names, into: fd)
         }
         return ExportResult(descriptor: try request.image(compression: nil), summary: "copying files to \(dest)", names: names.given)
     }
@@ -78,6 +80,7 @@ public struct TarExporter: Exporter {
             for (k, v) in try copyView(try i.rootfs(), into: dirfd, prefix: prefix, root: fd, mapping: request.mapping) {
                 owners[k] = v
             }
+            try writeAttestationFiles(i, names: request.names, into: dirfd)
         }
         var options = LayerOptions(compression: .none, sourceDateEpoch: request.sourceDateEpoch)
         options.owners = owners
@@ -97,4 +100,19 @@ func copyView(_ view: SnapshotView, into dirfd: Int32, prefix: String, root: Int
         try copier.copy(e, in: top, srcRel: e.name, to: dirfd, name: e.name, destRel: prefix.isEmpty ? e.name : prefix + "/" + e.name)
     }
     return copier.owners
+}
+
+/// A local or tar output's attestations: each in-toto statement as a file beside the root's
+/// files (`provenance.json`, `sbom.spdx.json`), as BuildKit writes them; an image file of that
+/// name is replaced.
+func writeAttestationFiles(_ image: ExportImage, names: [String], into dirfd: Int32) throws {
+    for a in image.attestations {
+        let bytes = try AttestationManifest.statement(a, subject: image.manifest, subjectName: names.first ?? "image")
+        let name = AttestationManifest.fileName(a.predicateType)
+        unlinkat(dirfd, name, 0)
+        let fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ExportError("cannot write the attestation \(name): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        try writeAll(fd, bytes)
+    }
 }

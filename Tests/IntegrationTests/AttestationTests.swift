@@ -32,8 +32,16 @@ struct AttestationTests {
         let env = ProcessInfo.processInfo.environment.merging(["SOURCE_DATE_EPOCH": "1700000000"]) { _, n in n }
         let args = ["--platform", "linux/amd64,linux/arm64", "--network", "none", "--provenance", "mode=max", "--sbom", "true",
                     "--build-arg", "GREETING=hi", "--secret", "id=token,env=HOME", "-t", "att:1"]
-        let r = try b.build(args + ["-o", "type=oci,dest=\(out)", "-o", "type=image"], ctx, environment: env)
+        let local = b.fs.dir + "/local"
+        let r = try b.build(args + ["-o", "type=oci,dest=\(out)", "-o", "type=image", "-o", "type=local,dest=\(local)"], ctx, environment: env)
         #expect(r.status == 0, "\(r.stderr)")
+        // A local output holds them as files, per platform (BuildKit's names).
+        for p in ["linux_amd64", "linux_arm64"] {
+            let sbom = try String(contentsOfFile: "\(local)/\(p)/sbom.spdx.json", encoding: .utf8)
+            let provenance = try String(contentsOfFile: "\(local)/\(p)/provenance.json", encoding: .utf8)
+            #expect(sbom.contains("\"predicateType\":\"https://spdx.dev/Document\"") && provenance.contains("https://slsa.dev/provenance/v1"))
+            #expect(try String(contentsOfFile: "\(local)/\(p)/greeting", encoding: .utf8) == "hi\n")
+        }
 
         // skopeo: four manifests, two of them attestations naming the other two.
         let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:" + out])
@@ -100,6 +108,21 @@ struct AttestationTests {
         #expect(loaded.stdout.contains("\"linux/amd64\"") && loaded.stdout.contains("https://spdx.dev/Document"), "\(loaded.stdout) \(loaded.stderr)")
         let run = try rbuild(["run"] + b.root + ["--platform", "linux/amd64", "att:1", "--", "cat", "/greeting"])
         #expect(run.stdout == "hi\n", "\(run.stderr)")
+    }
+
+    /// A bake target's `attest` entries, as buildx reads them.
+    @Test func bakeTargetAttest() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN echo baked > /b\n", "docker-bake.hcl": """
+            target "app" {
+              attest = ["type=sbom", "type=provenance,mode=max"]
+              output = ["type=oci,dest=app.tar"]
+            }
+            """])
+        let r = try BakeTests().bake(b, ctx, ["app"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:" + ctx + "/app.tar"])
+        #expect(raw.stdout.contains("attestation-manifest"), "\(raw.stdout) \(raw.stderr)")
     }
 
     /// Pushed to a registry and pulled back into another state dir, the attestations come along.
