@@ -9,6 +9,7 @@ public struct RBuildCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "rbuild",
         abstract: "Build container images from Dockerfiles as an ordinary user: no daemon, no root.",
+        version: rbuildVersion,
         subcommands: [BuildCommand.self, BakeCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
                       SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
                       PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self]
