@@ -18,7 +18,6 @@ extension Sandbox {
         if spec.readOnlyRoot { throw refuse("a read-only root") }
         if spec.terminal != nil { throw refuse("a terminal (-t)") }
         if let m = spec.mounts.first { throw refuse("--mount \(m.source):\(m.target)") }
-        if let m = spec.extraMounts.first { throw refuse("RUN --mount (on \(m.target))") }
         if case .userNamespaceBinfmt = try Emulation.mode(for: spec.architecture) {
             throw refuse("running \(spec.architecture.platform) programs through qemu registered in a user namespace (register qemu-user-static on the host, with flag F)")
         }
@@ -41,6 +40,7 @@ extension Sandbox {
         var failure: Error?
         do {
             try root.place(etcFiles: files.map { ($0.0, Array($0.1.utf8)) })
+            try root.place(mounts: spec.extraMounts)
             var capabilities = spec.capabilities
             capabilities.mask &= ~(UInt64(1) << 18)   // CAP_SYS_CHROOT: a second chroot leaves the first
             var spec = spec
@@ -140,6 +140,73 @@ final class ChrootRoot {
         }
     }
 
+    /// RUN --mount without mounts: what each would show is put at its target for the run and
+    /// taken back after it. A directory or socket rbuild holds for the step (a cache mount's
+    /// directory, a staged copy of the context or of a stage's files, an agent's socket) is
+    /// renamed in and back out, so a cache keeps what the step wrote; a tmpfs is an empty directory, removed
+    /// with what the step left in it; a secret is a file with its owner and mode, removed after.
+    /// Read-only is not enforced: what a step writes to a read-only mount is thrown away with it,
+    /// except in a cache mount, whose directory it is.
+    func place(mounts: [SandboxMount]) throws {
+        for m in mounts {
+            guard let (dir, name) = try parentDirectory(of: m.target) else {
+                throw RuntimeError(.badMount, "cannot mount on \(m.target): a path in the root leads to no directory")
+            }
+            switch m {
+            case .bind(let source, let subpath, _, _):
+                let from = subpath.map { source + "/" + $0 } ?? source
+                try replace(name, in: dir, make: { d, n in renameat(AT_FDCWD, from, d, n) == 0 ? nil : errnoText(errno) },
+                            takeBack: { d, n in
+                                if renameat(d, n, AT_FDCWD, from) != 0 {
+                                    throw RuntimeError(.spawnFailed, "cannot move \(m.target) back to \(from) after a chroot run: \(errnoText(errno))")
+                                }
+                            })
+            case .root:
+                // The solver hands the chroot isolation a copy to rename in instead (Mounts.swift).
+                throw RuntimeError(.hostUnsupported, "mounting a snapshot on \(m.target) cannot be done with the chroot isolation, which makes no mounts")
+            case .tmpfs:
+                try replace(name, in: dir, make: { d, n in
+                    mkdirat(d, n, 0o1777) == 0 && fchmodat(d, n, 0o1777, 0) == 0 ? nil : errnoText(errno)
+                })
+            case .file(_, let content, let uid, let gid, let mode):
+                try replace(name, in: dir, make: { d, n in
+                    let fd = openat(d, n, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                    guard fd >= 0 else { return errnoText(errno) }
+                    defer { close(fd) }
+                    guard (try? writeAll(fd, content)) != nil, fchown(fd, uid, gid) == 0, fchmod(fd, mode & 0o7777) == 0 else {
+                        return errnoText(errno)
+                    }
+                    return nil
+                })
+            }
+        }
+    }
+
+    /// The directory a mount target is in (resolved inside the root, its missing directories
+    /// made and registered for removal when still empty) and the target's last component; nil
+    /// when a component is no directory.
+    private func parentDirectory(of target: String) throws -> (Int32, String)? {
+        let comps = target.split(separator: "/").map(String.init).filter { !$0.isEmpty && $0 != "." }
+        guard let name = comps.last, name != ".." else { return nil }
+        var fd = fcntl(rootFD, F_DUPFD_CLOEXEC, 0)
+        for i in 0..<(comps.count - 1) {
+            let prefix = comps[0...i].joined(separator: "/")
+            var next = rb_open_in_root(rootFD, prefix, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+            if next == -ENOENT, mkdirat(fd, comps[i], 0o755) == 0 {
+                let (parent, made) = (fd, comps[i])
+                let keep = fcntl(parent, F_DUPFD_CLOEXEC, 0)
+                undo.append { unlinkat(keep, made, AT_REMOVEDIR); close(keep) }   // kept when not empty
+                next = rb_open_in_root(rootFD, prefix, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+            }
+            close(fd)
+            guard next >= 0 else { return nil }
+            fd = next
+        }
+        let dir = fd
+        undo.append { close(dir) }
+        return (dir, name)
+    }
+
     /// Undoes `place`, last change first. Every step is tried; the first failure is thrown.
     func restore() throws {
         var first: Error?
@@ -180,6 +247,13 @@ final class ChrootRoot {
     /// and registers taking both back. A `make` that fails leaves the name empty.
     private func replace(_ name: String, in dir: Int32, keepExisting: Bool = false,
                          make: (Int32, String) -> Bool) throws {
+        try replace(name, in: dir, keepExisting: keepExisting, make: { make($0, $1) ? nil : "failed" }, required: false)
+    }
+
+    /// `replace` whose `make` must work (it returns why not), with a `takeBack` of its own
+    /// (default: remove what is at the name).
+    private func replace(_ name: String, in dir: Int32, keepExisting: Bool = false, make: (Int32, String) -> String?,
+                         required: Bool = true, takeBack: (@Sendable (Int32, String) throws -> Void)? = nil) throws {
         var st = stat()
         let exists = fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0
         if exists && keepExisting { return }
@@ -192,12 +266,14 @@ final class ChrootRoot {
         let asideFD = self.asideFD, rootfs = self.rootfs
         undo.append {
             // Whatever the step left at the name goes; the image's entry comes back.
-            try removeEntry(dir, name)
+            if let takeBack { try takeBack(dir, name) } else { try removeEntry(dir, name) }
             if exists, renameat(asideFD, saved, dir, name) != 0 {
                 throw RuntimeError(.spawnFailed, "cannot put \(name) back in the root \(rootfs): \(errnoText(errno))")
             }
         }
-        _ = make(dir, name)
+        if let why = make(dir, name), required {
+            throw RuntimeError(.setupFailed, "cannot put \(name) in place in the root \(rootfs) for a chroot run: \(why)")
+        }
     }
 }
 

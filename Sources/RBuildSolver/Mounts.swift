@@ -148,12 +148,32 @@ extension Solver {
     /// its snapshot, read-only or with a throw-away upper.
     private func bind(_ input: Vertex, snapshot: Snapshot?, source: String, target: String, readWrite: Bool,
                       into held: StepMounts) throws {
+        // The chroot isolation cannot mount a snapshot: it gets a copy of the files, as from a
+        // local directory (a read-write mount's changes are thrown away either way).
         if case .source(.local) = input.op {
+            try stageCopy()
+            return
+        }
+        if isolation == .chroot {
+            try stageCopy()
+            return
+        }
+        func stageCopy() throws {
             let staging = try LayerStaging(in: tmpRoot)
             held.staging.append(staging)
-            _ = try copyInto(staging.dir + "/m", from: input, snapshot: nil, source: source, create: true)
+            let dest = staging.dir + "/m"
+            let owners = try copyInto(dest, from: input, snapshot: snapshot, source: source, create: true)
+            // A stage's files keep their owners (the context's belong to root inside, as COPY makes them).
+            if case .source(.local) = input.op {} else if !owners.isEmpty {
+                var st = stat()
+                if lstat(dest, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+                    try snapshotter.tasks.setOwners(owners, under: dest)
+                } else {
+                    try snapshotter.tasks.setOwners(owners.map { Ownership.Record(path: "m", uid: $0.uid, gid: $0.gid, mode: $0.mode) },
+                                                    under: staging.dir)
+                }
+            }
             held.mounts.append(.bind(source: staging.dir + "/m", target: target, readOnly: !readWrite))
-            return
         }
         guard let snapshot else { throw SolveError("RUN --mount: \(input.name.isEmpty ? "this source" : input.name) cannot be mounted") }
         let view = SnapshotView(snapshot)

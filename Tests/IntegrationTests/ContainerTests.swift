@@ -172,6 +172,20 @@ struct ContainerTests {
                 && ! cat /proc/1/root/container-secret && ! cat /../../../container-secret \\
                 && if [ ! -d /proc/self ]; then ! chroot / true; fi && echo contained
             """.write(toFile: dir + "/ctx/Escape.Dockerfile", atomically: true, encoding: .utf8)
+        // RUN --mount in every isolation (the chroot one puts each in place and takes it back).
+        try """
+            FROM base:1 AS data
+            RUN echo from-stage > /data.txt
+            FROM base:1
+            RUN --mount=type=cache,target=/cache echo cached-run > /cache/log
+            RUN --mount=type=cache,target=/cache cat /cache/log > /cache-seen
+            RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/y && test -f /scratch/y
+            RUN --mount=type=bind,source=hello.txt,target=/mnt/hello cat /mnt/hello > /bound
+            RUN --mount=type=bind,from=data,source=/data.txt,target=/mnt/data cat /mnt/data > /from-stage
+            RUN --mount=type=secret,id=tok,target=/run/secrets/tok test -s /run/secrets/tok && echo secret-seen > /secret-seen
+            RUN test ! -e /cache && test ! -e /scratch && test ! -e /mnt && test ! -e /run/secrets/tok \\
+                && cat /cache-seen /bound /from-stage /secret-seen && echo mounts-gone
+            """.write(toFile: dir + "/ctx/Mounts.Dockerfile", atomically: true, encoding: .utf8)
         // The hidden-file class: an image whose /etc/passwd is a symlink out of its root (to the
         // container's file that names the user) must not find that user.
         try """
@@ -201,6 +215,8 @@ struct ContainerTests {
         rbuild import /tmp/base2 base:2 >/dev/null
         out=/work/image-$(id -u).tar
         rbuild build --progress plain --network none -o type=oci,dest=$out . 2>&1
+        echo "== mounts"
+        rbuild build --progress plain --network none --secret id=tok,env=HOME -f Mounts.Dockerfile . 2>&1
         echo "== link"
         rbuild build --progress plain --network none -f Link.Dockerfile . > /work/link.log 2>&1 && echo "link: copied" || echo "link: refused"
         grep -o '"link" not found in the build context' /work/link.log || true
@@ -245,6 +261,8 @@ struct ContainerTests {
             // The symlink class, refused in every mode; the hidden-file class too.
             #expect(output.contains("\ncontained\n") || output.contains(" contained\n"), "user \(user), \(shape): \(output)")
             #expect(output.contains("hidden: refused"), "user \(user), \(shape): \(output)")
+            #expect(output.contains("mounts-gone") && output.contains("cached-run") && output.contains("from-stage")
+                    && output.contains("secret-seen") && output.contains("hello from the context"), "user \(user), \(shape): \(output)")
             #expect(output.contains("link: refused") && output.contains("\"link\" not found in the build context"),
                     "user \(user), \(shape): \(output)")
             #expect(!output.contains("4242"), "user \(user), \(shape): \(output)")
