@@ -62,6 +62,8 @@ public struct BuildOptions: Sendable {
     public var progress: ProgressSink?
     /// Numbers the steps; pass one to continue its numbering afterwards (exporting).
     public var reporter: ProgressReporter?
+    /// Leave a build record in the state dir (`rbuild history`; `BuildHistory`).
+    public var recordHistory = true
 
     public init() {}
 

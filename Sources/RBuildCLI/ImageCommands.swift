@@ -233,3 +233,19 @@ struct LoadCommand: ParsableCommand {
         print("Loaded \(n) (\(d.digest))")
     }
 }
+
+struct TagCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tag", abstract: "Give a local image another name (docker tag).")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "A local image.")
+    var source: String
+
+    @Argument(help: "Its new name.")
+    var target: String
+
+    func run() throws {
+        try StateDirectory.open(global.root).tag(source, as: target)
+    }
+}
