@@ -34,6 +34,8 @@ public typealias MaxLayerSize = RBuildOCI.MaxLayerSize
 // The Dockerfile frontend.
 public typealias Dockerfile = RBuildDockerfile.Dockerfile
 public typealias DockerfileError = RBuildDockerfile.DockerfileError
+public typealias Outline = RBuildDockerfile.Outline
+public typealias TargetInfo = RBuildDockerfile.TargetInfo
 
 // The solver: progress, errors, the cache index.
 public typealias BuildEvent = RBuildSolver.BuildEvent

@@ -78,6 +78,17 @@ public struct DiskUsage: Sendable {
         public var created: Date?
         /// The step's name, the layer's digest.
         public var description: String = ""
+
+        public init(kind: String, name: String, bytes: Int64, kept: Bool, lastUsed: Date? = nil, created: Date? = nil,
+                    description: String = "") {
+            self.kind = kind
+            self.name = name
+            self.bytes = bytes
+            self.kept = kept
+            self.lastUsed = lastUsed
+            self.created = created
+            self.description = description
+        }
     }
     public var items: [Item]
 
@@ -174,7 +185,11 @@ extension ImageStore {
         }
         for kind in SnapshotterKind.allCases {
             let dir = layout.snapshots(kind: kind.rawValue)
-            guard FileManager.default.fileExists(atPath: dir) else { continue }
+            // A kind's directory with only its empty active/, layers/ and chains/ holds nothing.
+            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).flatMap { sub in
+                (try? FileManager.default.contentsOfDirectory(atPath: dir + "/" + sub)) ?? [sub]
+            }
+            guard !entries.isEmpty else { continue }
             items.append(.init(kind: "snapshots", name: kind.rawValue, bytes: RBuildSystem.diskUsage(dir), kept: true,
                                description: "unpacked layers (\(kind.rawValue))"))
         }

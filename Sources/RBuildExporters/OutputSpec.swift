@@ -99,6 +99,7 @@ extension OutputSpec {
                                compression: c?.0 ?? .gzip, level: c?.1)
         case .docker:
             if attributes["tar"] == "false" { throw ExportError("type=docker has no tar=false form") }
+            if dest.isEmpty { _ = try DockerExporter.loader() }   // into docker or podman: say now if neither is here
             return DockerExporter(dest: dest, names: imageNames, compression: c?.0 ?? .gzip, level: c?.1)
         case .local: return LocalExporter(dest: dest, names: imageNames)
         case .tar: return TarExporter(dest: dest, names: imageNames)
