@@ -38,6 +38,27 @@ final class BuildFixture {
         try rbuild(["build"] + root + ["--progress", "plain"] + args + [context], environment: environment, timeout: timeout)
     }
 
+    /// Starts `rbuild build CONTEXT`, waits until its progress shows `marker` (and a little
+    /// more), then kills rbuild outright and waits for it.
+    func killBuild(_ context: String, once marker: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.binary)
+        p.arguments = ["build"] + root + ["--progress", "plain", context]
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains(marker) {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += chunk
+        }
+        usleep(300_000)
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
     /// `rbuild run IMAGE -- sh -c SCRIPT`, stdout.
     func sh(_ image: String, _ script: String, _ options: [String] = []) throws -> String {
         let r = try rbuild(["run"] + root + options + [image, "--", "/bin/sh", "-c", script])
@@ -494,23 +515,7 @@ struct BuildTests {
         for i in 0..<4 { #expect(try b.sh("conc:\(i)", "cat /shared /g") == "shared\n\(i % 2)\n") }
 
         let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN echo before > /b\nRUN sleep 30\n"], name: "k")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.binary)
-        p.arguments = ["build"] + b.root + ["--progress", "plain", ctx]
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        try p.run()
-        // Wait until the sleep runs, then kill rbuild outright.
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains("RUN sleep 30") {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
-        usleep(300_000)
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        try b.killBuild(ctx, once: "RUN sleep 30")
         // The sandbox died with it (no sleep left running as this user).
         usleep(200_000)
         let ps = try runProcess("/bin/ps", ["-u", String(getuid()), "-o", "args="]).stdout

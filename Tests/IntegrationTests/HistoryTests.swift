@@ -65,21 +65,7 @@ struct HistoryTests {
 
         // A build killed outright leaves a record that shows canceled, and the list still reads.
         let slow = try b.context(["Dockerfile": "FROM busybox\nRUN sleep 30\n"], name: "slow")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.binary)
-        p.arguments = ["build"] + b.root + ["--progress", "plain", slow]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains("RUN sleep 30") {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        try b.killBuild(slow, once: "RUN sleep 30")
         // (Its process in rbuild's user namespace may take a moment to go.)
         var after = try rbuild(["history", "ls", "--format", "json"] + b.root)
         for _ in 0..<50 where !after.stdout.contains("\"status\":\"canceled\"") {
