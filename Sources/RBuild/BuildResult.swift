@@ -71,7 +71,11 @@ extension Builder {
         let request = ExportRequest(images: images.map { image in
             ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
                         compressed: { try self.exportable(image, compression: $0, level: $1) })
-        }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch)
+        }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch,
+           annotations: options.annotations)
+        if images.count == 1 && !options.annotations.values(.index).isEmpty {
+            reporter.note("WARNING: --annotation index:…: a one-platform image has no index; those annotations are not written")
+        }
         var results: [ExportResult] = []
         for exporter in exporters {
             try reporter.step((options.label.map { "[\($0)] " } ?? "") + exporter.title) { step in

@@ -99,6 +99,15 @@ struct BuildCommand: ParsableCommand {
     @Flag(name: .long, help: "Load the image into docker or podman (`docker load`, else `podman load`, the first on PATH): shorthand for --output type=docker.")
     var load = false
 
+    @Option(name: .long, help: "An OCI annotation of the image, [TYPE[,TYPE…][[PLATFORM]]:]KEY=VALUE with TYPE manifest (default), index, manifest-descriptor or index-descriptor (repeatable).")
+    var annotation: [String] = []
+
+    @Option(name: .customLong("shm-size"), help: "The size of /dev/shm in RUN steps, e.g. 128m, 1g (default 64m).")
+    var shmSize: String?
+
+    @Option(name: .long, help: "A resource limit of RUN steps, NAME=SOFT[:HARD] (e.g. nofile=1024:2048; -1 unlimited; repeatable); a hard limit above yours is refused.")
+    var ulimit: [String] = []
+
     @Option(name: .customLong("cgroup-parent"), help: "Refused: rootless rbuild runs steps in no cgroup of its making.")
     var cgroupParent: String?
 
@@ -149,6 +158,12 @@ struct BuildCommand: ParsableCommand {
         }
         options.network = networkMode
         options.extraHosts = try addHosts.map(ExtraHost.parse)
+        if let shmSize {
+            guard let n = byteSize(shmSize), n >= 4096 else { throw ValidationError("--shm-size \(shmSize): expected a size such as 64m or 1g") }
+            options.shmSize = n
+        }
+        options.ulimits = try ulimit.map(Ulimit.parse)
+        for a in annotation { try options.annotations.add(a) }
         options.entitlements = Set(try allow.map(Entitlement.parse))
         for l in labels {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)

@@ -71,24 +71,39 @@ public struct ExportRequest {
     public var store: ImageStore
     public var mapping: IDMapping
     public var sourceDateEpoch: Int64?
+    /// `--annotation`: written into the manifests and index of every output that writes an image.
+    public var annotations: ImageAnnotations
 
-    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?) {
+    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?,
+                annotations: ImageAnnotations = ImageAnnotations()) {
         self.images = images
         self.names = names
         self.store = store
         self.mapping = mapping
         self.sourceDateEpoch = sourceDateEpoch
+        self.annotations = annotations
     }
 
     /// The image to write: the one manifest, or an OCI index of every platform's, each with its
-    /// layers compressed as asked (nil: as built).
+    /// layers compressed as asked (nil: as built) and the annotations applied.
     public func image(compression: Compression?, level: Int? = nil) throws -> Descriptor {
-        let manifests = try images.map { i in try compression.map { try i.compressed($0, level) } ?? i.manifest }
-        if manifests.count == 1 { return manifests[0] }
-        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests)
-        let bytes = try canonicalJSON(index)
-        let d = try store.content.put(bytes)
-        return Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
+        let manifests = try images.map { i in
+            try annotations.apply(toManifest: try compression.map { try i.compressed($0, level) } ?? i.manifest, store: store.content)
+        }
+        let top: Descriptor
+        if manifests.count == 1 {
+            top = manifests[0]
+        } else {
+            let own = annotations.values(.index)
+            let index = Index(mediaType: MediaType.ociIndex, manifests: manifests, annotations: own.isEmpty ? nil : own)
+            let bytes = try canonicalJSON(index)
+            top = Descriptor(mediaType: MediaType.ociIndex, digest: try store.content.put(bytes), size: Int64(bytes.count))
+        }
+        let entry = annotations.values(.indexDescriptor)
+        guard !entry.isEmpty else { return top }
+        var d = top
+        d.annotations = (d.annotations ?? [:]).merging(entry) { _, new in new }
+        return d
     }
 
     /// An exporter's names followed by the request's: as written, and in the store's normal form

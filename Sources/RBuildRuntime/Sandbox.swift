@@ -118,7 +118,8 @@ public enum Sandbox {
         plan.readonly_root = spec.readOnlyRoot ? 1 : 0
         plan.mounts = try arena.mounts(steps)
         plan.nmounts = steps.count
-        let limits = defaultRlimits()
+        let asked = Set(spec.ulimits.map(\.resource))
+        let limits = defaultRlimits().filter { !asked.contains(Int32($0.resource)) } + spec.ulimits.map(\.plan)
         plan.rlimits = UnsafePointer(arena.array(limits))
         plan.nrlimits = limits.count
         plan.capabilities = spec.capabilities.mask

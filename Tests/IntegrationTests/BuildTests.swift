@@ -542,6 +542,35 @@ struct MultiPlatformBuildTests {
         return b
     }
 
+    /// --annotation at each level of a two-platform OCI archive (no RUN: nothing to emulate).
+    @Test func annotations() throws {
+        let b = try fixture()
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nLABEL a=b\n"])
+        let out = b.fs.dir + "/annotated.tar"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64", "-o", "type=oci,dest=\(out),name=ann:1",
+                             "--annotation", "org.opencontainers.image.title=demo",
+                             "--annotation", "manifest[linux/arm64]:arm.only=yes",
+                             "--annotation", "index:org.opencontainers.image.description=both",
+                             "--annotation", "manifest-descriptor:in.index=entry",
+                             "--annotation", "index-descriptor:in.layout=top"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:\(out)"])
+        let index = try JSONSerialization.jsonObject(with: Data(raw.stdout.utf8)) as? [String: Any]
+        #expect((index?["annotations"] as? [String: String]) == ["org.opencontainers.image.description": "both"], "\(raw.stdout)\(raw.stderr)")
+        let entries = index?["manifests"] as? [[String: Any]] ?? []
+        #expect(entries.count == 2 && entries.allSatisfy { ($0["annotations"] as? [String: String])?["in.index"] == "entry" }, "\(raw.stdout)")
+        for (arch, arm) in [("amd64", false), ("arm64", true)] {
+            let m = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "--override-arch", arch, "oci-archive:\(out)"])
+            let manifest = try? JSONSerialization.jsonObject(with: Data(m.stdout.utf8)) as? [String: Any]
+            let got = manifest?["annotations"] as? [String: String]
+            #expect(got?["org.opencontainers.image.title"] == "demo" && (got?["arm.only"] == "yes") == arm, "\(arch): \(m.stdout)\(m.stderr)")
+        }
+        let top = try runProcess("/bin/tar", ["xOf", out, "index.json"])
+        #expect(top.stdout.contains("\"in.layout\":\"top\"") && top.stdout.contains("org.opencontainers.image.ref.name"), "\(top.stdout)")
+        let bad = try b.build(["--annotation", "nonsense:k=v"], ctx)
+        #expect(bad.status != 0 && bad.stderr.contains("unknown type nonsense"), "\(bad.stderr)")
+    }
+
     @Test func twoPlatformsOneIndex() throws {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/sys/fs/binfmt_misc")) ?? []
         #expect(!entries.contains { $0.contains("aarch64") }, "the host must have no aarch64 handler: \(entries)")

@@ -141,6 +141,18 @@ struct HistoryTests {
         let missing = try b.build(["--load"], ctx, environment: env)
         #expect(missing.status == 1 && missing.stderr.contains("neither docker nor podman is on PATH"), "\(missing.stderr)")
 
+        // --shm-size and --ulimit reach RUN steps (and are part of their keys: a new size runs again).
+        try "FROM busybox\nRUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm; ulimit -n > /nofile; ulimit -Hn >> /nofile\n"
+            .write(toFile: ctx + "/Dockerfile", atomically: false, encoding: .utf8)
+        let limited = try b.build(["--shm-size", "128m", "--ulimit", "nofile=512:1024", "-t", "lim:1"], ctx)
+        #expect(limited.status == 0, "\(limited.stderr)")
+        #expect(try b.sh("lim:1", "cat /shm /nofile") == "131072\n512\n1024\n")
+        let other = try b.build(["--shm-size", "96m", "--ulimit", "nofile=512:1024", "-t", "lim:2"], ctx)
+        #expect(other.status == 0 && cachedSteps(other.stderr).isEmpty, "\(other.stderr)")
+        #expect(try b.sh("lim:2", "cat /shm") == "98304\n")
+        let above = try b.build(["--ulimit", "nofile=64:\(UInt64(Int32.max) * 4)"], ctx)
+        #expect(above.status == 1 && above.stderr.contains("cannot raise a hard limit"), "\(above.stderr)")
+
         let cgroup = try b.build(["--cgroup-parent", "x.slice"], ctx)
         #expect(cgroup.status == 1 && cgroup.stderr.contains("does not manage cgroups"), "\(cgroup.stderr)")
 
