@@ -148,9 +148,7 @@ extension Builder {
         if !t.attest.isEmpty {
             run.reporter?.note("WARNING: target \(t.name): attest \(t.attest.joined(separator: " ")) ignored: rbuild makes no attestations yet")
         }
-        if !t.annotations.isEmpty {
-            run.reporter?.note("WARNING: target \(t.name): annotations ignored: rbuild does not write annotations yet")
-        }
+        do { for a in t.annotations { try o.annotations.add(a) } } catch { throw fail("\(error)") }
         return (o, outputs, t.tags)
     }
 }

@@ -206,6 +206,9 @@ struct BuildCommand: ParsableCommand {
             if let i = specs.firstIndex(where: { $0.kind == .image }) { specs[i].attributes["push"] = "true" }
             else if !specs.contains(where: { $0.kind == .registry }) { specs.append(OutputSpec(kind: .registry)) }
         }
+        if push && tags.isEmpty && !specs.contains(where: { !$0.imageNames.isEmpty }) {
+            throw ValidationError("--push needs a name to push to: -t REGISTRY/REPO:TAG")
+        }
         if load && !specs.contains(where: { $0.kind == .docker && $0.destination == nil }) { specs.append(OutputSpec(kind: .docker)) }
         if specs.isEmpty && !tags.isEmpty { specs = [OutputSpec(kind: .image)] }
         for s in specs { _ = try s.compression() }   // checked before building

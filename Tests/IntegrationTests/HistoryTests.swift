@@ -81,6 +81,31 @@ struct HistoryTests {
         #expect(try rbuild(["history", "inspect"] + b.root).stderr.contains("no builds recorded"))
     }
 
+    /// Each bake target leaves a record of its own steps; a target's annotations are written.
+    @Test func bakeTargetsRecordAndAnnotate() throws {
+        let b = try BuildFixture()
+        let hcl = """
+            target "one" {
+              output = ["type=oci,dest=one.tar"]
+              annotations = ["org.opencontainers.image.title=first"]
+            }
+            target "two" {
+              dockerfile-inline = "FROM busybox\\nRUN echo two > /two\\n"
+              output = ["type=cacheonly"]
+            }
+            group "default" { targets = ["one", "two"] }
+            """
+        let dir = try b.context(["Dockerfile": "FROM busybox\nRUN echo one > /one\n", "docker-bake.hcl": hcl], name: "bake")
+        let r = try BakeTests().bake(b, dir, [])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ls = try rbuild(["history", "ls", "--format", "json"] + b.root).stdout.split(separator: "\n")
+        #expect(ls.count == 2 && ls.contains { $0.contains("\"name\":\"one\"") } && ls.contains { $0.contains("\"name\":\"two\"") }, "\(ls)")
+        let one = try rbuild(["history", "logs", ls.first { $0.contains("\"name\":\"one\"") }.map { String($0.split(separator: "\"id\":\"")[1].prefix(25)) } ?? "?"] + b.root)
+        #expect(one.stdout.contains("RUN echo one") && !one.stdout.contains("RUN echo two"), "\(one.stdout)\(one.stderr)")
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:\(dir)/one.tar"])
+        #expect(raw.stdout.contains("\"org.opencontainers.image.title\":\"first\""), "\(raw.stdout)\(raw.stderr)")
+    }
+
     @Test func duAndPruneFilters() throws {
         let b = try BuildFixture()
         let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c echo x > /c/x\nRUN echo one > /one\n"])
