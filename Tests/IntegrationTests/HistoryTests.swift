@@ -176,7 +176,7 @@ struct HistoryTests {
         #expect(other.status == 0 && cachedSteps(other.stderr).isEmpty, "\(other.stderr)")
         #expect(try b.sh("lim:2", "cat /shm") == "98304\n")
         let above = try b.build(["--ulimit", "nofile=64:\(UInt64(Int32.max) * 4)"], ctx)
-        #expect(above.status == 1 && above.stderr.contains("cannot raise a hard limit"), "\(above.stderr)")
+        #expect(above.status != 0 && above.stderr.contains("cannot raise a hard limit"), "\(above.stderr)")
 
         let cgroup = try b.build(["--cgroup-parent", "x.slice"], ctx)
         #expect(cgroup.status == 1 && cgroup.stderr.contains("does not manage cgroups"), "\(cgroup.stderr)")
