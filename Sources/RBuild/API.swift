@@ -35,6 +35,8 @@ public typealias MaxLayerSize = RBuildOCI.MaxLayerSize
 // The Dockerfile frontend.
 public typealias Dockerfile = RBuildDockerfile.Dockerfile
 public typealias DockerfileError = RBuildDockerfile.DockerfileError
+public typealias Outline = RBuildDockerfile.Outline
+public typealias TargetInfo = RBuildDockerfile.TargetInfo
 
 // The solver: progress, errors, the cache index.
 public typealias BuildEvent = RBuildSolver.BuildEvent
@@ -64,6 +66,7 @@ public typealias ExportRequest = RBuildExporters.ExportRequest
 public typealias ExportResult = RBuildExporters.ExportResult
 public typealias OutputSpec = RBuildExporters.OutputSpec
 public typealias ExportError = RBuildExporters.ExportError
+public typealias ImageAnnotations = RBuildExporters.ImageAnnotations
 public typealias OCIExporter = RBuildExporters.OCIExporter
 public typealias DockerExporter = RBuildExporters.DockerExporter
 public typealias LocalExporter = RBuildExporters.LocalExporter
@@ -99,6 +102,7 @@ public typealias Architecture = RBuildRuntime.Architecture
 public typealias NetworkMode = RBuildRuntime.NetworkMode
 public typealias NetworkHelper = RBuildRuntime.NetworkHelper
 public typealias ExtraHost = RBuildRuntime.ExtraHost
+public typealias Ulimit = RBuildRuntime.Ulimit
 public typealias UserSpec = RBuildRuntime.UserSpec
 public typealias SandboxMount = RBuildRuntime.SandboxMount
 public typealias BindMount = RBuildRuntime.BindMount

@@ -150,9 +150,7 @@ extension Builder {
         } catch {
             throw fail("\(error)")
         }
-        if !t.annotations.isEmpty {
-            run.reporter?.note("WARNING: target \(t.name): annotations ignored: rbuild does not write annotations yet")
-        }
+        do { for a in t.annotations { try o.annotations.add(a) } } catch { throw fail("\(error)") }
         return (o, outputs, t.tags)
     }
 }

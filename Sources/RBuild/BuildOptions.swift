@@ -50,6 +50,13 @@ public struct BuildOptions: Sendable {
     public var network: NetworkMode = .isolated
     /// `--add-host NAME:IP`: /etc/hosts entries of every RUN step (part of each step's cache key).
     public var extraHosts: [ExtraHost] = []
+    /// `--annotation`: OCI annotations of the exported manifests, index and their descriptors.
+    public var annotations = ImageAnnotations()
+    /// `--shm-size`: the size of /dev/shm in RUN steps (nil: 64 MiB).
+    public var shmSize: Int64?
+    /// `--ulimit`: resource limits of RUN steps; a hard limit above the caller's fails the build
+    /// before anything runs.
+    public var ulimits: [Ulimit] = []
     /// `--allow`: what the build's steps may use beyond the sandbox's defaults. A build whose
     /// graph needs an entitlement not granted here fails before anything runs.
     public var entitlements: Set<Entitlement> = []
@@ -65,6 +72,8 @@ public struct BuildOptions: Sendable {
     public var progress: ProgressSink?
     /// Numbers the steps; pass one to continue its numbering afterwards (exporting).
     public var reporter: ProgressReporter?
+    /// Leave a build record in the state dir (`rbuild history`; `BuildHistory`).
+    public var recordHistory = true
 
     public init() {}
 

@@ -43,13 +43,39 @@ extension Builder {
     /// Builds every platform `options` asks for, then runs each exporter in turn, each a progress
     /// step: `try builder.build(options, exporters: [OCIExporter(dest: "app.tar")], tags: ["app:1"])`.
     /// `tags` name the image in every exporter after its own names, as `-t` does.
+    /// Unless `options.recordHistory` is false, the build leaves a record (`BuildHistory`).
     public func build(_ options: BuildOptions, exporters: [any Exporter], tags: [String] = []) throws -> BuildResult {
-        let reporter = options.reporter ?? ProgressReporter(sink: nil)
+        try build(options, exporters: exporters, tags: tags, outputs: exporters.map(\.title))
+    }
+
+    func build(_ options: BuildOptions, exporters: [any Exporter], tags: [String], outputs: [String]) throws -> BuildResult {
+        var options = options
+        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        options.reporter = reporter
+        guard options.recordHistory else { return try export(options, exporters: exporters, tags: tags, reporter: reporter) }
+        let recorder = BuildRecorder(history: BuildHistory(layout: store.layout), options: options, outputs: outputs, tags: tags)
+        reporter.observe(recorder)
+        defer { reporter.stopObserving(recorder) }
+        do {
+            let result = try export(options, exporters: exporters, tags: tags, reporter: reporter)
+            recorder.finish(error: nil, image: result.descriptor.digest)
+            return result
+        } catch {
+            recorder.finish(error: error)
+            throw error
+        }
+    }
+
+    func export(_ options: BuildOptions, exporters: [any Exporter], tags: [String], reporter: ProgressReporter) throws -> BuildResult {
         let images = try build(platforms: options)
         let request = ExportRequest(images: images.map { image in
             ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
                         compressed: { try self.exportable(image, compression: $0, level: $1) }, attestations: image.attestations)
-        }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch)
+        }, names: tags, store: store, mapping: snapshotter.mapping, sourceDateEpoch: options.layer.sourceDateEpoch,
+           annotations: options.annotations)
+        if images.count == 1 && images[0].attestations.isEmpty && !options.annotations.values(.index).isEmpty {
+            reporter.note("WARNING: --annotation index:…: a one-platform image has no index; those annotations are not written")
+        }
         var results: [ExportResult] = []
         for exporter in exporters {
             try reporter.step((options.label.map { "[\($0)] " } ?? "") + exporter.title) { step in
@@ -72,6 +98,7 @@ extension Builder {
     /// which checks what it can before anything is built; `type=cacheonly` has none), then
     /// `build(_:exporters:tags:)`.
     public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = []) throws -> BuildResult {
-        try build(options, exporters: try outputs.filter { $0.kind != .cacheonly }.map { try $0.exporter() }, tags: tags)
+        try build(options, exporters: try outputs.filter { $0.kind != .cacheonly }.map { try $0.exporter() }, tags: tags,
+                  outputs: outputs.map(\.description))
     }
 }

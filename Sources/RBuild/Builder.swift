@@ -88,6 +88,7 @@ public final class Builder: Sendable {
         defer { agents.stop() }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
         let vertices = Graph.walk(lowered.map(\.root))
+        for u in options.ulimits { try u.checkAllowed() }
         try checkEntitlements(vertices, options)
         try checkEmulation(vertices)
         let roots = lowered.map(\.root)
@@ -237,6 +238,8 @@ public final class Builder: Sendable {
         base.created = timestamp(options.layer.sourceDateEpoch)
         base.network = options.network
         base.extraHosts = options.extraHosts
+        base.shmSize = options.shmSize
+        base.ulimits = options.ulimits
         if let dir = options.contextDirectory {
             var st = stat()
             guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {

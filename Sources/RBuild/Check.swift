@@ -31,3 +31,15 @@ public func checkDockerfile(at path: String, buildArgs: [String: String] = [:],
     let warnings = try Linter.check(dockerfile, context: context)
     return CheckReport(dockerfilePath: path, warnings: warnings, stages: try dockerfile.definition().stages.count)
 }
+
+/// `rbuild build --call outline`: the build args, secrets and ssh agents the target stage (and
+/// the stages it reaches) of the Dockerfile `options` holds uses.
+public func outlineDockerfile(_ options: BuildOptions) throws -> Outline {
+    try Dockerfile.parse(options.dockerfileText, fileName: options.dockerfileName).definition()
+        .outline(target: options.target, buildArgs: options.buildArgs)
+}
+
+/// `rbuild build --call targets`: the stages of the Dockerfile `options` holds, with their descriptions.
+public func dockerfileTargets(_ options: BuildOptions) throws -> [TargetInfo] {
+    try Dockerfile.parse(options.dockerfileText, fileName: options.dockerfileName).definition().targets()
+}

@@ -99,8 +99,29 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("max-layer-size"), help: "The most bytes one image layer may unpack to, e.g. 64GiB (the default), 512m; also RBUILD_MAX_LAYER_SIZE.")
     var maxLayerSize: String?
 
-    @Flag(name: .long, help: "Parse and run the build checks without building; exit non-zero on errors.")
+    @Flag(name: .long, help: "Parse and run the build checks without building; exit non-zero on errors (= --call check).")
     var check = false
+
+    @Option(name: .long, help: "build (default), check, outline (the build args, secrets and ssh a target uses) or targets (the stages, with their descriptions); outline and targets take ,format=json.")
+    var call: String = "build"
+
+    @Flag(name: .long, help: "Push the image to its registry (-t names): shorthand for --output type=registry.")
+    var push = false
+
+    @Flag(name: .long, help: "Load the image into docker or podman (`docker load`, else `podman load`, the first on PATH): shorthand for --output type=docker.")
+    var load = false
+
+    @Option(name: .long, help: "An OCI annotation of the image, [TYPE[,TYPE…][[PLATFORM]]:]KEY=VALUE with TYPE manifest (default), index, manifest-descriptor or index-descriptor (repeatable).")
+    var annotation: [String] = []
+
+    @Option(name: .customLong("shm-size"), help: "The size of /dev/shm in RUN steps, e.g. 128m, 1g (default 64m).")
+    var shmSize: String?
+
+    @Option(name: .long, help: "A resource limit of RUN steps, NAME=SOFT[:HARD] (e.g. nofile=1024:2048; -1 unlimited; repeatable); a hard limit above yours is refused.")
+    var ulimit: [String] = []
+
+    @Option(name: .customLong("cgroup-parent"), help: "Refused: rootless rbuild runs steps in no cgroup of its making.")
+    var cgroupParent: String?
 
     @Argument(help: "The build context directory, or - for none.")
     var context: String = "."
@@ -115,8 +136,29 @@ struct BuildCommand: ParsableCommand {
         return args
     }
 
+    /// `--call NAME[,format=json]`.
+    func parseCall() throws -> (name: String, json: Bool) {
+        let fields = call.split(separator: ",").map(String.init)
+        guard let name = fields.first, ["build", "check", "outline", "targets"].contains(name) else {
+            throw ValidationError("--call \(call): expected build, check, outline or targets")
+        }
+        var json = false
+        for f in fields.dropFirst() {
+            switch f {
+            case "format=json": json = true
+            case "format=text": json = false
+            default: throw ValidationError("--call \(call): unknown option \(f) (format=json|text)")
+            }
+        }
+        return (name, json)
+    }
+
     func run() throws {
-        if check { return try runCheck() }
+        if let cgroupParent {
+            throw BuildFailure("--cgroup-parent \(cgroupParent): rootless rbuild does not manage cgroups (its steps run in the cgroup rbuild was started in, which an unprivileged user cannot move them out of); start rbuild itself in the cgroup you want, e.g. with systemd-run --user --scope -p Slice=…")
+        }
+        let (call, json) = try parseCall()
+        if check || call == "check" { return try runCheck() }
         var options = BuildOptions()
         options.buildArgs = parseArgs()
         options.target = target
@@ -131,6 +173,12 @@ struct BuildCommand: ParsableCommand {
         }
         options.network = networkMode
         options.extraHosts = try addHosts.map(ExtraHost.parse)
+        if let shmSize {
+            guard let n = byteSize(shmSize), n >= 4096 else { throw ValidationError("--shm-size \(shmSize): expected a size such as 64m or 1g") }
+            options.shmSize = n
+        }
+        options.ulimits = try ulimit.map(Ulimit.parse)
+        for a in annotation { try options.annotations.add(a) }
         options.entitlements = Set(try allow.map(Entitlement.parse))
         for l in labels {
             let kv = l.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
@@ -166,7 +214,17 @@ struct BuildCommand: ParsableCommand {
                 try Builder.load(dockerfile: file ?? context + "/Dockerfile", into: &options)
             }
         }
+        if call == "outline" || call == "targets" { return try runCall(call, json: json, options) }
         var specs = try outputs.map(OutputSpec.parse)
+        // buildx's shorthands: --push is type=registry (or push=true on an image output), --load type=docker.
+        if push {
+            if let i = specs.firstIndex(where: { $0.kind == .image }) { specs[i].attributes["push"] = "true" }
+            else if !specs.contains(where: { $0.kind == .registry }) { specs.append(OutputSpec(kind: .registry)) }
+        }
+        if push && tags.isEmpty && !specs.contains(where: { !$0.imageNames.isEmpty }) {
+            throw ValidationError("--push needs a name to push to: -t REGISTRY/REPO:TAG")
+        }
+        if load && !specs.contains(where: { $0.kind == .docker && $0.destination == nil }) { specs.append(OutputSpec(kind: .docker)) }
         if specs.isEmpty && !tags.isEmpty { specs = [OutputSpec(kind: .image)] }
         for s in specs { _ = try s.compression() }   // checked before building
         if options.platforms.count > 1, specs.contains(where: { $0.kind == .docker }) {
@@ -204,6 +262,44 @@ struct BuildCommand: ParsableCommand {
                 throw ExitCode(128 + Sandbox.interruptedBy)
             }
             throw error
+        }
+    }
+
+    /// `--call outline|targets`: what the Dockerfile asks for, printed; nothing is built.
+    func runCall(_ call: String, json: Bool, _ options: BuildOptions) throws {
+        func printJSON(_ value: some Encodable) throws {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try e.encode(value), as: UTF8.self))
+        }
+        func table(_ header: [String], _ rows: [[String]]) {
+            let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max()! + 3 }
+            for r in [header] + rows {
+                print(r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined())
+            }
+        }
+        if call == "targets" {
+            let targets = try dockerfileTargets(options)
+            if json { return try printJSON(targets) }
+            table(["TARGET", "DESCRIPTION"], targets.map { [$0.name, ($0.isDefault ? "(default) " : "") + $0.description] })
+            return
+        }
+        let outline = try outlineDockerfile(options)
+        if json { return try printJSON(outline) }
+        if let t = outline.target { print("TARGET:      \(t)") }
+        if !outline.description.isEmpty { print("DESCRIPTION: \(outline.description)") }
+        if outline.target != nil || !outline.description.isEmpty { print("") }
+        if !outline.args.isEmpty {
+            table(["BUILD ARG", "VALUE", "DESCRIPTION"], outline.args.map { [$0.name, $0.value ?? "<none>", $0.description] })
+            print("")
+        }
+        if !outline.secrets.isEmpty {
+            table(["SECRET", "REQUIRED"], outline.secrets.map { [$0.id, $0.required ? "true" : ""] })
+            print("")
+        }
+        if !outline.ssh.isEmpty {
+            table(["SSH", "REQUIRED"], outline.ssh.map { [$0.id, $0.required ? "true" : ""] })
+            print("")
         }
     }
 

@@ -131,7 +131,9 @@ struct RmiCommand: ParsableCommand {
 }
 
 struct PruneCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Delete blobs that no local image (and, unless --all, no cached build step) uses.")
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Delete blobs that no local image (and, unless --all, no cached build step) uses; with --filter or --keep-storage, the build cache records they select.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -141,45 +143,83 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, help: "First re-hash every blob and remove the corrupt ones (`rbuild check --repair`).")
     var verify = false
 
-    @Option(name: .long, help: "type=exec.cachemount: remove only the directories of RUN --mount=type=cache (those no build is using).")
+    @Option(name: .long, help: "Select what to remove (repeatable): until=DURATION (not used for that long, e.g. 24h, 2h30m), type=regular|exec.cachemount|snapshots, id=PREFIX.")
     var filter: [String] = []
 
+    @Option(name: .customLong("keep-storage"), help: "Remove the least recently used build cache records (of those --filter selects) until the build cache holds at most SIZE (e.g. 10GB, 512m).")
+    var keepStorage: String?
+
     func run() throws {
-        var scope: PruneScope = all ? .all : .unused
-        for f in filter {
-            guard f.replacingOccurrences(of: " ", with: "") == "type=exec.cachemount" else {
-                throw ValidationError("--filter \(f): only type=exec.cachemount is supported")
-            }
-            scope = .cacheMounts
+        let store = try StateDirectory.open(global.root)
+        let size = try keepStorage.map { text in
+            guard let n = byteSize(text) else { throw ValidationError("--keep-storage \(text): expected a size such as 10GB or 512m") }
+            return n
         }
-        let result = try StateDirectory.open(global.root).prune(scope, verify: verify)
-        if let check = result.check { render(check) }
+        let selective = !filter.isEmpty || size != nil
+        if selective && all { throw ValidationError("--all removes the whole build cache: give it without --filter and --keep-storage") }
+        let result: PruneResult
+        if selective {
+            if verify { render(try store.check(repair: true)) }
+            result = try store.prune(filter: try UsageFilter.parse(filter), keepStorage: size)
+            print("Deleted \(result.steps) cached steps (\(bytesText(result.stepBytes)) of layers)")
+            print("Deleted \(result.cacheMounts) cache mounts, \(bytesText(result.cacheMountBytes)) reclaimed")
+        } else {
+            result = try store.prune(all ? .all : .unused, verify: verify)
+            if let check = result.check { render(check) }
+            if all { print("Deleted \(result.cacheMounts) cache mounts, \(bytesText(result.cacheMountBytes)) reclaimed") }
+        }
         if result.sweptDirectories > 0 { print("Removed \(result.sweptDirectories) leftover or unpacked snapshot directories") }
-        if scope != .unused {
-            print("Deleted \(result.cacheMounts) cache mounts, \(ByteCountFormatter.string(fromByteCount: result.cacheMountBytes, countStyle: .binary)) reclaimed")
-        }
-        if scope != .cacheMounts {
-            print("Deleted \(result.blobs) blobs, \(ByteCountFormatter.string(fromByteCount: result.bytes, countStyle: .binary)) reclaimed")
-        }
+        print("Deleted \(result.blobs) blobs, \(bytesText(result.bytes)) reclaimed")
     }
 }
 
+func bytesText(_ n: Int64) -> String { ByteCountFormatter.string(fromByteCount: n, countStyle: .binary) }
+
 struct DuCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "du", abstract: "Show what the state dir holds: cache mounts, snapshots, blobs.")
+    static let configuration = CommandConfiguration(
+        commandName: "du",
+        abstract: "Show what the state dir holds: cached steps (regular), cache mounts, snapshots, blobs — per kind and per record.")
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(name: .long, help: "Every record in full: id, type, size, created, last used, description.")
+    var verbose = false
+
+    @Option(name: .long, help: "As prune's: until=DURATION, type=regular|exec.cachemount|snapshots, id=PREFIX (repeatable).")
+    var filter: [String] = []
+
     func run() throws {
         let usage = try StateDirectory.open(global.root).diskUsage()
-        print("TYPE".padding(toLength: 17, withPad: " ", startingAt: 0) + "ID".padding(toLength: 41, withPad: " ", startingAt: 0) + "SIZE")
-        var total: Int64 = 0
-        for item in usage.items {
-            total += item.bytes
-            let name = item.name.count > 40 ? String(item.name.prefix(37)) + "..." : item.name
-            print(item.kind.padding(toLength: 17, withPad: " ", startingAt: 0) + name.padding(toLength: 41, withPad: " ", startingAt: 0)
-                  + ByteCountFormatter.string(fromByteCount: item.bytes, countStyle: .binary))
+        let f = try UsageFilter.parse(filter)
+        let items = f.isEmpty ? usage.items : usage.filtered(f)
+        if verbose {
+            for item in items {
+                var rows: [(String, String)] = [("ID", item.name.isEmpty ? "-" : item.name), ("Type", item.kind), ("Size", bytesText(item.bytes))]
+                if let c = item.created { rows.append(("Created at", timeText(c))) }
+                if let u = item.lastUsed { rows.append(("Last used", timeText(u))) }
+                if !item.description.isEmpty { rows.append(("Description", item.description)) }
+                for (k, v) in rows { print((k + ":").padding(toLength: 14, withPad: " ", startingAt: 0) + v) }
+                print("")
+            }
+        } else {
+            print("TYPE".padding(toLength: 17, withPad: " ", startingAt: 0) + "ID".padding(toLength: 41, withPad: " ", startingAt: 0)
+                  + "SIZE".padding(toLength: 12, withPad: " ", startingAt: 0) + "LAST USED")
+            for item in items {
+                let id = item.kind == "regular" ? String(item.name.prefix(12)) : item.name
+                let name = id.count > 40 ? String(id.prefix(37)) + "..." : id
+                print(item.kind.padding(toLength: 17, withPad: " ", startingAt: 0) + name.padding(toLength: 41, withPad: " ", startingAt: 0)
+                      + bytesText(item.bytes).padding(toLength: 12, withPad: " ", startingAt: 0) + (item.lastUsed.map(timeText) ?? "-"))
+            }
         }
-        print("Total: \(ByteCountFormatter.string(fromByteCount: total, countStyle: .binary))")
+        var kinds: [String] = []
+        for item in items where !kinds.contains(item.kind) { kinds.append(item.kind) }
+        for k in kinds {
+            let of = items.filter { $0.kind == k }
+            print("\(k): \(of.count) record\(of.count == 1 ? "" : "s"), \(bytesText(of.reduce(0) { $0 + $1.bytes }))")
+        }
+        // Blobs hold the cached steps' layers too: the total counts them once.
+        let total = items.filter { $0.kind != "regular" || !items.contains { $0.kind == "blobs" } }.reduce(0) { $0 + $1.bytes }
+        print("Total: \(bytesText(total))")
     }
 }
 
@@ -238,5 +278,21 @@ struct LoadCommand: ParsableCommand {
         let store = try StateDirectory.open(global.root)
         let (n, d) = try store.load(path: path, tag: tag, name: name, maxLayerSize: try MaxLayerSize.resolve(flag: maxLayerSize))
         print("Loaded \(n) (\(d.digest))")
+    }
+}
+
+struct TagCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tag", abstract: "Give a local image another name (docker tag).")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "A local image.")
+    var source: String
+
+    @Argument(help: "Its new name.")
+    var target: String
+
+    func run() throws {
+        try StateDirectory.open(global.root).tag(source, as: target)
     }
 }

@@ -3,12 +3,15 @@ import Foundation
 import RBuild
 
 /// Writes to stderr, whole lines at once (several threads report).
-func writeErr(_ text: String) {
+func writeErr(_ text: String) { writeText(text, to: 2) }
+
+/// Writes all of `text` to `fd`.
+func writeText(_ text: String, to fd: Int32) {
     var t = text
     t.withUTF8 { p in
         var off = 0
         while off < p.count {
-            let n = write(2, p.baseAddress! + off, p.count - off)
+            let n = write(fd, p.baseAddress! + off, p.count - off)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }
             off += n
@@ -20,26 +23,33 @@ func writeErr(_ text: String) {
 /// carry the seconds since the step started.
 final class PlainProgress: ProgressSink, @unchecked Sendable {
     private let lock = NSLock()
-    private var starts: [Int: Date] = [:]
+    /// stderr for a build; `rbuild history logs` replays to stdout.
+    private let fd: Int32
 
-    func handle(_ event: BuildEvent) {
+    private var starts: [Int: Double] = [:]
+
+    init(fd: Int32 = 2) { self.fd = fd }
+
+    func handle(_ event: BuildEvent) { handle(event, at: Date().timeIntervalSince1970) }
+
+    /// The event as it happened at `time` (seconds; a replayed log gives the recorded ones).
+    func handle(_ event: BuildEvent, at time: Double) {
         lock.lock()
         defer { lock.unlock() }
         switch event {
         case .started(let n, let name):
-            starts[n] = Date()
-            writeErr("#\(n) \(name)\n")
+            starts[n] = time
+            writeText("#\(n) \(name)\n", to: fd)
         case .output(let n, _, let text):
-            let t = Date().timeIntervalSince(starts[n] ?? Date())
-            writeErr("#\(n) \(String(format: "%.3f", t)) \(text)\n")
+            writeText("#\(n) \(String(format: "%.3f", time - (starts[n] ?? time))) \(text)\n", to: fd)
         case .cached(let n):
-            writeErr("#\(n) CACHED\n")
+            writeText("#\(n) CACHED\n", to: fd)
         case .finished(let n, let s):
-            writeErr("#\(n) DONE \(String(format: "%.1f", s))s\n\n")
+            writeText("#\(n) DONE \(String(format: "%.1f", s))s\n\n", to: fd)
         case .failed(let n, let s, let message):
-            writeErr("#\(n) ERROR: \(message.split(separator: "\n").first ?? "") (\(String(format: "%.1f", s))s)\n\n")
+            writeText("#\(n) ERROR: \(message.split(separator: "\n").first ?? "") (\(String(format: "%.1f", s))s)\n\n", to: fd)
         case .note(let text):
-            writeErr(text + "\n")
+            writeText(text + "\n", to: fd)
         }
     }
 }
@@ -47,9 +57,15 @@ final class PlainProgress: ProgressSink, @unchecked Sendable {
 /// `--progress=rawjson`: one JSON object per line, for programs.
 final class JSONProgress: ProgressSink, @unchecked Sendable {
     private let lock = NSLock()
+    /// stderr for a build; `rbuild history logs` replays to stdout.
+    private let fd: Int32
 
-    func handle(_ event: BuildEvent) {
-        var o: [String: Any] = ["time": Date().timeIntervalSince1970]
+    init(fd: Int32 = 2) { self.fd = fd }
+
+    func handle(_ event: BuildEvent) { handle(event, at: Date().timeIntervalSince1970) }
+
+    func handle(_ event: BuildEvent, at time: Double) {
+        var o: [String: Any] = ["time": time]
         switch event {
         case .started(let n, let name): o["step"] = n; o["event"] = "started"; o["name"] = name
         case .output(let n, let stream, let text): o["step"] = n; o["event"] = "output"; o["stream"] = stream; o["text"] = text
@@ -60,7 +76,7 @@ final class JSONProgress: ProgressSink, @unchecked Sendable {
         }
         guard let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) else { return }
         lock.lock()
-        writeErr(String(decoding: data, as: UTF8.self) + "\n")
+        writeText(String(decoding: data, as: UTF8.self) + "\n", to: fd)
         lock.unlock()
     }
 }

@@ -12,7 +12,7 @@ public struct RBuildCommand: ParsableCommand {
         version: rbuildVersion,
         subcommands: [BuildCommand.self, BakeCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
                       SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
-                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self]
+                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self, HistoryCommand.self, TagCommand.self]
     )
 
     public init() {}

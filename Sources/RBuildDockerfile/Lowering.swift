@@ -33,6 +33,9 @@ public struct LoweringOptions: Sendable {
     public var network: NetworkMode = .isolated
     /// `--add-host`: /etc/hosts entries of every RUN step.
     public var extraHosts: [ExtraHost] = []
+    /// `--shm-size` and `--ulimit` of every RUN step.
+    public var shmSize: Int64?
+    public var ulimits: [Ulimit] = []
 
     public init(platform: Platform) { self.platform = platform }
 }
@@ -454,9 +457,11 @@ final class Lowering {
         var inputs = [state.root]
         var sshMounts = 0
         let mounts = try r.mounts.map { try mount($0, cwd: cwd, stage: stage, state: state, inputs: &inputs, sshMounts: &sshMounts) }
-        let exec = ExecOp(args: argv, env: env, cwd: cwd,
+        var exec = ExecOp(args: argv, env: env, cwd: cwd,
                           user: state.config.User.flatMap { $0.isEmpty ? nil : $0 } ?? "0",
                           network: network, extraHosts: options.extraHosts, platform: state.platform, stdin: stdin, mounts: mounts)
+        exec.shmSize = options.shmSize
+        exec.ulimits = options.ulimits
         let v = graph.add(.exec(exec), inputs: inputs, name: name, origin: origin(node), ignoreCache: ignoresCache(stage))
         change(&state, v, createdBy + " # buildkit")
     }

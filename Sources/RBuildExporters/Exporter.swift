@@ -76,24 +76,29 @@ public struct ExportRequest {
     public var store: ImageStore
     public var mapping: IDMapping
     public var sourceDateEpoch: Int64?
+    /// `--annotation`: written into the manifests and index of every output that writes an image.
+    public var annotations: ImageAnnotations
 
-    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?) {
+    public init(images: [ExportImage], names: [String], store: ImageStore, mapping: IDMapping, sourceDateEpoch: Int64?,
+                annotations: ImageAnnotations = ImageAnnotations()) {
         self.images = images
         self.names = names
         self.store = store
         self.mapping = mapping
         self.sourceDateEpoch = sourceDateEpoch
+        self.annotations = annotations
     }
 
     /// The image to write: the one manifest, or an OCI index of every platform's, each with its
-    /// layers compressed as asked (nil: as built). Attestations (unless `attestations` is false:
-    /// a Docker archive has no place for them) make it an index even for one platform, each
-    /// manifest followed by its attestation manifest, as buildx writes them.
+    /// layers compressed as asked (nil: as built) and the annotations applied. Attestations
+    /// (unless `attestations` is false: a Docker archive has no place for them) make it an index
+    /// even for one platform, each manifest followed by its attestation manifest, as buildx
+    /// writes them (the attestations name the annotated manifest).
     public func image(compression: Compression?, level: Int? = nil, attestations: Bool = true) throws -> Descriptor {
         var manifests: [Descriptor] = []
         var attested = false
         for i in images {
-            let m = try compression.map { try i.compressed($0, level) } ?? i.manifest
+            let m = try annotations.apply(toManifest: try compression.map { try i.compressed($0, level) } ?? i.manifest, store: store.content)
             manifests.append(m)
             if attestations && !i.attestations.isEmpty {
                 manifests.append(try AttestationManifest.make(subject: m, subjectName: names.first ?? "image",
@@ -101,11 +106,20 @@ public struct ExportRequest {
                 attested = true
             }
         }
-        if manifests.count == 1 && !attested { return manifests[0] }
-        let index = Index(mediaType: MediaType.ociIndex, manifests: manifests)
-        let bytes = try canonicalJSON(index)
-        let d = try store.content.put(bytes)
-        return Descriptor(mediaType: MediaType.ociIndex, digest: d, size: Int64(bytes.count))
+        let top: Descriptor
+        if manifests.count == 1 && !attested {
+            top = manifests[0]
+        } else {
+            let own = annotations.values(.index)
+            let index = Index(mediaType: MediaType.ociIndex, manifests: manifests, annotations: own.isEmpty ? nil : own)
+            let bytes = try canonicalJSON(index)
+            top = Descriptor(mediaType: MediaType.ociIndex, digest: try store.content.put(bytes), size: Int64(bytes.count))
+        }
+        let entry = annotations.values(.indexDescriptor)
+        guard !entry.isEmpty else { return top }
+        var d = top
+        d.annotations = (d.annotations ?? [:]).merging(entry) { _, new in new }
+        return d
     }
 
     /// An exporter's names followed by the request's: as written, and in the store's normal form

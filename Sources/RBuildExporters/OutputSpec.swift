@@ -4,7 +4,7 @@ import RBuildSystem
 
 /// An `-o` / `--output` value as docker buildx takes it: `type=oci,dest=out.tar`, or the
 /// shorthands `DIR` (type=local,dest=DIR) and `-` (type=tar to stdout).
-public struct OutputSpec: Sendable, Equatable {
+public struct OutputSpec: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable, CaseIterable {
         case oci, docker, local, tar, image, registry
         /// Built into the cache only, exported nowhere (buildx's `type=cacheonly`; bake gives it
@@ -46,6 +46,11 @@ public struct OutputSpec: Sendable, Equatable {
     }
 
     public var destination: String? { attributes["dest"] }
+
+    /// `type=KIND,key=value,…` (keys sorted): as a build record shows the output.
+    public var description: String {
+        (["type=\(kind.rawValue)"] + attributes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: ",")
+    }
 
     /// The names `name=` gives (comma-separated inside quotes).
     public var imageNames: [String] {
@@ -94,6 +99,7 @@ extension OutputSpec {
                                compression: c?.0 ?? .gzip, level: c?.1)
         case .docker:
             if attributes["tar"] == "false" { throw ExportError("type=docker has no tar=false form") }
+            if dest.isEmpty { _ = try DockerExporter.loader() }   // into docker or podman: say now if neither is here
             return DockerExporter(dest: dest, names: imageNames, compression: c?.0 ?? .gzip, level: c?.1)
         case .local: return LocalExporter(dest: dest, names: imageNames)
         case .tar: return TarExporter(dest: dest, names: imageNames)

@@ -78,6 +78,20 @@ public final class ImageStore: @unchecked Sendable {
         try update { entries in Self.replace(n, descriptor, in: &entries) }
     }
 
+    /// Names the image `source` names `target` too (`rbuild tag`): the same descriptor, no blob
+    /// copied; `target` is replaced when it named another image.
+    @discardableResult
+    public func tag(_ source: String, as target: String) throws -> Descriptor {
+        let n = try ImageStore.normalise(target)
+        var found: Descriptor?
+        try update { entries in
+            found = find(try ImageStore.normalise(source), in: entries)
+            if let found { Self.replace(n, found, in: &entries) }
+        }
+        guard let found else { throw OCIError(.notFound, "no such image: \(try ImageStore.normalise(source)) (see `rbuild images`)") }
+        return found
+    }
+
     static func replace(_ n: String, _ descriptor: Descriptor, in entries: inout [Entry]) {
         entries.removeAll { $0.name == n }
         entries.append(Entry(name: n, descriptor: descriptor, created: ISO8601DateFormatter().string(from: Date())))

@@ -101,7 +101,8 @@ extension ImageStore {
         var entry = top
         if let name {
             let (_, tag) = splitName(name)
-            entry.annotations = ["org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name]
+            // Kept with the entry's own (`--annotation index-descriptor:…`).
+            entry.annotations = (top.annotations ?? [:]).merging(["org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name]) { _, new in new }
         }
         return try canonicalJSON(Index(mediaType: MediaType.ociIndex, manifests: [entry]))
     }

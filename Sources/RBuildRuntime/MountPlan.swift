@@ -135,7 +135,7 @@ enum MountPlan {
         link("/dev/stdin", "/proc/self/fd/0")
         link("/dev/stdout", "/proc/self/fd/1")
         link("/dev/stderr", "/proc/self/fd/2")
-        fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid | nodev | noexec)
+        fs("tmpfs", "/dev/shm", "mode=1777,size=\((spec.shmSize ?? 64 << 20) / 1024)k", nosuid | nodev | noexec)
         fs("mqueue", "/dev/mqueue", nil, nosuid | nodev | noexec)
         if spec.network.hasOwnNamespace && ownProc {
             // A sysfs instance belongs to the mounting network namespace; only a new one can be mounted.

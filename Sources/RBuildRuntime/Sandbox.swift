@@ -172,7 +172,9 @@ public enum Sandbox {
         plan.ngroups = groups.count
         // setgroups(2) is denied in single-id mode (we had to write "deny" to map our gid).
         plan.set_groups = mapping.mode == .single ? 0 : 1
-        let limits = defaultRlimits()
+        // `--ulimit` replaces the default of the limits it names.
+        let asked = Set(spec.ulimits.map(\.resource))
+        let limits = defaultRlimits().filter { !asked.contains(Int32($0.resource)) } + spec.ulimits.map(\.plan)
         plan.rlimits = UnsafePointer(arena.array(limits))
         plan.nrlimits = limits.count
         plan.capabilities = spec.capabilities.mask

@@ -29,6 +29,11 @@ public struct SandboxSpec: Sendable {
     /// `--add-host`: lines added to the sandbox's /etc/hosts.
     public var extraHosts: [ExtraHost] = []
     public var readOnlyRoot: Bool
+    /// The size of /dev/shm (`--shm-size`); nil: 64 MiB, as docker's default.
+    public var shmSize: Int64?
+    /// Resource limits (`--ulimit`), over the default (RLIMIT_NOFILE's soft limit raised to the
+    /// hard one).
+    public var ulimits: [Ulimit] = []
     public var mounts: [BindMount]
     /// What a build step mounts besides its root (RUN --mount), in order, after `mounts`.
     public var extraMounts: [SandboxMount] = []

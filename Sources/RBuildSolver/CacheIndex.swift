@@ -55,6 +55,15 @@ public final class CacheIndex: Sendable {
                 CREATE TABLE IF NOT EXISTS conversions(source TEXT, compression TEXT, target TEXT NOT NULL,
                     media_type TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(source, compression));
                 """)
+            // Columns added since the table was first made: when a step was last used (`du`,
+            // `prune --filter until=`, `--keep-storage`) and its name (`du --verbose`).
+            var columns = Set<String>()
+            try CacheIndex.query(handle, path, "PRAGMA table_info(steps)", []) { s in
+                if let n = CacheIndex.text(s, 1) { columns.insert(n) }
+            }
+            // (Another process opening the index at once may add them first: its error is ignored.)
+            if !columns.contains("used") { try? CacheIndex.exec(handle, path, "ALTER TABLE steps ADD COLUMN used INTEGER") }
+            if !columns.contains("description") { try? CacheIndex.exec(handle, path, "ALTER TABLE steps ADD COLUMN description TEXT") }
         } catch {
             sqlite3_close(handle)
             throw error
@@ -144,10 +153,60 @@ public final class CacheIndex: Sendable {
         return bad ? nil : found
     }
 
-    public func store(_ key: Digest, _ result: CachedResult) throws {
-        try query("INSERT OR REPLACE INTO steps(key, layer, media_type, size, diff_id, created) VALUES (?, ?, ?, ?, ?, ?)",
+    /// Remembers a step's result; `description` is the step's name (`[2/3] RUN make`).
+    public func store(_ key: Digest, _ result: CachedResult, description: String? = nil) throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        try query("INSERT OR REPLACE INTO steps(key, layer, media_type, size, diff_id, created, used, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                   [key.hex, result.layer?.digest.description, result.layer?.mediaType, result.layer?.size,
-                   result.diffID?.description, Int64(Date().timeIntervalSince1970)])
+                   result.diffID?.description, now, now, description])
+    }
+
+    /// A build used the step's cached result now.
+    public func markUsed(_ key: Digest) throws {
+        try query("UPDATE steps SET used = ? WHERE key = ?", [Int64(Date().timeIntervalSince1970), key.hex])
+    }
+
+    /// One cached step as `du` and `prune` see it.
+    public struct Step: Sendable {
+        public var key: String
+        public var layer: Descriptor?
+        public var created: Date
+        /// When a build last used it (its creation, for a step cached before this was kept).
+        public var lastUsed: Date
+        public var description: String?
+    }
+
+    /// Every cached step.
+    public func steps() throws -> [Step] {
+        var out: [Step] = []
+        try query("SELECT key, layer, media_type, size, created, used, description FROM steps", []) { s in
+            guard let key = CacheIndex.text(s, 0) else { return }
+            var layer: Descriptor?
+            if let l = CacheIndex.text(s, 1).flatMap({ try? Digest(parsing: $0) }), let type = CacheIndex.text(s, 2) {
+                layer = Descriptor(mediaType: type, digest: l, size: sqlite3_column_int64(s, 3))
+            }
+            let created = sqlite3_column_int64(s, 4)
+            let used = sqlite3_column_type(s, 5) == SQLITE_NULL ? created : sqlite3_column_int64(s, 5)
+            out.append(Step(key: key, layer: layer, created: Date(timeIntervalSince1970: Double(created)),
+                            lastUsed: Date(timeIntervalSince1970: Double(used)), description: CacheIndex.text(s, 6)))
+        }
+        return out
+    }
+
+    /// Forgets these steps (`prune --filter`, `--keep-storage`); their layers then go with the
+    /// blobs nothing else uses.
+    public func removeSteps(_ keys: [String]) throws {
+        guard !keys.isEmpty else { return }
+        try connection.withLock { db in
+            try CacheIndex.query(db.raw, path, "BEGIN IMMEDIATE", [], row: nil)
+            do {
+                for k in keys { try CacheIndex.query(db.raw, path, "DELETE FROM steps WHERE key = ?", [k], row: nil) }
+                try CacheIndex.query(db.raw, path, "COMMIT", [], row: nil)
+            } catch {
+                try? CacheIndex.query(db.raw, path, "ROLLBACK", [], row: nil)
+                throw error
+            }
+        }
     }
 
     /// A layer blob already compressed as `compression` (e.g. "gzip:6") from `source`.

@@ -80,6 +80,7 @@ public final class CacheMounts: Sendable {
                 }
                 throw SolveError("cannot lock the cache mount \(id) (\(lockPath)): \(String(cString: strerror(e)))")
             }
+            futimens(fd, nil)   // its last use, for `du` and `prune --filter until=`
             let lease = Lease(path: "\(dir)/\(n)", fd: fd)
             if access(lease.path, F_OK) != 0 {
                 // Two shared users may both find it missing: one makes it, under this lock.
@@ -146,6 +147,8 @@ public final class CacheMounts: Sendable {
         public var directory: String
         public var copies: Int
         public var bytes: Int64
+        /// When a step last took one of its copies.
+        public var lastUsed: Date?
     }
 
     /// Every cache in the state dir, with the bytes its copies hold.
@@ -155,9 +158,35 @@ public final class CacheMounts: Sendable {
             let dir = root + "/" + name
             guard let idBytes = FileManager.default.contents(atPath: dir + "/id") else { return nil }
             let copies = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { Int($0) != nil }
+            // `acquire` touches a copy's lock file each time a step takes it.
+            let used = copies.compactMap { n -> Date? in
+                var st = stat()
+                guard stat("\(dir)/\(n).lock", &st) == 0 else { return nil }
+                return Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec))
+            }.max()
             return Entry(id: String(decoding: idBytes, as: UTF8.self), directory: dir, copies: copies.count,
-                         bytes: copies.reduce(0) { $0 + diskUsage(dir + "/" + $1) })
+                         bytes: copies.reduce(0) { $0 + diskUsage(dir + "/" + $1) }, lastUsed: used)
         }
+    }
+
+    /// Removes the copies of one cache no step holds (the cache itself when none is held);
+    /// returns how many copies and bytes went.
+    public func remove(_ entry: Entry, dryRun: Bool = false) throws -> (copies: Int, bytes: Int64) {
+        var copies = 0, bytes: Int64 = 0
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: entry.directory)) ?? []).filter { Int($0) != nil }
+        var kept = 0
+        for name in names {
+            let fd = open("\(entry.directory)/\(name).lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { kept += 1; continue }
+            defer { close(fd) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { kept += 1; continue }
+            let size = diskUsage(entry.directory + "/" + name)
+            if !dryRun { try removeDirectory(entry.directory + "/" + name, tasks: tasks) }
+            copies += 1
+            bytes += size
+        }
+        if kept == 0 && !dryRun { try removeDirectory(entry.directory, tasks: tasks) }
+        return (copies, bytes)
     }
 
     /// Removes every cache no step holds (copies in use stay); returns how many copies and bytes
@@ -165,19 +194,9 @@ public final class CacheMounts: Sendable {
     public func removeAll(dryRun: Bool = false) throws -> (copies: Int, bytes: Int64) {
         var copies = 0, bytes: Int64 = 0
         for entry in list() {
-            let names = ((try? FileManager.default.contentsOfDirectory(atPath: entry.directory)) ?? []).filter { Int($0) != nil }
-            var kept = 0
-            for name in names {
-                let fd = open("\(entry.directory)/\(name).lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-                guard fd >= 0 else { kept += 1; continue }
-                defer { close(fd) }
-                guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { kept += 1; continue }
-                let size = diskUsage(entry.directory + "/" + name)
-                if !dryRun { try removeDirectory(entry.directory + "/" + name, tasks: tasks) }
-                copies += 1
-                bytes += size
-            }
-            if kept == 0 && !dryRun { try removeDirectory(entry.directory, tasks: tasks) }
+            let (c, b) = try remove(entry, dryRun: dryRun)
+            copies += c
+            bytes += b
         }
         return (copies, bytes)
     }

@@ -138,6 +138,8 @@ extension Solver {
         spec.workdir = e.cwd
         spec.network = e.network
         spec.extraHosts = e.extraHosts
+        spec.shmSize = e.shmSize
+        spec.ulimits = e.ulimits
         spec.hostname = "buildkitsandbox"
         spec.isolation = isolation
         if let arch = Architecture(platform: e.platform) { spec.architecture = arch }

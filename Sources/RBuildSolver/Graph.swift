@@ -61,6 +61,10 @@ public struct ExecOp: Sendable {
     public var stdin: [UInt8]?
     /// What the process sees mounted besides its root (RUN --mount), in order.
     public var mounts: [ExecMount]
+    /// `--shm-size` (nil: 64 MiB) and `--ulimit`: in the key only when set, as BuildKit keeps
+    /// them in its exec op (a step can read them, so they can change what it writes).
+    public var shmSize: Int64?
+    public var ulimits: [Ulimit] = []
 
     public init(args: [String], env: [String], cwd: String, user: String, network: NetworkMode,
                 extraHosts: [ExtraHost] = [], platform: Platform, stdin: [UInt8]? = nil, mounts: [ExecMount] = []) {
@@ -287,6 +291,8 @@ public enum Op: Sendable {
             k.add("extra-hosts", e.extraHosts.map(\.description))
             k.add("platform", e.platform.normalized.description)
             k.add("stdin", e.stdin.map { String(decoding: $0, as: UTF8.self) } ?? "")
+            if let shm = e.shmSize { k.add("shm-size", "\(shm)") }
+            if !e.ulimits.isEmpty { k.add("ulimits", e.ulimits.map(\.description)) }
             if !e.mounts.isEmpty {
                 k.add("mounts", "\(e.mounts.count)")
                 for m in e.mounts {
@@ -377,6 +383,7 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
                 + (e.extraHosts.isEmpty ? "" : " extra-hosts=\(e.extraHosts.map(\.description))") + " platform=\(e.platform)"
                 + (e.stdin.map { " stdin=\(String(decoding: $0, as: UTF8.self).debugDescription)" } ?? "")
                 + e.mounts.map { " mount=" + $0.fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",") }.joined()
+                + (e.shmSize.map { " shm-size=\($0)" } ?? "") + (e.ulimits.isEmpty ? "" : " ulimits=\(e.ulimits.map(\.description))")
         case .file(.mkdir(let p, let o)): fields = "file mkdir \(p) owner=\(o ?? "-")"
         case .file(.copy(let c)):
             let srcs = c.sources.map { "\($0.input):\($0.paths)" }.joined(separator: " ")

@@ -24,10 +24,25 @@ public protocol ProgressSink: Sendable {
 
 /// Hands out step numbers and times steps.
 public final class ProgressReporter: Sendable {
-    let sink: ProgressSink?
+    private let display: ProgressSink?
     private let next = Mutex(1)
+    /// Sinks that see every event besides the display (a build's history record).
+    private let observers = Mutex<[any ProgressSink]>([])
 
-    public init(sink: ProgressSink?) { self.sink = sink }
+    public init(sink: ProgressSink?) { self.display = sink }
+
+    /// Every event goes to `observer` too, from now on.
+    public func observe(_ observer: any ProgressSink) { observers.withLock { $0.append(observer) } }
+
+    /// Stops sending events to `observer` (compared by identity).
+    public func stopObserving(_ observer: any ProgressSink & AnyObject) {
+        observers.withLock { $0.removeAll { ($0 as AnyObject) === observer } }
+    }
+
+    func emit(_ event: BuildEvent) {
+        display?.handle(event)
+        for o in observers.withLock({ $0 }) { o.handle(event) }
+    }
 
     public final class Step: Sendable {
         public let number: Int
@@ -41,10 +56,10 @@ public final class ProgressReporter: Sendable {
         }
 
         public func output(_ text: String, stream: Int = 1) {
-            reporter.sink?.handle(.output(step: number, stream: stream, text: text))
+            reporter.emit(.output(step: number, stream: stream, text: text))
         }
 
-        public func cached() { reporter.sink?.handle(.cached(step: number)) }
+        public func cached() { reporter.emit(.cached(step: number)) }
 
         /// Marks the step ended; false when it already was.
         private func end() -> Bool {
@@ -56,12 +71,12 @@ public final class ProgressReporter: Sendable {
 
         public func finish() {
             guard end() else { return }
-            reporter.sink?.handle(.finished(step: number, seconds: Date().timeIntervalSince(start)))
+            reporter.emit(.finished(step: number, seconds: Date().timeIntervalSince(start)))
         }
 
         public func fail(_ message: String) {
             guard end() else { return }
-            reporter.sink?.handle(.failed(step: number, seconds: Date().timeIntervalSince(start), message: message))
+            reporter.emit(.failed(step: number, seconds: Date().timeIntervalSince(start), message: message))
         }
     }
 
@@ -70,7 +85,7 @@ public final class ProgressReporter: Sendable {
             defer { n += 1 }
             return n
         }
-        sink?.handle(.started(step: n, name: name))
+        emit(.started(step: n, name: name))
         return Step(number: n, reporter: self)
     }
 
@@ -87,5 +102,5 @@ public final class ProgressReporter: Sendable {
         }
     }
 
-    public func note(_ text: String) { sink?.handle(.note(text)) }
+    public func note(_ text: String) { emit(.note(text)) }
 }

@@ -246,6 +246,7 @@ public final class Solver: Sendable {
         case .exec, .file:
             let key = try await cacheKey(vertex)
             if !vertex.ignoreCache, let hit = try cache.lookup(key), hit.layer.map({ store.content.contains($0.digest) }) ?? true {
+                try? cache.markUsed(key)
                 let base = try await stack(vertex.inputs[0])
                 let step = reporter.start(vertex.name)
                 step.cached()
@@ -283,7 +284,7 @@ public final class Solver: Sendable {
                         var materialised: [Int: Snapshot] = [:]
                         for (i, s) in inputs { materialised[i] = try materialise(s) }
                         let (r, snap) = try located(vertex) { try execute(vertex, on: root, sources: materialised, step: step) }
-                        try cache.store(key, r)
+                        try cache.store(key, r, description: vertex.name)
                         made = snap
                         return r
                     }

@@ -16,6 +16,8 @@ import Foundation
 /// cache-mounts/<key>/     RUN --mount=type=cache directories (CacheMounts): `id` names the
 ///                        mount, `<n>/` is its n-th copy (more than one with sharing=private),
 ///                        `<n>.lock` the lock its users hold
+/// history/<id>.json      build records (`rbuild history`), each replaced whole by rename;
+/// history/<id>.log.gz    …and the progress events of each
 /// ```
 public struct StateLayout: Sendable, Equatable {
     /// The state directory itself. Kept as given: callers that hand it to sandboxes make it
@@ -54,4 +56,6 @@ public struct StateLayout: Sendable, Equatable {
     public var run: String { root + "/run" }
     /// The directories of cache mounts (RUN --mount=type=cache), one per id.
     public var cacheMounts: String { root + "/cache-mounts" }
+    /// Build records and their logs (`rbuild history`).
+    public var history: String { root + "/history" }
 }

@@ -38,6 +38,27 @@ final class BuildFixture {
         try rbuild(["build"] + root + ["--progress", "plain"] + args + [context], environment: environment, timeout: timeout)
     }
 
+    /// Starts `rbuild build CONTEXT`, waits until its progress shows `marker` (and a little
+    /// more), then kills rbuild outright and waits for it.
+    func killBuild(_ context: String, once marker: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.binary)
+        p.arguments = ["build"] + root + ["--progress", "plain", context]
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains(marker) {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += chunk
+        }
+        usleep(300_000)
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
     /// `rbuild run IMAGE -- sh -c SCRIPT`, stdout.
     func sh(_ image: String, _ script: String, _ options: [String] = []) throws -> String {
         let r = try rbuild(["run"] + root + options + [image, "--", "/bin/sh", "-c", script])
@@ -494,23 +515,7 @@ struct BuildTests {
         for i in 0..<4 { #expect(try b.sh("conc:\(i)", "cat /shared /g") == "shared\n\(i % 2)\n") }
 
         let ctx = try b.context(["Dockerfile": "FROM busybox\nRUN echo before > /b\nRUN sleep 30\n"], name: "k")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.binary)
-        p.arguments = ["build"] + b.root + ["--progress", "plain", ctx]
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        try p.run()
-        // Wait until the sleep runs, then kill rbuild outright.
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains("RUN sleep 30") {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
-        usleep(300_000)
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        try b.killBuild(ctx, once: "RUN sleep 30")
         // The sandbox died with it (no sleep left running as this user).
         usleep(200_000)
         let ps = try runProcess("/bin/ps", ["-u", String(getuid()), "-o", "args="]).stdout
@@ -535,6 +540,39 @@ struct MultiPlatformBuildTests {
         let r = try rbuild(["import"] + b.root + ["--platform", "linux/arm64", arm.path, "busybox:latest"])
         #expect(r.status == 0, "\(r.stderr)")
         return b
+    }
+
+    /// --annotation at each level of a two-platform OCI archive (no RUN: nothing to emulate).
+    @Test func annotations() throws {
+        let b = try fixture()
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nLABEL a=b\n"])
+        let out = b.fs.dir + "/annotated.tar"
+        let r = try b.build(["--platform", "linux/amd64,linux/arm64", "-o", "type=oci,dest=\(out),name=ann:1",
+                             "--annotation", "org.opencontainers.image.title=demo",
+                             "--annotation", "manifest[linux/arm64]:arm.only=yes",
+                             "--annotation", "index:org.opencontainers.image.description=both",
+                             "--annotation", "manifest-descriptor:in.index=entry",
+                             "--annotation", "index-descriptor:in.layout=top"], ctx)
+        #expect(r.status == 0, "\(r.stderr)")
+        let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "oci-archive:\(out)"])
+        let index = try JSONSerialization.jsonObject(with: Data(raw.stdout.utf8)) as? [String: Any]
+        #expect((index?["annotations"] as? [String: String]) == ["org.opencontainers.image.description": "both"], "\(raw.stdout)\(raw.stderr)")
+        let entries = index?["manifests"] as? [[String: Any]] ?? []
+        #expect(entries.count == 2 && entries.allSatisfy { ($0["annotations"] as? [String: String])?["in.index"] == "entry" }, "\(raw.stdout)")
+        // Each platform's manifest, read from the archive by the digest the index gives.
+        for entry in entries {
+            let arch = (entry["platform"] as? [String: Any])?["architecture"] as? String
+            let hex = (entry["digest"] as? String ?? "").replacingOccurrences(of: "sha256:", with: "")
+            let m = try runProcess("/bin/tar", ["xOf", out, "blobs/sha256/" + hex])
+            let manifest = try? JSONSerialization.jsonObject(with: Data(m.stdout.utf8)) as? [String: Any]
+            let got = manifest?["annotations"] as? [String: String]
+            #expect(got?["org.opencontainers.image.title"] == "demo" && (got?["arm.only"] == "yes") == (arch == "arm64"),
+                    "\(arch ?? "?"): \(m.stdout)\(m.stderr)")
+        }
+        let top = try runProcess("/bin/tar", ["xOf", out, "index.json"])
+        #expect(top.stdout.contains("\"in.layout\":\"top\"") && top.stdout.contains("org.opencontainers.image.ref.name"), "\(top.stdout)")
+        let bad = try b.build(["--annotation", "nonsense:k=v"], ctx)
+        #expect(bad.status != 0 && bad.stderr.contains("unknown type nonsense"), "\(bad.stderr)")
     }
 
     @Test func twoPlatformsOneIndex() throws {

@@ -132,6 +132,10 @@ struct RegistryTests {
         let f = try rbuild(["build", "--root", b.fs.dir + "/third", "--progress", "plain", "-t", "fromreg:1", from])
         #expect(f.status == 0, "\(f.stderr)")
         #expect(f.stderr.contains("[internal] pull \(registry.host)/other/bb:2"))
+        // --push: buildx's shorthand for type=registry, under the -t names.
+        let shorthand = try b.build(["--push", "-t", "\(registry.host)/rbuild/pushed:1"], ctx)
+        #expect(shorthand.status == 0 && shorthand.stderr.contains("pushing to registry"), "\(shorthand.stderr)")
+        #expect(try skopeo(["inspect", "--tls-verify=false", "--raw", "docker://\(registry.host)/rbuild/pushed:1"]).status == 0)
         // The registry stopped: a clear error.
         registry.stop()
         let down = try rbuild(["pull"] + ["--root", b.fs.dir + "/fourth", "\(registry.host)/other/bb:2"])

@@ -139,3 +139,26 @@ final class HandMadeImage: @unchecked Sendable {
         #expect(throws: ExportError.self) { try OutputSpec.parse("type=cacheonly").exporter() }
     }
 }
+
+/// `--annotation`, as buildx parses it.
+struct AnnotationTests {
+    @Test func levelsAndPlatforms() throws {
+        var a = ImageAnnotations()
+        try a.add("org.opencontainers.image.title=app")
+        try a.add("index,manifest-descriptor:org.example.k=v=w")
+        try a.add("manifest[linux/arm64]:only.arm=yes")
+        try a.add("index-descriptor:entry=1")
+        #expect(a.values(.manifest, platform: try Platform(parsing: "linux/amd64")) == ["org.opencontainers.image.title": "app"])
+        #expect(a.values(.manifest, platform: try Platform(parsing: "linux/arm64/v8"))
+                == ["org.opencontainers.image.title": "app", "only.arm": "yes"])
+        #expect(a.values(.index) == ["org.example.k": "v=w"])
+        #expect(a.values(.manifestDescriptor, platform: try Platform(parsing: "linux/amd64")) == ["org.example.k": "v=w"])
+        #expect(a.values(.indexDescriptor) == ["entry": "1"])
+    }
+
+    @Test(arguments: ["novalue", "bogus:k=v", "index[linux/amd64]:k=v", "manifest:=v"])
+    func refuses(_ text: String) {
+        var a = ImageAnnotations()
+        #expect(throws: (any Error).self) { try a.add(text) }
+    }
+}

@@ -213,3 +213,26 @@ struct ReadOnlyRootTests {
         #expect(MountPlan.resolveInRoot(root, "/../\u{301}x")! == ([], ["\u{301}x"]))
     }
 }
+
+/// `--ulimit NAME=SOFT[:HARD]`, as docker parses it.
+struct UlimitTests {
+    @Test(arguments: [("nofile=1024:2048", "nofile", UInt64(1024), UInt64(2048)), ("nproc=512", "nproc", 512, 512),
+                      ("core=-1", "core", nil, nil), ("stack=8192:-1", "stack", 8192, nil)])
+    func parses(_ text: String, _ name: String, _ soft: UInt64?, _ hard: UInt64?) throws {
+        #expect(try Ulimit.parse(text) == Ulimit(name: name, soft: soft, hard: hard))
+    }
+
+    @Test(arguments: ["nofile", "bogus=1", "nofile=x", "nofile=2048:1024", "nofile=1:2:3", "nofile=-1:1024"])
+    func refuses(_ text: String) {
+        #expect(throws: RuntimeError.self) { try Ulimit.parse(text) }
+    }
+
+    @Test func aHardLimitAboveOursIsRefused() throws {
+        var rl = rlimit()
+        getrlimit(__rlimit_resource_t(7), &rl)   // RLIMIT_NOFILE
+        try Ulimit(name: "nofile", soft: 64, hard: UInt64(rl.rlim_max)).checkAllowed()
+        if rl.rlim_max != rlim_t.max {
+            #expect(throws: RuntimeError.self) { try Ulimit(name: "nofile", soft: 64, hard: UInt64(rl.rlim_max) + 1).checkAllowed() }
+        }
+    }
+}
