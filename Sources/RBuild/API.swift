@@ -35,7 +35,8 @@ public typealias MaxLayerSize = RBuildOCI.MaxLayerSize
 public typealias Dockerfile = RBuildDockerfile.Dockerfile
 public typealias DockerfileError = RBuildDockerfile.DockerfileError
 
-// The solver: progress, errors, the cache index.
+// The solver: progress, errors, the cache index, git URLs.
+public typealias GitReference = RBuildSolver.GitReference
 public typealias BuildEvent = RBuildSolver.BuildEvent
 public typealias ProgressSink = RBuildSolver.ProgressSink
 public typealias ProgressReporter = RBuildSolver.ProgressReporter

@@ -65,6 +65,8 @@ public final class Builder: Sendable {
     public func solve(_ options: BuildOptions) async throws -> [BuiltImage] {
         let agents = try SSHAgents(options.ssh)
         defer { agents.stop() }
+        let (options, checkout) = try await remoteContext(options)
+        defer { checkout?.remove() }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
         let vertices = Graph.walk(lowered.map(\.root))
         try checkEntitlements(vertices, options)
@@ -129,12 +131,73 @@ public final class Builder: Sendable {
     /// pulled when missing); context files are hashed.
     public func cacheKeys(_ options: BuildOptions) throws -> [(step: String, key: Digest)] {
         try waitFor {
+            let (options, checkout) = try await self.remoteContext(options)
+            defer { checkout?.remove() }
             let (solver, lowered) = try await self.prepare(options)
             var out: [(step: String, key: Digest)] = []
             for v in Graph.walk(lowered.map(\.root)) where !v.inputs.isEmpty {
                 out.append((v.name, try await solver.cacheKey(v)))
             }
             return out
+        }
+    }
+
+    /// A checkout of a git context, removed when the build is done.
+    struct ContextCheckout {
+        let dir: String
+        func remove() { try? removeTree(atPath: dir) }
+    }
+
+    /// `options` with its git context (`contextURL`) checked out: the directory as
+    /// `contextDirectory`, and the Dockerfile read from it unless one was given. As BuildKit's, a
+    /// build with SOURCE_DATE_EPOCH gives the files the commit's time.
+    func remoteContext(_ options: BuildOptions) async throws -> (BuildOptions, ContextCheckout?) {
+        guard let url = options.contextURL else { return (options, nil) }
+        var o = options
+        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        o.reporter = reporter
+        guard let git = try GitReference.parse(url) else {
+            throw BuildFailure("the build context \(url) is not a git URL (a directory, a git URL or - for none)")
+        }
+        var commitTimes = try GitSource(git)
+        if options.layer.sourceDateEpoch != nil || options.buildArgs["SOURCE_DATE_EPOCH"] != nil { commitTimes.mtimeCommit = true }
+        let source = commitTimes
+        let repos = GitRepositories(layout: store.layout)
+        let tmp = store.layout.tmp
+        let dir = try makeTemporaryDirectory(in: tmp, prefix: "context-")
+        let checkout = ContextCheckout(dir: dir)
+        do {
+            try await waitForThread {
+                try reporter.step("[\(options.label.map { $0 + " " } ?? "")internal] load git source \(source.display)") { step in
+                    let r = try repos.resolve(source)
+                    step.output("\(r.fullRef ?? source.ref) \(r.commit)")
+                    try repos.checkout(source, r, into: dir + "/tree")
+                }
+            }
+            let view = SnapshotView(directory: dir + "/tree")
+            let comps = try view.resolve("/" + source.subdir, followLast: true)
+            guard try view.directory(comps) != nil else {
+                throw BuildFailure("the build context \(source.display): \"\(source.subdir)\" is not a directory in the repository")
+            }
+            let context = ([dir + "/tree"] + comps).joined(separator: "/")
+            o.contextDirectory = context
+            if o.dockerfileText.isEmpty {
+                let path = options.dockerfilePath ?? "Dockerfile"
+                let inside = try view.resolve("/" + (comps + [path]).joined(separator: "/"), followLast: true)
+                guard let bytes = try view.readFile("/" + inside.joined(separator: "/")) else {
+                    throw BuildFailure("the build context \(source.display) has no \(path) (name another with -f)")
+                }
+                o.dockerfileText = String(decoding: bytes, as: UTF8.self)
+                o.dockerfileName = (path as NSString).lastPathComponent
+                o.dockerfilePath = ([dir + "/tree"] + inside).joined(separator: "/")
+            }
+            return (o, checkout)
+        } catch let e as SolveError {
+            checkout.remove()
+            throw BuildFailure("the build context: \(e.message)")
+        } catch {
+            checkout.remove()
+            throw error
         }
     }
 
@@ -297,6 +360,13 @@ public final class Builder: Sendable {
     /// The root filesystem of a built image, unpacked in the snapshotter.
     public func rootfs(of image: BuiltImage) throws -> Snapshot {
         try snapshot(layers: image.layers, diffIDs: image.diffIDs, store: store, snapshotter: snapshotter)
+    }
+}
+
+/// Runs blocking work on a thread of its own (not the concurrency pool) and waits for it.
+func waitForThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        Thread.detachNewThread { c.resume(with: Result { try work() }) }
     }
 }
 

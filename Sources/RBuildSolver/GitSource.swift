@@ -151,6 +151,7 @@ public final class GitRepositories: Sendable {
     /// The files of `resolved.commit` into the empty directory `dir` (`source.subdir` is left
     /// to the reader): fetched first when the cached repository lacks the commit.
     public func checkout(_ source: GitSource, _ resolved: GitResolved, into dir: String) throws {
+        guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { throw SystemError("mkdir", path: dir) }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let key = Digest.of(Array(source.remote.utf8)).hex
         let lock = open(root + "/" + key + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)

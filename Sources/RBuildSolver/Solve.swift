@@ -374,7 +374,7 @@ public final class Solver: Sendable {
         let task = fetching.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) {
             let d = try await self.blocking { [self] in
                 let staging = try LayerStaging(in: tmpRoot)
-                let (name, digest) = try located(vertex) { try fetch(url, into: staging, checksum: checksum) }
+                let (name, digest) = try locatedSource(vertex) { try fetch(url, into: staging, checksum: checksum) }
                 return Download(staging: staging, name: name, digest: digest)
             }
             self.fetched.set(vertex.digest, d)
@@ -389,7 +389,7 @@ public final class Solver: Sendable {
     func resolveGit(_ vertex: Vertex) async throws -> GitResolved {
         guard case .source(.git(let source)) = vertex.op else { throw SolveError("internal: not a git source") }
         let task = resolving.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) {
-            let r = try await self.blocking { [self] in try located(vertex) { try gits.resolve(source) } }
+            let r = try await self.blocking { [self] in try locatedSource(vertex) { try gits.resolve(source) } }
             self.resolved.set(vertex.digest, r)
             return r
         })
@@ -407,9 +407,19 @@ public final class Solver: Sendable {
             if let s = done[vertex.digest] { return s.dir + "/tree" }
             let staging = try LayerStaging(in: tmpRoot)
             guard mkdirat(staging.fd, "tree", 0o755) == 0 else { throw SystemError("mkdir", path: staging.dir + "/tree") }
-            try located(vertex) { try gits.checkout(source, r, into: staging.dir + "/tree") }
+            try locatedSource(vertex) { try gits.checkout(source, r, into: staging.dir + "/tree") }
             done[vertex.digest] = staging
             return staging.dir + "/tree"
+        }
+    }
+
+    /// Errors of a source's work: at its instruction, else named by the source's name
+    /// (`--build-context NAME`).
+    func locatedSource<T>(_ vertex: Vertex, _ work: () throws -> T) throws -> T {
+        do {
+            return try located(vertex, work)
+        } catch let e as SolveError where vertex.origin == nil && !vertex.name.isEmpty {
+            throw SolveError("\(vertex.name): \(e.message)")
         }
     }
 
