@@ -25,7 +25,8 @@ public struct PruneResult: Sendable {
 public enum PruneScope: Sendable {
     /// Blobs no image or cached step uses, and leftovers of killed builds.
     case unused
-    /// And the build cache, every snapshot and every cache mount (`--all`).
+    /// And the build cache, every snapshot, every cache mount and the repositories git sources
+    /// were fetched into (`--all`).
     case all
     /// Only the directories of RUN --mount=type=cache (`--filter type=exec.cachemount`).
     case cacheMounts
@@ -43,7 +44,13 @@ extension ImageStore {
             return PruneResult(check: nil, blobs: 0, bytes: 0, sweptDirectories: 0, cacheMounts: n, cacheMountBytes: bytes)
         }
         var result = try prune(all: scope == .all, verify: verify)
-        if scope == .all { (result.cacheMounts, result.cacheMountBytes) = try mounts.removeAll() }
+        if scope == .all {
+            (result.cacheMounts, result.cacheMountBytes) = try mounts.removeAll()
+            if FileManager.default.fileExists(atPath: layout.git) {
+                try removeTree(atPath: layout.git)
+                result.sweptDirectories += 1
+            }
+        }
         return result
     }
 
@@ -60,7 +67,7 @@ extension ImageStore {
 /// What the state dir holds, by kind (`rbuild du`).
 public struct DiskUsage: Sendable {
     public struct Item: Sendable {
-        /// `exec.cachemount`, `snapshots`, `blobs`.
+        /// `exec.cachemount`, `snapshots`, `source.git`, `blobs`.
         public var kind: String
         /// The cache mount's id, the snapshotter's kind; empty for blobs.
         public var name: String
@@ -81,6 +88,9 @@ extension ImageStore {
             let dir = layout.snapshots(kind: kind.rawValue)
             guard FileManager.default.fileExists(atPath: dir) else { continue }
             items.append(.init(kind: "snapshots", name: kind.rawValue, bytes: RBuildSystem.diskUsage(dir), kept: true))
+        }
+        if FileManager.default.fileExists(atPath: layout.git) {
+            items.append(.init(kind: "source.git", name: "", bytes: RBuildSystem.diskUsage(layout.git), kept: true))
         }
         items.append(.init(kind: "blobs", name: "", bytes: RBuildSystem.diskUsage(layout.blobs), kept: true))
         return DiskUsage(items: items)

@@ -128,7 +128,7 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(name: .long, help: "Forget the build cache too, delete its layers and every unpacked snapshot (not while a build runs).")
+    @Flag(name: .long, help: "Forget the build cache too, delete its layers, every unpacked snapshot and the fetched git repositories (not while a build runs).")
     var all = false
 
     @Flag(name: .long, help: "First re-hash every blob and remove the corrupt ones (`rbuild check --repair`).")
@@ -158,7 +158,7 @@ struct PruneCommand: ParsableCommand {
 }
 
 struct DuCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "du", abstract: "Show what the state dir holds: cache mounts, snapshots, blobs.")
+    static let configuration = CommandConfiguration(commandName: "du", abstract: "Show what the state dir holds: cache mounts, snapshots, git repositories, blobs.")
 
     @OptionGroup var global: GlobalOptions
 
