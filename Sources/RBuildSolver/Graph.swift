@@ -14,7 +14,8 @@ import RBuildSystem
 //   canonical encoding, SOURCE_DATE_EPOCH for ops that write a layer, and each input's cache
 //   key — for sources, the digest of their content (an image's manifest digest; for the files
 //   of a local context that a COPY reads, their paths and the digests of their bytes and
-//   modes; the bytes of an inline file; the digest of a download).
+//   modes; the bytes of an inline file; the digest of a download; the commit a git ref
+//   resolves to).
 //   Never in a key: mtimes, the state dir or context paths, the user who builds, the
 //   snapshotter, the id-mapping mode, step names, or image-config-only instructions (LABEL,
 //   CMD, EXPOSE, … are not ops at all). So a Dockerfile gives the same keys in two state dirs
