@@ -174,6 +174,9 @@ public final class GitRepositories: Sendable {
             try fetch(source, resolved, into: repo)
         }
         if source.keepGitDir && source.subdir.isEmpty {
+            // A commit asked for by its sha is fetched into the kept .git by this ref.
+            _ = try git(["--git-dir=" + repo, "update-ref", "refs/rbuild/commits/" + resolved.commit, resolved.commit],
+                        failure: "git update-ref")
             try checkoutKeepingGitDir(source, resolved, repo: repo, into: dir)
         } else {
             // A private index: the shared repository is only read.
@@ -205,19 +208,16 @@ public final class GitRepositories: Sendable {
         }
         attempts.append(base + ["--depth=1", "--", source.remote, "+\(r.commit):refs/rbuild/commits/\(r.commit)"])
         attempts.append(base + ["--tags", "--", source.remote, "+refs/heads/*:refs/rbuild/heads/*"])
-        var last: Error?
+        var first: Error?   // the first attempt's is the most telling (later ones ask for more)
         for args in attempts {
             do {
                 _ = try git(args, failure: "cannot fetch \(source.display) from \(GitReference.redact(source.remote))")
-                if has(r.commit, in: repo) {
-                    _ = try? git(["--git-dir=" + repo, "update-ref", "refs/rbuild/commits/" + r.commit, r.commit], failure: "")
-                    return
-                }
+                if has(r.commit, in: repo) { return }
             } catch {
-                last = error
+                if first == nil { first = error }
             }
         }
-        throw last ?? SolveError("the git repository \(GitReference.redact(source.remote)) does not have commit \(r.commit) (the ref moved while fetching? build again)")
+        throw first ?? SolveError("the git repository \(GitReference.redact(source.remote)) does not have commit \(r.commit) (the ref moved while fetching? build again)")
     }
 
     func has(_ commit: String, in repo: String) -> Bool {

@@ -203,6 +203,7 @@ struct GitTests {
             ADD --checksum=\(repo.first.prefix(12)) \(url)#v1 /checked/
             ADD --chmod=0640 \(url)?ref=v1&subdir=sub/dir /modes/
             ADD --keep-git-dir=true \(url)#v1a /kept/
+            ADD --keep-git-dir=true \(url)#\(repo.first) /keptsha/
             ADD \(url) /default/
             """])
         let r = try b.build(["-t", "git:1"], ctx)
@@ -212,7 +213,7 @@ struct GitTests {
             ls /sub; ls /tag; test -e /tag/two.txt || echo no-two; test -e /tag/.git || echo no-git
             stat -c '%u:%g %a %n' /tag/hello.txt /tag/Dockerfile /modes/inner.txt
             tar -tzf /tag/ctx.tar.gz
-            cat /kept/.git/HEAD; ls /kept/.git/refs/tags; grep -c url /kept/.git/config
+            cat /kept/.git/HEAD; ls /kept/.git/refs/tags; grep -c url /kept/.git/config; cat /keptsha/.git/HEAD
             """)
         #expect(out == """
             inner
@@ -238,6 +239,7 @@ struct GitTests {
             \(repo.first)
             v1a
             1
+            \(repo.first)
 
             """)
         if Env.hasRange {
