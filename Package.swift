@@ -59,7 +59,9 @@ let package = Package(
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
-        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem"]),
+        // Test helpers more than one test target uses (a loopback HTTP server); never in a product.
+        .target(name: "RBuildTestSupport", path: "Tests/RBuildTestSupport"),
+        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),
@@ -67,6 +69,6 @@ let package = Package(
                                                                  "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
-        .testTarget(name: "IntegrationTests", dependencies: ["RBuild", "RBuildOCI", "RBuildSystem"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["RBuild", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
     ]
 )

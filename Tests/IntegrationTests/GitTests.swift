@@ -1,4 +1,5 @@
 import Foundation
+import RBuildTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -54,17 +55,9 @@ final class GitRepoFixture {
 
 /// A free port on 127.0.0.1 (the kernel's choice, released for the caller to bind).
 func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    guard ok else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    let (fd, port) = try loopbackListener()
+    close(fd)
+    return port
 }
 
 /// Whether something accepts connections on 127.0.0.1:`port`.
@@ -107,81 +100,17 @@ final class GitDaemon {
     }
 }
 
-/// A static file server on 127.0.0.1 (GET and HEAD of the files under `root`, 404 otherwise),
-/// each connection on a thread of its own; it remembers the paths asked for. Enough for git's
-/// dumb http protocol and for a tarball.
-final class StaticHTTPServer: @unchecked Sendable {
-    let root: String
-    let port: Int
-    private let listener: Int32
-    private let lock = NSLock()
-    private var log: [String] = []
-
-    var requests: [String] { lock.withLock { log } }
-    func forget() { lock.withLock { log = [] } }
-
-    init(root: String) throws {
-        self.root = root
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard bound, listen(fd, 64) == 0 else {
-            close(fd)
-            throw POSIXError(.EADDRINUSE)
-        }
-        listener = fd
-        port = Int(UInt16(bigEndian: addr.sin_port))
-        Thread.detachNewThread { [weak self] in
-            while true {
-                let c = accept(fd, nil, nil)
-                if c < 0 { if errno == EINTR { continue } else { return } }
-                guard let server = self else { close(c); return }
-                Thread.detachNewThread { server.serve(c) }
-            }
-        }
-    }
-
-    deinit { stop() }
-
-    /// Stops listening: later connections are refused.
-    func stop() {
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
-    }
-
-    private func send(_ c: Int32, _ bytes: [UInt8]) {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(c, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            off += n
-        }
-    }
-
-    private func serve(_ c: Int32) {
-        defer { close(c) }
-        var request: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while !String(decoding: request, as: UTF8.self).contains("\r\n\r\n") {
-            let n = read(c, &buf, buf.count)
-            if n <= 0 { return }
-            request += buf[0..<n]
-        }
-        let parts = (String(decoding: request, as: UTF8.self).split(separator: "\r\n").first ?? "").split(separator: " ")
-        guard parts.count >= 2 else { return }
-        let path = String(parts[1].split(separator: "?").first ?? "")
-        lock.withLock { log.append(path) }
-        guard !path.contains(".."), let data = FileManager.default.contents(atPath: root + path) else {
-            send(c, Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+/// A static file server on 127.0.0.1: GET and HEAD of the files under `root`, 404 otherwise.
+/// Enough for git's dumb http protocol and for a tarball.
+func staticHTTPServer(root: String) throws -> LoopbackHTTPServer {
+    try LoopbackHTTPServer { request, send in
+        guard !request.path.contains(".."), let data = FileManager.default.contents(atPath: root + request.path) else {
+            _ = send(LoopbackHTTPServer.head(404, [("Content-Length", "0")]))
             return
         }
-        send(c, Array("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: \(data.count)\r\nConnection: close\r\n\r\n".utf8))
-        if parts[0] != "HEAD" { send(c, Array(data)) }
+        guard send(LoopbackHTTPServer.head(200, [("Content-Type", "application/octet-stream"), ("Content-Length", "\(data.count)")])),
+              request.method != "HEAD" else { return }
+        _ = send(Array(data))
     }
 }
 
@@ -255,14 +184,14 @@ struct GitTests {
     @Test func dumbHTTPAndTheSecondBuild() throws {
         let b = try BuildFixture()
         let repo = try GitRepoFixture(in: b.fs.dir)
-        let server = try StaticHTTPServer(root: repo.dir)
+        let server = try staticHTTPServer(root: repo.dir)
         let url = "http://127.0.0.1:\(server.port)/repo.git"
         let ctx = try b.context(["Dockerfile": "FROM busybox\nADD \(url)#main:sub /sub/\n"])
         let first = try b.build(["-t", "h:1"], ctx)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(try b.sh("h:1", "cat /sub/dir/inner.txt") == "inner\n")
         #expect(server.requests.contains { $0.contains("/objects/") })
-        server.forget()
+        server.forgetRequests()
         let second = try b.build(["-t", "h:2"], ctx)
         #expect(second.status == 0, "\(second.stderr)")
         #expect(cachedSteps(second.stderr).contains { $0.contains("ADD \(url)#main:sub") }, "\(second.stderr)")
@@ -309,7 +238,7 @@ struct GitTests {
         let b = try BuildFixture()
         let repo = try GitRepoFixture(in: b.fs.dir)
         let daemon = try GitDaemon(base: repo.dir)
-        let server = try StaticHTTPServer(root: repo.dir)
+        let server = try staticHTTPServer(root: repo.dir)
         let r = try b.build(["-t", "c:1"], "git://127.0.0.1:\(daemon.port)/repo.git#v1")
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try b.sh("c:1", "cat /ctx-hello") == "hello\n")
@@ -329,7 +258,7 @@ struct GitTests {
         let b = try BuildFixture()
         let repo = try GitRepoFixture(in: b.fs.dir)
         let daemon = try GitDaemon(base: repo.dir)
-        let server = try StaticHTTPServer(root: repo.dir + "/work")
+        let server = try staticHTTPServer(root: repo.dir + "/work")
         let ctx = try b.context(["Dockerfile": """
             FROM busybox
             COPY --from=src dir/inner.txt /from-git
