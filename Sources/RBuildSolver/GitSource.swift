@@ -280,8 +280,10 @@ public final class GitRepositories: Sendable {
     func git(_ args: [String], env extra: [String: String] = [:], umask: Bool = false, failure: String) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        // The checkout's modes follow git's rules (0644, 0755), not the caller's umask.
-        p.arguments = ["-c", (umask ? "umask 022; " : "") + "exec git \"$@\"", "git"] + args
+        // The checkout's modes follow git's rules (0644, 0755), not the caller's umask. A session
+        // of its own: ssh cannot ask for a host key or passphrase on the terminal the progress
+        // display owns (git itself is told not to, GIT_TERMINAL_PROMPT=0); keys come from an agent.
+        p.arguments = ["-c", (umask ? "umask 022; " : "") + "exec setsid -w git \"$@\"", "git"] + args
         var env = ProcessInfo.processInfo.environment
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["LC_ALL"] = "C"
