@@ -65,8 +65,8 @@ public final class Builder: Sendable {
     public func solve(_ options: BuildOptions) async throws -> [BuiltImage] {
         let agents = try SSHAgents(options.ssh)
         defer { agents.stop() }
-        let (options, checkout) = try await remoteContext(options)
-        defer { checkout?.remove() }
+        let (options, checkouts) = try await remoteContexts(options)
+        defer { for c in checkouts { c.remove() } }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
         let vertices = Graph.walk(lowered.map(\.root))
         try checkEntitlements(vertices, options)
@@ -131,8 +131,8 @@ public final class Builder: Sendable {
     /// pulled when missing); context files are hashed.
     public func cacheKeys(_ options: BuildOptions) throws -> [(step: String, key: Digest)] {
         try waitFor {
-            let (options, checkout) = try await self.remoteContext(options)
-            defer { checkout?.remove() }
+            let (options, checkouts) = try await self.remoteContexts(options)
+            defer { for c in checkouts { c.remove() } }
             let (solver, lowered) = try await self.prepare(options)
             var out: [(step: String, key: Digest)] = []
             for v in Graph.walk(lowered.map(\.root)) where !v.inputs.isEmpty {
@@ -146,6 +146,25 @@ public final class Builder: Sendable {
     struct ContextCheckout {
         let dir: String
         func remove() { try? removeTree(atPath: dir) }
+    }
+
+    /// `remoteContext` for the build and each of its target contexts (bake's `target:OTHER`).
+    func remoteContexts(_ options: BuildOptions) async throws -> (BuildOptions, [ContextCheckout]) {
+        var checkouts: [ContextCheckout] = []
+        do {
+            let (o, c) = try await remoteContext(options)
+            var out = o
+            checkouts += c.map { [$0] } ?? []
+            for (name, other) in o.targetContexts.sorted(by: { $0.key < $1.key }) {
+                let (resolved, more) = try await remoteContexts(other)
+                out.targetContexts[name] = resolved
+                checkouts += more
+            }
+            return (out, checkouts)
+        } catch {
+            for c in checkouts { c.remove() }
+            throw error
+        }
     }
 
     /// `options` with its git context (`contextURL`) checked out: the directory as

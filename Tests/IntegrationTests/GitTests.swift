@@ -275,6 +275,32 @@ struct GitTests {
         #expect(try b.file(b.fs.dir + "/out/dir/inner.txt") == "inner\n")
     }
 
+    /// A bake target whose context is a git URL (its dockerfile a path in the checkout), one
+    /// with a git named context, and a `target:` context built from git.
+    @Test func bakeWithGitContexts() throws {
+        let b = try BuildFixture()
+        let repo = try GitRepoFixture(in: b.fs.dir)
+        let daemon = try GitDaemon(base: repo.dir)
+        let url = "git://127.0.0.1:\(daemon.port)/repo.git"
+        let ctx = try b.context(["Dockerfile": "FROM busybox\nCOPY --from=src hello.txt /h\nCOPY --from=sub /ctx-inner /i\n",
+                                 "docker-bake.hcl": """
+            group "default" { targets = ["fromgit", "named"] }
+            target "fromgit" {
+              context = "\(url)#main:sub"
+              dockerfile = "Dockerfile.sub"
+              tags = ["bg:1"]
+            }
+            target "named" {
+              contexts = { src = "\(url)#v1", sub = "target:fromgit" }
+              tags = ["bg:2"]
+            }
+            """], name: "bake")
+        let r = try BakeTests().bake(b, ctx, [])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try b.sh("bg:1", "cat /ctx-inner") == "inner\n")
+        #expect(try b.sh("bg:2", "cat /h /i") == "hello\ninner\n")
+    }
+
     /// `-f` naming a Dockerfile outside the context directory (and its NAME.dockerignore).
     @Test func dockerfileOutsideTheContext() throws {
         let b = try BuildFixture()
