@@ -76,18 +76,16 @@ extension Builder {
         o.layer = run.layer
         o.reporter = run.reporter
         let context = t.context ?? "."
-        let git = try GitReference.parse(context).flatMap {
-            $0.indistinguishableFromLocal && FileManager.default.fileExists(atPath: path(context, in: run.directory)) ? nil : $0
-        }
-        if git == nil, context.contains("://") {
+        let git = try BuildOptions.isGitContext(context, in: run.directory)
+        if !git, context.contains("://") {
             throw fail("context \(context): remote contexts other than git are not supported yet; use a directory or a git URL")
         }
         let dir = path(context, in: run.directory)
-        if git != nil { o.contextURL = context } else { o.contextDirectory = dir }
+        if git { o.contextURL = context } else { o.contextDirectory = dir }
         if let inline = t.dockerfileInline {
             o.dockerfileText = inline
             o.dockerfileName = "Dockerfile"
-        } else if git != nil, t.dockerfile?.hasPrefix("/") != true {
+        } else if git, t.dockerfile?.hasPrefix("/") != true {
             // As `rbuild build GITURL`: the dockerfile is a path in the checkout, unless absolute.
             o.dockerfilePath = t.dockerfile
         } else {

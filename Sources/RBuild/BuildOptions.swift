@@ -71,6 +71,14 @@ public struct BuildOptions: Sendable {
 
     public init() {}
 
+    /// Whether a context as given (`rbuild build CONTEXT`, a bake target's) is a git URL by
+    /// BuildKit's rules; `github.com/o/r` only when `directory` has no such path.
+    public static func isGitContext(_ text: String, in directory: String = ".") throws -> Bool {
+        guard let git = try GitReference.parse(text) else { return false }
+        let path = text.hasPrefix("/") ? text : directory + "/" + text
+        return !(git.indistinguishableFromLocal && FileManager.default.fileExists(atPath: path))
+    }
+
     /// Adds one `--secret` value: `id=ID,src=FILE`, `id=ID,env=VARIABLE`, `type=file|env`
     /// (buildx's forms); with neither src nor env, the variable named ID.
     public mutating func addSecret(_ text: String) throws {

@@ -147,7 +147,7 @@ struct BuildCommand: ParsableCommand {
         if context == "-" {
             options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
             options.dockerfileName = "Dockerfile"
-        } else if try isGitContext(context) {
+        } else if try BuildOptions.isGitContext(context) {
             options.contextURL = context
             if file == "-" {
                 options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -202,12 +202,6 @@ struct BuildCommand: ParsableCommand {
             }
             throw error
         }
-    }
-
-    /// A git URL by BuildKit's rules; `github.com/o/r` only when no such local path exists.
-    func isGitContext(_ text: String) throws -> Bool {
-        guard let git = try GitReference.parse(text) else { return false }
-        return !(git.indistinguishableFromLocal && FileManager.default.fileExists(atPath: text))
     }
 
     func runCheck() throws {
