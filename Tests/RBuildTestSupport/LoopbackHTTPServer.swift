@@ -36,6 +36,7 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
     private let listener: Int32
     private let lock = NSLock()
     private var log: [String] = []
+    private var stopped = false
     private let respond: @Sendable (Request, Send) -> Void
 
     public var host: String { "127.0.0.1:\(port)" }
@@ -61,8 +62,14 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
 
     deinit { stop() }
 
-    /// Stops listening: later connections are refused.
+    /// Stops listening: later connections are refused. Once only: closing the number again
+    /// could close another thread's new file descriptor of that number.
     public func stop() {
+        let first = lock.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
