@@ -60,7 +60,9 @@ let package = Package(
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),
         .testTarget(name: "RBuildOCITests", dependencies: ["RBuildOCI", "RBuildSystem"]),
         .testTarget(name: "RBuildSnapshotsTests", dependencies: ["RBuildSnapshots", "RBuildSystem", "CArchive"]),
-        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem"]),
+        // Test helpers more than one test target uses (a loopback HTTP server); never in a product.
+        .target(name: "RBuildTestSupport", path: "Tests/RBuildTestSupport"),
+        .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
         .testTarget(name: "RBuildAttestTests", dependencies: ["RBuildAttest", "RBuildOCI", "RBuildSnapshots", "CSQLite"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
@@ -69,6 +71,6 @@ let package = Package(
                                                                  "RBuildSnapshots"],
                     resources: [.copy("Fixtures")]),
         // Drives the real `rbuild` binary; scripts/test runs it as unprivileged users.
-        .testTarget(name: "IntegrationTests", dependencies: ["RBuild", "RBuildOCI", "RBuildSystem"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["RBuild", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
     ]
 )

@@ -38,7 +38,8 @@ public typealias DockerfileError = RBuildDockerfile.DockerfileError
 public typealias Outline = RBuildDockerfile.Outline
 public typealias TargetInfo = RBuildDockerfile.TargetInfo
 
-// The solver: progress, errors, the cache index.
+// The solver: progress, errors, the cache index, git URLs.
+public typealias GitReference = RBuildSolver.GitReference
 public typealias BuildEvent = RBuildSolver.BuildEvent
 public typealias ProgressSink = RBuildSolver.ProgressSink
 public typealias ProgressReporter = RBuildSolver.ProgressReporter

@@ -109,6 +109,10 @@ extension Builder {
                         sources[uri] = .init(uri: uri, digest: try await solver.cacheKey(v))
                     case .source(.http(let url, _)):
                         sources[url] = .init(uri: url, digest: try await solver.cacheKey(v))
+                    case .source(.git(let g)):
+                        // As BuildKit records them: the remote (credentials hidden) and ref, by commit.
+                        let uri = GitReference.redact(g.remote) + (g.ref.isEmpty ? "" : "#" + g.ref)
+                        sources[uri] = .init(uri: uri, gitCommit: try await solver.resolveGit(v).commit)
                     default:
                         if mode == .max, let o = v.origin {
                             p.steps.append((name: "\(o.file):\(o.line) \(o.instruction)", key: try await solver.cacheKey(v).description))

@@ -76,14 +76,18 @@ extension Builder {
         o.layer = run.layer
         o.reporter = run.reporter
         let context = t.context ?? "."
-        if context.contains("://") || context.hasPrefix("git@") {
-            throw fail("context \(context): remote contexts (git, https) are not supported yet; use a directory")
+        let git = try BuildOptions.isGitContext(context, in: run.directory)
+        if !git, context.contains("://") {
+            throw fail("context \(context): remote contexts other than git are not supported yet; use a directory or a git URL")
         }
         let dir = path(context, in: run.directory)
-        o.contextDirectory = dir
+        if git { o.contextURL = context } else { o.contextDirectory = dir }
         if let inline = t.dockerfileInline {
             o.dockerfileText = inline
             o.dockerfileName = "Dockerfile"
+        } else if git, t.dockerfile?.hasPrefix("/") != true {
+            // As `rbuild build GITURL`: the dockerfile is a path in the checkout, unless absolute.
+            o.dockerfilePath = t.dockerfile
         } else {
             do {
                 try Builder.load(dockerfile: path(t.dockerfile ?? "Dockerfile", in: dir), into: &o)
@@ -110,7 +114,7 @@ extension Builder {
                 var (otherOptions, _, _) = try buildOptions(for: other, definition: definition, run: run, depth: depth + 1)
                 otherOptions.platforms = []   // built for this target's platforms
                 o.targetContexts[name] = otherOptions
-            } else if value.contains("://") {
+            } else if try value.contains("://") || GitReference.parse(value) != nil {
                 o.buildContexts[name] = value
             } else {
                 o.buildContexts[name] = path(value, in: run.directory)

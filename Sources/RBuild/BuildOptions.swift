@@ -14,6 +14,11 @@ public struct BuildOptions: Sendable {
     /// The build context directory; nil when there is none (`rbuild build -` with a Dockerfile
     /// on stdin): COPY and ADD from the context then fail with a message saying so.
     public var contextDirectory: String?
+    /// A git URL as the build context (`https://h/o/r.git#REF:SUBDIR`, `git@h:o/r.git`, …; see
+    /// `GitReference`): checked out into a temporary directory that is `contextDirectory` for
+    /// the build. Unless `dockerfileText` is set, the Dockerfile is read from that checkout:
+    /// `dockerfilePath` (relative to the context), else `Dockerfile`.
+    public var contextURL: String?
     /// The Dockerfile: its text, and the name errors show. `Builder.load` fills both.
     public var dockerfileText: String = ""
     public var dockerfileName: String = "Dockerfile"
@@ -28,7 +33,8 @@ public struct BuildOptions: Sendable {
     public var noCacheFilter: [String] = []
     /// `--pull`: check the registry for every base image, even one the local store has.
     public var pull = false
-    /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
+    /// `--build-context name=value`: a directory, `docker-image://REF`, `oci-layout://DIR[:TAG]`,
+    /// a git URL, or an http(s) URL of a tarball (unpacked).
     public var buildContexts: [String: String] = [:]
     /// Named contexts that are another build's result (bake's `target:OTHER`): lowered with
     /// this build, for each of its platforms, into one graph, so their steps are this build's.
@@ -76,6 +82,14 @@ public struct BuildOptions: Sendable {
     public var recordHistory = true
 
     public init() {}
+
+    /// Whether a context as given (`rbuild build CONTEXT`, a bake target's) is a git URL by
+    /// BuildKit's rules; `github.com/o/r` only when `directory` has no such path.
+    public static func isGitContext(_ text: String, in directory: String = ".") throws -> Bool {
+        guard let git = try GitReference.parse(text) else { return false }
+        let path = text.hasPrefix("/") ? text : directory + "/" + text
+        return !(git.indistinguishableFromLocal && FileManager.default.fileExists(atPath: path))
+    }
 
     /// Adds one `--secret` value: `id=ID,src=FILE`, `id=ID,env=VARIABLE`, `type=file|env`
     /// (buildx's forms); with neither src nor env, the variable named ID.

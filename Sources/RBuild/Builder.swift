@@ -86,6 +86,8 @@ public final class Builder: Sendable {
         let started = Int64(Date().timeIntervalSince1970)
         let agents = try SSHAgents(options.ssh)
         defer { agents.stop() }
+        let (options, checkouts) = try await remoteContexts(options)
+        defer { for c in checkouts { c.remove() } }
         let (solver, lowered) = try await prepare(options, secrets: BuildSecrets(secrets: options.secrets, agents: agents.sockets))
         let vertices = Graph.walk(lowered.map(\.root))
         for u in options.ulimits { try u.checkAllowed() }
@@ -165,12 +167,92 @@ public final class Builder: Sendable {
     /// pulled when missing); context files are hashed.
     public func cacheKeys(_ options: BuildOptions) throws -> [(step: String, key: Digest)] {
         try waitFor {
+            let (options, checkouts) = try await self.remoteContexts(options)
+            defer { for c in checkouts { c.remove() } }
             let (solver, lowered) = try await self.prepare(options)
             var out: [(step: String, key: Digest)] = []
             for v in Graph.walk(lowered.map(\.root)) where !v.inputs.isEmpty {
                 out.append((v.name, try await solver.cacheKey(v)))
             }
             return out
+        }
+    }
+
+    /// A checkout of a git context, removed when the build is done.
+    struct ContextCheckout {
+        let dir: String
+        func remove() { try? removeTree(atPath: dir) }
+    }
+
+    /// `remoteContext` for the build and each of its target contexts (bake's `target:OTHER`).
+    func remoteContexts(_ options: BuildOptions) async throws -> (BuildOptions, [ContextCheckout]) {
+        var checkouts: [ContextCheckout] = []
+        do {
+            let (o, c) = try await remoteContext(options)
+            var out = o
+            checkouts += c.map { [$0] } ?? []
+            for (name, other) in o.targetContexts.sorted(by: { $0.key < $1.key }) {
+                let (resolved, more) = try await remoteContexts(other)
+                out.targetContexts[name] = resolved
+                checkouts += more
+            }
+            return (out, checkouts)
+        } catch {
+            for c in checkouts { c.remove() }
+            throw error
+        }
+    }
+
+    /// `options` with its git context (`contextURL`) checked out: the directory as
+    /// `contextDirectory`, and the Dockerfile read from it unless one was given. As BuildKit's, a
+    /// build with SOURCE_DATE_EPOCH gives the files the commit's time.
+    func remoteContext(_ options: BuildOptions) async throws -> (BuildOptions, ContextCheckout?) {
+        guard let url = options.contextURL else { return (options, nil) }
+        var o = options
+        let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
+        o.reporter = reporter
+        guard let git = try GitReference.parse(url) else {
+            throw BuildFailure("the build context \(url) is not a git URL (a directory, a git URL or - for none)")
+        }
+        var commitTimes = try GitSource(git)
+        if options.layer.sourceDateEpoch != nil || options.buildArgs["SOURCE_DATE_EPOCH"] != nil { commitTimes.mtimeCommit = true }
+        let source = commitTimes
+        let repos = GitRepositories(layout: store.layout)
+        let tmp = store.layout.tmp
+        let dir = try makeTemporaryDirectory(in: tmp, prefix: "context-")
+        let checkout = ContextCheckout(dir: dir)
+        do {
+            try await waitForThread {
+                try reporter.step("[\(options.label.map { $0 + " " } ?? "")internal] load git source \(source.display)") { step in
+                    let r = try repos.resolve(source)
+                    step.output("\(r.fullRef ?? source.ref) \(r.commit)")
+                    try repos.checkout(source, r, into: dir + "/tree")
+                }
+            }
+            let view = SnapshotView(directory: dir + "/tree")
+            let comps = try view.resolve("/" + source.subdir, followLast: true)
+            guard try view.directory(comps) != nil else {
+                throw BuildFailure("the build context \(source.display): \"\(source.subdir)\" is not a directory in the repository")
+            }
+            let context = ([dir + "/tree"] + comps).joined(separator: "/")
+            o.contextDirectory = context
+            if o.dockerfileText.isEmpty {
+                let path = options.dockerfilePath ?? "Dockerfile"
+                let inside = try view.resolve("/" + (comps + [path]).joined(separator: "/"), followLast: true)
+                guard let bytes = try view.readFile("/" + inside.joined(separator: "/")) else {
+                    throw BuildFailure("the build context \(source.display) has no \(path) (name another with -f)")
+                }
+                o.dockerfileText = String(decoding: bytes, as: UTF8.self)
+                o.dockerfileName = (path as NSString).lastPathComponent
+                o.dockerfilePath = ([dir + "/tree"] + inside).joined(separator: "/")
+            }
+            return (o, checkout)
+        } catch let e as SolveError {
+            checkout.remove()
+            throw BuildFailure("the build context: \(e.message)")
+        } catch {
+            checkout.remove()
+            throw error
         }
     }
 
@@ -340,6 +422,13 @@ public final class Builder: Sendable {
     /// The root filesystem of a built image, unpacked in the snapshotter.
     public func rootfs(of image: BuiltImage) throws -> Snapshot {
         try snapshot(layers: image.layers, diffIDs: image.diffIDs, store: store, snapshotter: snapshotter)
+    }
+}
+
+/// Runs blocking work on a thread of its own (not the concurrency pool) and waits for it.
+func waitForThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        Thread.detachNewThread { c.resume(with: Result { try work() }) }
     }
 }
 

@@ -28,7 +28,8 @@ public struct PruneResult: Sendable {
 public enum PruneScope: Sendable {
     /// Blobs no image or cached step uses, and leftovers of killed builds.
     case unused
-    /// And the build cache, every snapshot and every cache mount (`--all`).
+    /// And the build cache, every snapshot, every cache mount and the repositories git sources
+    /// were fetched into (`--all`).
     case all
     /// Only the directories of RUN --mount=type=cache (`--filter type=exec.cachemount`).
     case cacheMounts
@@ -46,7 +47,13 @@ extension ImageStore {
             return PruneResult(check: nil, blobs: 0, bytes: 0, sweptDirectories: 0, cacheMounts: n, cacheMountBytes: bytes)
         }
         var result = try prune(all: scope == .all, verify: verify)
-        if scope == .all { (result.cacheMounts, result.cacheMountBytes) = try mounts.removeAll() }
+        if scope == .all {
+            (result.cacheMounts, result.cacheMountBytes) = try mounts.removeAll()
+            if FileManager.default.fileExists(atPath: layout.git) {
+                try removeTree(atPath: layout.git)
+                result.sweptDirectories += 1
+            }
+        }
         return result
     }
 
@@ -66,7 +73,7 @@ extension ImageStore {
 /// counted again there).
 public struct DiskUsage: Sendable {
     public struct Item: Sendable {
-        /// `regular`, `exec.cachemount`, `snapshots`, `blobs`.
+        /// `regular`, `exec.cachemount`, `snapshots`, `source.git`, `blobs`.
         public var kind: String
         /// The step's cache key, the cache mount's id, the snapshotter's kind; empty for blobs.
         public var name: String
@@ -193,6 +200,10 @@ extension ImageStore {
             items.append(.init(kind: "snapshots", name: kind.rawValue, bytes: RBuildSystem.diskUsage(dir), kept: true,
                                description: "unpacked layers (\(kind.rawValue))"))
         }
+        if FileManager.default.fileExists(atPath: layout.git) {
+            items.append(.init(kind: "source.git", name: "", bytes: RBuildSystem.diskUsage(layout.git), kept: true,
+                               description: "git repositories of git sources"))
+        }
         items.append(.init(kind: "blobs", name: "", bytes: RBuildSystem.diskUsage(layout.blobs), kept: true, description: "content store"))
         return DiskUsage(items: items)
     }
@@ -205,17 +216,18 @@ extension ImageStore {
         let usage = try diskUsage()
         let now = Date()
         var chosen = usage.items.filter { $0.kind != "blobs" && filter.matches($0, now: now) }
-        // Snapshots are removed whole and only when asked for by name: a build may be using them.
-        if !filter.types.contains("snapshots") { chosen.removeAll { $0.kind == "snapshots" } }
+        // Snapshots and fetched git repositories are removed whole and only when asked for by
+        // name: a build may be using them.
+        for whole in ["snapshots", "source.git"] where !filter.types.contains(whole) { chosen.removeAll { $0.kind == whole } }
         if let keepStorage {
             var held = usage.items.filter { $0.kind == "regular" || $0.kind == "exec.cachemount" }.reduce(0) { $0 + $1.bytes }
             var lru: [DiskUsage.Item] = []
-            for item in chosen.filter({ $0.kind != "snapshots" }).sorted(by: { ($0.lastUsed ?? .distantPast) < ($1.lastUsed ?? .distantPast) }) {
+            for item in chosen.filter({ $0.kind != "snapshots" && $0.kind != "source.git" }).sorted(by: { ($0.lastUsed ?? .distantPast) < ($1.lastUsed ?? .distantPast) }) {
                 guard held > keepStorage else { break }
                 lru.append(item)
                 held -= item.bytes
             }
-            chosen = lru + chosen.filter { $0.kind == "snapshots" }
+            chosen = lru + chosen.filter { $0.kind == "snapshots" || $0.kind == "source.git" }
         }
         let cache = try CacheIndex(path: layout.cacheIndex)
         let steps = chosen.filter { $0.kind == "regular" }
@@ -232,6 +244,10 @@ extension ImageStore {
         }
         if chosen.contains(where: { $0.kind == "snapshots" }) {
             result.sweptDirectories += removeLeftovers(stateDirectory: root, olderThan: 0, snapshots: true, tasks: SandboxTasks())
+        }
+        if chosen.contains(where: { $0.kind == "source.git" }), FileManager.default.fileExists(atPath: layout.git) {
+            try removeTree(atPath: layout.git)
+            result.sweptDirectories += 1
         }
         return result
     }

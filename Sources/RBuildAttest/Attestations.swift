@@ -76,8 +76,13 @@ public struct ProvenanceInput: Sendable {
     public enum Mode: String, Sendable { case min, max }
     public struct Source: Sendable {
         public var uri: String
-        public var digest: Digest
-        public init(uri: String, digest: Digest) { self.uri = uri; self.digest = digest }
+        /// Algorithm → hex (a git commit is `sha1`).
+        public var digest: [String: String]
+        public init(uri: String, digest: Digest) { self.uri = uri; self.digest = [digest.algorithm: digest.hex] }
+        public init(uri: String, gitCommit: String) {
+            self.uri = uri
+            digest = [gitCommit.count == 64 ? "sha256" : "sha1": gitCommit]
+        }
     }
     public var mode: Mode = .min
     public var builderID: String
@@ -113,7 +118,7 @@ public enum Provenance {
         var request: [String: Any] = ["frontend": "dockerfile.v0", "args": p.args.merging(["platform": p.platform]) { a, _ in a }]
         if let target = p.target { request["args"] = (request["args"] as! [String: String]).merging(["target": target]) { a, _ in a } }
         let invocation = Digest.of(Array(([p.dockerfileDigest.description, p.platform] + p.args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-                                              + p.sources.map { "\($0.uri)@\($0.digest)" }).joined(separator: "\n").utf8)).hex
+                                              + p.sources.map { "\($0.uri)@\($0.digest.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined())" }).joined(separator: "\n").utf8)).hex
         var internals: [String: Any] = ["builderPlatform": p.platform]
         if p.mode == .max {
             internals["buildConfig"] = ["steps": p.steps.map { ["name": $0.name, "cacheKey": $0.key] }]
@@ -126,7 +131,7 @@ public enum Provenance {
                     "request": request,
                 ],
                 "internalParameters": internals,
-                "resolvedDependencies": p.sources.map { ["uri": $0.uri, "digest": [$0.digest.algorithm: $0.digest.hex]] },
+                "resolvedDependencies": p.sources.map { ["uri": $0.uri, "digest": $0.digest] },
             ],
             "runDetails": [
                 "builder": ["id": p.builderID],

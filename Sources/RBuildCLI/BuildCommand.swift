@@ -7,7 +7,9 @@ struct BuildCommand: ParsableCommand {
         commandName: "build",
         abstract: "Build an image from a Dockerfile, rootless, with the flags of docker buildx build.",
         discussion: """
-        CONTEXT is a directory, or - to read the Dockerfile from stdin with no context. Without \
+        CONTEXT is a directory, a git URL (https://HOST/O/R.git#REF:SUBDIR, git@HOST:O/R.git, \
+        ssh://…, git://…; its Dockerfile is read from the checkout, -f naming a path in it — an \
+        absolute -f a local file), or - to read the Dockerfile from stdin with no context. Without \
         -o, the image is stored under the -t names (type=image); with neither, it stays in the \
         build cache only.
         """
@@ -36,7 +38,7 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("label"), help: "KEY=VALUE added to the image's labels.")
     var labels: [String] = []
 
-    @Option(name: .customLong("build-context"), help: "NAME=VALUE: a directory, docker-image://REF or oci-layout://DIR[:TAG].")
+    @Option(name: .customLong("build-context"), help: "NAME=VALUE: a directory, docker-image://REF, oci-layout://DIR[:TAG], a git URL, or an http(s) URL of a tarball.")
     var buildContexts: [String] = []
 
     @Option(name: .customLong("secret"), help: "A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VARIABLE (repeatable).")
@@ -123,7 +125,7 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("cgroup-parent"), help: "Refused: rootless rbuild runs steps in no cgroup of its making.")
     var cgroupParent: String?
 
-    @Argument(help: "The build context directory, or - for none.")
+    @Argument(help: "The build context: a directory, a git URL, or - for none.")
     var context: String = "."
 
     func parseArgs() -> [String: String] {
@@ -203,9 +205,20 @@ struct BuildCommand: ParsableCommand {
             }
         }
         // The Dockerfile: -f FILE, -f - (stdin), CONTEXT - (stdin, no context), CONTEXT/Dockerfile.
+        // A git context: -f names a file in the checkout (as for docker's remote contexts), unless
+        // it is absolute (a local file, as buildx) or - (stdin).
         if context == "-" {
             options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
             options.dockerfileName = "Dockerfile"
+        } else if try BuildOptions.isGitContext(context) {
+            options.contextURL = context
+            if file == "-" {
+                options.dockerfileText = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else if let file, file.hasPrefix("/") {
+                try Builder.load(dockerfile: file, into: &options)
+            } else {
+                options.dockerfilePath = file
+            }
         } else {
             options.contextDirectory = context
             if file == "-" {

@@ -137,7 +137,7 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(name: .long, help: "Forget the build cache too, delete its layers and every unpacked snapshot (not while a build runs).")
+    @Flag(name: .long, help: "Forget the build cache too, delete its layers, every unpacked snapshot and the fetched git repositories (not while a build runs).")
     var all = false
 
     @Flag(name: .long, help: "First re-hash every blob and remove the corrupt ones (`rbuild check --repair`).")
@@ -178,7 +178,7 @@ func bytesText(_ n: Int64) -> String { ByteCountFormatter.string(fromByteCount: 
 struct DuCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "du",
-        abstract: "Show what the state dir holds: cached steps (regular), cache mounts, snapshots, blobs — per kind and per record.")
+        abstract: "Show what the state dir holds: cached steps (regular), cache mounts, snapshots, git repositories, blobs — per kind and per record.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -12,7 +12,8 @@ public struct LoweringOptions: Sendable {
     /// The platform built for (TARGETPLATFORM); stages without `--platform` use it.
     public var platform: Platform
     public var buildPlatform: Platform = .host
-    /// `--build-context name=value`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`.
+    /// `--build-context name=value`: a directory, `docker-image://REF`, `oci-layout://DIR[:TAG]`,
+    /// a git URL or an http(s) URL of a tarball.
     public var buildContexts: [String: String] = [:]
     /// Named contexts that are another build's result, lowered into the same graph by the caller
     /// (bake's `target:OTHER`): used as an earlier stage of this Dockerfile would be.
@@ -212,13 +213,18 @@ final class Lowering {
                 return empty(graph.add(.source(.scratch), name: title, origin: origin(node)))
             }
             var ref = name
-            switch namedContext(name) {
+            switch try namedContext(name) {
             case .image(let r)?:
                 ref = r
             case .stage(let other)?:
                 var base = other
                 base.scope = scope(base.config.Env ?? [])
                 return base
+            case .files(let root)?:
+                var s = empty(root)
+                s.steps.append(HistoryStep(createdBy: "FROM \(name) (build context \(options.buildContexts[name] ?? ""))",
+                                           created: options.created, comment: nil, vertex: root))
+                return s
             case .directory(let local)?:
                 // A directory as a base: its files, owned by root, on an empty root.
                 let copy = CopyAction(sources: [CopySource(input: 1, paths: ["."], what: "build context \(name)")],
@@ -249,16 +255,35 @@ final class Lowering {
         case stage(LoweredStage)
         /// The local source of a directory.
         case directory(Vertex)
+        /// A root holding the context's files (a git repository, an unpacked tarball).
+        case files(Vertex)
         /// An image reference for the resolver (`oci-layout://…` included).
         case image(String)
     }
 
     /// `--build-context NAME=…`: `docker-image://REF` and other URLs (`oci-layout://DIR`) name
-    /// images; anything else is a directory.
-    func namedContext(_ name: String) -> NamedContext? {
+    /// images; a git URL (BuildKit's rules, `github.com/o/r` included) is the repository's files,
+    /// an http(s) URL a download, unpacked when it is a tarball (as BuildKit's http context);
+    /// anything else is a directory.
+    func namedContext(_ name: String) throws -> NamedContext? {
         if let other = options.stageContexts[name] { return .stage(other) }
         guard let value = options.buildContexts[name] else { return nil }
         if value.hasPrefix("docker-image://") { return .image(String(value.dropFirst("docker-image://".count))) }
+        let what = "--build-context \(name)"
+        func files(_ source: Vertex, _ shown: String, unpack: Bool) -> NamedContext {
+            var copy = CopyAction(sources: [CopySource(input: 1, paths: ["/"], what: "build context \(name)")], destination: "/",
+                                  destinationIsDirectory: true, unpackArchives: unpack, keyword: what)
+            copy.unpackDownloads = unpack
+            return .files(graph.add(.file(.copy(copy)), inputs: [graph.add(.source(.scratch)), source],
+                                    name: "[context \(name)] \(shown)", ignoreCache: options.noCache))
+        }
+        if let git = try GitReference.parse(value) {
+            let source = try GitSource(git)
+            return files(graph.add(.source(.git(source)), name: what), source.display, unpack: false)
+        }
+        if value.hasPrefix("http://") || value.hasPrefix("https://") {
+            return files(graph.add(.source(.http(url: value, checksum: nil)), name: what), value, unpack: true)
+        }
         if value.contains("://") { return .image(value) }
         let path = URL(fileURLWithPath: value).standardizedFileURL.resolvingSymlinksInPath().path
         return .directory(graph.add(.source(.local(name: name, path: path, excludes: []))))
@@ -525,9 +550,10 @@ final class Lowering {
         guard let from = try from.map({ try expand($0, state) }), !from.isEmpty else { return try buildContext("RUN --mount") }
         if let i = stageIndex(named: from, before: stage.index) { return try self.stage(i).root }
         var ref = from
-        switch namedContext(from) {
+        switch try namedContext(from) {
         case .stage(let other)?: return other.root
         case .directory(let local)?: return local
+        case .files(let root)?: return root
         case .image(let r)?: ref = r
         case nil: break
         }
@@ -566,7 +592,7 @@ final class Lowering {
             }
             return mode_t(m)
         }
-        let checksum = try c.checksum.map { try Digest(parsing: $0) }
+        let checksumText = try c.checksum.map { try expand($0, state) }
         var inputs = [state.root]
         var sources: [CopySource] = []
         func input(_ v: Vertex) -> Int {
@@ -585,27 +611,42 @@ final class Lowering {
             let from = try expand(fromText, state)
             if let i = stageIndex(named: from, before: stage.index) {
                 sources.append(CopySource(input: input(try self.stage(i).root), paths: patterns, what: "stage \(from)"))
-            } else if case .directory(let local)? = namedContext(from) {
+            } else if let named = try namedContext(from), case .directory(let local) = named {
                 sources.append(CopySource(input: input(local), paths: patterns, what: "build context \(from)"))
-            } else if case .stage(let other)? = namedContext(from) {
+            } else if let named = try namedContext(from), case .files(let root) = named {
+                sources.append(CopySource(input: input(root), paths: patterns, what: "build context \(from)"))
+            } else if let named = try namedContext(from), case .stage(let other) = named {
                 sources.append(CopySource(input: input(other.root), paths: patterns, what: "target \(from)"))
             } else {
                 var ref = from
-                if case .image(let r)? = namedContext(from) { ref = r }
+                if let named = try namedContext(from), case .image(let r) = named { ref = r }
                 let image = try resolver.resolve(ref, platform: state.platform)
                 let v = graph.add(.source(.image(reference: ref, manifest: image.manifest, platform: image.config.platform)))
                 sources.append(CopySource(input: input(v), paths: patterns, what: "stage or image \(from)"))
             }
         } else {
             var fromContext: [String] = []
+            var remotes = 0
             for p in patterns {
+                // BuildKit's order: a git URL (never `github.com/…`, which could be a path), then
+                // a download, then a context path.
+                if let git = try GitReference.parse(p), !git.indistinguishableFromLocal {
+                    guard isAdd else { throw LoweringError("COPY \(p): source can't be a git URL for COPY (use ADD)") }
+                    let source = try GitSource(git, keepGitDir: c.keepGitDir ? true : nil, checksum: checksumText)
+                    let v = graph.add(.source(.git(source)), origin: origin(node))
+                    sources.append(CopySource(input: input(v), paths: ["/"], what: source.display))
+                    remotes += 1
+                    continue
+                }
                 if isAdd, p.hasPrefix("http://") || p.hasPrefix("https://") {
+                    let checksum = try checksumText.map { try Digest(parsing: $0) }
                     let v = graph.add(.source(.http(url: p, checksum: checksum)))
                     sources.append(CopySource(input: input(v), paths: [p], what: p))
+                    remotes += 1
                     continue
                 }
                 if p.contains("://") || p.hasPrefix("git@") {
-                    throw LoweringError("\(kw) \(p): only http(s) URLs are supported as remote sources")
+                    throw LoweringError("\(kw) \(p): only http(s) and git URLs are supported as remote sources")
                 }
                 fromContext.append(p)
             }
@@ -613,8 +654,11 @@ final class Lowering {
                 let ctx = try buildContext("\(kw) \(fromContext[0])")
                 sources.append(CopySource(input: input(ctx), paths: fromContext, what: "build context"))
             }
+            if checksumText != nil && (remotes == 0 || !fromContext.isEmpty || !c.heredocs.isEmpty) {
+                throw LoweringError("ADD --checksum can only be used with a URL source")
+            }
         }
-        if checksum != nil && !sources.allSatisfy({ if case .source(.http) = inputs[$0.input].op { return true } else { return false } }) {
+        if checksumText != nil && c.from != nil {
             throw LoweringError("ADD --checksum can only be used with a URL source")
         }
         let action = CopyAction(sources: sources, destination: cleanPath(dest.hasPrefix("/") ? dest : workdir + "/" + dest),

@@ -272,7 +272,17 @@ extension Solver {
                 }
             case .source(.http):
                 let d = try downloaded(input)
-                matches.append((CopyMatch(view: SnapshotView(directory: d.staging.dir), comps: [d.name], downloaded: true), false, nil))
+                matches.append((CopyMatch(view: SnapshotView(directory: d.staging.dir), comps: [d.name], downloaded: !c.unpackDownloads),
+                                false, nil))
+            case .source(.git(let g)):
+                // The checkout's files (or its subdir's, resolved inside it) go into the
+                // destination as a directory's do; archives in it stay archives.
+                let view = SnapshotView(directory: try gitCheckout(input))
+                let comps = try view.resolve("/" + g.subdir, followLast: true)
+                guard try view.directory(comps) != nil else {
+                    throw SolveError("\(kw) \(g.display): \"\(g.subdir)\" is not a directory in the repository")
+                }
+                matches.append((CopyMatch(view: view, comps: comps, downloaded: true), false, nil))
             default:
                 guard let snap = sources[src.input] else { throw SolveError("internal: input \(src.input) not materialised") }
                 let view = SnapshotView(snap)

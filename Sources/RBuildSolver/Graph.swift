@@ -14,7 +14,8 @@ import RBuildSystem
 //   canonical encoding, SOURCE_DATE_EPOCH for ops that write a layer, and each input's cache
 //   key — for sources, the digest of their content (an image's manifest digest; for the files
 //   of a local context that a COPY reads, their paths and the digests of their bytes and
-//   modes; the bytes of an inline file; the digest of a download).
+//   modes; the bytes of an inline file; the digest of a download; the commit a git ref
+//   resolves to).
 //   Never in a key: mtimes, the state dir or context paths, the user who builds, the
 //   snapshotter, the id-mapping mode, step names, or image-config-only instructions (LABEL,
 //   CMD, EXPOSE, … are not ops at all). So a Dockerfile gives the same keys in two state dirs
@@ -34,6 +35,9 @@ public enum SourceOp: Sendable {
     case inline(files: [InlineFile])
     /// A file fetched over http(s) (ADD URL), checked against `checksum` when given.
     case http(url: String, checksum: Digest?)
+    /// A commit of a git repository (ADD of a git URL, a git context): its files, read where
+    /// they are checked out. Its content is the commit the ref resolves to.
+    case git(GitSource)
 }
 
 public struct InlineFile: Sendable, Hashable {
@@ -229,6 +233,8 @@ public struct CopyAction: Sendable {
     public var excludes: [String]
     /// ADD: archives (not downloads) are unpacked.
     public var unpackArchives: Bool
+    /// Downloaded archives are unpacked too (an http(s) tarball as a build context).
+    public var unpackDownloads = false
     /// The keyword, for messages (COPY or ADD).
     public var keyword: String
 
@@ -281,6 +287,21 @@ public enum Op: Sendable {
             k.add("op", "source.http")
             k.add("url", url)
             k.add("checksum", checksum?.description ?? "")
+        case .source(.git(let g)):
+            // For the key the commit stands for the URL, ref and checksum (Solver.cacheKey); a
+            // kept .git holds the remote and the ref's name, so they count then.
+            k.add("op", "source.git")
+            if !forKey || g.keepGitDir {
+                k.add("remote", g.remote)
+                k.add("ref", g.ref)
+            }
+            if !forKey {
+                k.add("checksum", g.checksum ?? "")
+                k.add("fetch-by-commit", g.fetchByCommit ? "1" : "0")
+            }
+            k.add("subdir", g.subdir)
+            k.add("keep-git-dir", g.keepGitDir ? "1" : "0")
+            k.add("mtime", g.mtimeCommit ? "commit" : "checkout")
         case .exec(let e):
             k.add("op", "exec")
             k.add("args", e.args)
@@ -315,6 +336,8 @@ public enum Op: Sendable {
             k.add("chmod", c.chmod.map { String($0, radix: 8) } ?? "")
             k.add("exclude", c.excludes)
             k.add("unpack", c.unpackArchives ? "1" : "0")
+            // Only when set: the keys of every other copy stay what they were.
+            if c.unpackDownloads { k.add("unpack-downloads", "1") }
         }
     }
 
@@ -378,6 +401,9 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
         case .source(.inline(let files)):
             fields = "source inline " + files.map { "\($0.name)=\(String(decoding: $0.content, as: UTF8.self).debugDescription)" }.joined(separator: " ")
         case .source(.http(let u, let c)): fields = "source http \(u) checksum=\(c?.description ?? "-")"
+        case .source(.git(let g)):
+            fields = "source git \(g.display) keep-git-dir=\(g.keepGitDir) checksum=\(g.checksum ?? "-")"
+                + (g.mtimeCommit ? " mtime=commit" : "")
         case .exec(let e):
             fields = "exec args=\(e.args) env=\(e.env) cwd=\(e.cwd) user=\(e.user) network=\(e.network.rawValue)"
                 + (e.extraHosts.isEmpty ? "" : " extra-hosts=\(e.extraHosts.map(\.description))") + " platform=\(e.platform)"
@@ -389,6 +415,7 @@ public final class Vertex: Sendable, Hashable, CustomStringConvertible {
             let srcs = c.sources.map { "\($0.input):\($0.paths)" }.joined(separator: " ")
             fields = "file copy \(srcs) -> \(c.destination)\(c.destinationIsDirectory ? "/" : "") chown=\(c.chown ?? "-")"
                 + " chmod=\(c.chmod.map { String($0, radix: 8) } ?? "-") exclude=\(c.excludes) unpack=\(c.unpackArchives)"
+                + (c.unpackDownloads ? " unpack-downloads" : "")
         }
         return "\(digest.hex.prefix(12)) \(fields)" + (ins.isEmpty ? "" : " inputs=\(ins)")
     }

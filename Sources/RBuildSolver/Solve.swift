@@ -85,6 +85,12 @@ public final class Solver: Sendable {
     private let fetching = LockedDictionary<Digest, Task<Download, Error>>()
     private let fetched = LockedDictionary<Digest, Download>()
     private let matched = LockedDictionary<String, (matches: [CopyMatch], ignore: DockerIgnore)>()
+    /// Git sources: the state dir's repositories, each ref resolved once per solve, each commit
+    /// checked out once (on the first copy that needs its files).
+    let gits: GitRepositories
+    private let resolving = LockedDictionary<Digest, Task<GitResolved, Error>>()
+    private let resolved = LockedDictionary<Digest, GitResolved>()
+    private let checkouts = Mutex<[Digest: LayerStaging]>([:])
 
     public init(store: ImageStore, snapshotter: any Snapshotter, cache: CacheIndex, reporter: ProgressReporter,
                 sourceDateEpoch: Int64?, steps: InFlight<CachedResult> = InFlight(), secrets: BuildSecrets = BuildSecrets(),
@@ -106,6 +112,7 @@ public final class Solver: Sendable {
         self.secrets = secrets
         cacheMounts = CacheMounts(root: store.layout.cacheMounts, tasks: snapshotter.tasks)
         self.imports = imports
+        gits = GitRepositories(layout: store.layout)
     }
 
     /// The stacks of `roots`, in order. Context digests learnt on the way are remembered in the
@@ -163,6 +170,9 @@ public final class Solver: Sendable {
             return manifest
         case .source(.http):
             k.add("content", try await download(vertex).digest.description)
+            return k.digest
+        case .source(.git):
+            k.add("commit", try await resolveGit(vertex).commit)
             return k.digest
         case .source(.local(_, let path, let excludes)):
             k.add("content", try localKey(path: path, excludes: excludes, paths: ["."], keyword: "", what: "").description)
@@ -369,13 +379,53 @@ public final class Solver: Sendable {
         let task = fetching.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) {
             let d = try await self.blocking { [self] in
                 let staging = try LayerStaging(in: tmpRoot)
-                let (name, digest) = try located(vertex) { try fetch(url, into: staging, checksum: checksum) }
+                let (name, digest) = try locatedSource(vertex) { try fetch(url, into: staging, checksum: checksum) }
                 return Download(staging: staging, name: name, digest: digest)
             }
             self.fetched.set(vertex.digest, d)
             return d
         })
         return try await task.value
+    }
+
+    // MARK: - Git
+
+    /// The commit a git source's ref names (`git ls-remote`, once per solve): its key's content.
+    public func resolveGit(_ vertex: Vertex) async throws -> GitResolved {
+        guard case .source(.git(let source)) = vertex.op else { throw SolveError("internal: not a git source") }
+        let task = resolving.insertIfAbsent(vertex.digest, Task(executorPreference: SolverExecutor.shared) {
+            let r = try await self.blocking { [self] in try locatedSource(vertex) { try gits.resolve(source) } }
+            self.resolved.set(vertex.digest, r)
+            return r
+        })
+        return try await task.value
+    }
+
+    /// The directory holding a git source's checkout (fetched first when the state dir's
+    /// repository lacks the commit), made once per solve; its subdir is the caller's to apply.
+    func gitCheckout(_ vertex: Vertex) throws -> String {
+        guard case .source(.git(let source)) = vertex.op, let r = resolved[vertex.digest] else {
+            throw SolveError("internal: \(vertex) was not resolved")
+        }
+        // One checkout at a time in this process (processes wait on the repository's lock).
+        return try checkouts.withLock { done in
+            if let s = done[vertex.digest] { return s.dir + "/tree" }
+            let staging = try LayerStaging(in: tmpRoot)
+            guard mkdirat(staging.fd, "tree", 0o755) == 0 else { throw SystemError("mkdir", path: staging.dir + "/tree") }
+            try locatedSource(vertex) { try gits.checkout(source, r, into: staging.dir + "/tree") }
+            done[vertex.digest] = staging
+            return staging.dir + "/tree"
+        }
+    }
+
+    /// Errors of a source's work: at its instruction, else named by the source's name
+    /// (`--build-context NAME`).
+    func locatedSource<T>(_ vertex: Vertex, _ work: () throws -> T) throws -> T {
+        do {
+            return try located(vertex, work)
+        } catch let e as SolveError where vertex.origin == nil && !vertex.name.isEmpty {
+            throw SolveError("\(vertex.name): \(e.message)")
+        }
     }
 
     /// A download already made (while its key was computed: it is the key's content).
@@ -404,6 +454,7 @@ extension Vertex {
         if case .source(.local) = op { return true }
         if case .source(.inline) = op { return true }
         if case .source(.http) = op { return true }
+        if case .source(.git) = op { return true }
         return false
     }
 }

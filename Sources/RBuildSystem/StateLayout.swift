@@ -13,6 +13,8 @@ import Foundation
 /// snapshots/<kind>/      one directory per snapshotter kind (overlay, fuse-overlayfs, copy)
 /// tmp/                   staging of builds and exports; what killed builds left is pruned
 /// run/                   scratch directories of `rbuild run`
+/// git/<key>/             bare repositories of git sources (GitRepositories), by the sha256 of
+///                        their URL; `<key>.lock` the lock their fetchers hold
 /// cache-mounts/<key>/     RUN --mount=type=cache directories (CacheMounts): `id` names the
 ///                        mount, `<n>/` is its n-th copy (more than one with sharing=private),
 ///                        `<n>.lock` the lock its users hold
@@ -58,4 +60,6 @@ public struct StateLayout: Sendable, Equatable {
     public var cacheMounts: String { root + "/cache-mounts" }
     /// Build records and their logs (`rbuild history`).
     public var history: String { root + "/history" }
+    /// The repositories git sources are fetched into, one per remote URL.
+    public var git: String { root + "/git" }
 }

@@ -145,6 +145,37 @@ struct LoweringTests {
             _ = try df.lower(o, graph: Graph(), resolver: FixedImages())
         }
     }
+
+    @Test("git URLs: refused where BuildKit refuses them, at their line", arguments: [
+        ("COPY https://h/o/r.git /x/", "source can't be a git URL for COPY"),
+        ("ADD --checksum=abc ./local /x/", "ADD --checksum can only be used with a URL source"),
+        ("ADD --checksum=abc https://h/o/r.git ./local /x/", "ADD --checksum can only be used with a URL source"),
+        ("ADD --checksum=sha256:00 https://h/o/r.git /x/", "expected hex commit hash"),
+        ("ADD https://h/o/r.git?nope=1 /x/", "unexpected query \"nope\""),
+        ("ADD --keep-git-dir=true https://h/o/r.git?keep-git-dir=false /x/", "inconsistent keep-git-dir configuration"),
+        ("ADD ftp://h/o/r.git /x/", "only http(s) and git URLs are supported"),
+    ])
+    func gitErrors(_ line: String, _ message: String) {
+        #expect {
+            _ = try lowered("FROM busybox\n\(line)\n")
+        } throws: { e in
+            guard let e = e as? BuildError else { return false }
+            return e.line == 2 && e.message.contains(message)
+        }
+    }
+
+    @Test("a git or http(s) named context is a root of its files") func remoteNamedContexts() throws {
+        let df = try Dockerfile.parse("FROM busybox\nCOPY --from=src a /a\nCOPY --from=tb b /b\n")
+        var o = LoweringOptions(platform: .host)
+        o.buildContexts = ["src": "git@example.com:o/r.git#v1:sub", "tb": "https://example.com/ctx.tar.gz"]
+        let stage = try df.lower(o, graph: Graph(), resolver: FixedImages())
+        let text = Graph.dump([stage.root])
+        #expect(text.contains("source git git@example.com:o/r.git#v1:sub keep-git-dir=false"), "\(text)")
+        #expect(text.contains("# [context src] git@example.com:o/r.git#v1:sub"), "\(text)")
+        #expect(text.contains("source http https://example.com/ctx.tar.gz"), "\(text)")
+        #expect(text.contains("unpack=true unpack-downloads"), "\(text)")
+        #expect(text.contains("# [context tb] https://example.com/ctx.tar.gz"), "\(text)")
+    }
 }
 
 /// Cache keys of lowered graphs, computed by a solver over a real state dir (nothing runs).
