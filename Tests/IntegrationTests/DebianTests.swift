@@ -26,6 +26,16 @@ struct DebianTests {
         return r.status == 0 ? state : nil
     }
 
+    /// `importedDebian` and a context directory holding `dockerfile`; nil (skip) as there.
+    func debianContext(_ dockerfile: String) throws -> (fs: Rootfs, state: String, context: String)? {
+        let fs = try Rootfs()
+        guard let state = try importedDebian(fs) else { return nil }
+        let context = fs.dir + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try dockerfile.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+        return (fs, state, context)
+    }
+
     @Test("the fixture keeps Debian's shapes: _apt is uid 42, apt's partial dir is 0700 _apt, /root 0700")
     func fixtureShapes() throws {
         let fs = try Rootfs()
@@ -52,15 +62,11 @@ struct DebianTests {
     /// finds Debian's archive and PyPI through each helper's DNS forwarder.
     @Test("the default network's /etc/resolv.conf works for glibc", arguments: ["slirp4netns", "pasta"])
     func resolverThroughEachHelper(helper: String) throws {
-        let fs = try Rootfs()
-        guard let state = try importedDebian(fs) else { return }
-        let context = fs.dir + "/ctx"
-        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
-        try """
+        guard let (fs, state, context) = try debianContext("""
         FROM debian:bookworm
         RUN getent hosts deb.debian.org && getent ahosts pypi.org | head -n 1 && cat /etc/resolv.conf
 
-        """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+        """) else { return }
         let r = try rbuild(["build", "--root", state, "--progress", "plain", context], environment: helperEnvironment(helper))
         #expect(r.status == 0, "\(r.stderr.split(separator: "\n").suffix(30).joined(separator: "\n"))")
         #expect(r.stderr.contains("deb.debian.org") && r.stderr.contains("# rbuild: DNS through \(helper)"), "\(r.stderr)")
@@ -134,15 +140,11 @@ struct DebianTests {
     /// `--sbom`: the SPDX document lists what dpkg installed, jq included after apt-get install jq.
     @Test("--sbom lists jq after apt-get install jq", .timeLimit(.minutes(10)))
     func sbomListsInstalledPackages() throws {
-        let fs = try Rootfs()
-        guard let state = try importedDebian(fs) else { return }
-        let context = fs.dir + "/ctx"
-        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
-        try """
+        guard let (fs, state, context) = try debianContext("""
         FROM debian:bookworm
         RUN apt-get update -q && apt-get install -y -q --no-install-recommends jq && jq --version
 
-        """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+        """) else { return }
         let out = fs.dir + "/sbom.tar"
         let r = try rbuild(["build", "--root", state, "--progress", "plain", "--sbom", "true", "-t", "jq:1",
                             "-o", "type=oci,dest=\(out)", "-o", "type=image", context])
@@ -161,15 +163,11 @@ struct DebianTests {
     }
 
     func buildHello(_ apt: String) throws {
-        let fs = try Rootfs()
-        guard let state = try importedDebian(fs) else { return }
-        let context = fs.dir + "/ctx"
-        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
-        try """
+        guard let (fs, state, context) = try debianContext("""
         FROM debian:bookworm
         RUN getent hosts deb.debian.org && \(apt) update && \(apt) install -y --no-install-recommends hello && hello
 
-        """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+        """) else { return }
         let r = try rbuild(["build", "--root", state, "--progress", "plain", "-t", "hello:1", context])
         #expect(r.status == 0, "\(r.stderr.split(separator: "\n").suffix(40).joined(separator: "\n"))")
         #expect(r.stderr.contains("Hello, world!") || r.stdout.contains("Hello, world!"), "\(r.stderr.suffix(2000))")
