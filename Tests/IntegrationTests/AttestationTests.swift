@@ -136,6 +136,15 @@ struct AttestationTests {
         #expect(r.status == 0, "\(r.stderr)")
         let raw = try runProcess("/usr/bin/skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://" + ref])
         #expect(raw.stdout.contains("attestation-manifest"), "\(raw.stdout) \(raw.stderr)")
+        // skopeo copies them with the image (--all): a layout with the attestation manifest and its statements.
+        let copied = b.fs.dir + "/copied"
+        let copy = try runProcess("/usr/bin/skopeo", ["copy", "--all", "--src-tls-verify=false", "docker://" + ref, "oci:" + copied + ":x"])
+        #expect(copy.status == 0, "\(copy.stderr)")
+        let layout = try String(contentsOfFile: copied + "/index.json", encoding: .utf8)
+        let top = (try JSONSerialization.jsonObject(with: Data(layout.utf8)) as? [String: Any])?["manifests"] as? [[String: Any]]
+        let indexDigest = (top?.first?["digest"] as? String ?? "").dropFirst(7)
+        let copiedIndex = try String(contentsOfFile: copied + "/blobs/sha256/" + indexDigest, encoding: .utf8)
+        #expect(copiedIndex.contains("attestation-manifest"), "\(copiedIndex)")
         let other = b.fs.dir + "/pulled"
         let pull = try rbuild(["pull", "--root", other, ref])
         #expect(pull.status == 0, "\(pull.stderr)")
