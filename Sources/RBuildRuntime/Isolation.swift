@@ -23,6 +23,13 @@ public enum Isolation: String, Sendable, Codable, CaseIterable {
     /// `RBUILD_ISOLATION`: the isolation to use when none is passed (`auto` or unset: detect).
     public static let variable = "RBUILD_ISOLATION"
 
+    /// `RBUILD_ISOLATION`, read once (every sandbox asks).
+    static let environmentRequest: Result<Isolation?, RuntimeError> = {
+        do { return .success(try parse(ProcessInfo.processInfo.environment[variable] ?? "")) } catch let e as RuntimeError {
+            return .failure(e)
+        } catch { return .failure(RuntimeError(.badOption, "\(error)")) }
+    }()
+
     /// `auto` (nil), `sandbox`, `no-pid-sandbox` or `chroot`.
     public static func parse(_ text: String) throws -> Isolation? {
         if text == "auto" || text.isEmpty { return nil }
@@ -35,12 +42,8 @@ public enum Isolation: String, Sendable, Codable, CaseIterable {
     /// The choice for `requested` (nil: `RBUILD_ISOLATION`, else the strongest that works here),
     /// checked against what this system allows. Probes at most twice per process.
     public static func choose(_ requested: Isolation? = nil) throws -> IsolationChoice {
-        var requested = requested
-        if requested == nil, let env = ProcessInfo.processInfo.environment[variable] {
-            requested = try parse(env)
-        }
         let facts = IsolationFacts.current
-        guard let requested else { return try facts.strongest() }
+        guard let requested = try requested ?? environmentRequest.get() else { return try facts.strongest() }
         if let why = facts.problem(requested) {
             throw RuntimeError(.hostUnsupported, "the \(requested.rawValue) isolation cannot be used here: \(why)")
         }

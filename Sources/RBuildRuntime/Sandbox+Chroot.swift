@@ -85,6 +85,22 @@ final class ChrootRoot {
         ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
     ]
 
+    /// A new file `name` in `dir` with these bytes, mode and owner (nil: ours); nil, or why not.
+    static func makeFile(_ dir: Int32, _ name: String, _ content: [UInt8], mode: mode_t,
+                         owner: (uid: UInt32, gid: UInt32)? = nil) -> String? {
+        let fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return errnoText(errno) }
+        defer { close(fd) }
+        guard (try? writeAll(fd, content)) != nil, owner.map({ fchown(fd, $0.uid, $0.gid) == 0 }) ?? true,
+              fchmod(fd, mode & 0o7777) == 0 else { return errnoText(errno) }
+        return nil
+    }
+
+    /// A new directory `name` in `dir`, mode 1777 (a tmpfs's, /dev/shm's); nil, or why not.
+    static func makeDirectory(_ dir: Int32, _ name: String) -> String? {
+        mkdirat(dir, name, 0o1777) == 0 && fchmodat(dir, name, 0o1777, 0) == 0 ? nil : errnoText(errno)
+    }
+
     /// glibc's makedev (a macro Swift cannot import): the kernel's dev_t encoding.
     static func deviceNumber(_ major: UInt32, _ minor: UInt32) -> dev_t {
         let ma = UInt64(major), mi = UInt64(minor)
@@ -118,25 +134,20 @@ final class ChrootRoot {
     func place(etcFiles: [(name: String, content: [UInt8])]) throws {
         if let etc = try directory("etc") {
             for (name, content) in etcFiles {
-                try replace(name, in: etc) { dir, name in
-                    let fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-                    guard fd >= 0 else { return false }
-                    defer { close(fd) }
-                    fchmod(fd, 0o644)
-                    return (try? writeAll(fd, content)) != nil
+                try replace(name, in: etc, required: false) { dir, name in
+                    ChrootRoot.makeFile(dir, name, content, mode: 0o644)
                 }
             }
         }
         if let dev = try directory("dev") {
             for d in ChrootRoot.devices {
-                try replace(d.name, in: dev) { dir, name in
-                    guard mknodat(dir, name, S_IFCHR | 0o666, ChrootRoot.deviceNumber(d.major, d.minor)) == 0 else { return false }
-                    return fchmodat(dir, name, 0o666, 0) == 0
+                // Where the container refuses mknod, the node is left out.
+                try replace(d.name, in: dev, required: false) { dir, name in
+                    mknodat(dir, name, S_IFCHR | 0o666, ChrootRoot.deviceNumber(d.major, d.minor)) == 0
+                        && fchmodat(dir, name, 0o666, 0) == 0 ? nil : errnoText(errno)
                 }
             }
-            try replace("shm", in: dev, keepExisting: true) { dir, name in
-                mkdirat(dir, name, 0o1777) == 0 && fchmodat(dir, name, 0o1777, 0) == 0
-            }
+            try replace("shm", in: dev, keepExisting: true, required: false, make: ChrootRoot.makeDirectory)
         }
     }
 
@@ -165,19 +176,9 @@ final class ChrootRoot {
                 // The solver hands the chroot isolation a copy to rename in instead (Mounts.swift).
                 throw RuntimeError(.hostUnsupported, "mounting a snapshot on \(m.target) cannot be done with the chroot isolation, which makes no mounts")
             case .tmpfs:
-                try replace(name, in: dir, make: { d, n in
-                    mkdirat(d, n, 0o1777) == 0 && fchmodat(d, n, 0o1777, 0) == 0 ? nil : errnoText(errno)
-                })
+                try replace(name, in: dir, make: ChrootRoot.makeDirectory)
             case .file(_, let content, let uid, let gid, let mode):
-                try replace(name, in: dir, make: { d, n in
-                    let fd = openat(d, n, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                    guard fd >= 0 else { return errnoText(errno) }
-                    defer { close(fd) }
-                    guard (try? writeAll(fd, content)) != nil, fchown(fd, uid, gid) == 0, fchmod(fd, mode & 0o7777) == 0 else {
-                        return errnoText(errno)
-                    }
-                    return nil
-                })
+                try replace(name, in: dir) { d, n in ChrootRoot.makeFile(d, n, content, mode: mode, owner: (uid, gid)) }
             }
         }
     }
@@ -245,15 +246,11 @@ final class ChrootRoot {
 
     /// Moves an existing `name` in `dir` aside (unless `keepExisting`), makes ours with `make`,
     /// and registers taking both back. A `make` that fails leaves the name empty.
-    private func replace(_ name: String, in dir: Int32, keepExisting: Bool = false,
-                         make: (Int32, String) -> Bool) throws {
-        try replace(name, in: dir, keepExisting: keepExisting, make: { make($0, $1) ? nil : "failed" }, required: false)
-    }
-
-    /// `replace` whose `make` must work (it returns why not), with a `takeBack` of its own
-    /// (default: remove what is at the name).
-    private func replace(_ name: String, in dir: Int32, keepExisting: Bool = false, make: (Int32, String) -> String?,
-                         required: Bool = true, takeBack: (@Sendable (Int32, String) throws -> Void)? = nil) throws {
+    /// `make` returns nil, or why it failed (a failure throws when `required`, else the name
+    /// stays empty); `takeBack` undoes it (default: remove what is at the name).
+    private func replace(_ name: String, in dir: Int32, keepExisting: Bool = false, required: Bool = true,
+                         make: (Int32, String) -> String?,
+                         takeBack: (@Sendable (Int32, String) throws -> Void)? = nil) throws {
         var st = stat()
         let exists = fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0
         if exists && keepExisting { return }

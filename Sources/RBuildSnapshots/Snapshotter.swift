@@ -330,13 +330,11 @@ public final class OverlaySnapshotter: Snapshotter {
         for d in [root + "/layers", active, empty] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         }
-        if fuseProgram == nil, let placement = OverlayPlacement.scratch(forStateDirectory: root) {
+        if fuseProgram == nil, let placement = OverlaySnapshotter.scratchUpperRoot(root) {
             switch placement {
             case .failure(let e): throw SnapshotError(e.message)
             case .success(let dir):
-                // One directory per user and state dir, kept between builds (`prune` sweeps it).
-                let name = "rbuild-upper-\(getuid())-" + String(root.utf8.reduce(UInt64(14695981039346656037)) { ($0 ^ UInt64($1)) &* 1099511628211 }, radix: 16)
-                upperRoot = dir + "/" + name
+                upperRoot = dir
                 if mkdir(upperRoot, 0o700) != 0 && errno != EEXIST {
                     throw SnapshotError("cannot create \(upperRoot): \(String(cString: strerror(errno)))")
                 }
@@ -348,6 +346,15 @@ public final class OverlaySnapshotter: Snapshotter {
             }
         }
         upperRoot = active
+    }
+
+    /// Where a kernel overlay snapshotter rooted at `root` makes its active snapshots when its
+    /// state dir is on overlayfs (`OverlayPlacement`): one directory per user and state dir in
+    /// the scratch directory, kept between builds (`prune` sweeps it). nil: in the state dir.
+    static func scratchUpperRoot(_ root: String) -> Result<String, OverlayPlacement.PlacementError>? {
+        OverlayPlacement.scratch(forStateDirectory: root)?.map {
+            $0 + "/rbuild-upper-\(getuid())-" + Digest.of(Array(root.utf8)).hex.prefix(16)
+        }
     }
 
     /// The state dir's directory of active snapshots.
@@ -662,12 +669,7 @@ public func removeLeftovers(stateDirectory: String, olderThan age: TimeInterval,
     for kind in SnapshotterKind.allCases {
         let root = layout.snapshots(kind: kind.rawValue)
         sweep(root + "/active")
-        if let dir = try? OverlayPlacement.scratch(forStateDirectory: root)?.get() {
-            let uid = "rbuild-upper-\(getuid())-"
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(uid) {
-                sweep(dir + "/" + name)
-            }
-        }
+        if kind == .overlay, let upper = try? OverlaySnapshotter.scratchUpperRoot(root)?.get() { sweep(upper) }
         for sub in ["layers", "chains"] {
             sweep(root + "/" + sub, only: { $0.hasPrefix("tmp-") })
             if snapshots { sweep(root + "/" + sub, all: true, only: { !$0.hasPrefix("tmp-") }) }
