@@ -91,7 +91,8 @@ public final class BlobReader {
         fstat(fd, &st)
         fileSize = Int64(st.st_size)
         if let d = blob.digest, let size = blob.size, size != fileSize {
-            close(fd)
+            // Every stored property is set: the throw runs deinit, which closes `fd` (closing it
+            // here too closed it twice, and the second time some other thread's new file).
             throw OCIError.corrupt(d, store: blob.store, "it has \(fileSize) bytes, expected \(size)")
         }
     }

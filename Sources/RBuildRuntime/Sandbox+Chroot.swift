@@ -119,8 +119,8 @@ final class ChrootRoot {
         aside = dir
         asideFD = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard asideFD >= 0 else {
-            close(rootFD)
-            rmdir(dir)
+            // Every stored property is set: the throw runs deinit, which closes rootFD and
+            // removes the directory.
             throw RuntimeError(.spawnFailed, "cannot open \(dir): \(errnoText(errno))")
         }
     }
