@@ -81,7 +81,15 @@ public final class BlobReader {
 
     public init(_ blob: StoredBlob) throws {
         self.blob = blob
-        fd = open(blob.path, O_RDONLY | O_CLOEXEC)
+        var fd = open(blob.path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT, let d = blob.digest, let root = blob.store,
+           try ContentStore(root: root).materialise(d) {
+            // A layer kept as a snapshot directory (`LayerRecipe`): its plain blob is written
+            // now, for a reader that wants those bytes (an uncompressed export, another
+            // snapshotter unpacking it).
+            fd = open(blob.path, O_RDONLY | O_CLOEXEC)
+        }
+        self.fd = fd
         guard fd >= 0 else {
             let e = errno
             if e == ENOENT, let d = blob.digest { throw OCIError.missing(d, store: blob.store) }

@@ -23,7 +23,8 @@ public final class ContentStore: @unchecked Sendable {
 
     public func path(_ d: Digest) -> String { layout.sha256Blobs + "/" + d.hex }
 
-    public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }
+    /// Whether the store has blob `d`, as a file or as a layer it can pack again (`LayerRecipe`).
+    public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 || isPackable(d) }
 
     /// Stores `bytes`; with `expected`, refuses bytes that do not match it.
     @discardableResult
@@ -105,7 +106,7 @@ public final class ContentStore: @unchecked Sendable {
 
     public func size(_ d: Digest) -> Int64? {
         var st = stat()
-        return stat(path(d), &st) == 0 ? Int64(st.st_size) : nil
+        return stat(path(d), &st) == 0 ? Int64(st.st_size) : recipe(d)?.size
     }
 
     public func allBlobs() -> [Digest] {
@@ -113,15 +114,26 @@ public final class ContentStore: @unchecked Sendable {
             .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
     }
 
-    /// Deletes every blob but those in `live`, and temp files of writers that died. Returns the
-    /// number of blobs and bytes removed.
+    /// Deletes every blob but those in `live`, the layer recipes of others (those younger than
+    /// `recipeGrace` seconds only when their blob exists: a running step may not have stored
+    /// its cache record yet), and temp files of writers that died. Returns the number of blobs
+    /// and bytes removed.
     @discardableResult
-    public func removeBlobs(except live: Set<Digest>) throws -> (blobs: Int, bytes: Int64) {
+    public func removeBlobs(except live: Set<Digest>, recipeGrace: Int = 3600) throws -> (blobs: Int, bytes: Int64) {
         var removed = 0
         var bytes: Int64 = 0
         for d in allBlobs() where !live.contains(d) {
             bytes += size(d) ?? 0
             if unlink(path(d)) == 0 { removed += 1 }
+        }
+        // A recipe nothing names goes (its directory is a snapshot: prune --all removes those).
+        // So does one whose blob exists after all; a young one may belong to a step that
+        // recorded it and has not yet stored its cache record.
+        for d in allRecipes() where !live.contains(d) || access(path(d), F_OK) == 0 {
+            var st = stat()
+            if access(path(d), F_OK) == 0 || (stat(recipePath(d), &st) == 0 && time(nil) - st.st_mtim.tv_sec >= recipeGrace) {
+                unlink(recipePath(d))
+            }
         }
         // Temp files of writers that died (older than an hour) go too.
         let ingest = layout.ingest

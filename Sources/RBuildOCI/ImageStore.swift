@@ -178,7 +178,7 @@ public final class ImageStore: @unchecked Sendable {
     }
 
     /// Removes blobs that neither a named image nor `extra` (a build cache's layers) uses.
-    public func pruneBlobs(keeping extra: [Digest] = []) throws -> (blobs: Int, bytes: Int64) {
+    public func pruneBlobs(keeping extra: [Digest] = [], recipeGrace: Int = 3600) throws -> (blobs: Int, bytes: Int64) {
         var live = Set(extra)
         var queue = try list().map(\.descriptor)
         // Only indexes and manifests are read (a layer is never opened); a document that cannot
@@ -192,7 +192,7 @@ public final class ImageStore: @unchecked Sendable {
             case nil: break
             }
         }
-        return try content.removeBlobs(except: live)
+        return try content.removeBlobs(except: live, recipeGrace: recipeGrace)
     }
 }
 

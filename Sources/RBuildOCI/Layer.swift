@@ -30,6 +30,13 @@ public struct LayerOptions: Sendable {
     /// Recorded ownership by path (relative, no leading slash), before `ownership` is asked:
     /// COPY --chown and the owners a copied tree keeps, whatever ids this host can represent.
     public var owners: [String: (uid: UInt32, gid: UInt32)] = [:]
+    /// false: the tar is hashed (diffID, size) but its bytes are not kept — the caller keeps the
+    /// directory it was packed from and records a `LayerRecipe` to pack it again (uncompressed
+    /// layers only). The result's descriptor then names a blob the store can make on demand.
+    public var storesBlob = true
+    /// When set, the tar must hash to this (a layer packed again from its recipe): otherwise
+    /// nothing is stored and `diffIDMismatch` is thrown.
+    public var expectedDiffID: Digest?
 
     public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) {
         self.compression = compression
@@ -66,7 +73,8 @@ protocol TarSink: AnyObject {
 final class LayerSink: TarSink {
     let diff = SHA256()
     var uncompressed: Int64 = 0
-    let blob: BlobWriter
+    /// nil: hashing only (`LayerOptions.storesBlob` false).
+    let blob: BlobWriter?
     let compression: Compression
     var zs = z_stream()
     var zstd: OpaquePointer?
@@ -81,13 +89,16 @@ final class LayerSink: TarSink {
     var pending: [[UInt8]] = []
     var current: [UInt8] = []
 
-    init(store: ContentStore, compression: Compression, level: Int?, parallel: Bool = ProcessInfo.processInfo.activeProcessorCount > 1) throws {
-        blob = try BlobWriter(store: store)
+    /// Always the parallel form for gzip, whatever the core count: a one-core machine must write
+    /// the same bytes as a many-core one (reproducible digests).
+    init(store: ContentStore, compression: Compression, level: Int?, storesBlob: Bool = true) throws {
+        precondition(storesBlob || compression == .none, "only an uncompressed layer can be hashed without storing it")
+        blob = storesBlob ? try BlobWriter(store: store) : nil
         // An uncompressed layer's blob digest is its diffID: hash the bytes once.
-        blob.hashing = compression != .none
+        blob?.hashing = compression != .none
         self.compression = compression
         self.level = level
-        self.parallelGzip = compression == .gzip && parallel
+        self.parallelGzip = compression == .gzip
         switch compression {
         case .gzip:
             // windowBits 15 + 16: a gzip wrapper (RFC 1952) around the deflate stream.
@@ -106,9 +117,13 @@ final class LayerSink: TarSink {
         if let zstd { ZSTD_freeCCtx(zstd) }
     }
 
+    /// Also receives the uncompressed tar.
+    var forward: ((UnsafeRawBufferPointer) throws -> Void)?
+
     func write(_ data: UnsafeRawBufferPointer) throws {
         diff.update(data)
         uncompressed += Int64(data.count)
+        try forward?(data)
         if parallelGzip {
             var rest = data[...]
             while !rest.isEmpty {
@@ -143,14 +158,14 @@ final class LayerSink: TarSink {
         }
         for r in results {
             guard !r.isEmpty else { throw OCIError(.io, "gzip compression of a layer chunk failed") }
-            try blob.write(r)
+            try blob?.write(r)
         }
     }
 
     func compress(_ data: UnsafeRawBufferPointer, final: Bool) throws {
         switch compression {
         case .none:
-            try blob.write(data)
+            try blob?.write(data)
         case .gzip:
             zs.next_in = UnsafeMutablePointer(mutating: data.baseAddress?.assumingMemoryBound(to: UInt8.self))
             zs.avail_in = UInt32(data.count)
@@ -164,7 +179,7 @@ final class LayerSink: TarSink {
                     }
                     return buf.count - Int(zs.avail_out)
                 }
-                if produced > 0 { try out.withUnsafeBytes { try blob.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
+                if produced > 0 { try out.withUnsafeBytes { try blob?.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
                 if final && zs.avail_out != 0 && zs.avail_in == 0 { break }
             } while zs.avail_in > 0 || zs.avail_out == 0
         case .zstd:
@@ -180,12 +195,14 @@ final class LayerSink: TarSink {
                     finished = !final || rc == 0
                     return output.pos
                 }
-                if produced > 0 { try out.withUnsafeBytes { try blob.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
+                if produced > 0 { try out.withUnsafeBytes { try blob?.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) } }
             } while input.pos < input.size || !finished
         }
     }
 
-    func finish() throws -> (Digest, Int64, Digest, Int64) {
+    /// Ends the stream and stores the blob (unless hashing only); with `expectedDiffID`, a tar
+    /// that hashes otherwise is refused before anything is stored.
+    func finish(expectedDiffID: Digest? = nil, what: String = "layer") throws -> (Digest, Int64, Digest, Int64) {
         if parallelGzip {
             if !current.isEmpty || (pending.isEmpty && uncompressed == 0) { pending.append(current) }
             current = []
@@ -194,6 +211,11 @@ final class LayerSink: TarSink {
             try compress(UnsafeRawBufferPointer(start: nil, count: 0), final: true)
         }
         let diffID = diff.finish()
+        if let expectedDiffID, expectedDiffID != diffID {
+            blob?.abort()
+            throw OCIError(.diffIDMismatch, "\(what) packs to \(diffID), not its diff_id \(expectedDiffID)")
+        }
+        guard let blob else { return (diffID, uncompressed, diffID, uncompressed) }
         let (digest, size) = try blob.commit(expected: nil, known: compression == .none ? diffID : nil)
         return (digest, size, diffID, uncompressed)
     }
@@ -274,6 +296,13 @@ final class TarWriter {
 /// byte by byte.
 public func writeLayer(fromDirectory root: String, base: String? = nil, store: ContentStore,
                        options: LayerOptions = LayerOptions()) throws -> LayerResult {
+    try packDirectory(root, base: base, store: store, options: options, forward: nil)
+}
+
+/// `writeLayer`, the uncompressed tar also handed to `forward` as it is made (a layer packed
+/// from its recipe straight into an export).
+func packDirectory(_ root: String, base: String?, store: ContentStore, options: LayerOptions,
+                   forward: ((UnsafeRawBufferPointer) throws -> Void)?) throws -> LayerResult {
     let rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard rootfd >= 0 else {
         throw OCIError(.notFound, "cannot open directory \(root): \(String(cString: strerror(errno)))")
@@ -289,7 +318,8 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
     defer { if basefd >= 0 { close(basefd) } }
     /// Directories of a diff whose header waits until something below them changes.
     var pendingDirs: [(rel: String, st: stat)] = []
-    let sink = try LayerSink(store: store, compression: options.compression, level: options.level)
+    let sink = try LayerSink(store: store, compression: options.compression, level: options.level, storesBlob: options.storesBlob)
+    sink.forward = forward
     let tar = try TarWriter(sink: sink)
     var links: [String: String] = [:]   // "dev:ino" → first path
     var buf = [UInt8](repeating: 0, count: 1 << 20)
@@ -469,7 +499,7 @@ public func writeLayer(fromDirectory root: String, base: String? = nil, store: C
 
     try walk(dirfd: rootfd, prefix: "", baseDir: basefd)
     try tar.close()
-    let (digest, size, diffID, usize) = try sink.finish()
+    let (digest, size, diffID, usize) = try sink.finish(expectedDiffID: options.expectedDiffID, what: "the layer in \(root)")
     return LayerResult(descriptor: Descriptor(mediaType: options.compression.mediaType, digest: digest, size: size),
                        diffID: diffID, uncompressedSize: usize, entries: entries)
 }
@@ -536,6 +566,12 @@ public func recompressLayer(_ layer: Descriptor, to compression: Compression, le
     let same = layer.mediaType == compression.mediaType
         || (compression == .gzip && layer.mediaType == MediaType.dockerLayerGzip)
     if same { return layer }
+    if layer.mediaType == MediaType.ociLayer && store.isPackable(layer.digest) {
+        // Kept as a snapshot directory: packed and compressed in one pass, the plain tar never
+        // stored (`LayerRecipe`).
+        let r = try store.pack(layer.digest, compression: compression, level: level)
+        return r.descriptor
+    }
     let sink = try LayerSink(store: store, compression: compression, level: level)
     try decompressLayer(store.blob(layer)) { try sink.write($0) }
     let (digest, size, _, _) = try sink.finish()

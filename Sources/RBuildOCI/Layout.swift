@@ -110,8 +110,17 @@ extension ImageStore {
     func writeLayout(_ top: Descriptor, name: String?, to dir: String) throws {
         try makeDirectory(dir + "/blobs/sha256")
         for d in try closure(of: top) where access(dir + "/blobs/sha256/" + d.digest.hex, F_OK) != 0 {
-            // A copy, never a hard link: the output must not share an inode with the store (an
-            // edit of one would corrupt the other), and the bytes are checked on the way.
+            if content.isPackable(d.digest) {
+                // A layer kept as its snapshot (`LayerRecipe`): packed straight into the output.
+                try replaceAtomically(dir + "/blobs/sha256/" + d.digest.hex, isDirectory: false) { tmp in
+                    let out = try FileSink(path: tmp)
+                    try content.pack(d.digest) { try out.write($0) }
+                }
+                continue
+            }
+            // A copy (a reflink where the filesystem can), never a hard link: the output must
+            // not share an inode with the store (an edit of one would corrupt the other), and
+            // the bytes are checked on the way.
             try content.copy(content.blob(d), to: dir + "/blobs/sha256/" + d.digest.hex)
         }
         try writeFile(dir + "/oci-layout", layoutMarker)
@@ -140,6 +149,20 @@ extension ImageStore {
             var seen = Set<Digest>()
             for d in blobs.sorted(by: { $0.digest < $1.digest }) where seen.insert(d.digest).inserted {
                 let name = "blobs/sha256/" + d.digest.hex
+                if content.isPackable(d.digest), let size = content.recipe(d.digest)?.size {
+                    // Packed from its snapshot (`LayerRecipe`) into the archive, checked
+                    // against its digest at the end (a failure removes the whole archive).
+                    try header(name, directory: false, size: size)
+                    var written: Int64 = 0
+                    try content.pack(d.digest) { bytes in
+                        written += Int64(bytes.count)
+                        guard written <= size else {
+                            throw OCIError(.diffIDMismatch, "layer \(d.digest) packs to more than the \(size) bytes it was built with: its snapshot changed since; run `rbuild prune --all`, then build the image again")
+                        }
+                        try tar.data(bytes, name)
+                    }
+                    continue
+                }
                 let reader = try BlobReader(content.blob(d))
                 try header(name, directory: false, size: reader.fileSize)
                 try reader.forEach { try tar.data($0, name) }

@@ -6,6 +6,8 @@ import Foundation
 ///
 /// ```
 /// blobs/sha256/<hex>     the content store (ContentStore), written via ingest/
+/// blobs/recipes/<hex>    layers kept only as a snapshot's directory (LayerRecipe): how to pack
+///                        blob <hex> again when an export, push or cache export asks for it
 /// ingest/                the content store's temp files (renamed into blobs/ once verified)
 /// images.json            named local images (ImageStore), replaced under images.lock
 /// images.lock
@@ -41,6 +43,8 @@ public struct StateLayout: Sendable, Equatable {
     /// The content store's blobs, by algorithm: `blobs/sha256/<hex>`.
     public var blobs: String { root + "/blobs" }
     public var sha256Blobs: String { blobs + "/sha256" }
+    /// Recipes of layers whose bytes are kept as a snapshot directory, not as a blob.
+    public var layerRecipes: String { blobs + "/recipes" }
     /// The content store's temp files.
     public var ingest: String { root + "/ingest" }
     /// Named local images, and the lock their writers hold.
