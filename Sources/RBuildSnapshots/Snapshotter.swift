@@ -96,6 +96,18 @@ public protocol Snapshotter: Sendable {
     /// Throws `active` away.
     func remove(_ active: ActiveSnapshot) throws
     func usage() throws -> SnapshotUsage
+    /// Whether `commit` and `adopt` keep the tree a step wrote, as it was, as that layer's
+    /// snapshot: then the step's layer need not be stored as a blob as well — the store records
+    /// how to pack it again (`LayerRecipe`) and makes the blob when an export asks.
+    var keepsLayerTrees: Bool { get }
+    /// Whether the tree kept for layer `diffID` after `commit`/`adopt` is the step's own (or one
+    /// kept the same way before) — not one unpacked from a blob, whose repack may differ.
+    func keepsOwnTree(_ diffID: Digest) -> Bool
+}
+
+extension Snapshotter {
+    public var keepsLayerTrees: Bool { false }
+    public func keepsOwnTree(_ diffID: Digest) -> Bool { false }
 }
 
 /// Choosing a snapshotter: what the host allows and why.
@@ -365,9 +377,24 @@ public final class OverlaySnapshotter: Snapshotter {
 
     func layerDirectory(_ diffID: Digest) -> String { root + "/layers/" + diffID.hex }
 
+    /// A committed or adopted upper directory is the layer's tree exactly as the step's diff
+    /// packed it (a rename, never a copy) — unless upper directories live off the state dir's
+    /// filesystem (`OverlayPlacement`), where committing copies them and turns whiteouts into
+    /// xattr ones.
+    public var keepsLayerTrees: Bool { upperRoot == active }
+
+    /// A layer directory unpacked from a blob carries an `unpacked` mark beside its `fs`.
+    public func keepsOwnTree(_ diffID: Digest) -> Bool {
+        keepsLayerTrees && access(layerDirectory(diffID) + "/unpacked", F_OK) != 0
+    }
+
     public func apply(layer blob: StoredBlob, diffID: Digest, name: String, on parent: Snapshot) throws -> Snapshot {
         let dir = try materialise(layerDirectory(diffID), in: root + "/layers", tasks: tasks) { tmp in
             try FileManager.default.createDirectory(atPath: tmp + "/fs", withIntermediateDirectories: false)
+            // Its tree is the blob's unpacked, not a step's own: never a layer recipe's source.
+            let mark = open(tmp + "/unpacked", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard mark >= 0 else { throw SnapshotError("cannot create \(tmp)/unpacked: \(String(cString: strerror(errno)))") }
+            close(mark)
             let owners = try unpackLayer(blob, into: tmp + "/fs", layerName: name,
                                          whiteouts: fuseProgram == nil ? .overlayXattr : .ociFiles,
                                          check: LayerCheck(diffID: diffID, maxSize: maxLayerSize))

@@ -66,17 +66,57 @@ final class LayerStaging: @unchecked Sendable {
             guard lstat(dir + "/" + path, &st) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { continue }
             records.append(Ownership.Record(path: path, uid: o.uid, gid: o.gid, mode: UInt32(st.st_mode & 0o7777)))
         }
-        return try snapshotter.adopt(dir, layer: store.blob(layer), diffID: diffID, name: layer.digest.description,
-                                     owners: records, on: base)
+        let made = try snapshotter.adopt(dir, layer: store.blob(layer), diffID: diffID, name: layer.digest.description,
+                                         owners: records, on: base)
+        if let (options, size) = packed {
+            try recordRecipe(diffID, snapshot: made, size: size, options: options, snapshotter: snapshotter, store: store)
+        }
+        return made
     }
 
-    func layer(store: ContentStore, options: LayerOptions) throws -> CachedResult {
+    /// How `layer` packed the tree when it kept no blob (the snapshotter keeps the tree).
+    var packed: (LayerOptions, Int64)?
+
+    /// Packs the tree as the step's layer (`Solver.packLayer`).
+    func layer(store: ContentStore, options: LayerOptions, snapshotter: any Snapshotter) throws -> CachedResult {
         var opts = options
         opts.owners = owners
         let uid = getuid(), gid = getgid()
         opts.ownership = { u, g in (u == uid ? 0 : u, g == gid ? 0 : g) }
-        let result = try writeLayer(fromDirectory: dir, store: store, options: opts)
+        let (result, kept) = try packLayer(store: store, options: opts, snapshotter: snapshotter) {
+            try writeLayer(fromDirectory: dir, store: store, options: $0)
+        }
+        packed = kept.map { ($0, result.uncompressedSize) }
         return result.entries == 0 ? CachedResult(layer: nil, diffID: nil) : CachedResult(layer: result.descriptor, diffID: result.diffID)
+    }
+}
+
+/// Packs a step's layer with `write`. Where the snapshotter keeps the step's tree as the layer's
+/// snapshot, the tar is only hashed — one copy of the bytes in the state dir; the blob is made
+/// from the tree when an export asks (`LayerRecipe`) — and the options it was packed with are
+/// returned for the recipe; else (or when the snapshotter already holds this layer as one
+/// unpacked from a blob) the blob is stored as it is packed.
+func packLayer(store: ContentStore, options: LayerOptions, snapshotter: any Snapshotter,
+               _ write: (LayerOptions) throws -> LayerResult) throws -> (LayerResult, LayerOptions?) {
+    var opts = options
+    opts.storesBlob = opts.compression == .none && snapshotter.keepsLayerTrees ? false : true
+    var result = try write(opts)
+    if !opts.storesBlob && result.entries > 0 && !snapshotter.keepsOwnTree(result.diffID) && !store.contains(result.diffID) {
+        opts.storesBlob = true
+        result = try write(opts)
+    }
+    return (result, opts.storesBlob ? nil : opts)
+}
+
+/// After `commit`/`adopt` made `snapshot`, whose top directory is the tree a layer was packed
+/// from with `options`: records how to pack it again.
+func recordRecipe(_ diffID: Digest, snapshot: Snapshot?, size: Int64, options: LayerOptions,
+                  snapshotter: any Snapshotter, store: ContentStore) throws {
+    guard let dir = snapshot?.directories.last else { return }
+    do {
+        try store.recordRecipe(diffID, directory: dir, size: size, options: options, idMapping: snapshotter.mapping.mode)
+    } catch let e as OCIError {
+        throw SolveError(e.message)
     }
 }
 
@@ -156,10 +196,16 @@ extension Solver {
                              outputTail: tail)
         }
         try removeMountPoints(stubs, active: active, base: base)
-        let layer = try snapshotter.diff(active, store: store.content, options: layerOptions)
+        let (layer, packed) = try packLayer(store: store.content, options: layerOptions, snapshotter: snapshotter) {
+            try snapshotter.diff(active, store: store.content, options: $0)
+        }
         if layer.entries == 0 { return (CachedResult(layer: nil, diffID: nil), nil) }
         let made = try snapshotter.commit(active, diffID: layer.diffID)
         kept = true
+        if let packed {
+            try recordRecipe(layer.diffID, snapshot: made, size: layer.uncompressedSize, options: packed,
+                             snapshotter: snapshotter, store: store.content)
+        }
         return (CachedResult(layer: layer.descriptor, diffID: layer.diffID), made)
     }
 
@@ -242,7 +288,7 @@ extension Solver {
         }
         let staging = try LayerStaging(in: tmpRoot)
         close(try staging.makeDirectories(comps, base: view, mapping: snapshotter.mapping, owner: owner))
-        let result = try staging.layer(store: store.content, options: layerOptions)
+        let result = try staging.layer(store: store.content, options: layerOptions, snapshotter: snapshotter)
         return (result, try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: root))
     }
 
@@ -346,7 +392,7 @@ extension Solver {
             for p in copier.copied { recorded[p] = owner ?? (keepOwners ? copier.owners[p] : nil) ?? (0, 0) }
         }
         for (p, o) in recorded { staging.owners[p] = o }
-        let result = try staging.layer(store: store.content, options: layerOptions)
+        let result = try staging.layer(store: store.content, options: layerOptions, snapshotter: snapshotter)
         let made = try staging.adopt(result, snapshotter: snapshotter, store: store.content, on: baseSnapshot)
         withExtendedLifetime(holders) {}
         return (result, made)
