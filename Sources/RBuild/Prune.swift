@@ -61,7 +61,10 @@ extension ImageStore {
         let check = verify ? try self.check(repair: true) : nil
         let cache = try CacheIndex(path: layout.cacheIndex)
         if all { try cache.clearSteps() }
-        let (n, bytes) = try pruneBlobs(keeping: all ? [] : try cache.layerDigests())
+        let (n, bytes) = try pruneBlobs(keeping: all ? [] : try cache.layerDigests(), recipeGrace: all ? 0 : 3600)
+        // Snapshots go with --all: the layers images still name whose only copy is one of them
+        // (`LayerRecipe`) become blobs first.
+        if all { _ = try content.materialiseRecipes() }
         let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all, tasks: SandboxTasks())
         return PruneResult(check: check, blobs: n, bytes: bytes, sweptDirectories: swept)
     }
@@ -243,6 +246,7 @@ extension ImageStore {
             result.cacheMountBytes += bytes
         }
         if chosen.contains(where: { $0.kind == "snapshots" }) {
+            _ = try content.materialiseRecipes()
             result.sweptDirectories += removeLeftovers(stateDirectory: root, olderThan: 0, snapshots: true, tasks: SandboxTasks())
         }
         if chosen.contains(where: { $0.kind == "source.git" }), FileManager.default.fileExists(atPath: layout.git) {
