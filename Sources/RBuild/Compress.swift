@@ -41,3 +41,23 @@ public func compressedImage(_ top: Descriptor, compression: Compression, level: 
     return Descriptor(mediaType: MediaType.ociManifest, digest: try store.content.put(bytes), size: Int64(bytes.count),
                       annotations: top.annotations, platform: top.platform)
 }
+
+extension ImageStore {
+    /// `rbuild save`: the image `name` (one platform of it with `platform`) written to `target`
+    /// with its layers compressed as `compression` — gzip unless asked otherwise, as buildx's
+    /// exports — each layer converted once and the conversion remembered in the cache index, so
+    /// a second save sends the same blobs without compressing again.
+    public func save(_ name: String, platform: Platform?, to target: ExportTarget, compression: Compression = .gzip,
+                     level: Int? = nil, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) throws {
+        let full = try ImageStore.normalise(name)
+        guard var top = try lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
+        if let platform {
+            top = try manifest(of: top, platform: platform).0
+        }
+        let cache = try CacheIndex(path: layout.cacheIndex)
+        try namingBlobErrors("cannot save \(full)") {
+            let image = try compressedImage(top, compression: compression, level: level, store: self, cache: cache)
+            try export(image, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+        }
+    }
+}

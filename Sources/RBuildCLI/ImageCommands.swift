@@ -84,14 +84,14 @@ struct InspectCommand: ParsableCommand {
 }
 
 struct SaveCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "save", abstract: "Export an image: -o type=oci|docker,dest=PATH[,tar=false].")
+    static let configuration = CommandConfiguration(commandName: "save", abstract: "Export an image: -o type=oci|docker,dest=PATH[,tar=false][,compression=gzip|zstd|uncompressed].")
 
     @OptionGroup var global: GlobalOptions
 
     @Option(name: .long, help: "Only this platform of a multi-platform image.")
     var platform: String?
 
-    @Option(name: .shortAndLong, help: "type=oci|docker,dest=PATH[,tar=false]")
+    @Option(name: .shortAndLong, help: "type=oci|docker,dest=PATH[,tar=false][,compression=gzip|zstd|uncompressed][,compression-level=N] (layers gzip by default)")
     var output: String
 
     @Argument var name: String
@@ -109,8 +109,10 @@ struct SaveCommand: ParsableCommand {
             target = .dockerArchive(dest)
         default: throw OCIError(.invalidArgument, "-o \(output): type must be oci or docker")
         }
+        let compression = try spec.compression()
         let store = try StateDirectory.open(global.root)
-        try store.save(name, platform: try platform.map(Platform.init(parsing:)), to: target)
+        try store.save(name, platform: try platform.map(Platform.init(parsing:)), to: target,
+                       compression: compression?.0 ?? .gzip, level: compression?.1)
     }
 }
 
