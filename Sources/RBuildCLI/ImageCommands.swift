@@ -249,7 +249,9 @@ struct CheckCommand: ParsableCommand {
 func render(_ report: StoreCheck) {
     for b in report.bad {
         let used = b.images.isEmpty ? "" : ", used by " + b.images.joined(separator: ", ")
-        print("corrupt \(b.digest): actual \(b.actual.map(\.description) ?? "unreadable"), \(b.size) bytes\(used)\(b.removed ? " (removed)" : "")")
+        // A layer kept as its snapshot has no bytes of its own to hash: its repack's error says why.
+        let what = b.actual.map { "actual \($0)" } ?? (b.problem.contains("snapshot") ? b.problem : "actual unreadable")
+        print("corrupt \(b.digest): \(what), \(b.size) bytes\(used)\(b.removed ? " (removed)" : "")")
     }
     let removed = report.bad.filter(\.removed).count
     print("Checked \(report.checked) blobs: \(report.bad.isEmpty ? "all good" : "\(report.bad.count) corrupt")\(removed > 0 ? ", \(removed) removed" : "")")

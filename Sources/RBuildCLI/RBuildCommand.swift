@@ -27,11 +27,11 @@ public struct RBuildCommand: ParsableCommand {
             exit(withError: error)
         }
         // The commands that read or remove trees made in sandboxes run in rbuild's own user
-        // namespace, so they do it with the sandboxes' identity (see UserNamespace): save and
-        // push too, since a built layer may be packed from its snapshot (LayerRecipe). The
+        // namespace, so they do it with the sandboxes' identity (see UserNamespace): save, push
+        // and check too, since a built layer may be packed from its snapshot (LayerRecipe). The
         // others only move blobs the user owns and skip the extra process.
         if command is BuildCommand || command is RunCommand || command is PruneCommand || command is SaveCommand
-            || command is PushCommand || (command as? BakeCommand)?.builds == true {
+            || command is PushCommand || command is CheckCommand || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments)
         }
         do {

@@ -157,7 +157,7 @@ extension ImageStore {
                     try content.pack(d.digest) { bytes in
                         written += Int64(bytes.count)
                         guard written <= size else {
-                            throw OCIError(.diffIDMismatch, "layer \(d.digest) packs to more than the \(size) bytes it was built with: its snapshot changed since; run `rbuild prune --all`, then build the image again")
+                            throw OCIError(.diffIDMismatch, "layer \(d.digest) cannot be packed again from its snapshot, which changed since it was built (it packs to more than its \(size) bytes): run `rbuild prune --all`, then build the image again")
                         }
                         try tar.data(bytes, name)
                     }

@@ -21,8 +21,9 @@ public struct StoreCheck: Sendable {
 }
 
 extension ContentStore {
-    /// Re-hashes every blob. With `repair`, removes the bad ones: what used them then reports a
-    /// missing blob (pull, import or build again) instead of handing out wrong bytes.
+    /// Re-hashes every blob, and packs again every layer kept as a snapshot directory. With
+    /// `repair`, removes the bad ones: what used them then reports a missing blob (pull, import
+    /// or build again) instead of handing out wrong bytes.
     public func check(repair: Bool) -> StoreCheck {
         var report = StoreCheck()
         for d in allBlobs() {
@@ -38,6 +39,19 @@ extension ContentStore {
                 var bad = StoreCheck.BadBlob(digest: d, actual: reader?.actual, size: size(d) ?? 0, problem: "\(error)",
                                              images: [], removed: false)
                 if repair { bad.removed = unlink(path(d)) == 0 || errno == ENOENT }
+                report.bad.append(bad)
+            }
+        }
+        // A layer kept as its snapshot (`LayerRecipe`) is checked by packing it again (hashed,
+        // nothing stored); a repair removes the recipe, so the image then reports it missing.
+        for d in allRecipes() where access(path(d), F_OK) != 0 {
+            report.checked += 1
+            do {
+                try pack(d) { _ in }
+            } catch {
+                var bad = StoreCheck.BadBlob(digest: d, actual: nil, size: recipe(d)?.size ?? 0, problem: "\(error)",
+                                             images: [], removed: false)
+                if repair { bad.removed = unlink(recipePath(d)) == 0 || errno == ENOENT }
                 report.bad.append(bad)
             }
         }
