@@ -77,7 +77,7 @@ final class LayerStaging: @unchecked Sendable {
     /// How `layer` packed the tree when it kept no blob (the snapshotter keeps the tree).
     var packed: (LayerOptions, Int64)?
 
-    /// Packs the tree as the step's layer (`Solver.packLayer`).
+    /// Packs the tree as the step's layer (see `packLayer`).
     func layer(store: ContentStore, options: LayerOptions, snapshotter: any Snapshotter) throws -> CachedResult {
         var opts = options
         opts.owners = owners
@@ -99,7 +99,7 @@ final class LayerStaging: @unchecked Sendable {
 func packLayer(store: ContentStore, options: LayerOptions, snapshotter: any Snapshotter,
                _ write: (LayerOptions) throws -> LayerResult) throws -> (LayerResult, LayerOptions?) {
     var opts = options
-    opts.storesBlob = opts.compression == .none && snapshotter.keepsLayerTrees ? false : true
+    opts.storesBlob = !(opts.compression == .none && snapshotter.keepsLayerTrees)
     var result = try write(opts)
     if !opts.storesBlob && result.entries > 0 && !snapshotter.keepsOwnTree(result.diffID) && !store.contains(result.diffID) {
         opts.storesBlob = true
