@@ -54,7 +54,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "rbuild", dependencies: ["RBuildCLI"]),
-        .executableTarget(name: "rbuild-bench", dependencies: ["RBuild", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots"], path: "Sources/rbuild-bench"),
+        .executableTarget(name: "rbuild-bench", dependencies: ["RBuild", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots", "RBuildSolver"], path: "Sources/rbuild-bench"),
 
         .testTarget(name: "RBuildSystemTests", dependencies: ["RBuildSystem"]),
         .testTarget(name: "RBuildRuntimeTests", dependencies: ["RBuildRuntime"]),

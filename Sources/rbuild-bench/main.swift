@@ -5,6 +5,7 @@
 //   rbuild-bench layer DIR gzip|zstd|none LEVEL   packs DIR into a layer; prints seconds and sizes
 //   rbuild-bench snapshot TAR KIND STATE  applies the layer TAR with snapshotter KIND, then diffs the
 //                                 result back into an uncompressed layer; prints both times
+//   rbuild-bench layerhash DIR / contexthash DIR   see Storage.swift
 import Foundation
 import RBuild
 import RBuildDockerfile
@@ -20,6 +21,7 @@ func now() -> Double {
     clock_gettime(CLOCK_MONOTONIC, &t)
     return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
+if let status = storageBench(args) { exit(status) }
 if args.count == 4, args[1] == "parse", let n = Int(args[3]) {
     guard let fd = fopen(args[2], "r") else { print("rbuild-bench: cannot open \(args[2])"); exit(1) }
     var bytes: [UInt8] = []
