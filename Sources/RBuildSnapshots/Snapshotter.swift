@@ -79,7 +79,8 @@ public protocol Snapshotter: Sendable {
     /// The root a sandbox runs on to work in the active snapshot: its directory and, for
     /// overlays, the mount to make inside the sandbox's user namespace.
     func mounts(_ active: ActiveSnapshot) -> RootMounts
-    /// The changes made in `active` since `prepare`, as an OCI layer in `store`.
+    /// The changes made in `active` since `prepare`, as an OCI layer in `store` (only hashed when
+    /// `options.storesBlob` is false: `keepsLayerTrees`).
     func diff(_ active: ActiveSnapshot, store: ContentStore, options: LayerOptions) throws -> LayerResult
     /// Turns `active` into the immutable snapshot of `diffID` on its parent; `active` is gone.
     func commit(_ active: ActiveSnapshot, diffID: Digest) throws -> Snapshot
