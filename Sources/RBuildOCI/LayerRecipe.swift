@@ -117,7 +117,7 @@ extension ContentStore {
         guard let r = recipe(d) else { throw OCIError.missing(d, store: root) }
         let dir = recipeDirectory(r)
         guard access(dir, F_OK) == 0 else {
-            throw OCIError(.missingBlob, "layer \(d) is kept only as the snapshot directory \(dir), which is gone: build the image again (`--no-cache` for its steps), after `rbuild prune`")
+            throw OCIError(.missingBlob, "layer \(d) is kept only as the snapshot directory \(dir), which is gone: build the image again (its steps run again and keep it anew)")
         }
         do {
             return try packDirectory(dir, base: nil, store: self, options: options(r), forward: forward)
