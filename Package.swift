@@ -47,8 +47,11 @@ let package = Package(
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
+        // Remote native nodes over the system ssh client: builders, sessions, the node protocol.
+        .target(name: "RBuildNodes", dependencies: ["RBuildSystem", "RBuildRuntime", "RBuildSolver", "CArchive"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
-                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest"]),
+                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest",
+                                               "RBuildNodes"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -64,6 +67,7 @@ let package = Package(
         .target(name: "RBuildTestSupport", path: "Tests/RBuildTestSupport"),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
+        .testTarget(name: "RBuildNodesTests", dependencies: ["RBuildNodes", "RBuildSystem", "RBuildSolver"]),
         .testTarget(name: "RBuildAttestTests", dependencies: ["RBuildAttest", "RBuildOCI", "RBuildSnapshots", "CSQLite"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),

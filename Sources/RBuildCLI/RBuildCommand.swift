@@ -12,7 +12,8 @@ public struct RBuildCommand: ParsableCommand {
         version: rbuildVersion,
         subcommands: [BuildCommand.self, BakeCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
                       SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
-                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self, HistoryCommand.self, TagCommand.self]
+                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self, HistoryCommand.self, TagCommand.self,
+                      BuilderCommand.self, ImagetoolsCommand.self, NodeBuildCommand.self]
     )
 
     public init() {}
@@ -29,7 +30,17 @@ public struct RBuildCommand: ParsableCommand {
         // The commands that read or remove trees made in sandboxes run in rbuild's own user
         // namespace, so they do it with the sandboxes' identity (see UserNamespace). The others
         // only move blobs the user owns and skip the extra process.
-        if command is BuildCommand || command is RunCommand || command is PruneCommand || (command as? BakeCommand)?.builds == true {
+        // A build on remote nodes starts ssh first, as the user (see BuildCommand.connectNodes).
+        if let build = command as? BuildCommand {
+            do { try build.connectNodes() } catch let e as any RenderableError {
+                printError(e.description)
+                Glibc.exit(e.exitStatus)
+            } catch {
+                exit(withError: error)
+            }
+        }
+        if command is BuildCommand || command is RunCommand || command is PruneCommand || command is NodeBuildCommand
+            || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments)
         }
         do {
