@@ -113,6 +113,9 @@ extension Builder {
         guard options.targetContexts.isEmpty else {
             throw BuildFailure("bake targets used as contexts (target:NAME) cannot be built on a builder with remote nodes yet: use the default builder")
         }
+        // A node that is gone shows as EPIPE on its stream and is reported by name; the signal
+        // would end this process without a word.
+        signal(SIGPIPE, SIG_IGN)
         let remote = Set(nodes.flatMap(\.platforms).map(\.description))
         var local = options
         local.platforms = options.platforms.filter { !remote.contains($0.description) }
@@ -132,6 +135,19 @@ extension Builder {
                 group.leave()
             }
         }
+        // An interrupt (Ctrl-C, or a signal passed on to this process) stops every node's build:
+        // each sees the end of its stream.
+        let finished = Mutex(false)
+        Thread.detachNewThread {
+            while !finished.withLock({ $0 }) {
+                if Sandbox.interruptedBy != 0 {
+                    for link in nodes { link.closeInput() }
+                    return
+                }
+                usleep(100_000)
+            }
+        }
+        defer { finished.withLock { $0 = true } }
         var localImages: [BuiltImage] = []
         var localError: Error?
         if !local.platforms.isEmpty {
@@ -285,6 +301,7 @@ extension Builder {
     /// `output`. The end of `input` afterwards (the local side gone or giving up) interrupts the
     /// build. Returns the exit status.
     public func serveNode(input: Int32, output: Int32) -> Int32 {
+        signal(SIGPIPE, SIG_IGN)   // the local side gone: EPIPE, then the build stops
         let writer = FrameWriter(fd: output, what: "the local side")
         do {
             try serveNode(FrameReader(fd: input, what: "the local side"), writer)

@@ -149,17 +149,22 @@ struct BuildCommand: ParsableCommand {
     /// With a builder that has nodes, starts ssh to those that get a platform, before rbuild
     /// enters its user namespace (where ssh would not be the user): the sessions are handed down
     /// to the build in the environment.
-    func connectNodes() throws {
+    /// Returns the sessions' fds, which the re-executed process takes over.
+    func connectNodes() throws -> [Int32] {
+        // Already connected by the process that re-executed this one.
+        guard getenvString(Self.nodeLinksVariable) == nil else { return [] }
         let (call, _) = try parseCall()
-        guard !check, call == "build" else { return }
+        guard !check, call == "build" else { return [] }
         let store = BuilderStore()
-        guard let config = try store.resolve(builder), !config.nodes.isEmpty else { return }
+        guard let config = try store.resolve(builder), !config.nodes.isEmpty else { return [] }
         let platforms = try parsePlatforms()
-        guard !platforms.isEmpty else { return }
+        guard !platforms.isEmpty else { return [] }
         var options = BuildOptions()
         for s in ssh { try options.addSSH(s) }
         let links = try Builder.connectNodes(config, platforms: platforms, store: store, ssh: options.ssh)
-        if !links.isEmpty { setenv(Self.nodeLinksVariable, NodeLink.encode(links), 1) }
+        if links.isEmpty { return [] }
+        setenv(Self.nodeLinksVariable, NodeLink.encode(links), 1)
+        return links.flatMap { [$0.input, $0.output, $0.errors] }
     }
 
     /// The sessions `connectNodes` started (in this process or the one that re-executed it).

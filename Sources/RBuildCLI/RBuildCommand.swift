@@ -31,8 +31,9 @@ public struct RBuildCommand: ParsableCommand {
         // namespace, so they do it with the sandboxes' identity (see UserNamespace). The others
         // only move blobs the user owns and skip the extra process.
         // A build on remote nodes starts ssh first, as the user (see BuildCommand.connectNodes).
+        var nodeFDs: [Int32] = []
         if let build = command as? BuildCommand {
-            do { try build.connectNodes() } catch let e as any RenderableError {
+            do { nodeFDs = try build.connectNodes() } catch let e as any RenderableError {
                 printError(e.description)
                 Glibc.exit(e.exitStatus)
             } catch {
@@ -41,7 +42,7 @@ public struct RBuildCommand: ParsableCommand {
         }
         if command is BuildCommand || command is RunCommand || command is PruneCommand || command is NodeBuildCommand
             || (command as? BakeCommand)?.builds == true {
-            UserNamespace.enter(arguments: CommandLine.arguments)
+            UserNamespace.enter(arguments: CommandLine.arguments, handOver: nodeFDs)
         }
         do {
             try command.run()
