@@ -350,6 +350,11 @@ extension Builder {
             try receive(dir + "/named/\(i)")
             options.buildContexts[name] = dir + "/named/\(i)"
         }
+        // The agent sockets the session made here (sshd leaves them behind): the local side
+        // named them; only names of that form are removed.
+        defer {
+            for p in r.ssh.values where p.hasPrefix("/tmp/rbuild-agent-") && !p.dropFirst(5).contains("/") { unlink(p) }
+        }
         let end = try pending ?? reader.expect()
         guard end.kind == .end else { throw NodeError("the request has a \(end.kind) frame where its end belongs") }
         // From here on, the local side's end of the stream stops the build.

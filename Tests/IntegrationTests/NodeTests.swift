@@ -111,7 +111,7 @@ final class NodeFixture: @unchecked Sendable {
 
     /// The environment `user` runs rbuild with (its own home, a builders directory per test).
     func environment(_ user: String, config: String) -> [String: String] {
-        let home = (try? runProcess("/usr/bin/getent", ["passwd", user]))?.stdout.split(separator: ":").dropFirst(5).first.map(String.init) ?? "/"
+        let home = (try? runProcess("/usr/bin/getent", ["passwd", user]))?.stdout.split(separator: ":", omittingEmptySubsequences: false).dropFirst(5).first.map(String.init) ?? "/"
         return ["HOME": home, "USER": user, "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp",
                 "XDG_CONFIG_HOME": config, "RBUILD_SSH_COMMAND": sshCommand]
     }
@@ -248,6 +248,31 @@ struct NodeTests {
         #expect(try w.fileInArchive(pulled, arch: "arm64", "tok") == hash + "\n")
         let grep = try runProcess("/bin/grep", ["-r", "-l", "-F", token, w.node])
         #expect(grep.stdout.isEmpty, "the secret is on the node's disk: \(grep.stdout)")
+    }
+
+    /// `--ssh default`: the user's agent reaches the node's RUN --mount=type=ssh through the same
+    /// ssh session (a socket sshd makes there), removed when the build ends.
+    @Test func theSSHAgentIsForwarded() throws {
+        let w = try NodeWork("agent")
+        try w.createBuilder()
+        let ctx = try w.context(["Dockerfile": "FROM busybox\nRUN --mount=type=ssh [ -S \"$SSH_AUTH_SOCK\" ] && echo $SSH_AUTH_SOCK > /agent\n"])
+        let out = w.local + "/out.tar"
+        let script = """
+            # In the foreground, stopped by this script: a daemon agent would keep this shell's
+            # descriptors (the test's process monitor) open after it ends.
+            ssh-agent -D -a '\(w.local)/agent.sock' >/dev/null 2>&1 & agent=$!
+            trap 'kill -9 $agent' EXIT   # SIGKILL: the test runner's children may inherit SIGTERM ignored
+            export SSH_AUTH_SOCK='\(w.local)/agent.sock'
+            for i in $(seq 50); do [ -S "$SSH_AUTH_SOCK" ] && break; sleep 0.1; done
+            ssh-add -q '\(w.f.dir)/client/id' || exit 3
+            '\(w.f.binary)' build --builder multi --root '\(w.local)/state' --platform linux/arm64 --ssh default -o type=oci,dest='\(out)' '\(ctx)'
+            """
+        let r = try w.local(["/bin/sh", "-c", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        let path = try w.fileInArchive(out, arch: "arm64", "agent").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(path.hasPrefix("/tmp/rbuild-agent-") || path.hasPrefix("/run/"), "\(path)")
+        let left = try runProcess("/bin/sh", ["-c", "ls /tmp | grep '^rbuild-agent-' || true"]).stdout
+        #expect(left.isEmpty, "agent sockets left on the node: \(left)")
     }
 
     /// A node that cannot be reached fails the build, naming the node and ssh's reason; nothing
