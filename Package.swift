@@ -43,7 +43,8 @@ let package = Package(
         .target(name: "RBuildAttest", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildSystem", "CSQLite"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry", "RBuildSystem", "RBuildAttest"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
-        .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
+        // libcurl is dlopen'ed at the first request (see curl.c): its 26 libraries cost every start.
+        .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
