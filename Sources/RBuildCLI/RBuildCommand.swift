@@ -37,9 +37,9 @@ public struct RBuildCommand: ParsableCommand {
         // The commands that read or remove trees made in sandboxes run in rbuild's own user
         // namespace, so they do it with the sandboxes' identity (see UserNamespace). The others
         // only move blobs the user owns and skip the extra process.
-        // `run --rootfs DIR` reads and removes nothing a sandbox made (the caller's root stays the
-        // caller's; the scratch files are rbuild's own), so it runs the sandbox from here and
-        // saves a second start of this program.
+        // `run --rootfs DIR` reads and removes nothing a sandbox made (what the command writes in
+        // DIR stays there for the caller; the scratch files are rbuild's own), so it runs the
+        // sandbox from here and saves a second start of this program.
         if command is BuildCommand || (command as? RunCommand).map({ $0.rootfs == nil }) == true || command is PruneCommand
             || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments)
