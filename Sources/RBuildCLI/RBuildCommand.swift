@@ -21,6 +21,14 @@ public struct RBuildCommand: ParsableCommand {
     /// Parses the arguments, runs the command, and turns any error into one `rbuild: …` line
     /// and an exit status.
     public static func runMain(_ arguments: [String]? = nil) -> Never {
+        // `rbuild --version` answers before ArgumentParser builds its tree of every command's
+        // options (a few milliseconds of reflection): scripts call it to probe for rbuild.
+        // The text is what ArgumentParser prints for it.
+        if (arguments ?? Array(CommandLine.arguments.dropFirst())) == ["--version"] {
+            var line = rbuildVersion + "\n"
+            line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+            Glibc.exit(0)
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot(arguments)
@@ -40,8 +48,11 @@ public struct RBuildCommand: ParsableCommand {
                 exit(withError: error)
             }
         }
-        if command is BuildCommand || command is RunCommand || command is PruneCommand || command is NodeBuildCommand
-            || (command as? BakeCommand)?.builds == true {
+        // `run --rootfs DIR` reads and removes nothing a sandbox made (what the command writes in
+        // DIR stays there for the caller; the scratch files are rbuild's own), so it runs the
+        // sandbox from here and saves a second start of this program.
+        if command is BuildCommand || (command as? RunCommand).map({ $0.rootfs == nil }) == true || command is PruneCommand
+            || command is NodeBuildCommand || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments, handOver: nodeFDs)
         }
         do {
