@@ -53,7 +53,7 @@ let package = Package(
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
         // Remote native nodes over the system ssh client: builders, sessions, the node protocol.
-        .target(name: "RBuildNodes", dependencies: ["RBuildSystem", "RBuildRuntime", "RBuildSolver", "CArchive", "CLazyLibraries"]),
+        .target(name: "RBuildNodes", dependencies: ["RBuildSystem", "RBuildOCI", "RBuildRuntime", "RBuildSolver", "CArchive", "CLazyLibraries"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
                                                "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest",
                                                "RBuildNodes"]),

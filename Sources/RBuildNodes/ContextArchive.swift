@@ -1,5 +1,6 @@
 import CArchive
 import Foundation
+import RBuildOCI
 import RBuildSystem
 
 /// A build context as a tar stream, for a node: what .dockerignore lets through (a file it
@@ -17,10 +18,11 @@ public enum ContextArchive {
         public init() {}
     }
 
-    final class Sink {
-        let write: (UnsafeRawBufferPointer) throws -> Void
+    final class Sink: TarSink {
+        let body: (UnsafeRawBufferPointer) throws -> Void
         var failure: Error?
-        init(_ write: @escaping (UnsafeRawBufferPointer) throws -> Void) { self.write = write }
+        init(_ body: @escaping (UnsafeRawBufferPointer) throws -> Void) { self.body = body }
+        func write(_ data: UnsafeRawBufferPointer) throws { try body(data) }
     }
 
     /// Writes the tar of `directory` (filtered by `ignore`) to `write`, in pieces.
@@ -28,29 +30,7 @@ public enum ContextArchive {
         let rootfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootfd >= 0 else { throw NodeError("cannot open the build context \(directory): \(errnoText(errno))") }
         defer { close(rootfd) }
-        let sink = Sink(write)
-        let a = archive_write_new()!
-        defer { archive_write_free(a) }
-        archive_write_set_format_pax_restricted(a)
-        archive_write_set_bytes_per_block(a, 1 << 20)
-        archive_write_set_bytes_in_last_block(a, 1)
-        let opened = archive_write_open2(a, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, client, buffer, length in
-            let sink = Unmanaged<Sink>.fromOpaque(client!).takeUnretainedValue()
-            do {
-                try sink.write(UnsafeRawBufferPointer(start: buffer, count: length))
-                return la_ssize_t(length)
-            } catch {
-                sink.failure = error
-                return -1
-            }
-        }, nil, nil)
-        func check(_ rc: Int32, _ what: String) throws {
-            guard rc >= ARCHIVE_WARN else {
-                if let f = sink.failure { throw f }
-                throw NodeError("packing the build context failed at \(what): \(String(cString: archive_error_string(a)))")
-            }
-        }
-        try check(opened, "the start")
+        let tar = try TarWriter(sink: Sink(write), what: "the build context's tar")
         var summary = Summary()
         var buf = [UInt8](repeating: 0, count: 1 << 20)
 
@@ -92,7 +72,7 @@ public enum ContextArchive {
             archive_entry_set_size(e, size)
             archive_entry_set_mtime(e, st.st_mtim.tv_sec, st.st_mtim.tv_nsec)
             fill(e)
-            try check(archive_write_header(a, e), path)
+            try tar.header(e, path)
         }
         func file(_ dirfd: Int32, _ name: String, _ path: String, _ st: stat) throws {
             let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
@@ -104,14 +84,7 @@ public enum ContextArchive {
                 let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, min($0.count, Int(left))) }
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw NodeError("the build context: \(path) changed while it was read (\(n < 0 ? errnoText(errno) : "shorter"))") }
-                try buf.withUnsafeBytes { b in
-                    var off = 0
-                    while off < n {
-                        let w = archive_write_data(a, b.baseAddress! + off, n - off)
-                        if w < 0 { try check(Int32(w), path) }
-                        off += w
-                    }
-                }
+                try buf.withUnsafeBytes { try tar.data(UnsafeRawBufferPointer(rebasing: $0[0..<n]), path) }
                 left -= Int64(n)
             }
             summary.files += 1
@@ -119,7 +92,7 @@ public enum ContextArchive {
         }
 
         try walk(rootfd, "")
-        try check(archive_write_close(a), "the end")
+        try tar.close()
         return summary
     }
 
