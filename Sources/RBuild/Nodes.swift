@@ -124,14 +124,20 @@ extension Builder {
         let compression = try outputs.lazy.compactMap { try $0.compression() }.first ?? (.gzip, nil)
         let request = try nodeRequest(options, push: push, sendLayers: sendLayers, compression: compression)
 
-        let results = Mutex<[String: Result<[BuiltImage], Error>]>([:])
+        let results = Mutex<[String: [BuiltImage]]>([:])
+        // The first failure is the cause: the other nodes are stopped because of it (and say so).
+        let firstFailure = Mutex<Error?>(nil)
         let group = DispatchGroup()
         for link in nodes {
             group.enter()
             Thread.detachNewThread {
-                let r = Result { try self.runOnNode(link, request: request, options: options, reporter: reporter) }
-                if case .failure = r { for other in nodes where other !== link { other.closeInput() } }
-                results.withLock { $0[link.node.name] = r }
+                do {
+                    let images = try self.runOnNode(link, request: request, options: options, reporter: reporter)
+                    results.withLock { $0[link.node.name] = images }
+                } catch {
+                    firstFailure.withLock { if $0 == nil { $0 = error } }
+                    for other in nodes where other !== link { other.closeInput() }
+                }
                 group.leave()
             }
         }
@@ -153,18 +159,16 @@ extension Builder {
         if !local.platforms.isEmpty {
             do { localImages = try build(platforms: local) } catch {
                 localError = error
+                firstFailure.withLock { if $0 == nil { $0 = error } }
                 for link in nodes { link.closeInput() }
             }
         }
         group.wait()
         for link in nodes { link.closeInput(); link.wait() }
-        if let localError { throw localError }
+        if let e = firstFailure.withLock({ $0 }) ?? localError { throw e }
         var byPlatform: [String: BuiltImage] = [:]
-        for image in localImages { byPlatform[image.manifest.platform?.description ?? ""] = image }
-        for link in nodes {
-            for image in try results.withLock({ $0[link.node.name]! }).get() {
-                byPlatform[image.manifest.platform?.description ?? ""] = image
-            }
+        for image in localImages + results.withLock({ $0.values.flatMap { $0 } }) {
+            byPlatform[image.manifest.platform?.description ?? ""] = image
         }
         return try options.platforms.map { p in
             guard let image = byPlatform[p.description] else { throw BuildFailure("no node returned an image for \(p)") }
@@ -214,6 +218,7 @@ extension Builder {
             errorsDone.signal()
         }
         func failure(_ message: String) -> Error {
+            link.closeInput()   // the node stops, ssh ends, and its stderr with it
             errorsDone.wait()
             let ssh = String(decoding: errors.withLock { $0 }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             let why = ssh.isEmpty ? message : ssh.split(separator: "\n").suffix(3).joined(separator: "; ")
