@@ -21,34 +21,42 @@ let package = Package(
         .target(name: "CRBuildSys"),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
-        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // libarchive, libcrypto and libsqlite3: headers only; CLazyLibraries loads them at first use.
+        .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // sha256 from the system's OpenSSL: SHA-NI accelerated and no build cost (swift-crypto
         // would add minutes to every CI build on 2 cores).
-        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
-        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // The functions of those three that rbuild calls, each loading its library on first use:
+        // together with their dependencies (libxml2, ICU…) they cost every process 6 ms at start.
+        .target(name: "CLazyLibraries", linkerSettings: [.linkedLibrary("dl")]),
 
         // The bottom: errno-carrying errors, fds, fd-relative walks, xattrs, temp dirs, the
         // state-dir layout, the id map, and the vocabulary types every layer shares (the platform).
         .target(name: "RBuildSystem", dependencies: ["CRBuildSys"]),
         .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap"]),
         .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem", "RBuildSolver"]),
-        .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "CArchive", "CZlib", "CZstd", "CCrypto"]),
+        .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "CArchive", "CZlib", "CZstd", "CCrypto", "CLazyLibraries"]),
         // OCI and Snapshots never import the runtime or the C child (what they need done in a user
         // namespace reaches them as RBuildSystem's `UserNamespaceTasks`).
-        .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildSystem", "CArchive"]),
-        .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite"]),
+        .target(name: "RBuildSnapshots", dependencies: ["RBuildOCI", "RBuildSystem", "CArchive", "CLazyLibraries"]),
+        .target(name: "RBuildSolver", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRuntime", "RBuildRegistry", "RBuildSystem", "CSQLite", "CLazyLibraries"]),
         // Above the registry client (DESIGN.md's layers): type=registry and push=true push themselves.
-        .target(name: "RBuildAttest", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildSystem", "CSQLite"]),
+        .target(name: "RBuildAttest", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildSystem", "CSQLite", "CLazyLibraries"]),
         .target(name: "RBuildExporters", dependencies: ["RBuildOCI", "RBuildSnapshots", "RBuildRegistry", "RBuildSystem", "RBuildAttest"]),
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
-        .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("curl")]),
+        // libcurl is dlopen'ed at the first request (see curl.c): its 26 libraries cost every start.
+        .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
+        // Remote native nodes over the system ssh client: builders, sessions, the node protocol.
+        .target(name: "RBuildNodes", dependencies: ["RBuildSystem", "RBuildOCI", "RBuildRuntime", "RBuildSolver", "CArchive", "CLazyLibraries"]),
         .target(name: "RBuild", dependencies: ["RBuildRuntime", "RBuildDockerfile", "RBuildOCI", "RBuildSnapshots",
-                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest"]),
+                                               "RBuildSolver", "RBuildExporters", "RBuildRegistry", "RBuildBake", "RBuildAttest",
+                                               "RBuildNodes"]),
         .target(name: "RBuildCLI", dependencies: [
             "RBuild",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -64,6 +72,7 @@ let package = Package(
         .target(name: "RBuildTestSupport", path: "Tests/RBuildTestSupport"),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
+        .testTarget(name: "RBuildNodesTests", dependencies: ["RBuildNodes", "RBuildSystem", "RBuildSolver"]),
         .testTarget(name: "RBuildAttestTests", dependencies: ["RBuildAttest", "RBuildOCI", "RBuildSnapshots", "CSQLite"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),

@@ -6,15 +6,22 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+static int probe_child(void *arg) {
+    (void)arg;
+    _exit(0);
+}
+
 int rb_userns_probe(void) {
-    // With a NULL stack, clone behaves like fork; the child only calls _exit.
-    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    // The child shares our memory and we wait until it is gone (CLONE_VM | CLONE_VFORK, as
+    // posix_spawn does): a fork-like clone would copy the page tables of this whole process
+    // only to throw them away. It only calls _exit, on a stack of its own (ours is not used
+    // while it runs: we are suspended until it exits).
+    char stack[8192] __attribute__((aligned(16)));
+    pid_t pid = clone(probe_child, stack + sizeof(stack), CLONE_NEWUSER | CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
     if (pid < 0) return -errno;
-    if (pid == 0) _exit(0);
     int status;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) return -errno;

@@ -3,6 +3,7 @@ import RBuildAttest
 import RBuildBake
 import RBuildDockerfile
 import RBuildExporters
+import RBuildNodes
 import RBuildOCI
 import RBuildRegistry
 import RBuildRuntime
@@ -137,3 +138,13 @@ public typealias IDMapping = RBuildSystem.IDMapping
 public typealias OverlayRoot = RBuildSystem.OverlayRoot
 public typealias RootMounts = RBuildSystem.RootMounts
 public typealias ActiveSnapshot = RBuildSnapshots.ActiveSnapshot
+
+// Builders and their remote nodes (`rbuild builder`, `rbuild build --builder`).
+public typealias BuilderStore = RBuildNodes.BuilderStore
+public typealias BuilderConfig = RBuildNodes.BuilderConfig
+public typealias BuilderNode = RBuildNodes.BuilderNode
+public typealias NodeEndpoint = RBuildNodes.NodeEndpoint
+public typealias NodeProbe = RBuildNodes.NodeProbe
+public typealias NodeLink = RBuildNodes.NodeLink
+public typealias NodeError = RBuildNodes.NodeError
+public typealias Placement = RBuildNodes.Placement

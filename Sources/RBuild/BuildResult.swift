@@ -1,6 +1,7 @@
 import Foundation
 import RBuildDockerfile
 import RBuildExporters
+import RBuildNodes
 import RBuildOCI
 import RBuildRegistry
 import RBuildRuntime
@@ -48,16 +49,19 @@ extension Builder {
         try build(options, exporters: exporters, tags: tags, outputs: exporters.map(\.title))
     }
 
-    func build(_ options: BuildOptions, exporters: [any Exporter], tags: [String], outputs: [String]) throws -> BuildResult {
+    func build(_ options: BuildOptions, exporters: [any Exporter], tags: [String], outputs: [String],
+               nodes: [NodeLink] = [], specs: [OutputSpec] = []) throws -> BuildResult {
         var options = options
         let reporter = options.reporter ?? ProgressReporter(sink: options.progress)
         options.reporter = reporter
-        guard options.recordHistory else { return try export(options, exporters: exporters, tags: tags, reporter: reporter) }
+        guard options.recordHistory else {
+            return try export(options, exporters: exporters, tags: tags, reporter: reporter, nodes: nodes, specs: specs)
+        }
         let recorder = BuildRecorder(history: BuildHistory(layout: store.layout), options: options, outputs: outputs, tags: tags)
         reporter.observe(recorder)
         defer { reporter.stopObserving(recorder) }
         do {
-            let result = try export(options, exporters: exporters, tags: tags, reporter: reporter)
+            let result = try export(options, exporters: exporters, tags: tags, reporter: reporter, nodes: nodes, specs: specs)
             recorder.finish(error: nil, image: result.descriptor.digest)
             return result
         } catch {
@@ -66,8 +70,10 @@ extension Builder {
         }
     }
 
-    func export(_ options: BuildOptions, exporters: [any Exporter], tags: [String], reporter: ProgressReporter) throws -> BuildResult {
-        let images = try build(platforms: options)
+    func export(_ options: BuildOptions, exporters: [any Exporter], tags: [String], reporter: ProgressReporter,
+                nodes: [NodeLink], specs: [OutputSpec]) throws -> BuildResult {
+        let images = nodes.isEmpty ? try build(platforms: options)
+            : try buildAcrossNodes(options, nodes: nodes, outputs: specs, tags: tags, reporter: reporter)
         let request = ExportRequest(images: images.map { image in
             ExportImage(manifest: image.manifest, rootfs: { SnapshotView(try self.rootfs(of: image)) },
                         compressed: { try self.exportable(image, compression: $0, level: $1) }, attestations: image.attestations)
@@ -96,9 +102,10 @@ extension Builder {
 
     /// `rbuild build -o … -t …`: each output mapped to its exporter (`OutputSpec.exporter()`,
     /// which checks what it can before anything is built; `type=cacheonly` has none), then
-    /// `build(_:exporters:tags:)`.
-    public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = []) throws -> BuildResult {
+    /// `build(_:exporters:tags:)`. With `nodes` (`NodeLink.connect`, `Builder.connectNodes`),
+    /// their platforms are built there and the rest here, and the outputs hold them all.
+    public func build(_ options: BuildOptions, outputs: [OutputSpec], tags: [String] = [], nodes: [NodeLink] = []) throws -> BuildResult {
         try build(options, exporters: try outputs.filter { $0.kind != .cacheonly }.map { try $0.exporter() }, tags: tags,
-                  outputs: outputs.map(\.description))
+                  outputs: outputs.map(\.description), nodes: nodes, specs: outputs)
     }
 }

@@ -162,7 +162,7 @@ public struct BuildHistory: Sendable {
 extension JSONEncoder.DateEncodingStrategy {
     static let iso8601withFraction = custom { date, encoder in
         var c = encoder.singleValueContainer()
-        try c.encode(historyDateFormatter().string(from: date))
+        try c.encode(RFC3339.format(date, milliseconds: true))
     }
 }
 
@@ -170,17 +170,11 @@ extension JSONDecoder.DateDecodingStrategy {
     static let iso8601withFraction = custom { decoder in
         let c = try decoder.singleValueContainer()
         let s = try c.decode(String.self)
-        guard let d = historyDateFormatter().date(from: s) else {
+        guard let d = RFC3339.parse(s) else {
             throw DecodingError.dataCorruptedError(in: c, debugDescription: "not an RFC 3339 time: \(s)")
         }
         return d
     }
-}
-
-private func historyDateFormatter() -> ISO8601DateFormatter {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return f
 }
 
 extension RecordedEvent {

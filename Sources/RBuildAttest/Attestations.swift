@@ -25,10 +25,7 @@ func stableJSON(_ object: Any) throws -> [UInt8] {
 
 /// The RFC 3339 form of a time (UTC, whole seconds).
 func rfc3339(_ seconds: Int64) -> String {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime]
-    f.timeZone = TimeZone(identifier: "UTC")
-    return f.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    RFC3339.format(seconds: seconds)
 }
 
 public enum SPDX {

@@ -125,8 +125,54 @@ struct BuildCommand: ParsableCommand {
     @Option(name: .customLong("cgroup-parent"), help: "Refused: rootless rbuild runs steps in no cgroup of its making.")
     var cgroupParent: String?
 
+    @Option(name: .long, help: "The builder whose nodes build the platforms they run (see rbuild builder; default: RBUILD_BUILDER, else the one builder use chose, else this machine).")
+    var builder: String?
+
     @Argument(help: "The build context: a directory, a git URL, or - for none.")
     var context: String = "."
+
+    /// The environment variable that hands node sessions from the process that started ssh to
+    /// rbuild's re-execution in its user namespace.
+    static let nodeLinksVariable = "RBUILD_NODE_LINKS"
+
+    func parsePlatforms() throws -> [Platform] {
+        guard let platform else { return [] }
+        return try platform.split(separator: ",").map { text in
+            let p = try Platform(parsing: text.trimmingCharacters(in: .whitespaces))
+            guard p.os == "linux", Architecture(platform: p) != nil else {
+                throw RuntimeError(.badOption, "--platform \(text): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
+            }
+            return p
+        }
+    }
+
+    /// With a builder that has nodes, starts ssh to those that get a platform, before rbuild
+    /// enters its user namespace (where ssh would not be the user): the sessions are handed down
+    /// to the build in the environment.
+    /// Returns the sessions' fds, which the re-executed process takes over.
+    func connectNodes() throws -> [Int32] {
+        // Already connected by the process that re-executed this one.
+        guard getenvString(Self.nodeLinksVariable) == nil else { return [] }
+        let (call, _) = try parseCall()
+        guard !check, call == "build" else { return [] }
+        let store = BuilderStore()
+        guard let config = try store.resolve(builder), !config.nodes.isEmpty else { return [] }
+        let platforms = try parsePlatforms()
+        guard !platforms.isEmpty else { return [] }
+        var options = BuildOptions()
+        for s in ssh { try options.addSSH(s) }
+        let links = try Builder.connectNodes(config, platforms: platforms, store: store, ssh: options.ssh)
+        if links.isEmpty { return [] }
+        setenv(Self.nodeLinksVariable, NodeLink.encode(links), 1)
+        return links.flatMap { [$0.input, $0.output, $0.errors] }
+    }
+
+    /// The sessions `connectNodes` started (in this process or the one that re-executed it).
+    func inheritedNodeLinks() throws -> [NodeLink] {
+        guard let text = getenvString(Self.nodeLinksVariable) else { return [] }
+        unsetenv(Self.nodeLinksVariable)
+        return try NodeLink.decode(text)
+    }
 
     func parseArgs() -> [String: String] {
         var args: [String: String] = [:]
@@ -195,15 +241,7 @@ struct BuildCommand: ParsableCommand {
             guard kv.count == 2 else { throw ValidationError("--build-context \(c): expected NAME=VALUE") }
             options.buildContexts[kv[0]] = kv[1]
         }
-        if let platform {
-            options.platforms = try platform.split(separator: ",").map { text in
-                let p = try Platform(parsing: text.trimmingCharacters(in: .whitespaces))
-                guard p.os == "linux", Architecture(platform: p) != nil else {
-                    throw RuntimeError(.badOption, "--platform \(text): rbuild builds for linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le and linux/s390x")
-                }
-                return p
-            }
-        }
+        options.platforms = try parsePlatforms()
         // The Dockerfile: -f FILE, -f - (stdin), CONTEXT - (stdin, no context), CONTEXT/Dockerfile.
         // A git context: -f names a file in the checkout (as for docker's remote contexts), unless
         // it is absolute (a local file, as buildx) or - (stdin).
@@ -259,7 +297,7 @@ struct BuildCommand: ParsableCommand {
                                   isolation: try isolation.flatMap(Isolation.parse))
         defer { tty?.finish() }
         do {
-            let result = try builder.build(options, outputs: specs, tags: tags)
+            let result = try builder.build(options, outputs: specs, tags: tags, nodes: try inheritedNodeLinks())
             if specs.isEmpty {
                 reporter.note("WARNING: No output specified: the build result stays in the build cache only (use -t NAME or -o type=…)")
             }

@@ -12,7 +12,8 @@ public struct RBuildCommand: ParsableCommand {
         version: rbuildVersion,
         subcommands: [BuildCommand.self, BakeCommand.self, RunCommand.self, ImportCommand.self, ImagesCommand.self, InspectCommand.self,
                       SaveCommand.self, LoadCommand.self, RmiCommand.self, PruneCommand.self, DuCommand.self, CheckCommand.self, PullCommand.self,
-                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self, HistoryCommand.self, TagCommand.self]
+                      PushCommand.self, LoginCommand.self, LogoutCommand.self, InfoCommand.self, HistoryCommand.self, TagCommand.self,
+                      BuilderCommand.self, ImagetoolsCommand.self, NodeBuildCommand.self]
     )
 
     public init() {}
@@ -20,6 +21,14 @@ public struct RBuildCommand: ParsableCommand {
     /// Parses the arguments, runs the command, and turns any error into one `rbuild: …` line
     /// and an exit status.
     public static func runMain(_ arguments: [String]? = nil) -> Never {
+        // `rbuild --version` answers before ArgumentParser builds its tree of every command's
+        // options (a few milliseconds of reflection): scripts call it to probe for rbuild.
+        // The text is what ArgumentParser prints for it.
+        if (arguments ?? Array(CommandLine.arguments.dropFirst())) == ["--version"] {
+            var line = rbuildVersion + "\n"
+            line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+            Glibc.exit(0)
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot(arguments)
@@ -30,9 +39,23 @@ public struct RBuildCommand: ParsableCommand {
         // namespace, so they do it with the sandboxes' identity (see UserNamespace): save, push
         // and check too, since a built layer may be packed from its snapshot (LayerRecipe). The
         // others only move blobs the user owns and skip the extra process.
-        if command is BuildCommand || command is RunCommand || command is PruneCommand || command is SaveCommand
-            || command is PushCommand || command is CheckCommand || (command as? BakeCommand)?.builds == true {
-            UserNamespace.enter(arguments: CommandLine.arguments)
+        // A build on remote nodes starts ssh first, as the user (see BuildCommand.connectNodes).
+        var nodeFDs: [Int32] = []
+        if let build = command as? BuildCommand {
+            do { nodeFDs = try build.connectNodes() } catch let e as any RenderableError {
+                printError(e.description)
+                Glibc.exit(e.exitStatus)
+            } catch {
+                exit(withError: error)
+            }
+        }
+        // `run --rootfs DIR` reads and removes nothing a sandbox made (what the command writes in
+        // DIR stays there for the caller; the scratch files are rbuild's own), so it runs the
+        // sandbox from here and saves a second start of this program.
+        if command is BuildCommand || (command as? RunCommand).map({ $0.rootfs == nil }) == true || command is PruneCommand
+            || command is SaveCommand || command is PushCommand || command is CheckCommand || command is NodeBuildCommand
+            || (command as? BakeCommand)?.builds == true {
+            UserNamespace.enter(arguments: CommandLine.arguments, handOver: nodeFDs)
         }
         do {
             try command.run()

@@ -94,7 +94,7 @@ public final class ImageStore: @unchecked Sendable {
 
     static func replace(_ n: String, _ descriptor: Descriptor, in entries: inout [Entry]) {
         entries.removeAll { $0.name == n }
-        entries.append(Entry(name: n, descriptor: descriptor, created: ISO8601DateFormatter().string(from: Date())))
+        entries.append(Entry(name: n, descriptor: descriptor, created: timestamp(nil)))
     }
 
     /// Adds a single-platform manifest under `name`: a new image, or one more platform of an
@@ -222,10 +222,7 @@ func storeSingleLayerImage(layer: LayerResult, platform: Platform, store: ImageS
     return Descriptor(mediaType: MediaType.ociManifest, digest: d, size: Int64(bytes.count), platform: platform)
 }
 
-/// RFC 3339 time: SOURCE_DATE_EPOCH when given, else now.
+/// RFC 3339 time in UTC, whole seconds: SOURCE_DATE_EPOCH when given, else now.
 public func timestamp(_ epoch: Int64?) -> String {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime]
-    f.timeZone = TimeZone(identifier: "UTC")
-    return f.string(from: epoch.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? Date())
+    RFC3339.format(seconds: epoch ?? Int64(time(nil)))
 }

@@ -63,7 +63,7 @@ public struct LayerResult: Sendable, Equatable {
 }
 
 /// Where a TarWriter's bytes go.
-protocol TarSink: AnyObject {
+package protocol TarSink: AnyObject {
     func write(_ data: UnsafeRawBufferPointer) throws
     var failure: Error? { get set }
 }
@@ -229,13 +229,16 @@ let AE_IFCHR: UInt32 = 0o020000
 let AE_IFBLK: UInt32 = 0o060000
 let AE_IFIFO: UInt32 = 0o010000
 
-/// Writes tar entries with libarchive into a `LayerSink`.
-final class TarWriter {
-    let a: OpaquePointer
+/// Writes tar entries with libarchive into a `TarSink` (a layer's, a file, a build context's
+/// stream to a node); `what` names the tar in errors.
+package final class TarWriter {
+    package let a: OpaquePointer
     let sink: TarSink
+    let what: String
 
-    init(sink: TarSink) throws {
+    package init(sink: TarSink, what: String = "the layer") throws {
         self.sink = sink
+        self.what = what
         a = archive_write_new()
         // PAX only when needed (long names, large ids, xattrs); plain ustar otherwise.
         archive_write_set_format_pax_restricted(a)
@@ -258,18 +261,18 @@ final class TarWriter {
 
     deinit { archive_write_free(a) }
 
-    func check(_ rc: Int32, _ what: String) throws {
+    package func check(_ rc: Int32, _ what: String) throws {
         if rc < ARCHIVE_WARN {
             if let f = sink.failure { throw f }
-            throw OCIError(.io, "writing the layer failed at \(what): \(archiveError(a))")
+            throw OCIError(.io, "writing \(self.what) failed at \(what): \(archiveError(a))")
         }
     }
 
-    func header(_ e: OpaquePointer, _ what: String) throws {
+    package func header(_ e: OpaquePointer, _ what: String) throws {
         try check(archive_write_header(a, e), what)
     }
 
-    func data(_ bytes: UnsafeRawBufferPointer, _ what: String) throws {
+    package func data(_ bytes: UnsafeRawBufferPointer, _ what: String) throws {
         var off = 0
         while off < bytes.count {
             let n = archive_write_data(a, bytes.baseAddress! + off, bytes.count - off)
@@ -278,7 +281,7 @@ final class TarWriter {
         }
     }
 
-    func close() throws {
+    package func close() throws {
         try check(archive_write_close(a), "end of archive")
     }
 }

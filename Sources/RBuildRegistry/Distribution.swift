@@ -161,6 +161,11 @@ public enum Distribution {
             let manifest = try decodeManifest(bytes, as: m)
             try concurrently(manifest.layers + [manifest.config]) { d in
                 guard store.content.contains(d.digest) else {
+                    // A blob pushed there by another machine (a build node) need not be here.
+                    if (try? client.blobExists(repo, d.digest)) == true {
+                        progress?("\(d.digest) already exists")
+                        return
+                    }
                     throw RegistryError("cannot push \(ref): blob \(d.digest) is not in the local store: the image is incomplete; pull, import or build it again")
                 }
                 switch try namingBlobErrors("cannot push \(ref)", { try client.pushBlob(repo, d, from: store.content.blob(d), mountFrom: mountFrom) }) {

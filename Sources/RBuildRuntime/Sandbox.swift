@@ -212,7 +212,8 @@ public enum Sandbox {
     /// helper.
     static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false,
                              terminal: TerminalAttachment? = nil,
-                             network: ((pid_t) throws -> NetworkAttachment)? = nil) throws -> Outcome {
+                             network: ((pid_t) throws -> NetworkAttachment)? = nil,
+                             spawned: (() -> Void)? = nil) throws -> Outcome {
         if mapping.mode == .host {
             // No user namespace can be made here: what a task or probe does from one, rbuild
             // (root) does itself.
@@ -225,6 +226,7 @@ public enum Sandbox {
                 ? " (are unprivileged user namespaces enabled? see `rbuild info`)" : ""
             throw RuntimeError(.spawnFailed, "cannot create the sandbox namespaces: clone: \(errnoText(-rc))\(hint)")
         }
+        spawned?()
         // Answers the id calls from the moment the child loads its filter (single-id mode).
         let fakeIDs = child.notify_fd >= 0 ? FakeIDs(socket: child.notify_fd) : nil
         var attachment: NetworkAttachment?

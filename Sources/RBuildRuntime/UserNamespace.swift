@@ -31,7 +31,10 @@ public enum UserNamespace {
     /// without doing anything when this process already is that one, when rbuild runs as real
     /// root (it is root over every id already), when `RBUILD_USERNS=off`, or when no user
     /// namespace can be made here: the caller then goes on as before.
-    public static func enter(arguments: [String]) {
+    ///
+    /// `handOver`: fds (not close-on-exec) that the new process takes over: closed here once it
+    /// exists, so that its closing them is their end (a pipe's reader sees EOF).
+    public static func enter(arguments: [String], handOver: [Int32] = []) {
         if let outer {
             // Read once (above); nothing this process starts may take itself for the inner one.
             unsetenv(variable)
@@ -60,7 +63,8 @@ public enum UserNamespace {
         plan.envp = arena.stringArray(vars.map { "\($0.key)=\($0.value)" })
         let outcome: Sandbox.Outcome
         do {
-            outcome = try Sandbox.spawnAndWait(&plan, mapping: mapping, forwardSignals: true)
+            outcome = try Sandbox.spawnAndWait(&plan, mapping: mapping, forwardSignals: true,
+                                               spawned: { for fd in handOver { close(fd) } })
         } catch {
             return   // no user namespace here (a container's seccomp profile, say): run as before
         }

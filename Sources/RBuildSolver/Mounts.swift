@@ -11,6 +11,8 @@ public struct BuildSecrets: Sendable {
     public enum Source: Sendable, Equatable {
         case file(String)
         case environment(String)
+        /// The value itself, held in memory only (a node's secrets arrive so over ssh).
+        case bytes([UInt8])
     }
     public var secrets: [String: Source] = [:]
     /// Agent sockets by id (`--ssh default` is $SSH_AUTH_SOCK).
@@ -25,10 +27,12 @@ public struct BuildSecrets: Sendable {
     public static let maximumSize = 500 * 1024
 
     /// The value of secret `id`, or nil when the build was not given it.
-    func value(_ id: String) throws -> [UInt8]? {
+    public func value(_ id: String) throws -> [UInt8]? {
         switch secrets[id] {
         case nil:
             return nil
+        case .bytes(let value)?:
+            return value
         case .environment(let name)?:
             guard let v = ProcessInfo.processInfo.environment[name] else {
                 throw SolveError("secret \(id): the environment variable \(name) is not set")
