@@ -95,7 +95,14 @@ final class DockerEngine: @unchecked Sendable {
             d=$(mktemp -d /tmp/rbuild-ci-image.XXXXXX)
             trap 'rm -rf "$d"' EXIT
             tar -C "$d" -xf "$1"
-            for lib in $(ldd "$2" | awk '$3 ~ /^\\// {print $3}'); do
+            # rbuild loads libarchive, libcrypto, libsqlite3 and libcurl at first use (dlopen): ldd
+            # does not list them, so they and what they link come too.
+            lazy=""
+            for so in libarchive.so.13 libcrypto.so.3 libsqlite3.so.0 libcurl.so.4; do
+              p=$(/sbin/ldconfig -p | awk -v s="$so" '$1 == s && /x86-64/ {print $NF; exit}')
+              [ -n "$p" ] && lazy="$lazy $p"
+            done
+            for lib in $({ ldd "$2"; for p in $lazy; do echo "lazy => $p (0)"; ldd "$p"; done; } | awk '$3 ~ /^\\// {print $3}' | sort -u); do
               mkdir -p "$d$(dirname "$lib")"
               cp -L "$lib" "$d$lib"
             done
