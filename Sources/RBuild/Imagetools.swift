@@ -15,7 +15,7 @@ public enum Imagetools {
 
     /// The manifests `ref` names: an index's entries, or the one manifest (its platform read
     /// from its config).
-    static func entries(_ ref: Reference, client: RegistryClient) throws -> [Entry] {
+    static func entries(_ ref: Reference, client: RegistryClient, store: ImageStore) throws -> [Entry] {
         let (top, bytes) = try client.manifest(ref.repository, ref.manifestReference, expected: ref.digest)
         if MediaType.isIndex(top.mediaType) {
             let index = try decodeIndex(bytes, as: top, from: ref.description)
@@ -25,10 +25,8 @@ public enum Imagetools {
             }
         }
         let manifest = try decodeManifest(bytes, as: top, from: ref.description)
-        let store = try ContentStore(root: try makeTemporaryDirectory(in: NSTemporaryDirectory(), prefix: "rbuild-imagetools-"))
-        defer { try? removeTree(atPath: store.root) }
-        try client.fetchBlob(ref.repository, manifest.config, into: store)
-        let config = try decodeJSON(ImageConfig.self, from: try store.read(manifest.config), what: "config of \(ref)")
+        try client.fetchBlob(ref.repository, manifest.config, into: store.content)
+        let config = try decodeJSON(ImageConfig.self, from: try store.content.read(manifest.config), what: "config of \(ref)")
         var d = top
         d.platform = Platform(os: config.os, architecture: config.architecture, variant: config.variant)
         return [Entry(source: ref, descriptor: d, bytes: bytes)]
@@ -46,7 +44,7 @@ public enum Imagetools {
         var seenPlatforms: [String: Reference] = [:]
         for source in sources {
             let client = source.registry == target.registry ? targetClient : try RegistryClient(registry: source)
-            for e in try entries(source, client: client) {
+            for e in try entries(source, client: client, store: store) {
                 guard !manifests.contains(where: { $0.digest == e.descriptor.digest }) else { continue }
                 if let p = e.descriptor.platform, !e.descriptor.isAttestation {
                     if let other = seenPlatforms[p.description] {

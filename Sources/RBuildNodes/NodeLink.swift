@@ -210,10 +210,12 @@ public struct Placement: Sendable {
     /// that emulates it, else to this machine. A remote node's qemu is no faster than ours, so a
     /// native local build beats an emulated remote one. Nodes in `order`, platforms kept in
     /// the order asked.
+    /// Whether `list` (platform strings) names `p`, in normal form (`arm64/v8` is `arm64`).
+    static func has(_ list: [String], _ p: Platform) -> Bool {
+        list.contains { (try? Platform(parsing: $0))?.normalized.description == p.normalized.description }
+    }
+
     public static func place(_ platforms: [Platform], nodes: [BuilderNode], localNative: (Platform) -> Bool) -> [Placement] {
-        func has(_ list: [String], _ p: Platform) -> Bool {
-            list.contains { (try? Platform(parsing: $0))?.normalized.description == p.normalized.description }
-        }
         var chosen: [(node: BuilderNode?, platform: Platform)] = []
         for p in platforms {
             let node = nodes.first { has($0.platforms, p) }
@@ -232,8 +234,6 @@ public struct Placement: Sendable {
     /// Whether `place` needs a probe of some node to decide (a platform no node declares and
     /// this machine does not run natively).
     public static func needsProbe(_ platforms: [Platform], nodes: [BuilderNode], localNative: (Platform) -> Bool) -> Bool {
-        platforms.contains { p in
-            !localNative(p) && !nodes.contains { n in n.platforms.contains { (try? Platform(parsing: $0))?.normalized.description == p.normalized.description } }
-        }
+        platforms.contains { p in !localNative(p) && !nodes.contains { has($0.platforms, p) } }
     }
 }
