@@ -242,22 +242,26 @@ public final class CacheIndex: Sendable {
     }
 
     /// The identity of a file as far as the file digest cache is concerned.
-    public struct FileIdentity: Equatable, Sendable {
+    public struct FileIdentity: Hashable, Sendable {
         public var dev: UInt64, ino: UInt64, size: Int64, mtime: Int64, ctime: Int64
         public init(dev: UInt64, ino: UInt64, size: Int64, mtime: Int64, ctime: Int64) {
             self.dev = dev; self.ino = ino; self.size = size; self.mtime = mtime; self.ctime = ctime
         }
     }
 
-    /// Remembered file digests, by absolute path, for the files whose identity still matches.
-    public func fileDigests(under prefix: String) throws -> [String: (FileIdentity, Digest)] {
-        var out: [String: (FileIdentity, Digest)] = [:]
-        try query("SELECT path, dev, ino, size, mtime, ctime, digest FROM files WHERE path >= ? AND path < ?",
+    /// The digests remembered for files below `prefix`, by the identity each was hashed with.
+    /// A file whose identity is a key here has that digest; which path it was seen at does not
+    /// matter (the device and inode are in the identity), so no path is read or hashed.
+    public func fileDigests(under prefix: String) throws -> [FileIdentity: Digest] {
+        var out: [FileIdentity: Digest] = [:]
+        out.reserveCapacity(1024)
+        try query("SELECT dev, ino, size, mtime, ctime, digest FROM files WHERE path >= ? AND path < ?",
                   [prefix + "/", prefix + "0"]) { s in
-            guard let p = CacheIndex.text(s, 0), let d = CacheIndex.text(s, 6).flatMap({ try? Digest(parsing: $0) }) else { return }
-            let id = FileIdentity(dev: UInt64(bitPattern: sqlite3_column_int64(s, 1)), ino: UInt64(bitPattern: sqlite3_column_int64(s, 2)),
-                                  size: sqlite3_column_int64(s, 3), mtime: sqlite3_column_int64(s, 4), ctime: sqlite3_column_int64(s, 5))
-            out[p] = (id, d)
+            guard let text = sqlite3_column_text(s, 5),
+                  let d = Digest(utf8: UnsafeBufferPointer(start: text, count: Int(sqlite3_column_bytes(s, 5)))) else { return }
+            let id = FileIdentity(dev: UInt64(bitPattern: sqlite3_column_int64(s, 0)), ino: UInt64(bitPattern: sqlite3_column_int64(s, 1)),
+                                  size: sqlite3_column_int64(s, 2), mtime: sqlite3_column_int64(s, 3), ctime: sqlite3_column_int64(s, 4))
+            out[id] = d
         }
         return out
     }

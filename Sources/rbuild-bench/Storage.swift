@@ -6,12 +6,16 @@
 //                                  seconds, the diffID and the tar's size
 //   rbuild-bench contexthash DIR   digests DIR as a COPY's cache key does (no index: every file
 //                                  read); prints seconds and the digest
+//   rbuild-bench contexthash DIR INDEX
+//                                  the same with the cache index file INDEX (made if missing):
+//                                  a first pass remembers every file, the timed second pass is
+//                                  what a warm rebuild pays (no file read)
 import Foundation
 import RBuildOCI
 import RBuildSolver
 
 func storageBench(_ args: [String]) -> Int32? {
-    guard args.count == 3, ["layerhash", "contexthash"].contains(args[1]) else { return nil }
+    guard args.count == 3 || (args.count == 4 && args[1] == "contexthash"), ["layerhash", "contexthash"].contains(args[1]) else { return nil }
     let dir = args[2]
     do {
         let t0 = now()
@@ -24,8 +28,22 @@ func storageBench(_ args: [String]) -> Int32? {
             let r = try writeLayer(fromDirectory: dir, store: try ContentStore(root: state), options: options)
             print("\(now() - t0) \(r.diffID) \(r.uncompressedSize)")
         default:
-            let d = try ContextHasher(root: dir, index: nil).digest(of: "")
-            print("\(now() - t0) \(d)")
+            guard args.count == 4 else {
+                let d = try ContextHasher(root: dir, index: nil).digest(of: "")
+                print("\(now() - t0) \(d)")
+                break
+            }
+            let index = try CacheIndex(path: args[3])
+            let first = ContextHasher(root: dir, index: index)
+            _ = try first.digest(of: "")
+            first.save()
+            let t2 = now()
+            let rows = try index.fileDigests(under: dir)
+            print("fileDigests: \(now() - t2) \(rows.count)")
+            let t1 = now()
+            let warm = ContextHasher(root: dir, index: index)
+            let d = try warm.digest(of: "")
+            print("\(now() - t1) \(d) files read: \(warm.filesRead)")
         }
         return 0
     } catch {

@@ -14,6 +14,11 @@ struct DigestTests {
         ("sha256:abc", "64 lowercase hex digits"),
         ("sha256:" + String(repeating: "A", count: 64), "64 lowercase hex digits"),
         ("nocolon", "expected sha256:<64 hex digits>"),
+        ("sha256:" + String(repeating: "a", count: 63) + "g", "64 lowercase hex digits"),
+        ("sha256:" + String(repeating: "a", count: 65), "64 lowercase hex digits"),
+        ("sha256:" + String(repeating: "a", count: 64) + "\n", "64 lowercase hex digits"),
+        ("sha256:" + String(repeating: "a", count: 63) + "é", "64 lowercase hex digits"),
+        ("SHA256:" + String(repeating: "a", count: 64), "unsupported digest algorithm SHA256"),
     ])
     func rejects(_ text: String, _ message: String) {
         do {
@@ -24,6 +29,14 @@ struct DigestTests {
         } catch {
             Issue.record("\(error)")
         }
+    }
+
+    @Test func parsesWhatItPrints() throws {
+        let d = Digest.of([1, 2, 3])
+        #expect(try Digest(parsing: d.description) == d)
+        var text = d.description
+        #expect(text.withUTF8 { Digest(utf8: $0) } == d)
+        #expect(Digest(utf8: UnsafeBufferPointer(start: nil, count: 0)) == nil)
     }
 
     @Test func roundTripsThroughJSON() throws {
