@@ -49,12 +49,16 @@ public struct RecordedEvent: Sendable {
 
 /// The build records of a state dir: `history/<id>.json` (each replaced whole by rename, so a
 /// crash mid-write leaves the previous version, and one record can never spoil another) and
-/// `history/<id>.log.gz` (the progress events, one compact JSON array a line, gzip). Only the
-/// newest `BuildHistory.keep` records are kept.
+/// `history/<id>.log.gz` (the progress events, one compact JSON array a line, gzip). The newest
+/// `BuildHistory.keep` records are kept; at most `BuildHistory.trimAt` exist.
 public struct BuildHistory: Sendable {
     public let directory: String
-    /// How many records are kept: writing a new one removes the oldest past this.
+    /// How many records are kept at least: when a new one makes more than `trimAt`, the oldest
+    /// are removed down to this.
     public static let keep = 100
+    /// Trimming reads every record to order them (a few milliseconds for a hundred), so it waits
+    /// for a tenth more instead of running at every build once the history is full.
+    public static let trimAt = keep + keep / 10
     /// The most bytes of events one log keeps uncompressed; later step output is counted, not kept.
     public static let logLimit = 4 << 20
 
@@ -142,10 +146,13 @@ public struct BuildHistory: Sendable {
         }
     }
 
-    /// Removes the oldest records past `keep`, and temp files a killed writer left an hour ago.
+    /// Removes the oldest records past `keep` once there are more than `trimAt`, and temp files
+    /// a killed writer left an hour ago.
     func trim() {
-        for r in list().dropFirst(BuildHistory.keep) { try? remove(r) }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        if names.lazy.filter({ $0.hasSuffix(".json") && !$0.hasPrefix(".") }).count > BuildHistory.trimAt {
+            for r in list().dropFirst(BuildHistory.keep) { try? remove(r) }
+        }
         for n in names where n.hasPrefix(".tmp-") {
             var st = stat()
             if stat(directory + "/" + n, &st) == 0, time(nil) - st.st_mtim.tv_sec > 3600 { unlink(directory + "/" + n) }

@@ -82,6 +82,41 @@ struct HistoryTests {
     }
 
     /// Each bake target leaves a record of its own steps; a target's annotations are written.
+    /// The history is trimmed to the newest `keep` records once a build makes more than
+    /// `trimAt`, and left alone below that (trimming reads every record).
+    @Test func historyIsTrimmedPastItsLimit() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": "FROM busybox\n"])
+        let dir = b.state + "/history"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // Old records as a build writes them: a day apart from 2020 on.
+        func fake(_ i: Int) throws {
+            let id = "old" + String(format: "%022d", i)
+            let started = Date(timeIntervalSince1970: 1_577_836_800 + Double(i) * 86400)
+            let record: [String: Any] = [
+                "id": id, "name": "ctx", "status": "completed", "startedAt": ISO8601DateFormatter().string(from: started),
+                "pid": 1, "platforms": ["linux/amd64"], "outputs": [], "tags": [], "steps": 1, "completedSteps": 1,
+                "cachedSteps": 0, "logDroppedBytes": 0]
+            try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: "\(dir)/\(id).json"))
+        }
+        func ids() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }
+        }
+        for i in 10..<(BuildHistory.keep + 5) { try fake(i) }   // 95 records
+        #expect(try b.build([], ctx).status == 0)
+        #expect(try ids().count == BuildHistory.keep - 4, "below the limit nothing is removed")
+        #expect(try rbuild(["history", "ls", "--format", "json"] + b.root).stdout.split(separator: "\n").count == BuildHistory.keep - 4)
+
+        for i in 0..<10 { try fake(i) }   // 106 records, the oldest of them new files
+        for i in (BuildHistory.keep + 5)..<(BuildHistory.keep + 10) { try fake(i) }   // 111
+        #expect(try b.build([], ctx).status == 0)   // 112 > trimAt: back to keep
+        let left = try ids()
+        #expect(left.count == BuildHistory.keep, "\(left.count)")
+        #expect(left.filter { !$0.hasPrefix("old") }.count == 2, "both real builds are the newest and stay")
+        let oldest = left.filter { $0.hasPrefix("old") }.sorted().first
+        #expect(oldest == "old" + String(format: "%022d", 12), "the 12 oldest went, by start time, not by file age")
+    }
+
     @Test func bakeTargetsRecordAndAnnotate() throws {
         let b = try BuildFixture()
         let hcl = """
