@@ -129,6 +129,75 @@ func scratchDirectory() throws -> String {
         let d4 = try fourth.digest(of: "")
         #expect(try fourth.digest(of: "", include: { $0 != "b" }) != d4)
     }
+
+    /// The digest is sha256 over one line per entry in sorted depth-first order, whichever
+    /// thread walks: checked against the lines written here for a tree of 3,000 directories
+    /// with a file each (more than the walker keeps open at once), links and an empty directory;
+    /// a subdirectory and an include filter too.
+    @Test func digestIsTheDocumentedLinesOverAWideTree() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ctx = dir + "/ctx"
+        for i in 0..<3000 {
+            let d = ctx + "/w/" + String(format: "d%04d", i)
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            try "file \(i)\n".write(toFile: d + "/f", atomically: false, encoding: .utf8)
+        }
+        try FileManager.default.createDirectory(atPath: ctx + "/empty", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: ctx + "/link", withDestinationPath: "w/d0001/f")
+        try "top".write(toFile: ctx + "/a.txt", atomically: false, encoding: .utf8)
+
+        func expected(_ under: String, include: (String) -> Bool = { _ in true }) throws -> Digest {
+            var text = [UInt8]()
+            func line(_ rel: String) throws {
+                var st = stat()
+                #expect(lstat(ctx + "/" + rel, &st) == 0)
+                text += Array("\(rel)\u{0}\(st.st_mode)\u{0}".utf8)
+                switch st.st_mode & S_IFMT {
+                case S_IFREG:
+                    let bytes = [UInt8](FileManager.default.contents(atPath: ctx + "/" + rel)!)
+                    text += Array("\(st.st_size)\u{0}\(Digest.of(bytes).hex)".utf8)
+                case S_IFLNK:
+                    text += Array(try FileManager.default.destinationOfSymbolicLink(atPath: ctx + "/" + rel).utf8)
+                default: break
+                }
+                text.append(0x0A)
+                if st.st_mode & S_IFMT == S_IFDIR { try children(rel) }
+            }
+            func children(_ rel: String) throws {
+                let names = try FileManager.default.contentsOfDirectory(atPath: rel.isEmpty ? ctx : ctx + "/" + rel)
+                for n in names.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+                    let r = rel.isEmpty ? n : rel + "/" + n
+                    if include(r) { try line(r) }
+                }
+            }
+            if under.isEmpty { try children("") } else { try line(under) }
+            return Digest.of(text)
+        }
+        usleep(250_000)
+        let index = try CacheIndex(path: dir + "/cache.db")
+        let cold = ContextHasher(root: ctx, index: index)
+        #expect(try cold.digest(of: "") == expected(""))
+        #expect(cold.filesRead == 3001)
+        cold.save()
+        let warm = ContextHasher(root: ctx, index: index)
+        #expect(try warm.digest(of: "") == expected(""))
+        #expect(try warm.digest(of: "w") == expected("w"))
+        #expect(try warm.digest(of: "link") == expected("link"))
+        let odd: (String) -> Bool = { !$0.hasSuffix("1") && !$0.hasSuffix("1/f") }
+        #expect(try warm.digest(of: "", include: odd) == expected("", include: odd))
+        #expect(warm.filesRead == 0)
+
+        // An entry that cannot be read midway fails the digest with its path, and the walker
+        // thread ends (the next digest works).
+        chmod(ctx + "/w/d1500", 0)
+        defer { chmod(ctx + "/w/d1500", 0o755) }
+        if getuid() != 0 {
+            #expect(throws: SolveError.self) { try ContextHasher(root: ctx, index: nil).digest(of: "") }
+        }
+        chmod(ctx + "/w/d1500", 0o755)
+        #expect(try warm.digest(of: "") == expected(""))
+    }
 }
 
 @Suite struct OutputSpecTests {
