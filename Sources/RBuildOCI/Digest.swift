@@ -58,19 +58,19 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, C
     }
 }
 
-/// Streaming sha256 over OpenSSL's EVP interface. `finish` may be called once.
+/// Streaming sha256 over OpenSSL's low-level interface (see CCrypto's shim.h for why not EVP).
+/// `finish` may be called once.
 public final class SHA256 {
-    private let ctx: OpaquePointer
+    private let ctx = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
 
     public init() {
-        ctx = EVP_MD_CTX_new()
-        EVP_DigestInit_ex(ctx, EVP_sha256(), nil)
+        SHA256_Init(ctx)
     }
 
-    deinit { EVP_MD_CTX_free(ctx) }
+    deinit { ctx.deallocate() }
 
     public func update(_ bytes: UnsafeRawBufferPointer) {
-        if bytes.count > 0 { EVP_DigestUpdate(ctx, bytes.baseAddress, bytes.count) }
+        if bytes.count > 0 { SHA256_Update(ctx, bytes.baseAddress, bytes.count) }
     }
 
     public func update(_ bytes: [UInt8]) {
@@ -79,8 +79,7 @@ public final class SHA256 {
 
     public func finish() -> Digest {
         var out = [UInt8](repeating: 0, count: 32)
-        var len: UInt32 = 0
-        EVP_DigestFinal_ex(ctx, &out, &len)
+        SHA256_Final(&out, ctx)
         let table = Array("0123456789abcdef".utf8)
         var hex = [UInt8]()
         hex.reserveCapacity(64)
