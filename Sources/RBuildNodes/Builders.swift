@@ -140,6 +140,12 @@ public struct BuilderStore: Sendable {
 
     public func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: path(name)) }
 
+    /// Whether any builder is stored (no file is read): without one, every build is `default`'s.
+    public var isEmpty: Bool {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return true }
+        return !names.contains { $0.hasSuffix(".json") }
+    }
+
     public func load(_ name: String) throws -> BuilderConfig {
         try Self.checkName(name)
         guard let data = FileManager.default.contents(atPath: path(name)) else {
