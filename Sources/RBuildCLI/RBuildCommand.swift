@@ -18,6 +18,14 @@ public struct RBuildCommand: ParsableCommand {
 
     public init() {}
 
+    /// The commands that read or remove trees made in sandboxes, and so run in rbuild's own user
+    /// namespace with the sandboxes' identity (see UserNamespace), whatever their arguments: save,
+    /// push and check too, since a built layer may be packed from its snapshot (LayerRecipe).
+    /// The others only move blobs the user owns and skip the extra process; `run` and `bake`
+    /// enter it when their arguments say they will run or build.
+    static let insideCommands: [ParsableCommand.Type] = [BuildCommand.self, PruneCommand.self, SaveCommand.self, PushCommand.self,
+                                                         CheckCommand.self, NodeBuildCommand.self]
+
     /// Parses the arguments, runs the command, and turns any error into one `rbuild: …` line
     /// and an exit status.
     public static func runMain(_ arguments: [String]? = nil) -> Never {
@@ -29,15 +37,16 @@ public struct RBuildCommand: ParsableCommand {
             line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
             Glibc.exit(0)
         }
-        // The commands that always run in rbuild's own user namespace (below) and need nothing
-        // done first in this process enter it before parsing: the inner process parses, and
-        // reports a mistake, just as this one would, and the parse here (about 4 ms of
-        // ArgumentParser's reflection) is saved. A build does only while no builder is stored,
-        // since a builder's nodes are connected from this process.
+        // The commands that always run in rbuild's own user namespace and need nothing done
+        // first in this process enter it before parsing: the inner process parses, and reports a
+        // mistake, just as this one would, and the parse here (about 4 ms of ArgumentParser's
+        // reflection) is saved. A build does only while no builder is stored, since a builder's
+        // nodes are connected from this process.
         var entered = false
         if arguments == nil, let first = CommandLine.arguments.dropFirst().first,
-           ["prune", "save", "push", "check"].contains(first)
-            || (first == "build" && getenv("RBUILD_BUILDER") == nil && BuilderStore().isEmpty) {
+           let kind = insideCommands.first(where: { $0.configuration.commandName == first }),
+           ObjectIdentifier(kind) != ObjectIdentifier(BuildCommand.self)
+            || (getenv("RBUILD_BUILDER") == nil && BuilderStore().isEmpty) {
             UserNamespace.enter(arguments: CommandLine.arguments)
             entered = true
         }
@@ -47,10 +56,6 @@ public struct RBuildCommand: ParsableCommand {
         } catch {
             exit(withError: error)
         }
-        // The commands that read or remove trees made in sandboxes run in rbuild's own user
-        // namespace, so they do it with the sandboxes' identity (see UserNamespace): save, push
-        // and check too, since a built layer may be packed from its snapshot (LayerRecipe). The
-        // others only move blobs the user owns and skip the extra process.
         // A build on remote nodes starts ssh first, as the user (see BuildCommand.connectNodes).
         var nodeFDs: [Int32] = []
         if let build = command as? BuildCommand {
@@ -66,9 +71,8 @@ public struct RBuildCommand: ParsableCommand {
         // sandbox from here and saves a second start of this program.
         if entered {
             // Done above (or not possible here: then as before, in this process).
-        } else if command is BuildCommand || (command as? RunCommand).map({ $0.rootfs == nil }) == true || command is PruneCommand
-            || command is SaveCommand || command is PushCommand || command is CheckCommand || command is NodeBuildCommand
-            || (command as? BakeCommand)?.builds == true {
+        } else if insideCommands.contains(where: { ObjectIdentifier($0) == ObjectIdentifier(type(of: command)) })
+            || (command as? RunCommand).map({ $0.rootfs == nil }) == true || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments, handOver: nodeFDs)
         }
         do {

@@ -25,17 +25,11 @@ final class DockerEngine: @unchecked Sendable {
     let process: Process
     var socket: String { dir + "/docker.sock" }
 
-    static let shared: Swift.Result<DockerEngine, FixtureError> = {
-        do {
-            let engine = try DockerEngine()
-            atexit { if case .success(let e) = DockerEngine.shared { e.stop() } }
-            return .success(engine)
-        } catch let e as FixtureError {
-            return .failure(e)
-        } catch {
-            return .failure(FixtureError(message: "\(error)"))
-        }
-    }()
+    static let shared: Swift.Result<DockerEngine, FixtureError> = FixtureError.capture {
+        let engine = try DockerEngine()
+        atexit { if case .success(let e) = DockerEngine.shared { e.stop() } }
+        return engine
+    }
 
     init() throws {
         guard let dockerd = firstExecutable(["/usr/sbin/dockerd", "/usr/bin/dockerd"]) else {

@@ -23,17 +23,11 @@ final class NodeFixture: @unchecked Sendable {
     var binary: String { dir + "/rbuild" }
     var sshCommand: String { "ssh -F \(dir)/client/config" }
 
-    static let shared: Swift.Result<NodeFixture, FixtureError> = {
-        do {
-            let f = try NodeFixture()
-            atexit { if case .success(let f) = NodeFixture.shared { f.remove() } }
-            return .success(f)
-        } catch let e as FixtureError {
-            return .failure(e)
-        } catch {
-            return .failure(FixtureError(message: "\(error)"))
-        }
-    }()
+    static let shared: Swift.Result<NodeFixture, FixtureError> = FixtureError.capture {
+        let f = try NodeFixture()
+        atexit { if case .success(let f) = NodeFixture.shared { f.remove() } }
+        return f
+    }
 
     static func get() throws -> NodeFixture { try shared.get() }
 

@@ -127,6 +127,18 @@ final class Rootfs {
 struct FixtureError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
+
+    /// What `make` returns, or its error as a FixtureError: a fixture made once per test process
+    /// (a `static let`) keeps its failure for every test that asks.
+    static func capture<T>(_ make: () throws -> T) -> Swift.Result<T, FixtureError> {
+        do {
+            return .success(try make())
+        } catch let e as FixtureError {
+            return .failure(e)
+        } catch {
+            return .failure(FixtureError(message: "\(error)"))
+        }
+    }
 }
 
 extension String {
