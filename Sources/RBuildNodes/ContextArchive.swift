@@ -138,11 +138,9 @@ public enum ContextArchive {
             if r == ARCHIVE_EOF { break }
             guard r >= ARCHIVE_WARN, let e = entry else { throw failure("a header") }
             let raw = String(cString: archive_entry_pathname(e))
-            var parts: [Substring] = []
-            for p in raw.split(separator: "/") where p != "." {
-                guard p != ".." else { throw NodeError("the build context's tar has an unsafe entry \(raw)") }
-                parts.append(p)
-            }
+            // Split by bytes (pathComponents), not Characters: "/" then a combining mark is one
+            // Character, which would let `../\u{301}x` through as a name.
+            var parts = pathComponents(try safeEntryName(raw, archive: "the build context's tar"))
             guard let last = parts.popLast() else { continue }
             let name = String(last)
             let parentPath = parts.joined(separator: "/")
