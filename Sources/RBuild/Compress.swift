@@ -49,15 +49,8 @@ extension ImageStore {
     /// a second save sends the same blobs without compressing again.
     public func save(_ name: String, platform: Platform?, to target: ExportTarget, compression: Compression = .gzip,
                      level: Int? = nil, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) throws {
-        let full = try ImageStore.normalise(name)
-        guard var top = try lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
-        if let platform {
-            top = try manifest(of: top, platform: platform).0
-        }
-        let cache = try CacheIndex(path: layout.cacheIndex)
-        try namingBlobErrors("cannot save \(full)") {
-            let image = try compressedImage(top, compression: compression, level: level, store: self, cache: cache)
-            try export(image, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+        try save(name, platform: platform, to: target, sourceDateEpoch: sourceDateEpoch) { top in
+            try compressedImage(top, compression: compression, level: level, store: self, cache: try CacheIndex(path: layout.cacheIndex))
         }
     }
 }

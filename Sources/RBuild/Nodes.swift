@@ -101,7 +101,8 @@ final class NodeProgressRelay: @unchecked Sendable {
 final class FrameProgress: ProgressSink {
     let writer: FrameWriter
     init(_ writer: FrameWriter) { self.writer = writer }
-    func handle(_ event: BuildEvent) { try? writer.write(.event, EventCoding.encode(event)) }
+    /// As a history log's line (`RecordedEvent`): both ends run the same rbuild.
+    func handle(_ event: BuildEvent) { try? writer.write(.event, RecordedEvent(time: 0, event: event).line) }
 }
 
 extension Builder {
@@ -262,7 +263,7 @@ extension Builder {
                 }
                 switch kind {
                 case .event:
-                    if let e = EventCoding.decode(bytes) { relay.handle(e) }
+                    if let e = RecordedEvent(line: Substring(decoding: bytes.dropLast(), as: UTF8.self)) { relay.handle(e.event) }
                 case .blob:
                     let want = try JSONDecoder().decode(WireBlob.self, from: Data(bytes))
                     let w = try BlobWriter(store: store.content)
@@ -400,8 +401,8 @@ extension Builder {
             guard sent.insert(d.digest).inserted else { return }
             try writer.write(.blob, json: WireBlob(digest: d.digest, size: d.size))
             // An uncompressed layer kept only as its snapshot (LayerRecipe) is packed as it goes.
-            if access(store.content.path(d.digest), F_OK) != 0 && store.content.isPackable(d.digest) {
-                try store.content.pack(d.digest) { try writer.write(chunked: .data, $0) }
+            if let recipe = store.content.packableRecipe(d.digest) {
+                try store.content.pack(d.digest, recipe: recipe) { try writer.write(chunked: .data, $0) }
                 return
             }
             let reader = try BlobReader(store.content.blob(d))
@@ -410,10 +411,12 @@ extension Builder {
         for image in images {
             let top = try exportable(image, compression: compression, level: r.level)
             let manifest = try decodeManifest(try store.content.read(top), as: top)
+            var pushedTo = Set<String>()   // by digest: two tags of one repository are one push
             for name in r.push {
                 var ref = try Reference(parsing: name)
                 ref.tag = nil
                 ref.digest = top.digest
+                guard pushedTo.insert("\(ref.registry)/\(ref.repository)").inserted else { continue }
                 try reporter.step("pushing \(top.platform?.description ?? "") to \(ref.registry)/\(ref.repository)") { step in
                     _ = try Distribution.push(top, to: ref, store: store) { step.output($0) }
                 }

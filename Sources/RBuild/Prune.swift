@@ -62,11 +62,16 @@ extension ImageStore {
         let cache = try CacheIndex(path: layout.cacheIndex)
         if all { try cache.clearSteps() }
         let (n, bytes) = try pruneBlobs(keeping: all ? [] : try cache.layerDigests(), recipeGrace: all ? 0 : 3600)
-        // Snapshots go with --all: the layers images still name whose only copy is one of them
-        // (`LayerRecipe`) become blobs first.
-        if all { _ = try content.materialiseRecipes() }
-        let swept = removeLeftovers(stateDirectory: root, olderThan: all ? 0 : 3600, snapshots: all, tasks: SandboxTasks())
+        // Snapshots go with --all.
+        let swept = all ? try removeSnapshots() : removeLeftovers(stateDirectory: root, olderThan: 3600, snapshots: false, tasks: SandboxTasks())
         return PruneResult(check: check, blobs: n, bytes: bytes, sweptDirectories: swept)
+    }
+
+    /// Removes every snapshot (and what killed builds left): the layers images still name whose
+    /// only copy is a snapshot (`LayerRecipe`) become blobs first. Returns how many entries went.
+    func removeSnapshots() throws -> Int {
+        _ = try content.materialiseRecipes()
+        return removeLeftovers(stateDirectory: root, olderThan: 0, snapshots: true, tasks: SandboxTasks())
     }
 }
 
@@ -246,8 +251,7 @@ extension ImageStore {
             result.cacheMountBytes += bytes
         }
         if chosen.contains(where: { $0.kind == "snapshots" }) {
-            _ = try content.materialiseRecipes()
-            result.sweptDirectories += removeLeftovers(stateDirectory: root, olderThan: 0, snapshots: true, tasks: SandboxTasks())
+            result.sweptDirectories += try removeSnapshots()
         }
         if chosen.contains(where: { $0.kind == "source.git" }), FileManager.default.fileExists(atPath: layout.git) {
             try removeTree(atPath: layout.git)

@@ -323,12 +323,7 @@ struct BuildCommand: ParsableCommand {
             e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try e.encode(value), as: UTF8.self))
         }
-        func table(_ header: [String], _ rows: [[String]]) {
-            let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max()! + 3 }
-            for r in [header] + rows {
-                print(r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined())
-            }
-        }
+        func table(_ header: [String], _ rows: [[String]]) { printTable([header] + rows) }
         if call == "targets" {
             let targets = try dockerfileTargets(options)
             if json { return try printJSON(targets) }

@@ -54,7 +54,7 @@ struct BuilderCreate: ParsableCommand {
         var options: [String: String] = [:]
         for o in driverOpts.flatMap({ $0.split(separator: ",").map(String.init) }) {
             let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2, ["rbuild", "root"].contains(kv[0]) else {
+            guard kv.count == 2, BuilderNode.knownOptions.contains(kv[0]) else {
                 throw ValidationError("--driver-opt \(o): expected rbuild=PATH or root=DIR")
             }
             options[kv[0]] = kv[1]

@@ -249,8 +249,7 @@ struct CheckCommand: ParsableCommand {
 func render(_ report: StoreCheck) {
     for b in report.bad {
         let used = b.images.isEmpty ? "" : ", used by " + b.images.joined(separator: ", ")
-        // A layer kept as its snapshot has no bytes of its own to hash: its repack's error says why.
-        let what = b.actual.map { "actual \($0)" } ?? (b.problem.contains("snapshot") ? b.problem : "actual unreadable")
+        let what = b.actual.map { "actual \($0)" } ?? (b.keptAsSnapshot ? b.problem : "actual unreadable")
         print("corrupt \(b.digest): \(what), \(b.size) bytes\(used)\(b.removed ? " (removed)" : "")")
     }
     let removed = report.bad.filter(\.removed).count

@@ -80,7 +80,8 @@ public struct BuilderNode: Sendable, Codable, Equatable {
         return words
     }
 
-    static let knownOptions = ["rbuild", "root"]
+    /// The `--driver-opt` keys a node takes.
+    public static let knownOptions = ["rbuild", "root"]
 }
 
 /// What a node said about itself: `rbuild --version` and `rbuild info --format json` there.
@@ -165,7 +166,8 @@ public struct BuilderStore: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try e.encode(builder).write(to: URL(fileURLWithPath: path(builder.name)), options: .atomic)
+        let bytes = [UInt8](try e.encode(builder))
+        try replaceAtomically(path(builder.name), isDirectory: false) { try writeNewFile($0, bytes) }
     }
 
     public func remove(_ name: String) throws {
@@ -186,7 +188,7 @@ public struct BuilderStore: Sendable {
     public func use(_ name: String) throws {
         if name != Self.defaultName { _ = try load(name) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try Data((name + "\n").utf8).write(to: URL(fileURLWithPath: directory + "/current"), options: .atomic)
+        try replaceAtomically(directory + "/current", isDirectory: false) { try writeNewFile($0, Array((name + "\n").utf8)) }
     }
 
     /// The builder a build uses: `name` (`--builder`), else `RBUILD_BUILDER`, else `builder use`'s;

@@ -64,14 +64,10 @@ public final class FrameWriter: Sendable {
     }
 
     private func writeFully(_ bytes: UnsafeRawBufferPointer) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + off, bytes.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw NodeError("\(what): the connection closed (\(errnoText(errno)))")
-            }
-            off += n
+        do {
+            try writeAll(fd, bytes)
+        } catch let e as SystemError {
+            throw NodeError("\(what): the connection closed (\(errnoText(e.errno)))")
         }
     }
 }
@@ -127,35 +123,5 @@ public final class FrameReader: @unchecked Sendable {   // one reader thread at 
             start += take
         }
         return out
-    }
-}
-
-/// A build event as the node protocol carries it (the keys of `--progress=rawjson`).
-public enum EventCoding {
-    public static func encode(_ event: BuildEvent) -> [UInt8] {
-        var o: [String: Any] = [:]
-        switch event {
-        case .started(let n, let name): o = ["step": n, "event": "started", "name": name]
-        case .output(let n, let stream, let text): o = ["step": n, "event": "output", "stream": stream, "text": text]
-        case .cached(let n): o = ["step": n, "event": "cached"]
-        case .finished(let n, let s): o = ["step": n, "event": "done", "seconds": s]
-        case .failed(let n, let s, let m): o = ["step": n, "event": "error", "seconds": s, "error": m]
-        case .note(let text): o = ["event": "note", "text": text]
-        }
-        return Array((try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data())
-    }
-
-    public static func decode(_ bytes: [UInt8]) -> BuildEvent? {
-        guard let o = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any], let kind = o["event"] as? String else { return nil }
-        let step = o["step"] as? Int ?? 0
-        switch kind {
-        case "started": return .started(step: step, name: o["name"] as? String ?? "")
-        case "output": return .output(step: step, stream: o["stream"] as? Int ?? 1, text: o["text"] as? String ?? "")
-        case "cached": return .cached(step: step)
-        case "done": return .finished(step: step, seconds: o["seconds"] as? Double ?? 0)
-        case "error": return .failed(step: step, seconds: o["seconds"] as? Double ?? 0, message: o["error"] as? String ?? "")
-        case "note": return .note(o["text"] as? String ?? "")
-        default: return nil
-        }
     }
 }

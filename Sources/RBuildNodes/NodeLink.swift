@@ -205,16 +205,16 @@ public struct Placement: Sendable {
     public var node: BuilderNode?
     public var platforms: [Platform]
 
+    /// Whether `list` (platform strings) names `p`, in normal form (`arm64/v8` is `arm64`).
+    static func has(_ list: [String], _ p: Platform) -> Bool {
+        list.contains { (try? Platform(parsing: $0)).map(p.isSame) ?? false }
+    }
+
     /// Each platform goes to the first node that builds it natively (declared with `--platform`,
     /// else by its probe), else to this machine if it runs it natively, else to the first node
     /// that emulates it, else to this machine. A remote node's qemu is no faster than ours, so a
     /// native local build beats an emulated remote one. Nodes in `order`, platforms kept in
     /// the order asked.
-    /// Whether `list` (platform strings) names `p`, in normal form (`arm64/v8` is `arm64`).
-    static func has(_ list: [String], _ p: Platform) -> Bool {
-        list.contains { (try? Platform(parsing: $0))?.normalized.description == p.normalized.description }
-    }
-
     public static func place(_ platforms: [Platform], nodes: [BuilderNode], localNative: (Platform) -> Bool) -> [Placement] {
         var chosen: [(node: BuilderNode?, platform: Platform)] = []
         for p in platforms {

@@ -9,7 +9,8 @@ public struct StoredBlob: Sendable {
     /// nil: a file that is not content-addressed (a build context's tarball): read unchecked.
     public var digest: Digest?
     public var size: Int64?
-    /// Where the blob lives, for messages (the content store's root).
+    /// Where the blob lives (the content store's root): for messages, and for a reader to pack a
+    /// layer kept only as its snapshot (`LayerRecipe`) when its file is missing.
     public var store: String?
 
     public init(path: String, digest: Digest? = nil, size: Int64? = nil, store: String? = nil) {

@@ -24,7 +24,7 @@ public final class ContentStore: @unchecked Sendable {
     public func path(_ d: Digest) -> String { layout.sha256Blobs + "/" + d.hex }
 
     /// Whether the store has blob `d`, as a file or as a layer it can pack again (`LayerRecipe`).
-    public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 || isPackable(d) }
+    public func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 || packableRecipe(d) != nil }
 
     /// Stores `bytes`; with `expected`, refuses bytes that do not match it.
     @discardableResult
@@ -109,8 +109,11 @@ public final class ContentStore: @unchecked Sendable {
         return stat(path(d), &st) == 0 ? Int64(st.st_size) : recipe(d)?.size
     }
 
-    public func allBlobs() -> [Digest] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: layout.sha256Blobs)) ?? [])
+    public func allBlobs() -> [Digest] { digests(namedIn: layout.sha256Blobs) }
+
+    /// The digests that name files in `directory` (by their hex), sorted; other names are skipped.
+    func digests(namedIn directory: String) -> [Digest] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
     }
 
@@ -129,9 +132,11 @@ public final class ContentStore: @unchecked Sendable {
         // A recipe nothing names goes (its directory is a snapshot: prune --all removes those).
         // So does one whose blob exists after all; a young one may belong to a step that
         // recorded it and has not yet stored its cache record.
-        for d in allRecipes() where !live.contains(d) || access(path(d), F_OK) == 0 {
+        for d in allRecipes() {
+            let hasBlob = access(path(d), F_OK) == 0
+            guard hasBlob || !live.contains(d) else { continue }
             var st = stat()
-            if access(path(d), F_OK) == 0 || (stat(recipePath(d), &st) == 0 && time(nil) - st.st_mtim.tv_sec >= recipeGrace) {
+            if hasBlob || (stat(recipePath(d), &st) == 0 && time(nil) - st.st_mtim.tv_sec >= recipeGrace) {
                 unlink(recipePath(d))
             }
         }

@@ -52,6 +52,15 @@ public struct LayerOptions: Sendable {
     }
 }
 
+extension LayerOptions {
+    /// Records host owners as the ids they are inside the sandbox (`mapping`); a host id the
+    /// map lacks is recorded as 65534 (nobody), as the kernel shows it. A build's layers and
+    /// their recipes (LayerRecipe) both pack through this, so a repack gives the same diffID.
+    public mutating func mapOwners(through mapping: IDMapping) {
+        ownership = { u, g in (mapping.insideID(host: u, uid: true) ?? 65534, mapping.insideID(host: g, uid: false) ?? 65534) }
+    }
+}
+
 /// A layer blob written to the store.
 public struct LayerResult: Sendable, Equatable {
     public var descriptor: Descriptor
@@ -569,10 +578,10 @@ public func recompressLayer(_ layer: Descriptor, to compression: Compression, le
     let same = layer.mediaType == compression.mediaType
         || (compression == .gzip && layer.mediaType == MediaType.dockerLayerGzip)
     if same { return layer }
-    if layer.mediaType == MediaType.ociLayer && store.isPackable(layer.digest) {
+    if layer.mediaType == MediaType.ociLayer, let recipe = store.packableRecipe(layer.digest) {
         // Kept as a snapshot directory: packed and compressed in one pass, the plain tar never
         // stored (`LayerRecipe`).
-        let r = try store.pack(layer.digest, compression: compression, level: level)
+        let r = try store.pack(layer.digest, recipe: recipe, compression: compression, level: level)
         return r.descriptor
     }
     let sink = try LayerSink(store: store, compression: compression, level: level)

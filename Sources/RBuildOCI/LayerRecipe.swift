@@ -45,8 +45,7 @@ public struct LayerRecipe: Codable, Sendable, Equatable {
         o.owners = owners.compactMapValues { $0.count == 2 ? (uid: $0[0], gid: $0[1]) : nil }
         // The map of this process (rbuild's own user namespace or the host), in the recorded
         // mode: the same inside ids as the build recorded, whichever side reads the tree.
-        let mapping = IDMapping.detect(force: idMapping)
-        o.ownership = { u, g in (mapping.insideID(host: u, uid: true) ?? 65534, mapping.insideID(host: g, uid: false) ?? 65534) }
+        o.mapOwners(through: IDMapping.detect(force: idMapping))
         o.expectedDiffID = expected
         return o
     }
@@ -87,34 +86,47 @@ extension ContentStore {
         r.directory.hasPrefix("/") ? r.directory : absolutePath(root) + "/" + r.directory
     }
 
-    /// Whether `d` has no blob file but a recipe whose directory is there.
-    public func isPackable(_ d: Digest) -> Bool {
-        guard access(path(d), F_OK) != 0, let r = recipe(d) else { return false }
-        return access(recipeDirectory(r), F_OK) == 0
+    /// The recipe of `d` when `d` has no blob file but a recipe whose directory is there: a layer
+    /// to pack from its snapshot (read once, then handed to `pack`).
+    public func packableRecipe(_ d: Digest) -> LayerRecipe? {
+        guard access(path(d), F_OK) != 0, let r = recipe(d), access(recipeDirectory(r), F_OK) == 0 else { return nil }
+        return r
     }
 
-    /// Packs the layer `d` from its recipe as `compression`, checked against `d` (its diffID)
-    /// before the blob is stored.
-    public func pack(_ d: Digest, compression: Compression, level: Int?) throws -> LayerResult {
-        try pack(d, options: { $0.options(compression: compression, level: level, expected: d) }, forward: nil)
+    /// Packs the layer `d` from its recipe (`recipe`, else read) as `compression`, checked
+    /// against `d` (its diffID) before the blob is stored.
+    public func pack(_ d: Digest, recipe: LayerRecipe? = nil, compression: Compression, level: Int?) throws -> LayerResult {
+        try pack(d, recipe: recipe, options: { $0.options(compression: compression, level: level, expected: d) }, forward: nil)
     }
 
-    /// Packs the uncompressed layer `d` from its recipe into `body` (an export's file), storing
-    /// nothing; `body` has had every byte when the diffID check fails, so its output must be
-    /// thrown away then (exports write to a temp file renamed only on success).
-    public func pack(_ d: Digest, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    /// Packs the uncompressed layer `d` from its recipe (`recipe`, else read) into `body` (an
+    /// export's file or stream), storing nothing. `body` may have had bytes when the check fails
+    /// (against `d`, and against the size the layer was built with, so that a header written
+    /// with that size is never overrun), so its output must be thrown away then: exports write
+    /// to a temp file renamed only on success.
+    public func pack(_ d: Digest, recipe: LayerRecipe? = nil, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
         _ = try withoutActuallyEscaping(body) { body in
-            try pack(d, options: {
+            var written: Int64 = 0
+            var size: Int64 = 0
+            try pack(d, recipe: recipe, options: {
+                size = $0.size
                 var o = $0.options(compression: .none, level: nil, expected: d)
                 o.storesBlob = false
                 return o
-            }, forward: body)
+            }, forward: { bytes in
+                written += Int64(bytes.count)
+                guard written <= size else {
+                    // Worded for the message `pack` wraps it in.
+                    throw OCIError(.diffIDMismatch, "it packs to more than its \(size) bytes")
+                }
+                try body(bytes)
+            })
         }
     }
 
-    func pack(_ d: Digest, options: (LayerRecipe) -> LayerOptions,
+    func pack(_ d: Digest, recipe: LayerRecipe?, options: (LayerRecipe) -> LayerOptions,
               forward: ((UnsafeRawBufferPointer) throws -> Void)?) throws -> LayerResult {
-        guard let r = recipe(d) else { throw OCIError.missing(d, store: root) }
+        guard let r = recipe ?? self.recipe(d) else { throw OCIError.missing(d, store: root) }
         let dir = recipeDirectory(r)
         guard access(dir, F_OK) == 0 else {
             throw OCIError(.missingBlob, "layer \(d) is kept only as the snapshot directory \(dir), which is gone: build the image again (its steps run again and keep it anew)")
@@ -131,8 +143,8 @@ extension ContentStore {
     @discardableResult
     public func materialise(_ d: Digest) throws -> Bool {
         if access(path(d), F_OK) == 0 { return false }
-        guard recipe(d) != nil else { return false }
-        _ = try pack(d, compression: .none, level: nil)
+        guard let r = recipe(d) else { return false }
+        _ = try pack(d, recipe: r, compression: .none, level: nil)
         unlink(recipePath(d))
         return true
     }
@@ -146,8 +158,5 @@ extension ContentStore {
         return n
     }
 
-    public func allRecipes() -> [Digest] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: layout.layerRecipes)) ?? [])
-            .compactMap { try? Digest(parsing: "sha256:" + $0) }.sorted()
-    }
+    public func allRecipes() -> [Digest] { digests(namedIn: layout.layerRecipes) }
 }

@@ -47,15 +47,17 @@ extension ImageStore {
         return out.filter { seen.insert($0.digest).inserted }
     }
 
-    /// Exports the image `name` (one platform of it with `platform`).
-    public func save(_ name: String, platform: Platform?, to target: ExportTarget, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch) throws {
+    /// Exports the image `name` (one platform of it with `platform`), as `prepare` makes it
+    /// from the stored one (the layers compressed, say).
+    public func save(_ name: String, platform: Platform?, to target: ExportTarget, sourceDateEpoch: Int64? = LayerOptions.environmentEpoch,
+                     prepare: (Descriptor) throws -> Descriptor = { $0 }) throws {
         let full = try ImageStore.normalise(name)
         guard var top = try lookup(full) else { throw OCIError(.notFound, "no such image: \(full) (see `rbuild images`)") }
         if let platform {
             top = try manifest(of: top, platform: platform).0
         }
         try namingBlobErrors("cannot save \(full)") {
-            try export(top, name: full, to: target, sourceDateEpoch: sourceDateEpoch)
+            try export(try prepare(top), name: full, to: target, sourceDateEpoch: sourceDateEpoch)
         }
     }
 
@@ -110,11 +112,11 @@ extension ImageStore {
     func writeLayout(_ top: Descriptor, name: String?, to dir: String) throws {
         try makeDirectory(dir + "/blobs/sha256")
         for d in try closure(of: top) where access(dir + "/blobs/sha256/" + d.digest.hex, F_OK) != 0 {
-            if content.isPackable(d.digest) {
+            if let recipe = content.packableRecipe(d.digest) {
                 // A layer kept as its snapshot (`LayerRecipe`): packed straight into the output.
                 try replaceAtomically(dir + "/blobs/sha256/" + d.digest.hex, isDirectory: false) { tmp in
                     let out = try FileSink(path: tmp)
-                    try content.pack(d.digest) { try out.write($0) }
+                    try content.pack(d.digest, recipe: recipe) { try out.write($0) }
                 }
                 continue
             }
@@ -149,18 +151,11 @@ extension ImageStore {
             var seen = Set<Digest>()
             for d in blobs.sorted(by: { $0.digest < $1.digest }) where seen.insert(d.digest).inserted {
                 let name = "blobs/sha256/" + d.digest.hex
-                if content.isPackable(d.digest), let size = content.recipe(d.digest)?.size {
+                if let recipe = content.packableRecipe(d.digest) {
                     // Packed from its snapshot (`LayerRecipe`) into the archive, checked
-                    // against its digest at the end (a failure removes the whole archive).
-                    try header(name, directory: false, size: size)
-                    var written: Int64 = 0
-                    try content.pack(d.digest) { bytes in
-                        written += Int64(bytes.count)
-                        guard written <= size else {
-                            throw OCIError(.diffIDMismatch, "layer \(d.digest) cannot be packed again from its snapshot, which changed since it was built (it packs to more than its \(size) bytes): run `rbuild prune --all`, then build the image again")
-                        }
-                        try tar.data(bytes, name)
-                    }
+                    // against its digest and size (a failure removes the whole archive).
+                    try header(name, directory: false, size: recipe.size)
+                    try content.pack(d.digest, recipe: recipe) { try tar.data($0, name) }
                     continue
                 }
                 let reader = try BlobReader(content.blob(d))

@@ -14,6 +14,9 @@ public struct StoreCheck: Sendable {
         public var images: [String]
         /// Removed by a repair.
         public var removed: Bool
+        /// A layer kept as its snapshot (`LayerRecipe`): it has no bytes of its own to hash, so
+        /// `problem` (its repack's error) says what is wrong.
+        public var keptAsSnapshot = false
     }
 
     public var checked = 0
@@ -46,11 +49,12 @@ extension ContentStore {
         // nothing stored); a repair removes the recipe, so the image then reports it missing.
         for d in allRecipes() where access(path(d), F_OK) != 0 {
             report.checked += 1
+            let r = recipe(d)
             do {
-                try pack(d) { _ in }
+                try pack(d, recipe: r) { _ in }
             } catch {
-                var bad = StoreCheck.BadBlob(digest: d, actual: nil, size: recipe(d)?.size ?? 0, problem: "\(error)",
-                                             images: [], removed: false)
+                var bad = StoreCheck.BadBlob(digest: d, actual: nil, size: r?.size ?? 0, problem: "\(error)",
+                                             images: [], removed: false, keptAsSnapshot: true)
                 if repair { bad.removed = unlink(recipePath(d)) == 0 || errno == ENOENT }
                 report.bad.append(bad)
             }

@@ -231,14 +231,6 @@ package func removeDirectory(_ path: String, tasks: any UserNamespaceTasks) thro
     }
 }
 
-extension LayerOptions {
-    /// Records host owners as the ids they are inside the sandbox (`mapping`); a host id the
-    /// map lacks is recorded as 65534 (nobody), as the kernel shows it.
-    public mutating func mapOwners(through mapping: IDMapping) {
-        ownership = { u, g in (mapping.insideID(host: u, uid: true) ?? 65534, mapping.insideID(host: g, uid: false) ?? 65534) }
-    }
-}
-
 /// Restores the owners an unpacked layer recorded, where the id map can represent them.
 func restoreOwners(_ records: [Ownership.Record], under root: String, tasks: any UserNamespaceTasks) throws {
     let mapping = tasks.mapping
