@@ -467,7 +467,8 @@ func packDirectory(_ root: String, base: String?, store: ContentStore, options: 
             guard n >= 0 else { throw OCIError(.io, "cannot read symlink \(root)/\(rel)") }
             target[n] = 0
             archive_entry_set_filetype(e, AE_IFLNK)
-            archive_entry_set_symlink(e, String(cString: target))
+            // The target's bytes as they are (a String would replace bytes that are not UTF-8).
+            target.withUnsafeBufferPointer { archive_entry_set_symlink(e, $0.baseAddress) }
             try header(e, rel)
         case S_IFCHR, S_IFBLK:
             archive_entry_set_filetype(e, type == S_IFCHR ? AE_IFCHR : AE_IFBLK)

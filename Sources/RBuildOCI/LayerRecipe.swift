@@ -105,10 +105,10 @@ extension ContentStore {
     /// with that size is never overrun), so its output must be thrown away then: exports write
     /// to a temp file renamed only on success.
     public func pack(_ d: Digest, recipe: LayerRecipe? = nil, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        _ = try withoutActuallyEscaping(body) { body in
+        try withoutActuallyEscaping(body) { body in
             var written: Int64 = 0
             var size: Int64 = 0
-            try pack(d, recipe: recipe, options: {
+            _ = try pack(d, recipe: recipe, options: {
                 size = $0.size
                 var o = $0.options(compression: .none, level: nil, expected: d)
                 o.storesBlob = false
