@@ -19,24 +19,25 @@ let package = Package(
         .target(name: "CRBuildChild", dependencies: ["CRBuildSys"]),
         // System calls Swift cannot make itself (variadic, or _GNU_SOURCE-only), for RBuildSystem.
         .target(name: "CRBuildSys"),
-        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
-        .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
-        // libarchive, libcrypto and libsqlite3: headers only; CLazyLibraries loads them at first use.
+        // The C libraries below are headers only: CLazyLibraries loads each at first use.
+        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", providers: [.apt(["libcap-dev"])]),
         .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
-        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
         // sha256 from the system's OpenSSL: SHA-NI accelerated and no build cost (swift-crypto
         // would add minutes to every CI build on 2 cores).
         .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
-        // The functions of those three that rbuild calls, each loading its library on first use:
-        // together with their dependencies (libxml2, ICU…) they cost every process 6 ms at start.
+        // The functions of those libraries that rbuild calls, each loading its library on first
+        // use: loaded at start, they and their dependencies (libxml2, ICU…) cost every process
+        // about 7 ms, though most call few of them or none.
         .target(name: "CLazyLibraries", linkerSettings: [.linkedLibrary("dl")]),
 
         // The bottom: errno-carrying errors, fds, fd-relative walks, xattrs, temp dirs, the
         // state-dir layout, the id map, and the vocabulary types every layer shares (the platform).
         .target(name: "RBuildSystem", dependencies: ["CRBuildSys"]),
-        .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap"]),
+        .target(name: "RBuildRuntime", dependencies: ["RBuildSystem", "CRBuildChild", "CSeccomp", "CCap", "CLazyLibraries"]),
         .target(name: "RBuildDockerfile", dependencies: ["RBuildSystem", "RBuildSolver"]),
         .target(name: "RBuildOCI", dependencies: ["RBuildSystem", "CArchive", "CZlib", "CZstd", "CCrypto", "CLazyLibraries"]),
         // OCI and Snapshots never import the runtime or the C child (what they need done in a user
