@@ -89,10 +89,11 @@ final class DockerEngine: @unchecked Sendable {
             d=$(mktemp -d /tmp/rbuild-ci-image.XXXXXX)
             trap 'rm -rf "$d"' EXIT
             tar -C "$d" -xf "$1"
-            # rbuild loads libarchive, libcrypto, libsqlite3 and libcurl at first use (dlopen): ldd
+            # rbuild loads these at first use (dlopen, see CLazyLibraries and CRBuildCurl): ldd
             # does not list them, so they and what they link come too.
             lazy=""
-            for so in libarchive.so.13 libcrypto.so.3 libsqlite3.so.0 libcurl.so.4; do
+            for so in libarchive.so.13 libcrypto.so.3 libsqlite3.so.0 libcurl.so.4 libseccomp.so.2 libcap.so.2 \\
+                      libz.so.1 libzstd.so.1; do
               p=$(/sbin/ldconfig -p | awk -v s="$so" '$1 == s && /x86-64/ {print $NF; exit}')
               [ -n "$p" ] && lazy="$lazy $p"
             done
