@@ -895,7 +895,6 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
         n = read(syncfd, &c, 1);
     } while (n < 0 && errno == EINTR);
     if (n != 1) fail(sfd, RB_STAGE_WAIT_IDMAP, n < 0 ? errno : EPIPE, 0);
-    close(syncfd);
     // A session of its own, so no controlling terminal: nothing in the sandbox can open the
     // caller's terminal through /dev/tty and push input into the caller's shell (TIOCSTI,
     // CVE-2017-5226), nor get its Ctrl-C (rbuild forwards that itself).
@@ -948,6 +947,15 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
     }
     close(rootfd);
     int console = console_sock >= 0 ? open_console(p, console_sock, sfd) : -1;
+
+    // The parent's second byte: the sandbox's network is up (its helper started while the root
+    // was prepared above), or there is none to wait for. Before any credential change and before
+    // PR_SET_DUMPABLE below: either closes this process's /proc/PID/ns files to the helper.
+    do {
+        n = read(syncfd, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) fail(sfd, RB_STAGE_WAIT_GO, n < 0 ? errno : EPIPE, 0);
+    close(syncfd);
 
     drop_privileges(p, sfd);
     // The init is not the command: nothing in the sandbox may ptrace it or open its /proc files.
@@ -1022,7 +1030,8 @@ __attribute__((noreturn)) static void child_main(struct rb_plan *p, int syncfd, 
 
 int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
     int syncp[2], statusp[2], notifyp[2] = { -1, -1 }, consolep[2] = { -1, -1 };
-    if (pipe2(syncp, O_CLOEXEC) < 0) return -errno;
+    // A socket, not a pipe: rb_release sends with MSG_NOSIGNAL to a child that may have died.
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, syncp) < 0) return -errno;
     if (pipe2(statusp, O_CLOEXEC) < 0) {
         int e = errno;
         close(syncp[0]);
@@ -1072,6 +1081,17 @@ int rb_spawn(struct rb_plan *plan, struct rb_child *out) {
     out->notify_fd = notifyp[0];
     out->console_fd = consolep[0];
     return 0;
+}
+
+int rb_release(int sync_fd, int count) {
+    const char go[2] = { 1, 1 };
+    if (count < 1 || count > 2) return -EINVAL;
+    ssize_t n;
+    do {
+        n = send(sync_fd, go, (size_t)count, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    return n == count ? 0 : -EIO;
 }
 
 static volatile sig_atomic_t forward_pid;

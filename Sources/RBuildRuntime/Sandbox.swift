@@ -207,9 +207,9 @@ public enum Sandbox {
         var report: rb_report?
     }
 
-    /// clone → write id maps → connect its network (`network`: start the helper on the child's pid
-    /// and wait until it is ready) → let the child go → collect its report → reap it → stop the
-    /// helper.
+    /// clone → write id maps → let the child prepare its root while its network is connected
+    /// (`network`: start the helper on the child's pid and wait until it is ready) → let the
+    /// child start the command → collect its report → reap it → stop the helper.
     static func spawnAndWait(_ plan: inout rb_plan, mapping: IDMapping, forwardSignals: Bool = false,
                              terminal: TerminalAttachment? = nil,
                              network: ((pid_t) throws -> NetworkAttachment)? = nil,
@@ -235,20 +235,30 @@ public enum Sandbox {
         do {
             try mapping.apply(to: child.pid)
             // The helper joins the child's user and network namespaces: the id maps come first
-            // (it needs a mapped root there), the command only once its network is up.
-            attachment = try network?(child.pid)
+            // (it needs a mapped root there), the command only once its network is up. The
+            // helper's start (about 4 ms for slirp4netns) and the child's mounts overlap: the
+            // first byte lets the child prepare its root, the second lets it start the command.
+            if let network {
+                _ = rb_release(child.sync_fd, 1)
+                attachment = try network(child.pid)
+            }
         } catch {
             kill(child.pid, SIGKILL)
             close(child.sync_fd)
-            close(child.status_fd)
             if child.console_fd >= 0 { close(child.console_fd) }
             fakeIDs?.stop()
             var status: Int32 = 0
             _ = rb_waitpid(child.pid, &status)
+            // A child that failed while preparing its root took its network namespace with it,
+            // and so failed the helper: its own report says what went wrong.
+            var report = rb_report()
+            let got = rb_read_report(child.status_fd, &report)
+            close(child.status_fd)
+            if got == 1 { return Outcome(exitCode: 125, report: report) }
             throw error
         }
-        var one: UInt8 = 1
-        _ = write(child.sync_fd, &one, 1)
+        // A child that failed already sees no byte; its report below says why.
+        _ = rb_release(child.sync_fd, network == nil ? 2 : 1)
         close(child.sync_fd)
 
         if forwardSignals {
@@ -364,6 +374,7 @@ public enum Sandbox {
         var stage: String
         switch UInt32(r.stage) {
         case RB_STAGE_WAIT_IDMAP.rawValue: stage = "waiting for the id maps"
+        case RB_STAGE_WAIT_GO.rawValue: stage = "waiting for its network"
         case RB_STAGE_MOUNT_PRIVATE.rawValue: stage = "making mounts private"
         case RB_STAGE_ROOTFS_BIND.rawValue: stage = "bind-mounting the rootfs"
         case RB_STAGE_PREPARE_MOUNT.rawValue:

@@ -375,6 +375,11 @@ struct SandboxTests {
         ([], ["/etc/passwd"], 126, "permission denied"),
         (["--mount", "type=bind,source=/tmp,target=/bin/busybox"], ["true"], 125,
          "sandbox setup failed at bind /tmp on /bin/busybox: Invalid argument (rootfs "),
+        // The same failure while the network helper starts (the root is prepared meanwhile): the
+        // sandbox's own report, not the helper's failure to join a namespace that went with it.
+        (["--network", "default", "--mount", "type=bind,source=/tmp,target=/bin/busybox"], ["true"], 125,
+         "sandbox setup failed at bind /tmp on /bin/busybox: Invalid argument (rootfs "),
+        (["--network", "default", "--workdir", "/etc/passwd"], ["true"], 125, "sandbox setup failed at entering workdir /etc/passwd"),
     ] as [([String], [String], Int32, String)])
     func badInput(_ options: [String], _ argv: [String], _ status: Int32, _ message: String) throws {
         let fs = try Rootfs()

@@ -45,6 +45,7 @@ enum rb_stage {
     RB_STAGE_SESSION,          // setsid(): leaving the caller's session and terminal
     RB_STAGE_CONSOLE,          // the command's pseudo-terminal (item: 0 open, 1 unlock, 2 peer, 3 owner, 4 send, 5 controlling)
     RB_STAGE_CHROOT,           // the chroot isolation: chroot(rootfs) (item 0), opening /proc's child list (1)
+    RB_STAGE_WAIT_GO,          // reading the second byte ("the network is up: start the command")
 };
 
 /// Constants Swift cannot import from the glibc macros (values are the kernel ABI).
@@ -225,7 +226,9 @@ struct rb_report {
 /// The parent-side results of rb_spawn.
 struct rb_child {
     pid_t pid;                 // the sandbox's init (pid 1 inside)
-    int sync_fd;               // write one byte after the id maps are in place, then close
+    int sync_fd;               // rb_release() one byte once the id maps are in place (the init then
+                               // prepares the root), a second once its network is up (it then starts
+                               // the command); then close
     int status_fd;             // read rb_report records until EOF (EOF with none: exec succeeded)
     int notify_fd;             // with plan->fake_ids: rb_recv_fd() gives the seccomp listener; else -1
     int console_fd;            // with plan->console: rb_recv_fd() gives the terminal's master (EOF
@@ -257,6 +260,10 @@ long rb_mem_write(pid_t pid, uint64_t addr, const void *buf, size_t len);
 /// Clones the sandbox init with `plan->clone_flags`. All signals are blocked across the
 /// clone so that the child starts with no handler able to run. Returns 0, or -errno.
 int rb_spawn(struct rb_plan *plan, struct rb_child *out);
+
+/// Sends `count` go-ahead bytes (1 or 2) on rb_child.sync_fd. A sandbox that already failed
+/// gives -EPIPE, never SIGPIPE. Returns 0, or -errno.
+int rb_release(int sync_fd, int count);
 
 /// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH that were sent to
 /// this process with kill() to `pid`. Signals from the terminal are not forwarded: the sandbox
