@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "RBuildTestSupport", path: "Tests/RBuildTestSupport"),
         .testTarget(name: "RBuildRegistryTests", dependencies: ["RBuildRegistry", "RBuildOCI", "RBuildSystem", "RBuildTestSupport"]),
         .testTarget(name: "RBuildBakeTests", dependencies: ["RBuildBake"]),
-        .testTarget(name: "RBuildNodesTests", dependencies: ["RBuildNodes", "RBuildSystem", "RBuildSolver"]),
+        .testTarget(name: "RBuildNodesTests", dependencies: ["RBuildNodes", "RBuildOCI", "RBuildSystem", "RBuildSolver"]),
         .testTarget(name: "RBuildAttestTests", dependencies: ["RBuildAttest", "RBuildOCI", "RBuildSnapshots", "CSQLite"]),
         .testTarget(name: "RBuildSolverTests", dependencies: ["RBuildSolver", "RBuildExporters"]),
         .testTarget(name: "RBuildExportersTests", dependencies: ["RBuildExporters", "RBuildOCI", "RBuildSnapshots", "RBuildSystem"]),

@@ -2,8 +2,9 @@
 // internal.h.
 #include "internal.h"
 
-// zstd.h marks its functions visibility("default"); these forwarders are hidden (internal.h).
-#define ZSTDLIB_VISIBLE __attribute__((visibility("hidden")))
+// zstd.h marks its functions visibility("default") unless told otherwise (ZSTDLIB_VISIBILITY, the
+// name zstd 1.4 and 1.5 both read); these forwarders are hidden (internal.h).
+#define ZSTDLIB_VISIBILITY __attribute__((visibility("hidden")))
 #include <zstd.h>
 
 RB_LAZY_LIBRARY(libzstd, "libzstd.so.1", "libzstd1");

@@ -45,8 +45,7 @@ public struct RBuildCommand: ParsableCommand {
         var entered = false
         if arguments == nil, let first = CommandLine.arguments.dropFirst().first,
            let kind = insideCommands.first(where: { $0.configuration.commandName == first }),
-           ObjectIdentifier(kind) != ObjectIdentifier(BuildCommand.self)
-            || (getenv("RBUILD_BUILDER") == nil && BuilderStore().isEmpty) {
+           kind != BuildCommand.self || BuilderStore().onlyDefault {
             UserNamespace.enter(arguments: CommandLine.arguments)
             entered = true
         }
@@ -69,9 +68,8 @@ public struct RBuildCommand: ParsableCommand {
         // `run --rootfs DIR` reads and removes nothing a sandbox made (what the command writes in
         // DIR stays there for the caller; the scratch files are rbuild's own), so it runs the
         // sandbox from here and saves a second start of this program.
-        if entered {
-            // Done above (or not possible here: then as before, in this process).
-        } else if insideCommands.contains(where: { ObjectIdentifier($0) == ObjectIdentifier(type(of: command)) })
+        // (Entered above already, or found impossible there: then this process goes on as before.)
+        if !entered, insideCommands.contains(where: { $0 == type(of: command) })
             || (command as? RunCommand).map({ $0.rootfs == nil }) == true || (command as? BakeCommand)?.builds == true {
             UserNamespace.enter(arguments: CommandLine.arguments, handOver: nodeFDs)
         }

@@ -141,6 +141,15 @@ public struct BuilderStore: Sendable {
 
     public func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: path(name)) }
 
+    /// `RBUILD_BUILDER`, when set and not empty.
+    static var environmentChoice: String? {
+        getenv("RBUILD_BUILDER").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Whether a build that names no builder itself is `default`'s, as `resolve(nil)` decides:
+    /// no `RBUILD_BUILDER` and no builder stored (no file is read).
+    public var onlyDefault: Bool { Self.environmentChoice == nil && isEmpty }
+
     /// Whether any builder is stored (no file is read): without one, every build is `default`'s.
     public var isEmpty: Bool {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return true }
@@ -194,7 +203,7 @@ public struct BuilderStore: Sendable {
     /// The builder a build uses: `name` (`--builder`), else `RBUILD_BUILDER`, else `builder use`'s;
     /// nil for the local default.
     public func resolve(_ name: String?) throws -> BuilderConfig? {
-        let chosen = name ?? ProcessInfo.processInfo.environment["RBUILD_BUILDER"].flatMap { $0.isEmpty ? nil : $0 } ?? current()
+        let chosen = name ?? Self.environmentChoice ?? current()
         guard let chosen, chosen != Self.defaultName else { return nil }
         return try load(chosen)
     }

@@ -93,23 +93,22 @@ extension ContentStore {
         return r
     }
 
-    /// Packs the layer `d` from its recipe (`recipe`, else read) as `compression`, checked
-    /// against `d` (its diffID) before the blob is stored.
-    public func pack(_ d: Digest, recipe: LayerRecipe? = nil, compression: Compression, level: Int?) throws -> LayerResult {
+    /// Packs the layer `d` from its recipe as `compression`, checked against `d` (its diffID)
+    /// before the blob is stored.
+    public func pack(_ d: Digest, recipe: LayerRecipe, compression: Compression, level: Int?) throws -> LayerResult {
         try pack(d, recipe: recipe, options: { $0.options(compression: compression, level: level, expected: d) }, forward: nil)
     }
 
-    /// Packs the uncompressed layer `d` from its recipe (`recipe`, else read) into `body` (an
+    /// Packs the uncompressed layer `d` from its recipe into `body` (an
     /// export's file or stream), storing nothing. `body` may have had bytes when the check fails
     /// (against `d`, and against the size the layer was built with, so that a header written
     /// with that size is never overrun), so its output must be thrown away then: exports write
     /// to a temp file renamed only on success.
-    public func pack(_ d: Digest, recipe: LayerRecipe? = nil, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func pack(_ d: Digest, recipe: LayerRecipe, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
         try withoutActuallyEscaping(body) { body in
             var written: Int64 = 0
-            var size: Int64 = 0
+            let size = recipe.size
             _ = try pack(d, recipe: recipe, options: {
-                size = $0.size
                 var o = $0.options(compression: .none, level: nil, expected: d)
                 o.storesBlob = false
                 return o
@@ -124,9 +123,8 @@ extension ContentStore {
         }
     }
 
-    func pack(_ d: Digest, recipe: LayerRecipe?, options: (LayerRecipe) -> LayerOptions,
+    func pack(_ d: Digest, recipe r: LayerRecipe, options: (LayerRecipe) -> LayerOptions,
               forward: ((UnsafeRawBufferPointer) throws -> Void)?) throws -> LayerResult {
-        guard let r = recipe ?? self.recipe(d) else { throw OCIError.missing(d, store: root) }
         let dir = recipeDirectory(r)
         guard access(dir, F_OK) == 0 else {
             throw OCIError(.missingBlob, "layer \(d) is kept only as the snapshot directory \(dir), which is gone: build the image again (its steps run again and keep it anew)")

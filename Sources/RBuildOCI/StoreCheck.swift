@@ -51,6 +51,7 @@ extension ContentStore {
             report.checked += 1
             let r = recipe(d)
             do {
+                guard let r else { throw OCIError.missing(d, store: root) }
                 try pack(d, recipe: r) { _ in }
             } catch {
                 var bad = StoreCheck.BadBlob(digest: d, actual: nil, size: r?.size ?? 0, problem: "\(error)",

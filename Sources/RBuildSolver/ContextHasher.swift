@@ -47,14 +47,19 @@ public final class ContextHasher: Sendable {
         guard fd >= 0 else { throw SolveError("cannot open \(parent): \(String(cString: strerror(errno)))") }
         let dir = FileDescriptor(owning: fd)
         let name = rel.isEmpty ? nil : String(pathComponents(rel).last!)
-        var top = stat()
-        if let name, fstatat(dir.rawValue, name, &top, AT_SYMLINK_NOFOLLOW) == 0, top.st_mode & S_IFMT != S_IFDIR {
-            // One file (or link): no walk to overlap with.
-            if st.known == nil { st.known = (try? index?.fileDigests(under: root)) ?? [:] }
-            var one = Batch()
-            one.add(rel: rel, st: top, dir: dir, name: name)
-            try hash(one, into: h, &st)
-            return h.finish()
+        if let name {
+            var top = stat()
+            guard fstatat(dir.rawValue, name, &top, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw SolveError("cannot stat \(root)/\(rel): \(String(cString: strerror(errno)))")
+            }
+            if top.st_mode & S_IFMT != S_IFDIR {
+                // One file (or link): no walk to overlap with.
+                if st.known == nil { st.known = (try? index?.fileDigests(under: root)) ?? [:] }
+                var one = Batch()
+                one.add(rel: rel, st: top, dir: dir, name: name)
+                try hash(one, into: h, &st)
+                return h.finish()
+            }
         }
         // A directory: a walker thread reads the directories, stats every entry and writes the
         // lines, while this thread loads the remembered digests, then fills in each file's digest
@@ -142,7 +147,6 @@ public final class ContextHasher: Sendable {
         private var finished = false
         private var cancelled = false
         private var failure: Error?
-        private var done = false
         private var pending = Batch()
         static let limit = 4096
         static let batch = 512
@@ -168,7 +172,8 @@ public final class ContextHasher: Sendable {
             } catch {
                 cond.lock(); failure = failure ?? error; cond.unlock()
             }
-            cond.lock(); finished = true; done = true; cond.broadcast(); cond.unlock()
+            pending = Batch()   // its directories' descriptors, when the walk stopped early
+            cond.lock(); finished = true; cond.broadcast(); cond.unlock()
         }
 
         private func visit(_ dir: FileDescriptor, name: String, rel: String) throws {
@@ -212,25 +217,28 @@ public final class ContextHasher: Sendable {
             cond.lock()
             defer { cond.unlock() }
             while queue.isEmpty && !finished { cond.wait() }
-            if !queue.isEmpty {
-                let b = queue.removeFirst()
-                queued -= b.count
-                queuedDirs -= b.dirs
-                cond.broadcast()
-                return b
-            }
+            // A failed walk fails the digest: what is still queued need not be hashed.
             if let failure { throw failure }
-            return nil
+            guard !queue.isEmpty else { return nil }
+            let b = queue.removeFirst()
+            queued -= b.count
+            queuedDirs -= b.dirs
+            cond.broadcast()
+            return b
         }
 
         /// Stops the walk early (the hashing side failed or finished).
         func cancel() {
-            cond.lock(); cancelled = true; cond.broadcast(); cond.unlock()
+            cond.lock()
+            cancelled = true
+            queue.removeAll()   // and with it the directories held open for their files
+            cond.broadcast()
+            cond.unlock()
         }
 
         func waitUntilDone() {
             cond.lock()
-            while !done { cond.wait() }
+            while !finished { cond.wait() }
             cond.unlock()
         }
     }

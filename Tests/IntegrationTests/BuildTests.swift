@@ -490,15 +490,13 @@ struct BuildTests {
         #expect(bad.stderr.contains("checksum mismatch"), "\(bad.stderr)")
     }
 
-    /// Four rbuild processes building at once on one state dir all succeed; a build killed with
-    /// SIGKILL in the middle of a RUN leaves a state dir the next build uses.
     /// build, prune, save, push and check enter rbuild's user namespace before their arguments
     /// are parsed (the inner process parses): a mistake is still reported once, with
     /// ArgumentParser's exit status, and help still works.
     @Test func argumentMistakesFromTheUserNamespace() throws {
         let b = try BuildFixture()
         let ctx = try b.context(["Dockerfile": "FROM busybox\n"])
-        for args in [["build", "--no-such-flag", ctx], ["prune", "--bogus"], ["save"], ["check", "--bogus"]] {
+        for args in [["build", "--no-such-flag", ctx], ["prune", "--bogus"], ["save"], ["push"], ["check", "--bogus"]] {
             let r = try rbuild(args + b.root)
             #expect(r.status == 64, "\(args): \(r.status) \(r.stderr)")
             #expect(r.stderr.components(separatedBy: "Error: ").count == 2, "one message: \(r.stderr)")
@@ -509,6 +507,8 @@ struct BuildTests {
         #expect(try b.build(["-q"], ctx).status == 0)
     }
 
+    /// Four rbuild processes building at once on one state dir all succeed; a build killed with
+    /// SIGKILL in the middle of a RUN leaves a state dir the next build uses.
     @Test func concurrentBuildsAndKill9() throws {
         let b = try BuildFixture()
         var procs: [Process] = []

@@ -81,7 +81,6 @@ struct HistoryTests {
         #expect(try rbuild(["history", "inspect"] + b.root).stderr.contains("no builds recorded"))
     }
 
-    /// Each bake target leaves a record of its own steps; a target's annotations are written.
     /// The history is trimmed to the newest `keep` records once a build makes more than
     /// `trimAt`, and left alone below that (trimming reads every record).
     @Test func historyIsTrimmedPastItsLimit() throws {
@@ -102,21 +101,21 @@ struct HistoryTests {
         func ids() throws -> [String] {
             try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }
         }
-        for i in 10..<(BuildHistory.keep + 5) { try fake(i) }   // 95 records
-        #expect(try b.build([], ctx).status == 0)
-        #expect(try ids().count == BuildHistory.keep - 4, "below the limit nothing is removed")
-        #expect(try rbuild(["history", "ls", "--format", "json"] + b.root).stdout.split(separator: "\n").count == BuildHistory.keep - 4)
+        for i in 10..<(BuildHistory.keep + 14) { try fake(i) }   // 104 records
+        #expect(try b.build([], ctx).status == 0)   // 105: past keep, not past trimAt
+        #expect(try ids().count == BuildHistory.keep + 5, "up to trimAt nothing is removed")
+        #expect(try rbuild(["history", "ls", "--format", "json"] + b.root).stdout.split(separator: "\n").count == BuildHistory.keep + 5)
 
-        for i in 0..<10 { try fake(i) }   // 106 records, the oldest of them new files
-        for i in (BuildHistory.keep + 5)..<(BuildHistory.keep + 10) { try fake(i) }   // 111
-        #expect(try b.build([], ctx).status == 0)   // 112 > trimAt: back to keep
+        for i in 0..<10 { try fake(i) }   // 115 records, the oldest of them new files
+        #expect(try b.build([], ctx).status == 0)   // 116 > trimAt: back to keep
         let left = try ids()
         #expect(left.count == BuildHistory.keep, "\(left.count)")
         #expect(left.filter { !$0.hasPrefix("old") }.count == 2, "both real builds are the newest and stay")
         let oldest = left.filter { $0.hasPrefix("old") }.sorted().first
-        #expect(oldest == "old" + String(format: "%022d", 12), "the 12 oldest went, by start time, not by file age")
+        #expect(oldest == "old" + String(format: "%022d", 16), "the 16 oldest went, by start time, not by file age")
     }
 
+    /// Each bake target leaves a record of its own steps; a target's annotations are written.
     @Test func bakeTargetsRecordAndAnnotate() throws {
         let b = try BuildFixture()
         let hcl = """

@@ -30,7 +30,7 @@ struct LayerRecipeTests {
         #expect(store.contains(hashed.diffID) && store.size(hashed.diffID) == hashed.uncompressedSize)
         #expect(store.recipe(hashed.diffID)?.directory == "tree", "kept relative to the store's root")
         // gzip straight from the tree: the same bytes as compressing a stored plain layer.
-        let packed = try store.pack(hashed.diffID, compression: .gzip, level: nil)
+        let packed = try store.pack(hashed.diffID, recipe: store.recipe(hashed.diffID)!, compression: .gzip, level: nil)
         var stored = options
         stored.storesBlob = true
         stored.compression = .gzip
@@ -50,7 +50,7 @@ struct LayerRecipeTests {
         try Data("changed\n".utf8).write(to: URL(fileURLWithPath: tree + "/d/f"))
         for compression in [Compression.gzip, .none] {
             #expect {
-                _ = try store.pack(hashed.diffID, compression: compression, level: nil)
+                _ = try store.pack(hashed.diffID, recipe: store.recipe(hashed.diffID)!, compression: compression, level: nil)
             } throws: { e in
                 (e as? OCIError)?.code == .diffIDMismatch && "\(e)".contains(hashed.diffID.description)
                     && "\(e)".contains("changed since it was built")
@@ -60,6 +60,24 @@ struct LayerRecipeTests {
         #expect(store.allBlobs().isEmpty, "no blob of the wrong bytes")
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/state/ingest").isEmpty)
         #expect(store.check(repair: false).bad.map(\.digest) == [hashed.diffID])
+    }
+
+    /// An export streams a layer into a header written with the size it was built with: a tree
+    /// that grew since is stopped as soon as it passes that size, not only at the digest check.
+    @Test func aGrownTreeStopsAnExportAtItsSize() throws {
+        let tmp = TempDir()
+        let (store, hashed, tree, _) = try recorded(tmp)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: tree + "/d/f"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(repeating: 0x61, count: 64 << 10))
+        try handle.close()
+        var streamed: Int64 = 0
+        #expect {
+            try store.pack(hashed.diffID, recipe: store.recipe(hashed.diffID)!) { streamed += Int64($0.count) }
+        } throws: { e in
+            (e as? OCIError)?.code == .diffIDMismatch && "\(e)".contains("packs to more than its \(hashed.uncompressedSize) bytes")
+        }
+        #expect(streamed <= hashed.uncompressedSize, "nothing past the size reached the export")
     }
 
     @Test func aGoneTreeIsMissingAndPruneDropsRecipesNothingNames() throws {
@@ -75,7 +93,7 @@ struct LayerRecipeTests {
                                idMapping: .single)
         try FileManager.default.removeItem(atPath: tree)
         #expect(!store.contains(hashed.diffID))
-        #expect { _ = try store.pack(hashed.diffID, compression: .gzip, level: nil) } throws: { ($0 as? OCIError)?.code == .missingBlob }
+        #expect { _ = try store.pack(hashed.diffID, recipe: store.recipe(hashed.diffID)!, compression: .gzip, level: nil) } throws: { ($0 as? OCIError)?.code == .missingBlob }
         // Young recipes nothing names stay an hour (a step may not have stored its record yet).
         _ = try store.removeBlobs(except: [])
         #expect(store.allRecipes() == [hashed.diffID])
