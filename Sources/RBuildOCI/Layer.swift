@@ -421,7 +421,7 @@ func packDirectory(_ root: String, base: String?, store: ContentStore, options: 
                 if type == S_IFDIR {
                     unchanged = sameMetadata(st, old)   // then emitted only if something below changed
                 } else if sameMetadata(st, old) && st.st_size == old.st_size && st.st_rdev == old.st_rdev
-                            && (type != S_IFLNK || linkTarget(dirfd, name) == linkTarget(baseDir, name))
+                            && (type != S_IFLNK || linkTargetBytes(dirfd, name) == linkTargetBytes(baseDir, name))
                             && (type != S_IFREG || st.st_mtim.tv_nsec != 0 || sameBytes(dirfd, baseDir, name)) {
                     return false
                 }
@@ -462,12 +462,8 @@ func packDirectory(_ root: String, base: String?, store: ContentStore, options: 
                 left -= Int64(n)
             }
         case S_IFLNK:
-            var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlinkat(dirfd, name, &target, target.count - 1)
-            guard n >= 0 else { throw OCIError(.io, "cannot read symlink \(root)/\(rel)") }
-            target[n] = 0
+            guard let target = linkTargetBytes(dirfd, name) else { throw OCIError(.io, "cannot read symlink \(root)/\(rel)") }
             archive_entry_set_filetype(e, AE_IFLNK)
-            // The target's bytes as they are (a String would replace bytes that are not UTF-8).
             target.withUnsafeBufferPointer { archive_entry_set_symlink(e, $0.baseAddress) }
             try header(e, rel)
         case S_IFCHR, S_IFBLK:

@@ -29,11 +29,18 @@ public func sortedNames(_ dirfd: Int32, path: String? = nil) throws -> [String] 
 
 /// The target of the symlink `name` in `dirfd`, or nil when it is not one.
 public func linkTarget(_ dirfd: Int32, _ name: String) -> String? {
+    linkTargetBytes(dirfd, name).map { String(cString: $0) }
+}
+
+/// The target of the symlink `name` in `dirfd` as its bytes, NUL-terminated (a String replaces
+/// bytes that are not UTF-8), or nil when it is not one.
+public func linkTargetBytes(_ dirfd: Int32, _ name: String) -> [CChar]? {
     var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlinkat(dirfd, name, &target, target.count - 1)
     guard n >= 0 else { return nil }
+    target.removeSubrange((n + 1)...)
     target[n] = 0
-    return String(cString: target)
+    return target
 }
 
 /// What `fd` is open on, for messages ("fd N" when /proc cannot say).
