@@ -50,7 +50,7 @@ let package = Package(
         // libcurl directly, where URLSession cannot go: a registry's own CA (CURLOPT_CAINFO).
         // libcurl is dlopen'ed at the first request (see curl.c): its 26 libraries cost every start.
         .target(name: "CRBuildCurl", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "CRBuildCurl"]),
+        .target(name: "RBuildRegistry", dependencies: ["RBuildOCI", "RBuildSystem", "CRBuildCurl"]),
         // Bake files (HCL subset, JSON, compose) → resolved targets; knows nothing of building.
         .target(name: "RBuildBake", dependencies: ["RBuildSystem", .product(name: "Yams", package: "Yams")]),
         // Remote native nodes over the system ssh client: builders, sessions, the node protocol.

@@ -119,7 +119,7 @@ public struct BuilderStore: Sendable {
         } else {
             let env = ProcessInfo.processInfo.environment
             let config = env["XDG_CONFIG_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil }
-                ?? (env["HOME"] ?? NSHomeDirectory()) + "/.config"
+                ?? homeDirectory() + "/.config"
             self.directory = config + "/rbuild/builders"
         }
     }

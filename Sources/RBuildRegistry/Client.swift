@@ -1,5 +1,6 @@
 import Foundation
 import RBuildOCI
+import RBuildSystem
 
 /// The OCI distribution API for one registry, over `HTTP` (libcurl): anonymous, basic or
 /// bearer-token auth (the `WWW-Authenticate` challenge is followed, tokens are kept per scope and
@@ -28,7 +29,7 @@ public final class RegistryClient: @unchecked Sendable {
     static func caFile(for registry: String) -> String? {
         let env = ProcessInfo.processInfo.environment
         if let f = env["RBUILD_REGISTRY_CA"], !f.isEmpty { return f }
-        let home = env["HOME"] ?? NSHomeDirectory()
+        let home = homeDirectory()
         for dir in [home + "/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d"] {
             let f = dir + "/" + registry + "/ca.crt"
             if access(f, R_OK) == 0 { return f }

@@ -1,4 +1,5 @@
 import Foundation
+import RBuildSystem
 
 /// Registry credentials as docker keeps them: `$DOCKER_CONFIG/config.json` (else
 /// `~/.docker/config.json`) with `auths` (base64 `user:password`), `credHelpers` and
@@ -14,7 +15,7 @@ public struct Credentials: Sendable {
 
     public static var configPath: String {
         let env = ProcessInfo.processInfo.environment
-        let dir = env["DOCKER_CONFIG"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.docker")
+        let dir = env["DOCKER_CONFIG"] ?? (homeDirectory() + "/.docker")
         return dir + "/config.json"
     }
 

@@ -319,9 +319,9 @@ public func seccompProgramForSandbox(profile: SeccompProfile?, capabilities: Cap
 
 func seccompCacheDirectory() -> String? {
     let env = ProcessInfo.processInfo.environment
-    // Without HOME (cron, `env -i`), the home directory from the user database, as the state dir
-    // finds it: compiling anew in every process costs 25 ms of libseccomp per sandbox start.
-    let base = env["XDG_CACHE_HOME"] ?? (env["HOME"] ?? NSHomeDirectory()) + "/.cache"
+    // Without HOME (cron, `env -i`), the home directory from the user database (homeDirectory):
+    // compiling anew in every process costs 25 ms of libseccomp per sandbox start.
+    let base = env["XDG_CACHE_HOME"] ?? homeDirectory() + "/.cache"
     guard base.hasPrefix("/") else { return nil }
     let dir = base + "/rbuild/seccomp"
     if !isDirectory(dir) {

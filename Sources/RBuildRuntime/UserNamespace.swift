@@ -52,6 +52,10 @@ public enum UserNamespace {
         guard mapping.mode != .root else { return }
 
         var vars = env
+        // Without HOME (cron, `env -i`) the inner process, uid 0 in the namespace, would take
+        // root's home from the user database: another state dir, caches and credentials than this
+        // process's. It gets this user's.
+        if vars["HOME"] == nil { vars["HOME"] = homeDirectory() }
         vars[variable] = "\(mapping.mode.rawValue):\(mapping.maxInsideUID):\(mapping.maxInsideGID):\(getpid())"
         vars[reasonVariable] = mapping.reason
         let arena = CArena()

@@ -36,7 +36,7 @@ public struct StateLayout: Sendable, Equatable {
     public static var defaultRoot: String {
         let env = ProcessInfo.processInfo.environment
         if let xdg = env["XDG_DATA_HOME"], xdg.hasPrefix("/") { return xdg + "/rbuild" }
-        let home = env["HOME"] ?? NSHomeDirectory()
+        let home = homeDirectory()
         return home + "/.local/share/rbuild"
     }
 
@@ -66,4 +66,11 @@ public struct StateLayout: Sendable, Equatable {
     public var history: String { root + "/history" }
     /// The repositories git sources are fetched into, one per remote URL.
     public var git: String { root + "/git" }
+}
+
+/// `$HOME`, else the home directory the user database gives this user (cron and `env -i` run
+/// without HOME). rbuild's user namespace passes it on (UserNamespace.enter): in there, uid 0
+/// would find root's.
+public func homeDirectory() -> String {
+    ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
 }

@@ -507,6 +507,21 @@ struct BuildTests {
         #expect(try b.build(["-q"], ctx).status == 0)
     }
 
+    /// Without HOME (cron, `env -i`) a build, which runs in rbuild's user namespace as uid 0,
+    /// uses this user's default state dir, as `images` outside it does (not root's home).
+    @Test func noHomeUsesTheUsersStateDir() throws {
+        let b = try BuildFixture()
+        let ctx = try b.context(["Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"])
+        var env = ProcessInfo.processInfo.environment
+        for k in ["HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"] { env[k] = nil }
+        let tag = "rbuild-test-nohome-\(getpid())"
+        let built = try rbuild(["build", "-q", "-t", tag, ctx], environment: env)
+        defer { _ = try? rbuild(["rmi", tag], environment: env) }
+        #expect(built.status == 0, "\(built.stderr)")
+        let images = try rbuild(["images"], environment: env)
+        #expect(images.stdout.contains(tag), "\(images.stdout)\(images.stderr)")
+    }
+
     /// Four rbuild processes building at once on one state dir all succeed; a build killed with
     /// SIGKILL in the middle of a RUN leaves a state dir the next build uses.
     @Test func concurrentBuildsAndKill9() throws {
