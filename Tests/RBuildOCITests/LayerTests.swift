@@ -71,6 +71,22 @@ struct LayerTests {
         #expect(l1 == l2)
     }
 
+    /// Against a base, a symlink whose target changed is in the layer even when both targets
+    /// are bytes that are not UTF-8 (as Strings both would read "\u{FFFD}").
+    @Test func aChangedNonUTF8LinkTargetIsInTheDiff() throws {
+        let base = TempDir(), tree = TempDir(), state = TempDir()
+        var when = [timespec(tv_sec: 1_600_000_000, tv_nsec: 0), timespec(tv_sec: 1_600_000_000, tv_nsec: 0)]
+        for (dir, byte) in [(base.path, UInt8(0xFF)), (tree.path, UInt8(0xFE))] {
+            let target: [CChar] = [CChar(bitPattern: byte), 0]
+            #expect(symlink(target, dir + "/l") == 0)
+            #expect(utimensat(AT_FDCWD, dir + "/l", &when, AT_SYMLINK_NOFOLLOW) == 0)
+            #expect(utimensat(AT_FDCWD, dir, &when, 0) == 0)
+        }
+        let store = try ContentStore(root: state.path)
+        #expect(try writeLayer(fromDirectory: base.path, base: base.path, store: store).entries == 0, "the same tree: no entry")
+        #expect(try writeLayer(fromDirectory: tree.path, base: base.path, store: store).entries > 0)
+    }
+
     @Test func aMissingDirectoryIsNamed() throws {
         let state = TempDir()
         #expect {
