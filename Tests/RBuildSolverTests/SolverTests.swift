@@ -191,20 +191,14 @@ func scratchDirectory() throws -> String {
         // An entry that cannot be read midway fails the digest with its path, and the walker
         // thread ends (the next digest works): a directory the walker cannot open, and a file
         // the hashing side cannot read while the walker waits on a full queue behind it.
-        chmod(ctx + "/w/d1500", 0)
-        defer { chmod(ctx + "/w/d1500", 0o755) }
-        if getuid() != 0 {
-            let e = #expect(throws: SolveError.self) { try ContextHasher(root: ctx, index: nil).digest(of: "") }
-            #expect(e?.message.contains("w/d1500") == true, "\(String(describing: e))")
+        for (rel, mode) in [("w/d1500", mode_t(0o755)), ("w/d0100/f", 0o644)] {
+            chmod(ctx + "/" + rel, 0)
+            defer { chmod(ctx + "/" + rel, mode) }
+            if getuid() != 0 {
+                let e = #expect(throws: SolveError.self) { try ContextHasher(root: ctx, index: nil).digest(of: "") }
+                #expect(e?.message.contains(rel) == true, "\(String(describing: e))")
+            }
         }
-        chmod(ctx + "/w/d1500", 0o755)
-        chmod(ctx + "/w/d0100/f", 0)
-        defer { chmod(ctx + "/w/d0100/f", 0o644) }
-        if getuid() != 0 {
-            let e = #expect(throws: SolveError.self) { try ContextHasher(root: ctx, index: nil).digest(of: "") }
-            #expect(e?.message.contains("w/d0100/f") == true, "\(String(describing: e))")
-        }
-        chmod(ctx + "/w/d0100/f", 0o644)
         #expect(try warm.digest(of: "") == expected(""))
     }
 }
