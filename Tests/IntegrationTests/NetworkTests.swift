@@ -159,7 +159,7 @@ struct NetworkTests {
         let b = try BuildFixture()
         let ctx = try b.context(["Dockerfile": """
             FROM busybox
-            RUN nslookup deb.debian.org > /dns && timeout 30 wget -q -O- http://deb.debian.org/debian/dists/bookworm/Release | head -n 5 > /release
+            RUN nslookup deb.debian.org > /dns && timeout 120 wget -O /r http://deb.debian.org/debian/dists/bookworm/Release && head -n 5 /r > /release && rm /r
             """])
         let r = try b.build(["-o", "type=local,dest=\(b.fs.dir)/out"], ctx, environment: helperEnvironment(helper))
         #expect(r.status == 0, "\(r.stderr)")
