@@ -319,16 +319,20 @@ struct RegistryTests {
         let dir = b.fs.dir + "/token"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try RegistryTests.tokenServer.write(toFile: dir + "/token_server.py", atomically: false, encoding: .utf8)
-        let port = Int.random(in: 40000..<50000)
+        // The server listens on a port the kernel picks before it writes anything, and names the
+        // port last: once the file is there, the server answers (a port picked here and a sleep
+        // after token.pem raced the server's start under CI's load).
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        server.arguments = [dir + "/token_server.py", dir, String(port), "alice", "s3cret"]
+        server.arguments = [dir + "/token_server.py", dir, "alice", "s3cret"]
         server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
+        FileManager.default.createFile(atPath: dir + "/server.err", contents: nil)
+        server.standardError = FileHandle(forWritingAtPath: dir + "/server.err")
         try server.run()
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/token.pem") { usleep(50_000) }
-        usleep(200_000)
+        for _ in 0..<600 where server.isRunning && (try? b.file(dir + "/port")) == nil { usleep(50_000) }
+        let port = try #require(Int((try? b.file(dir + "/port")) ?? ""),
+                                "the token server did not start: \((try? b.file(dir + "/server.err")) ?? "")")
         let registry = try LocalRegistry(in: b.fs.dir + "/registry", token: ("http://127.0.0.1:\(port)/token", dir + "/token.pem"))
         var env = ProcessInfo.processInfo.environment
         env["DOCKER_CONFIG"] = b.fs.dir + "/docker"
@@ -355,7 +359,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-dirpath, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dirpath, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
 key = ec.generate_private_key(ec.SECP256R1())
 name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rbuild-test-token")])
 now = datetime.datetime.utcnow()
@@ -395,7 +399,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a): pass
 
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+with open(os.path.join(dirpath, "port.tmp"), "w") as f: f.write(str(server.server_address[1]))
+os.rename(os.path.join(dirpath, "port.tmp"), os.path.join(dirpath, "port"))
+server.serve_forever()
 """#
 
     /// TLS with the registry's own CA: refused without it (the message says where a CA goes),
