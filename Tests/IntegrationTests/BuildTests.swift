@@ -465,17 +465,15 @@ struct BuildTests {
         let served = try b.context(["file.txt": "downloaded\n"], name: "served")
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        let port = Int.random(in: 20000..<40000)
+        let port = try freePort()
         server.arguments = ["-m", "http.server", "--bind", "127.0.0.1", "--directory", served, String(port)]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
-        var up = false
-        for _ in 0..<50 where !up {
-            up = (try? runProcess("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/file.txt"]))?.status == 0
-            if !up { usleep(100_000) }
-        }
+        // Up to 30 s, as for the registry: python's start is slow on two busy cores.
+        for _ in 0..<600 where server.isRunning && !listening(port) { usleep(50_000) }
+        try #require(listening(port), "python's http.server did not start on port \(port)")
         let sum = "sha256:" + (try runProcess("/usr/bin/sha256sum", [served + "/file.txt"]).stdout.split(separator: " ")[0])
         let url = try b.context(["Dockerfile": """
             FROM busybox
