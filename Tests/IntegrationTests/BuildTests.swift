@@ -472,8 +472,8 @@ struct BuildTests {
         try server.run()
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         // Up to 30 s, as for the registry: python's start is slow on two busy cores.
-        for _ in 0..<600 where server.isRunning && !listening(port) { usleep(50_000) }
-        try #require(listening(port), "python's http.server did not start on port \(port)")
+        try #require(waitFor(seconds: 30, { !server.isRunning || listening(port) }) && server.isRunning,
+                     "python's http.server did not start on port \(port)")
         let sum = "sha256:" + (try runProcess("/usr/bin/sha256sum", [served + "/file.txt"]).stdout.split(separator: " ")[0])
         let url = try b.context(["Dockerfile": """
             FROM busybox

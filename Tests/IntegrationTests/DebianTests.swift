@@ -96,7 +96,7 @@ struct DebianTests {
         // SIGKILL: a child of Foundation's Process inherits the test thread's blocked signals, TERM included.
         defer { kill(agent.processIdentifier, SIGKILL); agent.waitUntilExit() }
         var st = stat()
-        for _ in 0..<500 where stat(sock, &st) != 0 { usleep(10_000) }
+        waitFor(seconds: 5) { stat(sock, &st) == 0 }
         var env = ProcessInfo.processInfo.environment
         env["SSH_AUTH_SOCK"] = sock
         env["TMPDIR"] = tmp

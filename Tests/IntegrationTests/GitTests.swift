@@ -87,8 +87,7 @@ final class GitDaemon {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 where !listening(port) { usleep(50_000) }
-        guard listening(port) else { throw FixtureError(message: "git daemon did not start on port \(port)") }
+        guard waitFor(seconds: 5, { listening(port) }) else { throw FixtureError(message: "git daemon did not start on port \(port)") }
     }
 
     deinit { stop() }

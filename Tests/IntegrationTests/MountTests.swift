@@ -250,7 +250,7 @@ struct MountTests {
         try agent.run()
         defer { kill(agent.processIdentifier, SIGKILL) }
         var st = stat()
-        for _ in 0..<200 where stat(sock, &st) != 0 { usleep(10_000) }
+        waitFor(seconds: 2) { stat(sock, &st) == 0 }
         let ctx = try b.context(["Dockerfile": """
             FROM busybox
             RUN --mount=type=ssh stat -c '%F %a %u' "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK"

@@ -306,7 +306,7 @@ struct RegistryTests {
                 "\(big.stderr)")
         // The proxy learns that the reader hung up when its next write fails: what it sent is
         // the 4 MiB read and what the sockets' buffers held, not the 256 MiB a reader to the end takes.
-        for _ in 0..<100 where (try? b.file(sent)) == nil { usleep(50_000) }
+        waitFor(seconds: 5) { (try? b.file(sent)) != nil }
         let count = (try? b.file(sent))?.split(separator: " ").last.flatMap { Int(String($0).trimmed) } ?? -1
         #expect(count >= 0 && count < 64 << 20, "the proxy sent \(count) bytes")
     }
@@ -330,7 +330,7 @@ struct RegistryTests {
         server.standardError = FileHandle(forWritingAtPath: dir + "/server.err")
         try server.run()
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
-        for _ in 0..<600 where server.isRunning && (try? b.file(dir + "/port")) == nil { usleep(50_000) }
+        waitFor(seconds: 30) { !server.isRunning || (try? b.file(dir + "/port")) != nil }
         let port = try #require(Int((try? b.file(dir + "/port")) ?? ""),
                                 "the token server did not start: \((try? b.file(dir + "/server.err")) ?? "")")
         let registry = try LocalRegistry(in: b.fs.dir + "/registry", token: ("http://127.0.0.1:\(port)/token", dir + "/token.pem"))

@@ -124,6 +124,19 @@ final class Rootfs {
     }
 }
 
+/// Polls `condition` every 50 ms until it holds or `seconds` have passed; whether it held.
+/// (A `for _ in 0..<n where condition` loop only filters: it evaluates the condition n times
+/// even after it held, and a condition that connects to a server made that cost minutes.)
+@discardableResult
+func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        if Date() >= deadline { return false }
+        usleep(50_000)
+    }
+    return true
+}
+
 struct FixtureError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
