@@ -59,11 +59,13 @@ struct ContentStoreTests {
         let results = DispatchQueue.global()
         let group = DispatchGroup()
         nonisolated(unsafe) var digests: [Digest?] = Array(repeating: nil, count: 4)
+        let lock = NSLock()
         for i in 0..<4 {
             group.enter()
             results.async {
                 let store = try? ContentStore(root: tmp.path)
-                digests[i] = try? store?.put(bytes)
+                let digest = try? store?.put(bytes)
+                lock.withLock { digests[i] = digest }
                 group.leave()
             }
         }

@@ -78,7 +78,9 @@ struct SeccompTests {
         #expect(host.instructionCount < 4096, "\(host.instructionCount)")
         #expect(arm.instructionCount < 4096, "\(arm.instructionCount)")
         #expect(host.bytes != arm.bytes)
-        #expect(ms < 500, "compiling took \(ms) ms")
+        // A guard against something pathological, not a benchmark: the unit tests run in
+        // parallel, from a debug build (scripts/bench/spawn measures start-up).
+        #expect(ms < 2000, "compiling took \(ms) ms")
     }
 
     @Test func capabilitiesUnlockTheirSyscalls() throws {
