@@ -48,7 +48,8 @@ final class DockerEngine: @unchecked Sendable {
         process.standardOutput = FileHandle(forWritingAtPath: dir + "/dockerd.log") ?? log
         process.standardError = process.standardOutput
         try process.run()
-        for _ in 0..<150 {
+        // Up to a minute: a first start on a fresh machine sets up its data root.
+        for _ in 0..<400 {
             if (try? docker(["version", "--format", "{{.Server.Version}}"]))?.status == 0 { return }
             if !process.isRunning { break }
             usleep(100_000)

@@ -68,9 +68,10 @@ struct HistoryTests {
         try b.killBuild(slow, once: "RUN sleep 30")
         // (Its process in rbuild's user namespace may take a moment to go.)
         var after = try rbuild(["history", "ls", "--format", "json"] + b.root)
-        for _ in 0..<50 where !after.stdout.contains("\"status\":\"canceled\"") {
-            usleep(100_000)
-            after = try rbuild(["history", "ls", "--format", "json"] + b.root)
+        waitFor(seconds: 30) {
+            if after.stdout.contains("\"status\":\"canceled\"") { return true }
+            if let list = try? rbuild(["history", "ls", "--format", "json"] + b.root) { after = list }
+            return false
         }
         #expect(after.stdout.split(separator: "\n").count == 3)
         #expect(after.stdout.split(separator: "\n").first?.contains("\"status\":\"canceled\"") == true, "\(after.stdout)")

@@ -5,19 +5,20 @@ import Glibc
 #endif
 
 /// A web server on the host's 127.0.0.1, at a port the kernel picked, serving one file
-/// (`marker`) for as long as the value lives: what a build step must not reach unless it runs
-/// on the host's network.
+/// (`marker`) and `files` for as long as the value lives: what a build step must not reach
+/// unless it runs on the host's network, or what ADD downloads.
 final class LoopbackServer {
     let process = Process()
     let dir: String
     let port: Int
     let marker = "host-only-\(UInt64.random(in: 0...UInt64.max))"
 
-    init() throws {
+    init(files: [String: String] = [:]) throws {
         let tmp = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         dir = tmp + "/rbuild-http-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try marker.write(toFile: dir + "/marker", atomically: false, encoding: .utf8)
+        for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: false, encoding: .utf8) }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = ["-c", """
             import http.server, os, sys
@@ -28,21 +29,8 @@ final class LoopbackServer {
             print(server.server_port, flush=True)
             server.serve_forever()
             """, dir]
-        let out = Pipe()
-        process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line += chunk
-        }
-        guard let port = Int(String(decoding: line, as: UTF8.self).trimmed) else {
-            kill(process.processIdentifier, SIGKILL)
-            throw FixtureError(message: "python3's http.server did not start (is python3 installed?)")
-        }
-        self.port = port
+        port = try startReportingPort(process, name: "python3's http.server (is python3 installed?)")
         // The server answers here before any build step tries it.
         let check = try runProcess("/usr/bin/python3", ["-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
                                                        "http://127.0.0.1:\(port)/marker"])
@@ -102,7 +90,7 @@ struct NetworkTests {
             FROM busybox
             ARG PORT
             RUN echo first step > /first
-            RUN --network=host timeout 3 wget -q -O- http://127.0.0.1:$PORT/marker > /result
+            RUN --network=host timeout 30 wget -q -O- http://127.0.0.1:$PORT/marker > /result
             """])
         let port = ["--build-arg", "PORT=\(server.port)"]
         let denied = try b.build(port, ctx)
@@ -119,7 +107,7 @@ struct NetworkTests {
         let plain = try b.context(["Dockerfile": """
             FROM busybox
             ARG PORT
-            RUN timeout 3 wget -q -O- http://127.0.0.1:$PORT/marker > /result
+            RUN timeout 30 wget -q -O- http://127.0.0.1:$PORT/marker > /result
             """], name: "plain")
         let buildWide = try b.build(port + ["--network", "host"], plain)
         #expect(buildWide.status == 1 && buildWide.stderr.contains("--network host needs the network.host entitlement"),
@@ -194,9 +182,9 @@ struct NetworkTests {
         p.standardError = FileHandle.nullDevice
         try p.run()
         var found: pid_t?
-        for _ in 0..<100 where found == nil {
-            usleep(100_000)
+        waitFor(seconds: 30) {
             found = descendants(of: p.processIdentifier).first { commandLine($0).first?.hasSuffix(helper) == true }
+            return found != nil
         }
         guard let pid = found else {
             kill(p.processIdentifier, SIGKILL)
@@ -206,11 +194,7 @@ struct NetworkTests {
         }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        var gone = false
-        for _ in 0..<50 where !gone {
-            usleep(100_000)
-            gone = processState(pid).map { $0 == "Z" || $0 == "X" } ?? true
-        }
+        let gone = waitFor(seconds: 30) { processState(pid).map { $0 == "Z" || $0 == "X" } ?? true }
         #expect(gone, "\(helper) (pid \(pid)) outlived rbuild")
     }
 

@@ -319,19 +319,16 @@ struct NodeTests {
         func nodeProcesses() -> String {
             (try? runProcess("/usr/bin/pgrep", ["-u", NodeEnv.remote, "-a", "-f", "node-build|sleep 60"]))?.stdout ?? ""
         }
-        var started = false
-        for _ in 0..<200 where !started {
-            started = nodeProcesses().contains("sleep 60")
-            if !started { usleep(100_000) }
-        }
+        // Over ssh and under qemu: up to a minute to start, half a minute to go.
+        let started = waitFor(seconds: 60) { nodeProcesses().contains("sleep 60") }
         #expect(started, "the node's step never started")
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()
         #expect(p.terminationStatus == 130)
-        var left = nodeProcesses()
-        for _ in 0..<100 where !left.isEmpty {
-            usleep(100_000)
+        var left = ""
+        waitFor(seconds: 30) {
             left = nodeProcesses()
+            return left.isEmpty
         }
         #expect(left.isEmpty, "still running on the node: \(left)")
     }

@@ -20,7 +20,9 @@ final class LocalRegistry {
         self.ip = ip
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
         // A port below the kernel's ephemeral range (32768+); another one if it was taken (the
-        // registry then exits at once).
+        // registry then exits at once). Every answer of this registry carries `X-Rbuild-Test`
+        // with this value: another test's registry on the same port is not taken for it.
+        let identity = UUID().uuidString
         for _ in 0..<5 {
             port = Int.random(in: 20000..<32000)
             process = Process()
@@ -33,6 +35,8 @@ final class LocalRegistry {
                     rootdirectory: \(dir)/data
                 http:
                   addr: \(ip):\(port)
+                  headers:
+                    X-Rbuild-Test: [\(identity)]
 
                 """
             if let tls {
@@ -59,8 +63,11 @@ final class LocalRegistry {
             // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
             // take several seconds to listen.
             for _ in 0..<600 where process.isRunning {
-                let probe = tls == nil ? ["-s", "-o", "/dev/null", "http://\(host)/v2/"] : ["-sk", "-o", "/dev/null", "https://\(host)/v2/"]
-                if (try? runProcess("/usr/bin/curl", probe))?.status == 0 { return }
+                let probe = ["-s", "-k", "-D", "-", "-o", "/dev/null", (tls == nil ? "http://" : "https://") + host + "/v2/"]
+                if let answer = try? runProcess("/usr/bin/curl", probe), answer.status == 0 {
+                    if answer.stdout.contains(identity) { return }
+                    break // another registry answers on this port
+                }
                 usleep(50_000)
             }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
@@ -197,7 +204,7 @@ struct RegistryTests {
     func proxy(_ mode: String, upstream: String, log: String = "/dev/null") throws -> (Process, Int) {
         let script = """
             import http.server, urllib.request, sys
-            up, mode, log, seen = sys.argv[1], sys.argv[3], sys.argv[4], set()
+            up, mode, log, seen = sys.argv[1], sys.argv[2], sys.argv[3], set()
             class H(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
                     if mode == "huge" and "/manifests/" in self.path:
@@ -243,29 +250,15 @@ struct RegistryTests {
                         return
                     self.wfile.write(body)
                 def log_message(self, *a): pass
-            http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+            server = http.server.HTTPServer(("127.0.0.1", 0), H)
+            print(server.server_port, flush=True)
+            server.serve_forever()
             """
-        // Below the kernel's ephemeral range (32768+), and again on another port if this one was
-        // taken (the server then exits at once).
-        for _ in 0..<5 {
-            let port = Int.random(in: 10000..<20000)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            p.arguments = ["-c", script, "http://\(upstream)", String(port), mode, log]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            // Up to 30 s, as for the registry.
-            for _ in 0..<600 where p.isRunning {
-                if (try? runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 {
-                    return (p, port)
-                }
-                usleep(50_000)
-            }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            p.waitUntilExit()
-        }
-        throw FixtureError(message: "the \(mode) proxy did not start")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script, "http://\(upstream)", mode, log]
+        p.standardError = FileHandle.nullDevice
+        return (p, try startReportingPort(p, name: "the \(mode) proxy"))
     }
 
     /// Bad answers: a flipped byte (the pull fails naming the digest, nothing unverified is
@@ -306,7 +299,7 @@ struct RegistryTests {
                 "\(big.stderr)")
         // The proxy learns that the reader hung up when its next write fails: what it sent is
         // the 4 MiB read and what the sockets' buffers held, not the 256 MiB a reader to the end takes.
-        waitFor(seconds: 5) { (try? b.file(sent)) != nil }
+        waitFor(seconds: 30) { (try? b.file(sent))?.hasSuffix("\n") == true }
         let count = (try? b.file(sent))?.split(separator: " ").last.flatMap { Int(String($0).trimmed) } ?? -1
         #expect(count >= 0 && count < 64 << 20, "the proxy sent \(count) bytes")
     }
@@ -319,20 +312,20 @@ struct RegistryTests {
         let dir = b.fs.dir + "/token"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try RegistryTests.tokenServer.write(toFile: dir + "/token_server.py", atomically: false, encoding: .utf8)
-        // The server listens on a port the kernel picks before it writes anything, and names the
-        // port last: once the file is there, the server answers (a port picked here and a sleep
-        // after token.pem raced the server's start under CI's load).
+        // (A port picked here and a sleep after token.pem raced the server's start under CI's load.)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         server.arguments = [dir + "/token_server.py", dir, "alice", "s3cret"]
-        server.standardOutput = FileHandle.nullDevice
         FileManager.default.createFile(atPath: dir + "/server.err", contents: nil)
         server.standardError = FileHandle(forWritingAtPath: dir + "/server.err")
-        try server.run()
+        let port: Int
+        do {
+            port = try startReportingPort(server, name: "the token server")
+        } catch {
+            Issue.record("\(error): \((try? b.file(dir + "/server.err")) ?? "")")
+            return
+        }
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
-        waitFor(seconds: 30) { !server.isRunning || (try? b.file(dir + "/port")) != nil }
-        let port = try #require(Int((try? b.file(dir + "/port")) ?? ""),
-                                "the token server did not start: \((try? b.file(dir + "/server.err")) ?? "")")
         let registry = try LocalRegistry(in: b.fs.dir + "/registry", token: ("http://127.0.0.1:\(port)/token", dir + "/token.pem"))
         var env = ProcessInfo.processInfo.environment
         env["DOCKER_CONFIG"] = b.fs.dir + "/docker"
@@ -400,8 +393,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 
 server = http.server.HTTPServer(("127.0.0.1", 0), H)
-with open(os.path.join(dirpath, "port.tmp"), "w") as f: f.write(str(server.server_address[1]))
-os.rename(os.path.join(dirpath, "port.tmp"), os.path.join(dirpath, "port"))
+print(server.server_port, flush=True)
 server.serve_forever()
 """#
 

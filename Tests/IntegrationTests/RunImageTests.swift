@@ -63,20 +63,24 @@ struct RunImageTests {
         let root = try twoLayerImage(fs) + ["--snapshotter", snapshotter]
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.binary)
-        p.arguments = ["run"] + root + ["two:1", "--", "/bin/sh", "-c", "echo started > /tmp/s; sleep 30"]
-        p.standardOutput = FileHandle.nullDevice
+        p.arguments = ["run"] + root + ["two:1", "--", "/bin/sh", "-c", "echo started; sleep 30"]
+        let out = Pipe()
+        p.standardOutput = out
         p.standardError = FileHandle.nullDevice
-        let started = Date()
         try p.run()
-        // Wait until the sandbox is up (its scratch directory exists), then interrupt.
-        let runDir = fs.dir + "/state/run"
-        while ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).isEmpty && Date().timeIntervalSince(started) < 10 {
-            usleep(20_000)
+        // Interrupt once the command runs in the sandbox (it said so).
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains("started") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += chunk
         }
-        usleep(300_000)
+        #expect(String(decoding: seen, as: UTF8.self).contains("started"), "the command never started")
+        let interrupted = Date()
+        let runDir = fs.dir + "/state/run"
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()
-        #expect(Date().timeIntervalSince(started) < 20, "SIGINT ended the run")
+        #expect(Date().timeIntervalSince(interrupted) < 25, "SIGINT ended the run, not the sleep's end")
         #expect(p.terminationStatus == 130, "128 + SIGINT")
         #expect(try FileManager.default.contentsOfDirectory(atPath: runDir).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: fs.dir + "/state/snapshots/\(snapshotter)/active").isEmpty)

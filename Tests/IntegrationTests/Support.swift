@@ -124,6 +124,27 @@ final class Rootfs {
     }
 }
 
+/// Starts a server that listens on a port the kernel picks and then prints that port on a line
+/// of its standard output: the port, once the server listens (nothing raced, nothing taken).
+/// `name` is for the error when the server exits or prints something else.
+func startReportingPort(_ process: Process, name: String) throws -> Int {
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    var line = Data()
+    while !line.contains(UInt8(ascii: "\n")) {
+        let chunk = out.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        line += chunk
+    }
+    guard let port = Int(String(decoding: line, as: UTF8.self).trimmed) else {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        throw FixtureError(message: "\(name) did not start")
+    }
+    return port
+}
+
 /// Polls `condition` every 50 ms until it holds or `seconds` have passed; whether it held.
 /// (A `for _ in 0..<n where condition` loop only filters: it evaluates the condition n times
 /// even after it held, and a condition that connects to a server made that cost minutes.)
