@@ -48,12 +48,7 @@ final class BuildFixture {
         p.standardOutput = FileHandle.nullDevice
         p.standardError = err
         try p.run()
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains(marker) {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
+        _ = read(err, until: marker)
         usleep(300_000)
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()

@@ -49,11 +49,12 @@ final class DockerEngine: @unchecked Sendable {
         process.standardError = process.standardOutput
         try process.run()
         // Up to a minute: a first start on a fresh machine sets up its data root.
-        for _ in 0..<400 {
-            if (try? docker(["version", "--format", "{{.Server.Version}}"]))?.status == 0 { return }
-            if !process.isRunning { break }
-            usleep(100_000)
+        var answered = false
+        waitFor(seconds: 60) {
+            answered = (try? docker(["version", "--format", "{{.Server.Version}}"]))?.status == 0
+            return answered || !process.isRunning
         }
+        if answered { return }
         let text = (try? String(contentsOfFile: dir + "/dockerd.log", encoding: .utf8)) ?? ""
         stop()
         throw FixtureError(message: "dockerd did not start: " + text.split(separator: "\n").suffix(5).joined(separator: "\n"))

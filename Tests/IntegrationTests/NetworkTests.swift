@@ -29,7 +29,6 @@ final class LoopbackServer {
             print(server.server_port, flush=True)
             server.serve_forever()
             """, dir]
-        process.standardError = FileHandle.nullDevice
         port = try startReportingPort(process, name: "python3's http.server (is python3 installed?)")
         // The server answers here before any build step tries it.
         let check = try runProcess("/usr/bin/python3", ["-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())",

@@ -62,14 +62,16 @@ final class LocalRegistry {
             try process.run()
             // Up to 30 s: on two busy cores (parallel tests, a build beside them) the registry can
             // take several seconds to listen.
-            for _ in 0..<600 where process.isRunning {
-                let probe = ["-s", "-k", "-D", "-", "-o", "/dev/null", (tls == nil ? "http://" : "https://") + host + "/v2/"]
-                if let answer = try? runProcess("/usr/bin/curl", probe), answer.status == 0 {
-                    if answer.stdout.contains(identity) { return }
-                    break // another registry answers on this port
-                }
-                usleep(50_000)
+            let probe = ["-s", "-k", "-D", "-", "-o", "/dev/null", (tls == nil ? "http://" : "https://") + host + "/v2/"]
+            var headers = ""
+            waitFor(seconds: 30) {
+                guard process.isRunning else { return true }
+                guard let answer = try? runProcess("/usr/bin/curl", probe), answer.status == 0 else { return false }
+                headers = answer.stdout
+                return true
             }
+            if headers.contains(identity) { return }
+            // It exited (the port was taken), another registry answers there, or it never did.
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
@@ -257,7 +259,6 @@ struct RegistryTests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         p.arguments = ["-c", script, "http://\(upstream)", mode, log]
-        p.standardError = FileHandle.nullDevice
         return (p, try startReportingPort(p, name: "the \(mode) proxy"))
     }
 
@@ -316,15 +317,7 @@ struct RegistryTests {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         server.arguments = [dir + "/token_server.py", dir, "alice", "s3cret"]
-        FileManager.default.createFile(atPath: dir + "/server.err", contents: nil)
-        server.standardError = FileHandle(forWritingAtPath: dir + "/server.err")
-        let port: Int
-        do {
-            port = try startReportingPort(server, name: "the token server")
-        } catch {
-            Issue.record("\(error): \((try? b.file(dir + "/server.err")) ?? "")")
-            return
-        }
+        let port = try startReportingPort(server, name: "the token server", errorLog: dir + "/server.err")
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         let registry = try LocalRegistry(in: b.fs.dir + "/registry", token: ("http://127.0.0.1:\(port)/token", dir + "/token.pem"))
         var env = ProcessInfo.processInfo.environment

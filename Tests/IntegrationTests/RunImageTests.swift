@@ -69,13 +69,7 @@ struct RunImageTests {
         p.standardError = FileHandle.nullDevice
         try p.run()
         // Interrupt once the command runs in the sandbox (it said so).
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains("started") {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
-        #expect(String(decoding: seen, as: UTF8.self).contains("started"), "the command never started")
+        #expect(read(out, until: "started").contains("started"), "the command never started")
         let interrupted = Date()
         let runDir = fs.dir + "/state/run"
         kill(p.processIdentifier, SIGINT)

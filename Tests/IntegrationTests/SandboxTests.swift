@@ -208,12 +208,7 @@ struct SandboxTests {
         let out = Pipe()
         p.standardOutput = out
         try p.run()
-        var seen = Data()
-        while !String(decoding: seen, as: UTF8.self).contains("ready") {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += chunk
-        }
+        _ = read(out, until: "ready")
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         #expect(p.terminationReason == .exit)

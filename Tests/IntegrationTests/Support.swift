@@ -124,23 +124,37 @@ final class Rootfs {
     }
 }
 
+/// What `pipe` carries up to and including the first `text`, or up to its end when the writer
+/// closes it first.
+func read(_ pipe: Pipe, until text: String) -> String {
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains(text) {
+        let chunk = pipe.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        seen += chunk
+    }
+    return String(decoding: seen, as: UTF8.self)
+}
+
 /// Starts a server that listens on a port the kernel picks and then prints that port on a line
 /// of its standard output: the port, once the server listens (nothing raced, nothing taken).
-/// `name` is for the error when the server exits or prints something else.
-func startReportingPort(_ process: Process, name: String) throws -> Int {
+/// `name` is for the error when the server exits or prints something else; `errorLog`, where
+/// its standard error goes (quoted in that error), else nowhere.
+func startReportingPort(_ process: Process, name: String, errorLog: String? = nil) throws -> Int {
     let out = Pipe()
     process.standardOutput = out
-    try process.run()
-    var line = Data()
-    while !line.contains(UInt8(ascii: "\n")) {
-        let chunk = out.fileHandleForReading.availableData
-        if chunk.isEmpty { break }
-        line += chunk
+    if let errorLog {
+        _ = FileManager.default.createFile(atPath: errorLog, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: errorLog)
+    } else {
+        process.standardError = FileHandle.nullDevice
     }
-    guard let port = Int(String(decoding: line, as: UTF8.self).trimmed) else {
+    try process.run()
+    guard let port = Int(read(out, until: "\n").trimmed) else {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        throw FixtureError(message: "\(name) did not start")
+        let said = errorLog.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? ""
+        throw FixtureError(message: "\(name) did not start" + (said.isEmpty ? "" : ": " + said))
     }
     return port
 }
