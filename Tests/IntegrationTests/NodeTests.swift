@@ -72,10 +72,8 @@ final class NodeFixture: @unchecked Sendable {
             // for an exit); stopped by its pid file.
             let start = try runProcess(sshdPath, ["-f", dir + "/sshd_config", "-E", dir + "/sshd.log"])
             guard start.status == 0 else { continue }
-            var up = false
-            for _ in 0..<50 where !up {
-                up = (try? runProcess("/usr/bin/ssh-keyscan", ["-p", String(port), "-t", "ed25519", "127.0.0.1"]))?.status == 0
-                if !up { usleep(100_000) }
+            let up = waitFor(seconds: 5) {
+                (try? runProcess("/usr/bin/ssh-keyscan", ["-p", String(port), "-t", "ed25519", "127.0.0.1"]))?.status == 0
             }
             guard up else { stop(); continue }
             try sh("""
